@@ -1,0 +1,66 @@
+/* common.h: the one header every memlens C file includes.
+ *
+ * Holds the Python include, the compatibility shims (each named after the
+ * behaviour that forced it), the error helpers and the module state.
+ */
+#ifndef MEMLENS_COMMON_H
+#define MEMLENS_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef MEMLENS_FORCE_BUILD_ERROR
+/* Lets the test suite check that a broken C build fails the install. */
+#error "memlens: build failure forced by MEMLENS_FORCE_BUILD_ERROR"
+#endif
+
+#if !defined(__linux__)
+/* Only Linux is claimed: the readers need /proc/self. */
+#error "memlens: only Linux is supported"
+#endif
+
+/* ---- Compatibility ---------------------------------------------------- */
+
+/* Py_NewRef arrived in 3.10; 3.9 is supported. */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+memlens_newref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) memlens_newref((PyObject *)(o))
+#endif
+
+/* The GIL is what serialises the window list and the hook installation.
+ * A free-threaded build (3.13t) has none, so we refuse to build there
+ * rather than race. */
+#if defined(Py_GIL_DISABLED)
+#error "memlens: free-threaded CPython builds are not supported yet"
+#endif
+
+/* ---- Module state ----------------------------------------------------- */
+
+typedef struct {
+    PyTypeObject *sampler_type;     /* Owned. */
+    PyTypeObject *window_type;      /* Owned. */
+} memlens_state;
+
+extern PyModuleDef memlens_module_def;
+
+/* Returns the module state of the module that defined `type` (borrowed). */
+memlens_state *memlens_state_from_type(PyTypeObject *type);
+
+/* ---- Error helpers ---------------------------------------------------- */
+
+/* Sets OSError(err, strerror(err), path); returns NULL for `return`. */
+PyObject *memlens_oserror_path(int err, const char *path);
+
+/* Sets OSError(EINVAL, "cannot parse <what>", path): the kernel answered
+ * with text we could not read. Returns NULL. */
+PyObject *memlens_parse_error(const char *what, const char *path);
+
+#endif /* MEMLENS_COMMON_H */

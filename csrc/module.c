@@ -1,0 +1,130 @@
+/* module.c: memlens._core, the C core of memlens.
+ *
+ * Multi-phase initialisation; the module state holds the heap types. The
+ * process-wide resources (cached /proc descriptors, allocator hooks, the
+ * open-window list) are process-wide by nature and live in each
+ * subsystem's file, protected as documented there.
+ */
+#include "common.h"
+#include "hooks.h"
+#include "peak.h"
+#include "rss.h"
+#include "sampler.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+PyObject *
+memlens_oserror_path(int err, const char *path)
+{
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iss", err,
+                                          strerror(err), path);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *
+memlens_parse_error(const char *what, const char *path)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "cannot parse %s", what);
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iss", EINVAL, msg,
+                                          path);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+memlens_state *
+memlens_state_from_type(PyTypeObject *type)
+{
+    return (memlens_state *)PyType_GetModuleState(type);
+}
+
+/* state() -> dict: what memlens has installed or running right now. The
+ * test suite checks it is all gone after each test. */
+static PyObject *
+module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    return Py_BuildValue("{s:O,s:l,s:l,s:l}",
+                         "hooks_installed",
+                         memlens_hooks_installed() ? Py_True : Py_False,
+                         "hooks_users", memlens_hooks_users(),
+                         "sampler_threads", memlens_sampler_threads(),
+                         "open_windows", memlens_peak_open_windows());
+}
+
+static PyMethodDef module_methods[] = {
+    {"state", module_state_info, METH_NOARGS,
+     "state() -> dict of what memlens has installed or running."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+module_exec(PyObject *module)
+{
+    memlens_state *st = PyModule_GetState(module);
+    if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
+        || memlens_sampler_init_type(module, st) < 0
+        || memlens_peak_init_type(module, st) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    memlens_state *st = PyModule_GetState(module);
+    if (st != NULL) {
+        Py_VISIT(st->sampler_type);
+        Py_VISIT(st->window_type);
+    }
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    memlens_state *st = PyModule_GetState(module);
+    if (st != NULL) {
+        Py_CLEAR(st->sampler_type);
+        Py_CLEAR(st->window_type);
+    }
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef memlens_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "memlens._core",
+    .m_doc = "The C core of memlens: readings, peaks, sampler, hooks.",
+    .m_size = sizeof(memlens_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&memlens_module_def);
+}

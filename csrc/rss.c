@@ -1,0 +1,409 @@
+/* rss.c: fast readers of the kernel's memory accounting.
+ *
+ * rss() preads a statm file descriptor kept open for the life of the
+ * process (reopened after fork, since an fd on /proc/self keeps naming the
+ * process that opened it). memory() reads statm, status and, on request,
+ * smaps_rollup. The peak reset writes "5" to clear_refs.
+ *
+ * Threads: the Python-facing functions run with the GIL held, which also
+ * protects the cached descriptors and the folded peak. memlens_rss_from_fd
+ * and memlens_proc_open touch no Python object and are what the sampler
+ * thread uses without the GIL.
+ */
+#include "rss.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Where the process's files are read from. Only tests change it, to
+ * check how failures are reported. Protected by the GIL (and read by the
+ * sampler only while opening, which happens under the GIL). */
+static char rss_proc_dir[MEMLENS_PATH_MAX / 2] = "/proc/self";
+
+/* Cached descriptors, -1 when closed. Protected by the GIL; closed in the
+ * child after fork. */
+static int rss_statm_fd = -1;
+static int rss_status_fd = -1;
+
+/* Highest VmHWM seen before one of our resets. Protected by the GIL. */
+static uint64_t rss_folded_peak = 0;
+
+/* Bumped whenever the proc dir changes, so that cached verdicts about
+ * what the kernel allows are taken again. Protected by the GIL. */
+unsigned long memlens_proc_generation = 0;
+
+static long rss_page_size = 4096;
+
+int
+memlens_proc_open(const char *name, char *path)
+{
+    int n = snprintf(path, MEMLENS_PATH_MAX, "%s/%s", rss_proc_dir, name);
+    if (n < 0 || n >= MEMLENS_PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int flags = strcmp(name, "clear_refs") == 0 ? O_WRONLY : O_RDONLY;
+    int fd;
+    do {
+        fd = open(path, flags | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+/* Reads the whole of a small proc file from offset 0 into buf (NUL
+ * terminated). Returns the length, or -1 with errno set. */
+static ssize_t
+rss_pread_all(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t n = pread(fd, buf + got, size - 1 - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* Parses the first three fields of statm (pages): size, resident, shared.
+ * Returns 0, or -1 when the text is not three numbers. */
+static int
+rss_parse_statm(const char *buf, uint64_t out[3])
+{
+    const char *p = buf;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno != 0 || end == p) {
+            return -1;
+        }
+        out[i] = (uint64_t)v;
+        p = end;
+    }
+    return 0;
+}
+
+int
+memlens_rss_from_fd(int fd, uint64_t *rss)
+{
+    char buf[128];
+    uint64_t f[3];
+    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
+        return -1;
+    }
+    if (rss_parse_statm(buf, f) < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    *rss = f[1] * (uint64_t)rss_page_size;
+    return 0;
+}
+
+/* Returns the cached fd for `name`, opening it if needed; -1 with an
+ * OSError. GIL held. */
+static int
+rss_cached_fd(int *slot, const char *name, char *path)
+{
+    if (*slot < 0) {
+        *slot = memlens_proc_open(name, path);
+        if (*slot < 0) {
+            memlens_oserror_path(errno, path);
+            return -1;
+        }
+    }
+    return *slot;
+}
+
+static void
+rss_close_cached(void)
+{
+    if (rss_statm_fd >= 0) {
+        close(rss_statm_fd);
+        rss_statm_fd = -1;
+    }
+    if (rss_status_fd >= 0) {
+        close(rss_status_fd);
+        rss_status_fd = -1;
+    }
+}
+
+/* Reads statm through the cached fd into f[3] (pages). 0 or -1 + OSError. */
+static int
+rss_read_statm(uint64_t f[3])
+{
+    char path[MEMLENS_PATH_MAX];
+    char buf[128];
+    snprintf(path, sizeof(path), "%s/statm", rss_proc_dir);
+    int fd = rss_cached_fd(&rss_statm_fd, "statm", path);
+    if (fd < 0) {
+        return -1;
+    }
+    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
+        memlens_oserror_path(errno, path);
+        return -1;
+    }
+    if (rss_parse_statm(buf, f) < 0) {
+        memlens_parse_error("statm", path);
+        return -1;
+    }
+    return 0;
+}
+
+int
+memlens_rss_now(uint64_t *rss)
+{
+    uint64_t f[3];
+    if (rss_read_statm(f) < 0) {
+        return -1;
+    }
+    *rss = f[1] * (uint64_t)rss_page_size;
+    return 0;
+}
+
+/* Finds "<key>" at a line start in a proc key/value text and returns its
+ * value in kB through *kb. 1 found, 0 absent. */
+static int
+rss_find_kb(const char *text, const char *key, uint64_t *kb)
+{
+    size_t klen = strlen(key);
+    const char *p = text;
+    while (p != NULL && *p != '\0') {
+        if (strncmp(p, key, klen) == 0) {
+            char *end;
+            p += klen;
+            errno = 0;
+            unsigned long long v = strtoull(p, &end, 10);
+            if (errno != 0 || end == p) {
+                return 0;
+            }
+            *kb = (uint64_t)v;
+            return 1;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL) {
+            p++;
+        }
+    }
+    return 0;
+}
+
+/* Reads status through the cached fd and returns VmHWM in bytes. */
+int
+memlens_hwm_now(uint64_t *hwm)
+{
+    char path[MEMLENS_PATH_MAX];
+    char buf[4096];
+    uint64_t kb;
+    snprintf(path, sizeof(path), "%s/status", rss_proc_dir);
+    int fd = rss_cached_fd(&rss_status_fd, "status", path);
+    if (fd < 0) {
+        return -1;
+    }
+    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
+        memlens_oserror_path(errno, path);
+        return -1;
+    }
+    if (!rss_find_kb(buf, "VmHWM:", &kb)) {
+        memlens_parse_error("VmHWM in status", path);
+        return -1;
+    }
+    *hwm = kb * 1024;
+    return 0;
+}
+
+int
+memlens_hwm_reset(uint64_t *before)
+{
+    char path[MEMLENS_PATH_MAX];
+    uint64_t hwm;
+    if (memlens_hwm_now(&hwm) < 0) {
+        PyErr_Clear();
+        errno = EIO;
+        return -1;
+    }
+    if (hwm > rss_folded_peak) {
+        rss_folded_peak = hwm;
+    }
+    *before = hwm;
+    /* clear_refs is opened per reset: it is written rarely, and a
+     * descriptor kept open would be one more thing to mend after fork. */
+    int fd = memlens_proc_open("clear_refs", path);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n;
+    do {
+        n = write(fd, "5", 1);
+    } while (n < 0 && errno == EINTR);
+    int err = errno;
+    close(fd);
+    if (n != 1) {
+        errno = n < 0 ? err : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+int
+memlens_lifetime_peak(uint64_t *peak)
+{
+    uint64_t hwm;
+    if (memlens_hwm_now(&hwm) < 0) {
+        return -1;
+    }
+    *peak = hwm > rss_folded_peak ? hwm : rss_folded_peak;
+    return 0;
+}
+
+/* Reads smaps_rollup into uss, pss and swap (bytes). 0 or -1 + OSError. */
+static int
+rss_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
+{
+    char path[MEMLENS_PATH_MAX];
+    char buf[4096];
+    uint64_t clean = 0, dirty = 0, huge = 0;
+    int fd = memlens_proc_open("smaps_rollup", path);
+    if (fd < 0) {
+        memlens_oserror_path(errno, path);
+        return -1;
+    }
+    ssize_t n = rss_pread_all(fd, buf, sizeof(buf));
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        memlens_oserror_path(err, path);
+        return -1;
+    }
+    if (!rss_find_kb(buf, "Pss:", pss) || !rss_find_kb(buf, "Swap:", swap)
+        || !rss_find_kb(buf, "Private_Clean:", &clean)
+        || !rss_find_kb(buf, "Private_Dirty:", &dirty)) {
+        memlens_parse_error("smaps_rollup", path);
+        return -1;
+    }
+    /* Absent before Linux 4.15's hugetlb accounting: counts as zero. */
+    (void)rss_find_kb(buf, "Private_Hugetlb:", &huge);
+    *uss = (clean + dirty + huge) * 1024;
+    *pss *= 1024;
+    *swap *= 1024;
+    return 0;
+}
+
+/* rss() -> int: resident set size in bytes, one pread. */
+static PyObject *
+rss_py_rss(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    uint64_t rss;
+    if (memlens_rss_now(&rss) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(rss);
+}
+
+/* memory(detail) -> (rss, vms, shared, peak, uss, pss, swap); the last
+ * three are None unless detail is true. New reference. */
+static PyObject *
+rss_py_memory(PyObject *module, PyObject *arg)
+{
+    int detail = PyObject_IsTrue(arg);
+    uint64_t f[3], peak, uss, pss, swap;
+    if (detail < 0) {
+        return NULL;
+    }
+    if (rss_read_statm(f) < 0 || memlens_lifetime_peak(&peak) < 0) {
+        return NULL;
+    }
+    uint64_t page = (uint64_t)rss_page_size;
+    if (!detail) {
+        return Py_BuildValue("(KKKKOOO)", f[1] * page, f[0] * page,
+                             f[2] * page, peak, Py_None, Py_None, Py_None);
+    }
+    if (rss_read_rollup(&uss, &pss, &swap) < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(KKKKKKK)", f[1] * page, f[0] * page, f[2] * page,
+                         peak, uss, pss, swap);
+}
+
+/* _set_proc_dir(path): reads the process files from `path` instead of
+ * /proc/self. For tests of failure reporting; "" restores the default. */
+static PyObject *
+rss_py_set_proc_dir(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t len;
+    const char *s;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "path must be str, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    s = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (s == NULL) {
+        return NULL;
+    }
+    if ((size_t)len >= sizeof(rss_proc_dir)) {
+        PyErr_SetString(PyExc_ValueError, "path too long");
+        return NULL;
+    }
+    rss_close_cached();
+    snprintf(rss_proc_dir, sizeof(rss_proc_dir), "%s",
+             len == 0 ? "/proc/self" : s);
+    memlens_proc_generation++;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef memlens_rss_methods[] = {
+    {"rss", rss_py_rss, METH_NOARGS,
+     "rss() -> int\n\nResident set size of this process, in bytes."},
+    {"memory", rss_py_memory, METH_O,
+     "memory(detail) -> tuple\n\n(rss, vms, shared, peak, uss, pss, swap)"},
+    {"_set_proc_dir", rss_py_set_proc_dir, METH_O,
+     "Read the process files from another folder (tests only)."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* After fork the cached descriptors still name the parent's files. */
+static void
+rss_atfork_child(void)
+{
+    rss_close_cached();
+}
+
+int
+memlens_rss_init(PyObject *module)
+{
+    static int registered = 0;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) {
+        rss_page_size = ps;
+    }
+    if (!registered) {
+        int rc = pthread_atfork(NULL, NULL, rss_atfork_child);
+        if (rc != 0) {
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        registered = 1;
+    }
+    return PyModule_AddFunctions(module, memlens_rss_methods);
+}

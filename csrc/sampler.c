@@ -1,0 +1,536 @@
+/* sampler.c: a native thread that samples RSS at a fixed interval.
+ *
+ * The thread is a plain pthread: it never takes the GIL and touches no
+ * Python object. It preads statm, stamps the sample with CLOCK_MONOTONIC
+ * and appends it to libc-allocated arrays under the sampler's mutex, then
+ * sleeps on a condition variable until the next deadline, so that stop()
+ * wakes it at once. Deadlines are absolute: sampling does not drift.
+ *
+ * The owner (Python, GIL held) starts and stops it; stop() releases the
+ * GIL while joining. After fork the thread does not exist in the child:
+ * stop() there only marks the sampler stopped.
+ */
+#include "sampler.h"
+#include "rss.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static long sampler_live_threads = 0; /* Atomic (__atomic builtins). */
+
+long
+memlens_sampler_threads(void)
+{
+    return __atomic_load_n(&sampler_live_threads, __ATOMIC_SEQ_CST);
+}
+
+static double
+sampler_elapsed(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec)
+           + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+/* Takes one sample and appends it. Called by the thread, or by the owner
+ * after join; never raises. */
+static void
+sampler_take(memlens_sampler *s)
+{
+    uint64_t rss;
+    int ok = memlens_rss_from_fd(s->fd, &rss) == 0;
+    double t = sampler_elapsed(&s->t0);
+    pthread_mutex_lock(&s->lock);
+    if (!ok) {
+        s->failures++;
+        goto done;
+    }
+    if (s->count == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1024;
+        double *times = realloc(s->times, cap * sizeof(double));
+        if (times == NULL) {
+            s->failures++;
+            goto done;
+        }
+        s->times = times;
+        uint64_t *values = realloc(s->values, cap * sizeof(uint64_t));
+        if (values == NULL) {
+            s->failures++;
+            goto done;
+        }
+        s->values = values;
+        s->cap = cap;
+    }
+    s->times[s->count] = t;
+    s->values[s->count] = rss;
+    s->count++;
+    if (rss > s->peak) {
+        s->peak = rss;
+    }
+done:
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void
+sampler_add_seconds(struct timespec *ts, double seconds)
+{
+    double whole = floor(seconds);
+    ts->tv_sec += (time_t)whole;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    while (ts->tv_nsec >= 1000000000L) {
+        ts->tv_nsec -= 1000000000L;
+        ts->tv_sec++;
+    }
+}
+
+static int
+sampler_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec
+           || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static void *
+sampler_main(void *arg)
+{
+    memlens_sampler *s = arg;
+    struct timespec next = s->t0;
+    struct timespec now;
+
+    pthread_mutex_lock(&s->lock);
+    while (!s->stop_requested) {
+        pthread_mutex_unlock(&s->lock);
+        sampler_take(s);
+        sampler_add_seconds(&next, s->interval);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (sampler_before(&next, &now)) {
+            /* Late (the machine was busy): skip the missed ticks rather
+             * than firing a burst. */
+            next = now;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (!s->stop_requested) {
+            int rc = pthread_cond_timedwait(&s->wake, &s->lock, &next);
+            if (rc == ETIMEDOUT) {
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    __atomic_sub_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+int
+memlens_sampler_init(memlens_sampler *s, double interval)
+{
+    pthread_condattr_t attr;
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    s->interval = interval;
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_mutex_init failed");
+        return -1;
+    }
+    if (pthread_condattr_init(&attr) != 0
+        || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
+        || pthread_cond_init(&s->wake, &attr) != 0) {
+        pthread_mutex_destroy(&s->lock);
+        PyErr_SetString(PyExc_OSError, "pthread_cond_init failed");
+        return -1;
+    }
+    pthread_condattr_destroy(&attr);
+    return 0;
+}
+
+int
+memlens_sampler_start(memlens_sampler *s)
+{
+    char path[MEMLENS_PATH_MAX];
+    struct timespec wall;
+    if (s->running && s->owner_pid == getpid()) {
+        return 0;
+    }
+    s->running = 0;
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    /* A descriptor of its own: the thread preads it without the GIL while
+     * Python code may reopen the cached one. */
+    s->fd = memlens_proc_open("statm", path);
+    if (s->fd < 0) {
+        memlens_oserror_path(errno, path);
+        return -1;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->count = 0;
+    s->peak = 0;
+    s->failures = 0;
+    s->stop_requested = 0;
+    pthread_mutex_unlock(&s->lock);
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    s->start_epoch = (double)wall.tv_sec + (double)wall.tv_nsec * 1e-9;
+    s->owner_pid = getpid();
+
+    __atomic_add_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
+    int rc = pthread_create(&s->thread, NULL, sampler_main, s);
+    if (rc != 0) {
+        __atomic_sub_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
+        close(s->fd);
+        s->fd = -1;
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    s->running = 1;
+    return 0;
+}
+
+void
+memlens_sampler_stop(memlens_sampler *s)
+{
+    if (!s->running) {
+        return;
+    }
+    s->running = 0;
+    if (s->owner_pid != getpid()) {
+        /* Forked child: the thread was not copied; its buffers were. */
+        if (s->fd >= 0) {
+            close(s->fd);
+            s->fd = -1;
+        }
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stop_requested = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(s->thread, NULL);
+    Py_END_ALLOW_THREADS
+    sampler_take(s);
+    close(s->fd);
+    s->fd = -1;
+}
+
+void
+memlens_sampler_fini(memlens_sampler *s)
+{
+    memlens_sampler_stop(s);
+    free(s->times);
+    free(s->values);
+    s->times = NULL;
+    s->values = NULL;
+    s->count = s->cap = 0;
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
+}
+
+uint64_t
+memlens_sampler_peak(memlens_sampler *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t peak = s->peak;
+    pthread_mutex_unlock(&s->lock);
+    return peak;
+}
+
+/* ---- The Python type -------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    memlens_sampler s;
+    int ready;                  /* memlens_sampler_init succeeded. */
+} SamplerObject;
+
+/* Converts a Python interval to seconds: a finite real number > 0. */
+static int
+sampler_parse_interval(PyObject *obj, double *out)
+{
+    if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
+        PyErr_Format(PyExc_TypeError,
+                     "interval must be a number of seconds, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(v > 0.0) || !isfinite(v)) {
+        PyErr_Format(PyExc_ValueError,
+                     "interval must be a positive number of seconds, got %R",
+                     obj);
+        return -1;
+    }
+    if (v < 1e-6 || v > 86400.0) {
+        PyErr_Format(PyExc_ValueError,
+                     "interval must be between 1e-06 and 86400 seconds, "
+                     "got %R", obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+sampler_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"interval", NULL};
+    SamplerObject *so = (SamplerObject *)self;
+    PyObject *interval_obj = NULL;
+    double interval = 0.001;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Sampler", kwlist,
+                                     &interval_obj)) {
+        return -1;
+    }
+    if (interval_obj != NULL
+        && sampler_parse_interval(interval_obj, &interval) < 0) {
+        return -1;
+    }
+    if (so->ready) {
+        if (so->s.running) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot re-initialise a running Sampler");
+            return -1;
+        }
+        so->s.interval = interval;
+        return 0;
+    }
+    if (memlens_sampler_init(&so->s, interval) < 0) {
+        return -1;
+    }
+    so->ready = 1;
+    return 0;
+}
+
+static int
+sampler_check_ready(SamplerObject *so)
+{
+    if (!so->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Sampler.__init__ was not called");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+sampler_tp_dealloc(PyObject *self)
+{
+    SamplerObject *so = (SamplerObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (so->ready) {
+        memlens_sampler_fini(&so->s);
+        so->ready = 0;
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+sampler_start(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (sampler_check_ready(so) < 0 || memlens_sampler_start(&so->s) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self);
+}
+
+static PyObject *
+sampler_stop(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (sampler_check_ready(so) < 0) {
+        return NULL;
+    }
+    memlens_sampler_stop(&so->s);
+    return Py_NewRef(self);
+}
+
+static PyObject *
+sampler_exit(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    PyObject *r = sampler_stop(self, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+/* _buffers() -> (bytes of float64 times, bytes of uint64 values): a copy
+ * taken under the lock, so a running thread may go on appending. */
+static PyObject *
+sampler_buffers(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    PyObject *times = NULL, *values = NULL, *result = NULL;
+    double *tcopy = NULL;
+    uint64_t *vcopy = NULL;
+    size_t n;
+    if (sampler_check_ready(so) < 0) {
+        return NULL;
+    }
+    /* Copy out with libc first: building Python objects under the lock
+     * would make the thread wait on our allocations. */
+    pthread_mutex_lock(&so->s.lock);
+    n = so->s.count;
+    tcopy = malloc(n ? n * sizeof(double) : 1);
+    vcopy = malloc(n ? n * sizeof(uint64_t) : 1);
+    if (tcopy != NULL && vcopy != NULL && n > 0) {
+        memcpy(tcopy, so->s.times, n * sizeof(double));
+        memcpy(vcopy, so->s.values, n * sizeof(uint64_t));
+    }
+    pthread_mutex_unlock(&so->s.lock);
+    if (tcopy == NULL || vcopy == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    times = PyBytes_FromStringAndSize((const char *)tcopy,
+                                      (Py_ssize_t)(n * sizeof(double)));
+    if (times == NULL) {
+        goto error;
+    }
+    values = PyBytes_FromStringAndSize((const char *)vcopy,
+                                       (Py_ssize_t)(n * sizeof(uint64_t)));
+    if (values == NULL) {
+        goto error;
+    }
+    result = PyTuple_Pack(2, times, values);
+error:
+    free(tcopy);
+    free(vcopy);
+    Py_XDECREF(times);
+    Py_XDECREF(values);
+    return result;
+}
+
+static PyObject *
+sampler_get_peak(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (sampler_check_ready(so) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&so->s.lock);
+    size_t n = so->s.count;
+    uint64_t peak = so->s.peak;
+    pthread_mutex_unlock(&so->s.lock);
+    if (n == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLongLong(peak);
+}
+
+static PyObject *
+sampler_get_count(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (sampler_check_ready(so) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&so->s.lock);
+    size_t n = so->s.count;
+    pthread_mutex_unlock(&so->s.lock);
+    return PyLong_FromSize_t(n);
+}
+
+static PyObject *
+sampler_get_failures(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (sampler_check_ready(so) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&so->s.lock);
+    uint64_t n = so->s.failures;
+    pthread_mutex_unlock(&so->s.lock);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *
+sampler_get_running(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    return PyBool_FromLong(so->ready && so->s.running
+                           && so->s.owner_pid == getpid());
+}
+
+static PyObject *
+sampler_get_interval(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    return PyFloat_FromDouble(so->ready ? so->s.interval : 0.0);
+}
+
+static PyObject *
+sampler_get_start_time(PyObject *self, void *Py_UNUSED(closure))
+{
+    SamplerObject *so = (SamplerObject *)self;
+    if (!so->ready || so->s.start_epoch == 0.0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(so->s.start_epoch);
+}
+
+static PyMethodDef sampler_methods[] = {
+    {"start", sampler_start, METH_NOARGS,
+     "Start sampling in a native thread (no-op when running)."},
+    {"stop", sampler_stop, METH_NOARGS,
+     "Stop and join the thread (no-op when stopped)."},
+    {"__enter__", sampler_start, METH_NOARGS, NULL},
+    {"__exit__", sampler_exit, METH_VARARGS, NULL},
+    {"_buffers", sampler_buffers, METH_NOARGS,
+     "(times, values) as raw float64 / uint64 bytes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef sampler_getset[] = {
+    {"peak", sampler_get_peak, NULL,
+     "Highest RSS sampled, in bytes (None before the first sample).", NULL},
+    {"count", sampler_get_count, NULL, "Number of samples taken.", NULL},
+    {"failures", sampler_get_failures, NULL,
+     "Samples lost to failed reads or allocations.", NULL},
+    {"running", sampler_get_running, NULL, "Whether the thread runs.", NULL},
+    {"interval", sampler_get_interval, NULL, "Seconds between samples.",
+     NULL},
+    {"start_time", sampler_get_start_time, NULL,
+     "Wall-clock time (epoch seconds) of the last start().", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot sampler_slots[] = {
+    {Py_tp_doc, "Sampler(interval=0.001)\n\n"
+                "Samples RSS in a native thread that never holds the GIL."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, sampler_tp_init},
+    {Py_tp_dealloc, sampler_tp_dealloc},
+    {Py_tp_methods, sampler_methods},
+    {Py_tp_getset, sampler_getset},
+    {0, NULL},
+};
+
+static PyType_Spec sampler_spec = {
+    .name = "memlens._core.Sampler",
+    .basicsize = sizeof(SamplerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = sampler_slots,
+};
+
+int
+memlens_sampler_init_type(PyObject *module, memlens_state *st)
+{
+    st->sampler_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &sampler_spec, NULL);
+    if (st->sampler_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->sampler_type);
+}

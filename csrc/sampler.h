@@ -1,0 +1,52 @@
+/* sampler.h: the native RSS sampling thread. */
+#ifndef MEMLENS_SAMPLER_H
+#define MEMLENS_SAMPLER_H
+
+#include "common.h"
+
+#include <pthread.h>
+#include <time.h>
+
+typedef struct {
+    double interval;            /* Seconds. Set before start, then read-only. */
+    int fd;                     /* Owned. statm; opened by start, closed by
+                                   stop, read by the thread in between. */
+    pthread_t thread;           /* Valid while `running`. */
+    pid_t owner_pid;            /* The process that started the thread. */
+    int running;                /* GIL (owner's side only). */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;        /* Signalled by stop. */
+    int stop_requested;         /* Protected by lock. */
+    struct timespec t0;         /* CLOCK_MONOTONIC at start. Read-only. */
+    double start_epoch;         /* time.time() at start. Read-only. */
+    double *times;              /* Owned (libc). Protected by lock. */
+    uint64_t *values;           /* Owned (libc). Protected by lock. */
+    size_t count;               /* Protected by lock. */
+    size_t cap;                 /* Protected by lock. */
+    uint64_t peak;              /* Protected by lock. */
+    uint64_t failures;          /* Reads or growths that failed. lock. */
+} memlens_sampler;
+
+/* Prepares a stopped sampler. 0, or -1 with an exception. */
+int memlens_sampler_init(memlens_sampler *s, double interval);
+
+/* Starts the thread; no-op when running. 0, or -1 with an exception.
+ * GIL held. Clears earlier samples. */
+int memlens_sampler_start(memlens_sampler *s);
+
+/* Stops and joins the thread (releasing the GIL while it waits) and takes
+ * one last sample; no-op when stopped. GIL held. */
+void memlens_sampler_stop(memlens_sampler *s);
+
+/* Stops the thread and frees the buffers. GIL held. */
+void memlens_sampler_fini(memlens_sampler *s);
+
+/* Highest RSS sampled so far (0 before any). Any thread. */
+uint64_t memlens_sampler_peak(memlens_sampler *s);
+
+/* Live sampler threads in this process (for the leak checks). Atomic. */
+long memlens_sampler_threads(void);
+
+int memlens_sampler_init_type(PyObject *module, memlens_state *st);
+
+#endif

@@ -1,0 +1,31 @@
+/* sites.h: the pointer -> size table of live blocks seen by the hooks. */
+#ifndef MEMLENS_SITES_H
+#define MEMLENS_SITES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uintptr_t ptr;              /* 0 marks an empty slot. */
+    size_t size;
+} sites_entry;
+
+/* Open addressing, linear probing, backward-shift deletion (no
+ * tombstones). Storage comes from libc, never from the Python allocators
+ * the hooks sit on. Not thread-safe: the caller holds the hooks' lock. */
+typedef struct {
+    sites_entry *slots;         /* Owned (libc). */
+    size_t mask;                /* capacity - 1; capacity a power of two. */
+    size_t used;
+} memlens_ptrtable;
+
+/* Records ptr -> size (replacing any entry). 0, or -1 when out of memory. */
+int memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size);
+
+/* Removes ptr; returns 1 and its size in *size, or 0 when absent. */
+int memlens_ptrtable_pop(memlens_ptrtable *t, uintptr_t ptr, size_t *size);
+
+/* Frees the storage; the table is empty and usable again. */
+void memlens_ptrtable_clear(memlens_ptrtable *t);
+
+#endif

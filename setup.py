@@ -1,0 +1,39 @@
+"""The C extension of memlens; everything else is in pyproject.toml.
+
+Build switches (environment):
+  MEMLENS_DEBUG=1     -O0 -g3, assertions on
+  MEMLENS_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer
+"""
+import glob
+import os
+
+from setuptools import Extension, setup
+
+compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers", "-D_GNU_SOURCE"]
+link_args = []
+undef = []
+
+if os.environ.get("MEMLENS_DEBUG"):
+    compile_args += ["-O0", "-g3"]
+    undef.append("NDEBUG")
+if os.environ.get("MEMLENS_SANITIZE"):
+    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined"]
+    compile_args += sanitize + ["-O1", "-g"]
+    link_args += sanitize
+
+setup(
+    ext_modules=[
+        Extension(
+            "memlens._core",
+            sources=sorted(glob.glob("csrc/*.c")),
+            depends=sorted(glob.glob("csrc/*.h")),
+            include_dirs=["csrc"],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            undef_macros=undef,
+            libraries=["pthread", "m"],
+        )
+    ],
+)
