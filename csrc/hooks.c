@@ -60,61 +60,65 @@ memlens_hooks_users(void)
     return hooks_user_count;
 }
 
+/* Whether this call should be recorded: recording is on and we are not
+ * already inside one of our hooks on this thread. The flag stays set
+ * across the call to the previous allocator, so that pymalloc handing a
+ * large request on to the raw domain is counted once, not twice. */
 static int
 hooks_active(void)
 {
     return !hooks_busy && __atomic_load_n(&hooks_recording, __ATOMIC_RELAXED);
 }
 
-/* Records a new block. Caller checked hooks_active(). */
+/* Records a new block. Caller holds hooks_busy. */
 static void
 hooks_note_alloc(void *ptr, size_t size)
 {
-    hooks_busy = 1;
     pthread_mutex_lock(&hooks_lock);
     hooks_allocated += size;
     if (memlens_ptrtable_put(&hooks_table, (uintptr_t)ptr, size) < 0) {
         hooks_failures++;
     }
     pthread_mutex_unlock(&hooks_lock);
-    hooks_busy = 0;
 }
 
 /* Forgets a block about to be given back; returns its size, 0 if it was
  * not ours. Done before the free, so that the address cannot be handed to
- * another thread and recorded while our entry still names it. */
+ * another thread and recorded while our entry still names it. Caller holds
+ * hooks_busy. */
 static size_t
 hooks_forget(void *ptr)
 {
     size_t size = 0;
-    hooks_busy = 1;
     pthread_mutex_lock(&hooks_lock);
     if (!memlens_ptrtable_pop(&hooks_table, (uintptr_t)ptr, &size)) {
         size = 0;
     }
     pthread_mutex_unlock(&hooks_lock);
-    hooks_busy = 0;
     return size;
 }
 
 static void
 hooks_count_freed(size_t size)
 {
-    hooks_busy = 1;
     pthread_mutex_lock(&hooks_lock);
     hooks_freed += size;
     pthread_mutex_unlock(&hooks_lock);
-    hooks_busy = 0;
 }
 
 static void *
 hooks_malloc(void *ctx, size_t size)
 {
     hooks_domain *d = ctx;
+    if (!hooks_active()) {
+        return d->prev.malloc(d->prev.ctx, size);
+    }
+    hooks_busy = 1;
     void *ptr = d->prev.malloc(d->prev.ctx, size);
-    if (ptr != NULL && hooks_active()) {
+    if (ptr != NULL) {
         hooks_note_alloc(ptr, size);
     }
+    hooks_busy = 0;
     return ptr;
 }
 
@@ -122,11 +126,16 @@ static void *
 hooks_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     hooks_domain *d = ctx;
+    if (!hooks_active()) {
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    }
+    hooks_busy = 1;
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
     /* The product cannot overflow: the allocator succeeded. */
-    if (ptr != NULL && hooks_active()) {
+    if (ptr != NULL) {
         hooks_note_alloc(ptr, nelem * elsize);
     }
+    hooks_busy = 0;
     return ptr;
 }
 
@@ -137,26 +146,28 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     if (!hooks_active()) {
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
+    hooks_busy = 1;
     size_t old = ptr != NULL ? hooks_forget(ptr) : 0;
     void *res = d->prev.realloc(d->prev.ctx, ptr, size);
     if (res == NULL) {
         if (old != 0) {
             /* The block is still there, unchanged: remember it again. */
-            hooks_busy = 1;
             pthread_mutex_lock(&hooks_lock);
             if (memlens_ptrtable_put(&hooks_table, (uintptr_t)ptr, old) < 0) {
                 hooks_failures++;
             }
             pthread_mutex_unlock(&hooks_lock);
-            hooks_busy = 0;
         }
-        return NULL;
     }
-    /* A resize counts as giving back the old block and taking the new. */
-    if (old != 0) {
-        hooks_count_freed(old);
+    else {
+        /* A resize counts as giving back the old block and taking the
+         * new one. */
+        if (old != 0) {
+            hooks_count_freed(old);
+        }
+        hooks_note_alloc(res, size);
     }
-    hooks_note_alloc(res, size);
+    hooks_busy = 0;
     return res;
 }
 
@@ -164,14 +175,17 @@ static void
 hooks_free(void *ctx, void *ptr)
 {
     hooks_domain *d = ctx;
-    size_t size = 0;
-    if (ptr != NULL && hooks_active()) {
-        size = hooks_forget(ptr);
+    if (ptr == NULL || !hooks_active()) {
+        d->prev.free(d->prev.ctx, ptr);
+        return;
     }
+    hooks_busy = 1;
+    size_t size = hooks_forget(ptr);
     d->prev.free(d->prev.ctx, ptr);
     if (size != 0) {
         hooks_count_freed(size);
     }
+    hooks_busy = 0;
 }
 
 /* Whether the current allocator of a domain is our hook. GIL. */
@@ -233,6 +247,11 @@ hooks_uninstall(void)
 static PyObject *
 hooks_py_acquire(PyObject *module, PyObject *Py_UNUSED(args))
 {
+    if (hooks_user_count == 0 && hooks_in_chain) {
+        /* Left passing through by an earlier release: unlink now if the
+         * hook above ours has gone, so that we chain afresh on top. */
+        hooks_uninstall();
+    }
     if (hooks_user_count++ == 0) {
         hooks_install();
     }

@@ -394,7 +394,30 @@ peak_tp_repr(PyObject *self)
         (unsigned long long)w->peak);
 }
 
+/* to_dict() -> dict of the window's figures (new reference). */
+static PyObject *
+peak_to_dict(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    static const char *names[] = {"start", "end", "peak", "peak_delta",
+                                  "delta", "source", NULL};
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    for (int i = 0; names[i] != NULL; i++) {
+        PyObject *v = PyObject_GetAttrString(self, names[i]);
+        if (v == NULL || PyDict_SetItemString(d, names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef peak_methods[] = {
+    {"to_dict", peak_to_dict, METH_NOARGS, "The figures as a dict."},
     {"__enter__", peak_enter, METH_NOARGS, NULL},
     {"__exit__", peak_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -1,1 +1,37 @@
+"""memlens: exact, fast memory profiling for Python, measured in C.
 
+Importing memlens has no side effects: no hook, no thread, and not even
+the C core is loaded until one of the public names is first used.
+"""
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Loaded on first use (PEP 562), so
+# that `import memlens` (and the pytest plugin) costs nothing.
+_LAZY = {
+    "rss": "memlens._readings",
+    "memory": "memlens._readings",
+    "MemoryInfo": "memlens._readings",
+    "peak": "memlens._readings",
+    "PeakWindow": "memlens._readings",
+    "Sampler": "memlens._readings",
+    "measure": "memlens._measure",
+    "Measurement": "memlens._measure",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'memlens' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

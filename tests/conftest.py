@@ -1,0 +1,65 @@
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+MiB = 1024 * 1024
+
+#: Set by `make asan` and `make valgrind`: the allocator there keeps freed
+#: memory in quarantine, so RSS figures do not move as the kernel's would.
+SANITIZED = bool(os.environ.get("MEMLENS_SANITIZED"))
+
+figures = pytest.mark.skipif(
+    SANITIZED, reason="RSS figures are meaningless under a sanitizer")
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    """Fail any test that leaves a thread, a trace or profile function, an
+    allocator hook or an open peak window behind."""
+    from memlens import _core
+
+    threads = set(threading.enumerate())
+    trace, profile = sys.gettrace(), sys.getprofile()
+    yield
+    problems = []
+    state = _core.state()
+    if state["hooks_installed"] or state["hooks_users"]:
+        problems.append(f"allocator hooks left installed: {state}")
+    if state["sampler_threads"]:
+        problems.append(f"{state['sampler_threads']} sampler thread(s) left")
+    if state["open_windows"]:
+        problems.append(f"{state['open_windows']} peak window(s) left open")
+    if sys.gettrace() is not trace:
+        problems.append(f"trace function left: {sys.gettrace()!r}")
+    if sys.getprofile() is not profile:
+        problems.append(f"profile function left: {sys.getprofile()!r}")
+    extra = [t for t in threading.enumerate() if t not in threads]
+    if extra:
+        problems.append(f"threads left running: {extra}")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def proc_dir(tmp_path):
+    """Point the C readers at a folder of our own; restored afterwards."""
+    from memlens import _core
+
+    _core._set_proc_dir(str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        _core._set_proc_dir("")
+
+
+def spike(nbytes, hold=0.0):
+    """Make RSS rise by about `nbytes` (pages touched), hold, free."""
+    import time
+
+    block = np.ones(nbytes // 8)
+    if hold:
+        time.sleep(hold)
+    del block

@@ -1,0 +1,110 @@
+"""The native sampling thread."""
+import math
+import os
+import random
+import time
+
+import pytest
+
+import memlens
+from memlens import _core
+
+from conftest import MiB, figures
+
+
+@pytest.mark.parametrize("interval", [0, -1, -0.5, math.nan, math.inf, 1e-9])
+def test_bad_interval_is_a_value_error(interval):
+    with pytest.raises(ValueError, match="interval"):
+        memlens.Sampler(interval=interval)
+
+
+@pytest.mark.parametrize("interval", ["0.01", None, True, [1]])
+def test_interval_of_wrong_type_is_a_type_error(interval):
+    with pytest.raises(TypeError, match="interval"):
+        memlens.Sampler(interval=interval)
+
+
+def test_start_and_stop_are_idempotent_and_stop_joins():
+    s = memlens.Sampler(interval=0.001)
+    assert not s.running and s.peak is None and s.count == 0
+    s.start()
+    s.start()
+    assert s.running and _core.state()["sampler_threads"] == 1
+    time.sleep(0.02)
+    s.stop()
+    s.stop()
+    assert not s.running and _core.state()["sampler_threads"] == 0
+    assert s.count >= 5
+
+
+def test_samples_keep_the_interval():
+    with memlens.Sampler(interval=0.005) as s:
+        time.sleep(0.3)
+    times = s.times
+    assert 40 <= len(times) <= 70
+    assert all(b > a for a, b in zip(times, times[1:]))
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    assert abs(gaps[len(gaps) // 2] - 0.005) < 0.001
+    assert abs(s.start_time - time.time()) < 5
+
+
+def test_sampler_runs_while_the_gil_is_held():
+    data = list(range(3_000_000))
+    random.Random(1).shuffle(data)
+    with memlens.Sampler(interval=0.002) as s:
+        time.sleep(0.01)
+        before = s.count
+        begin = time.perf_counter()
+        sorted(data)  # one C call: the GIL is held all along
+        held = time.perf_counter() - begin
+        during = s.count - before
+    assert held > 0.1
+    assert during >= 0.5 * held / 0.002, (during, held)
+
+
+@figures
+def test_sampler_sees_an_allocation():
+    import numpy as np
+
+    with memlens.Sampler(interval=0.001) as s:
+        start = memlens.rss()
+        block = np.ones(100 * MiB // 8)
+        time.sleep(0.01)
+        del block
+    assert s.peak - start >= 95 * MiB
+    values = s.values
+    assert max(values) == s.peak and len(values) == s.count
+    d = s.to_dict()
+    assert d["peak"] == s.peak and len(d["times"]) == len(d["values"])
+
+
+def test_restart_clears_earlier_samples():
+    s = memlens.Sampler(interval=0.001)
+    with s:
+        time.sleep(0.05)
+    first = s.count
+    with s:
+        pass
+    assert s.count < first
+
+
+def test_sampler_in_a_forked_child_stops_safely():
+    with memlens.Sampler(interval=0.001) as s:
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if not s.running else 1
+            s.stop()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.valgrind
+def test_many_samplers_start_and_stop():
+    for i in range(30):
+        s = memlens.Sampler(interval=0.0005)
+        s.start()
+        if i % 2:
+            s.stop()
+        del s
+    assert _core.state()["sampler_threads"] == 0
