@@ -69,10 +69,13 @@ rss_pread_all(int fd, char *buf, size_t size)
             }
             return -1;
         }
-        if (n == 0) {
+        got += (size_t)n;
+        if ((size_t)n < size - 1 - (got - (size_t)n)) {
+            /* Short read: a proc file hands its whole record to the
+             * first read that has room, so this is the end. Stopping
+             * here saves a second syscall on every rss(). */
             break;
         }
-        got += (size_t)n;
     }
     buf[got] = '\0';
     return (ssize_t)got;
@@ -122,9 +125,10 @@ memlens_rss_from_fd(int fd, uint64_t *rss)
 /* Returns the cached fd for `name`, opening it if needed; -1 with an
  * OSError. GIL held. */
 static int
-rss_cached_fd(int *slot, const char *name, char *path)
+rss_cached_fd(int *slot, const char *name)
 {
     if (*slot < 0) {
+        char path[MEMLENS_PATH_MAX];
         *slot = memlens_proc_open(name, path);
         if (*slot < 0) {
             memlens_oserror_path(errno, path);
@@ -132,6 +136,22 @@ rss_cached_fd(int *slot, const char *name, char *path)
         }
     }
     return *slot;
+}
+
+/* Sets an OSError for a failed read of <proc dir>/<name>: the path is
+ * only spelled out on this slow path. Returns -1. */
+static int
+rss_read_failed(int err, const char *name, const char *what)
+{
+    char path[MEMLENS_PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", rss_proc_dir, name);
+    if (what != NULL) {
+        memlens_parse_error(what, path);
+    }
+    else {
+        memlens_oserror_path(err, path);
+    }
+    return -1;
 }
 
 static void
@@ -151,20 +171,16 @@ rss_close_cached(void)
 static int
 rss_read_statm(uint64_t f[3])
 {
-    char path[MEMLENS_PATH_MAX];
     char buf[128];
-    snprintf(path, sizeof(path), "%s/statm", rss_proc_dir);
-    int fd = rss_cached_fd(&rss_statm_fd, "statm", path);
+    int fd = rss_cached_fd(&rss_statm_fd, "statm");
     if (fd < 0) {
         return -1;
     }
     if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
-        memlens_oserror_path(errno, path);
-        return -1;
+        return rss_read_failed(errno, "statm", NULL);
     }
     if (rss_parse_statm(buf, f) < 0) {
-        memlens_parse_error("statm", path);
-        return -1;
+        return rss_read_failed(0, "statm", "statm");
     }
     return 0;
 }
@@ -211,21 +227,17 @@ rss_find_kb(const char *text, const char *key, uint64_t *kb)
 int
 memlens_hwm_now(uint64_t *hwm)
 {
-    char path[MEMLENS_PATH_MAX];
     char buf[4096];
     uint64_t kb;
-    snprintf(path, sizeof(path), "%s/status", rss_proc_dir);
-    int fd = rss_cached_fd(&rss_status_fd, "status", path);
+    int fd = rss_cached_fd(&rss_status_fd, "status");
     if (fd < 0) {
         return -1;
     }
     if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
-        memlens_oserror_path(errno, path);
-        return -1;
+        return rss_read_failed(errno, "status", NULL);
     }
     if (!rss_find_kb(buf, "VmHWM:", &kb)) {
-        memlens_parse_error("VmHWM in status", path);
-        return -1;
+        return rss_read_failed(0, "status", "VmHWM in status");
     }
     *hwm = kb * 1024;
     return 0;
