@@ -45,8 +45,8 @@ memlens_newref(PyObject *o)
 /* ---- Module state ----------------------------------------------------- */
 
 typedef struct {
-    PyTypeObject *sampler_type;     /* Owned. */
-    PyTypeObject *window_type;      /* Owned. */
+    PyTypeObject *sampler_type; /* Owned. */
+    PyTypeObject *window_type;  /* Owned. */
 } memlens_state;
 
 extern PyModuleDef memlens_module_def;

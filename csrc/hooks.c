@@ -26,8 +26,8 @@
 
 typedef struct {
     PyMemAllocatorDomain domain;
-    PyMemAllocatorEx prev;      /* The allocator we chain to. GIL. */
-    PyMemAllocatorEx ours;      /* What we installed. GIL. */
+    PyMemAllocatorEx prev; /* The allocator we chain to. GIL. */
+    PyMemAllocatorEx ours; /* What we installed. GIL. */
 } hooks_domain;
 
 static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
@@ -36,15 +36,15 @@ static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
     {PYMEM_DOMAIN_OBJ},
 };
 
-static int hooks_in_chain = 0;      /* Our hooks are installed. GIL. */
-static long hooks_user_count = 0;   /* GIL. */
-static int hooks_recording = 0;     /* Atomic: 0 = pass through. */
+static int hooks_in_chain = 0;    /* Our hooks are installed. GIL. */
+static long hooks_user_count = 0; /* GIL. */
+static int hooks_recording = 0;   /* Atomic: 0 = pass through. */
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
-static memlens_ptrtable hooks_table;        /* Protected by hooks_lock. */
-static uint64_t hooks_allocated = 0;        /* Protected by hooks_lock. */
-static uint64_t hooks_freed = 0;            /* Protected by hooks_lock. */
-static uint64_t hooks_failures = 0;         /* Protected by hooks_lock. */
+static memlens_ptrtable hooks_table; /* Protected by hooks_lock. */
+static uint64_t hooks_allocated = 0; /* Protected by hooks_lock. */
+static uint64_t hooks_freed = 0;     /* Protected by hooks_lock. */
+static uint64_t hooks_failures = 0;  /* Protected by hooks_lock. */
 
 static _Thread_local int hooks_busy = 0;
 

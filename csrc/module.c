@@ -18,8 +18,8 @@
 PyObject *
 memlens_oserror_path(int err, const char *path)
 {
-    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iss", err,
-                                          strerror(err), path);
+    PyObject *exc =
+        PyObject_CallFunction(PyExc_OSError, "iss", err, strerror(err), path);
     if (exc != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
@@ -32,8 +32,8 @@ memlens_parse_error(const char *what, const char *path)
 {
     char msg[160];
     snprintf(msg, sizeof(msg), "cannot parse %s", what);
-    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iss", EINVAL, msg,
-                                          path);
+    PyObject *exc =
+        PyObject_CallFunction(PyExc_OSError, "iss", EINVAL, msg, path);
     if (exc != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
@@ -52,8 +52,7 @@ memlens_state_from_type(PyTypeObject *type)
 static PyObject *
 module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
 {
-    return Py_BuildValue("{s:O,s:l,s:l,s:l}",
-                         "hooks_installed",
+    return Py_BuildValue("{s:O,s:l,s:l,s:l}", "hooks_installed",
                          memlens_hooks_installed() ? Py_True : Py_False,
                          "hooks_users", memlens_hooks_users(),
                          "sampler_threads", memlens_sampler_threads(),

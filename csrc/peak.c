@@ -28,16 +28,15 @@ enum { PEAK_NEW = 0, PEAK_OPEN = 1, PEAK_CLOSED = 2 };
 #define PEAK_SAMPLER_INTERVAL 0.0005
 
 typedef struct PeakWindow {
-    PyObject_HEAD
-    int requested;              /* PEAK_AUTO, PEAK_KERNEL or PEAK_SAMPLER. */
-    int source;                 /* What the last entry used. */
+    PyObject_HEAD int requested; /* PEAK_AUTO, PEAK_KERNEL or PEAK_SAMPLER. */
+    int source;                  /* What the last entry used. */
     int state;
-    uint64_t start, end, peak;  /* Bytes. */
-    uint64_t max_seen;          /* Highest mark folded in so far. */
-    memlens_sampler sampler;    /* Used when source is PEAK_SAMPLER. */
+    uint64_t start, end, peak; /* Bytes. */
+    uint64_t max_seen;         /* Highest mark folded in so far. */
+    memlens_sampler sampler;   /* Used when source is PEAK_SAMPLER. */
     int sampler_ready;
-    struct PeakWindow *prev;    /* Borrowed. Open-window list, GIL. */
-    struct PeakWindow *next;    /* Borrowed. Open-window list, GIL. */
+    struct PeakWindow *prev; /* Borrowed. Open-window list, GIL. */
+    struct PeakWindow *next; /* Borrowed. Open-window list, GIL. */
 } PeakWindow;
 
 /* Open windows, newest first. Borrowed: a window unlinks itself on exit
@@ -398,7 +397,7 @@ peak_tp_repr(PyObject *self)
 static PyObject *
 peak_to_dict(PyObject *self, PyObject *Py_UNUSED(args))
 {
-    static const char *names[] = {"start", "end", "peak", "peak_delta",
+    static const char *names[] = {"start", "end",    "peak", "peak_delta",
                                   "delta", "source", NULL};
     PyObject *d = PyDict_New();
     if (d == NULL) {
@@ -425,8 +424,7 @@ static PyMethodDef peak_methods[] = {
 
 static PyGetSetDef peak_getset[] = {
     {"start", peak_get_start, NULL, "RSS at entry, bytes.", NULL},
-    {"end", peak_get_end, NULL, "RSS at exit, bytes (None while open).",
-     NULL},
+    {"end", peak_get_end, NULL, "RSS at exit, bytes (None while open).", NULL},
     {"peak", peak_get_peak, NULL,
      "Highest RSS inside the window, bytes (live while open).", NULL},
     {"peak_delta", peak_get_peak_delta, NULL, "peak - start, bytes.", NULL},
@@ -458,8 +456,8 @@ static PyType_Spec peak_spec = {
 int
 memlens_peak_init_type(PyObject *module, memlens_state *st)
 {
-    st->window_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &peak_spec, NULL);
+    st->window_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &peak_spec, NULL);
     if (st->window_type == NULL) {
         return -1;
     }

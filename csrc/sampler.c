@@ -211,10 +211,8 @@ memlens_sampler_stop(memlens_sampler *s)
     s->stop_requested = 1;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(s->thread, NULL);
-    Py_END_ALLOW_THREADS
-    sampler_take(s);
+    Py_BEGIN_ALLOW_THREADS pthread_join(s->thread, NULL);
+    Py_END_ALLOW_THREADS sampler_take(s);
     close(s->fd);
     s->fd = -1;
 }
@@ -244,9 +242,8 @@ memlens_sampler_peak(memlens_sampler *s)
 /* ---- The Python type -------------------------------------------------- */
 
 typedef struct {
-    PyObject_HEAD
-    memlens_sampler s;
-    int ready;                  /* memlens_sampler_init succeeded. */
+    PyObject_HEAD memlens_sampler s;
+    int ready; /* memlens_sampler_init succeeded. */
 } SamplerObject;
 
 /* Converts a Python interval to seconds: a finite real number > 0. */
@@ -272,7 +269,8 @@ sampler_parse_interval(PyObject *obj, double *out)
     if (v < 1e-6 || v > 86400.0) {
         PyErr_Format(PyExc_ValueError,
                      "interval must be between 1e-06 and 86400 seconds, "
-                     "got %R", obj);
+                     "got %R",
+                     obj);
         return -1;
     }
     *out = v;
@@ -499,8 +497,7 @@ static PyGetSetDef sampler_getset[] = {
     {"failures", sampler_get_failures, NULL,
      "Samples lost to failed reads or allocations.", NULL},
     {"running", sampler_get_running, NULL, "Whether the thread runs.", NULL},
-    {"interval", sampler_get_interval, NULL, "Seconds between samples.",
-     NULL},
+    {"interval", sampler_get_interval, NULL, "Seconds between samples.", NULL},
     {"start_time", sampler_get_start_time, NULL,
      "Wall-clock time (epoch seconds) of the last start().", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -527,8 +524,8 @@ static PyType_Spec sampler_spec = {
 int
 memlens_sampler_init_type(PyObject *module, memlens_state *st)
 {
-    st->sampler_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &sampler_spec, NULL);
+    st->sampler_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &sampler_spec, NULL);
     if (st->sampler_type == NULL) {
         return -1;
     }

@@ -8,23 +8,23 @@
 #include <time.h>
 
 typedef struct {
-    double interval;            /* Seconds. Set before start, then read-only. */
-    int fd;                     /* Owned. statm; opened by start, closed by
+    double interval;  /* Seconds. Set before start, then read-only. */
+    int fd;           /* Owned. statm; opened by start, closed by
                                    stop, read by the thread in between. */
-    pthread_t thread;           /* Valid while `running`. */
-    pid_t owner_pid;            /* The process that started the thread. */
-    int running;                /* GIL (owner's side only). */
+    pthread_t thread; /* Valid while `running`. */
+    pid_t owner_pid;  /* The process that started the thread. */
+    int running;      /* GIL (owner's side only). */
     pthread_mutex_t lock;
-    pthread_cond_t wake;        /* Signalled by stop. */
-    int stop_requested;         /* Protected by lock. */
-    struct timespec t0;         /* CLOCK_MONOTONIC at start. Read-only. */
-    double start_epoch;         /* time.time() at start. Read-only. */
-    double *times;              /* Owned (libc). Protected by lock. */
-    uint64_t *values;           /* Owned (libc). Protected by lock. */
-    size_t count;               /* Protected by lock. */
-    size_t cap;                 /* Protected by lock. */
-    uint64_t peak;              /* Protected by lock. */
-    uint64_t failures;          /* Reads or growths that failed. lock. */
+    pthread_cond_t wake; /* Signalled by stop. */
+    int stop_requested;  /* Protected by lock. */
+    struct timespec t0;  /* CLOCK_MONOTONIC at start. Read-only. */
+    double start_epoch;  /* time.time() at start. Read-only. */
+    double *times;       /* Owned (libc). Protected by lock. */
+    uint64_t *values;    /* Owned (libc). Protected by lock. */
+    size_t count;        /* Protected by lock. */
+    size_t cap;          /* Protected by lock. */
+    uint64_t peak;       /* Protected by lock. */
+    uint64_t failures;   /* Reads or growths that failed. lock. */
 } memlens_sampler;
 
 /* Prepares a stopped sampler. 0, or -1 with an exception. */

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 typedef struct {
-    uintptr_t ptr;              /* 0 marks an empty slot. */
+    uintptr_t ptr; /* 0 marks an empty slot. */
     size_t size;
 } sites_entry;
 
@@ -14,8 +14,8 @@ typedef struct {
  * tombstones). Storage comes from libc, never from the Python allocators
  * the hooks sit on. Not thread-safe: the caller holds the hooks' lock. */
 typedef struct {
-    sites_entry *slots;         /* Owned (libc). */
-    size_t mask;                /* capacity - 1; capacity a power of two. */
+    sites_entry *slots; /* Owned (libc). */
+    size_t mask;        /* capacity - 1; capacity a power of two. */
     size_t used;
 } memlens_ptrtable;
 
