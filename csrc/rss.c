@@ -12,6 +12,7 @@
  */
 #include "rss.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -383,7 +384,119 @@ rss_py_set_proc_dir(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ---- Child processes ------------------------------------------------- */
+
+typedef struct {
+    pid_t *pids; /* Owned (libc). */
+    size_t count;
+    size_t cap;
+} rss_pidlist;
+
+static int
+rss_pidlist_add(rss_pidlist *l, pid_t pid)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        if (l->pids[i] == pid) {
+            return 0;
+        }
+    }
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        pid_t *pids = realloc(l->pids, cap * sizeof(pid_t));
+        if (pids == NULL) {
+            return -1;
+        }
+        l->pids = pids;
+        l->cap = cap;
+    }
+    l->pids[l->count++] = pid;
+    return 0;
+}
+
+/* Appends the children of every thread of `pid` to `l`. A process that
+ * exits meanwhile is skipped. 0, or -1 when out of memory. */
+static int
+rss_add_children(pid_t pid, rss_pidlist *l)
+{
+    char path[MEMLENS_PATH_MAX];
+    char buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        return 0;
+    }
+    struct dirent *ent;
+    int rc = 0;
+    while (rc == 0 && (ent = readdir(dir)) != NULL) {
+        if (ent->d_name[0] < '0' || ent->d_name[0] > '9') {
+            continue;
+        }
+        snprintf(path, sizeof(path), "/proc/%d/task/%.32s/children", (int)pid,
+                 ent->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        ssize_t n = rss_pread_all(fd, buf, sizeof(buf));
+        close(fd);
+        if (n <= 0) {
+            continue;
+        }
+        for (char *p = buf; *p != '\0' && rc == 0;) {
+            char *end;
+            long child = strtol(p, &end, 10);
+            if (end == p) {
+                break;
+            }
+            if (child > 0) {
+                rc = rss_pidlist_add(l, (pid_t)child);
+            }
+            p = end;
+        }
+    }
+    closedir(dir);
+    return rc;
+}
+
+/* children_rss() -> (bytes, count): the summed RSS of every living
+ * descendant process (children, grandchildren, ...). memlens starts none
+ * of its own. GIL held, but released while walking /proc. */
+static PyObject *
+rss_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    rss_pidlist l = {NULL, 0, 0};
+    uint64_t total = 0;
+    size_t alive = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = rss_add_children(getpid(), &l);
+    /* The list grows as we go: each descendant's children join it. */
+    for (size_t i = 0; rc == 0 && i < l.count; i++) {
+        rc = rss_add_children(l.pids[i], &l);
+    }
+    for (size_t i = 0; rc == 0 && i < l.count; i++) {
+        char path[64];
+        uint64_t rss;
+        snprintf(path, sizeof(path), "/proc/%d/statm", (int)l.pids[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        if (memlens_rss_from_fd(fd, &rss) == 0) {
+            total += rss;
+            alive++;
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS free(l.pids);
+    if (rc < 0) {
+        return PyErr_NoMemory();
+    }
+    return Py_BuildValue("(Kn)", total, (Py_ssize_t)alive);
+}
+
 PyMethodDef memlens_rss_methods[] = {
+    {"children_rss", rss_py_children_rss, METH_NOARGS,
+     "children_rss() -> (bytes, count) of all living descendants."},
     {"rss", rss_py_rss, METH_NOARGS,
      "rss() -> int\n\nResident set size of this process, in bytes."},
     {"memory", rss_py_memory, METH_O,

@@ -33,5 +33,19 @@ def __getattr__(name):
     return value
 
 
+def load_ipython_extension(ip):
+    """``%load_ext memlens``: register the magics (IPython is imported here)."""
+    from memlens.ipython import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip):
+    """``%unload_ext memlens``: remove everything loading installed."""
+    from memlens.ipython import unload_ipython_extension as unload
+
+    unload(ip)
+
+
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))

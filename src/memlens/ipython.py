@@ -1,0 +1,385 @@
+"""IPython and Jupyter magics (SPEC 3): ``%load_ext memlens``.
+
+Loading registers the magics and installs nothing else. ``%memlens on``
+adds two event callbacks (pre_run_cell / post_run_cell) that open and close
+an exact peak window around every cell: no thread, no polling. ``%memit``
+measures a statement with the same windows. The measuring is the C core's;
+this module parses arguments and formats.
+
+This module imports IPython; memlens imports it only from
+``load_ipython_extension``.
+"""
+
+import gc
+import html
+import resource
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from memlens import _core
+from memlens._format import mib
+from memlens._readings import peak as _peak_window
+
+__all__ = ["load_ipython_extension", "unload_ipython_extension",
+           "CellMeasurement", "CellHistory", "MemitResult", "MemlensMagics"]
+
+#: How many cells the watcher remembers.
+HISTORY = 1000
+
+
+# --------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------
+
+def _html_table(header, rows):
+    """A small HTML table; every cell is escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>" for row in rows)
+    return (f"<table class='memlens'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+@dataclass(frozen=True)
+class CellMeasurement:
+    """One cell seen by the watcher. Sizes in bytes, times in seconds.
+
+    ``peak`` is how far the cell's exact peak rose above both its start and
+    its end: the transient memory the cell needed (0 for a cell that only
+    frees). ``delta`` is the RSS change.
+    """
+
+    execution_count: Optional[int]
+    delta: int
+    peak: int
+    elapsed: float
+    rss_start: int
+    rss_end: int
+    peak_rss: int
+    source: str
+
+    def to_dict(self):
+        return asdict(self)
+
+    def __str__(self):
+        count = "?" if self.execution_count is None else self.execution_count
+        return (f"In [{count}] used {mib(self.delta)} MiB RAM in "
+                f"{self.elapsed:.2f} s, peaked {mib(self.peak)} MiB above "
+                f"start and end, total RAM usage {mib(self.rss_end)} MiB")
+
+
+class CellHistory(list):
+    """The watcher's measurements, oldest first (a plain list copy)."""
+
+    HEADER = ("In", "used (MiB)", "peaked (MiB)", "time (s)", "total (MiB)")
+
+    def _rows(self):
+        return [(m.execution_count, mib(m.delta), mib(m.peak),
+                 f"{m.elapsed:.2f}", mib(m.rss_end)) for m in self]
+
+    def to_dict(self):
+        return [m.to_dict() for m in self]
+
+    def __str__(self):
+        lines = ["{:>6} {:>12} {:>13} {:>9} {:>12}".format(*self.HEADER)]
+        lines += ["{:>6} {:>12} {:>13} {:>9} {:>12}".format(*row)
+                  for row in self._rows()]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+    def _repr_html_(self):
+        return _html_table(self.HEADER, self._rows())
+
+
+class MemitResult:
+    """What ``%memit -o`` returns; memory_profiler's names, in MiB.
+
+    ``peaks`` and ``increments`` hold one figure per repeat; ``peak`` and
+    ``increment`` are their maxima (what the printed line shows).
+    """
+
+    def __init__(self, peaks, baselines, include_children):
+        self.peaks = [p / 2**20 for p in peaks]
+        self.increments = [(p - b) / 2**20 for p, b in zip(peaks, baselines)]
+        self.include_children = include_children
+
+    @property
+    def peak(self):
+        return max(self.peaks)
+
+    @property
+    def increment(self):
+        return max(self.increments)
+
+    @property
+    def repeat(self):
+        return len(self.peaks)
+
+    def to_dict(self):
+        return {"peak": self.peak, "increment": self.increment,
+                "peaks": list(self.peaks),
+                "increments": list(self.increments),
+                "include_children": self.include_children, "unit": "MiB"}
+
+    def __str__(self):
+        return (f"peak memory: {self.peak:.2f} MiB, "
+                f"increment: {self.increment:.2f} MiB")
+
+    def __repr__(self):
+        return f"<MemitResult : {self}>"
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(f"<MemitResult : {self}>")
+
+    def _repr_html_(self):
+        rows = [(i + 1, f"{pk:.2f}", f"{inc:.2f}")
+                for i, (pk, inc) in enumerate(zip(self.peaks,
+                                                  self.increments))]
+        return (f"<p><b>{html.escape(str(self))}</b></p>"
+                + _html_table(("run", "peak memory (MiB)",
+                               "increment (MiB)"), rows))
+
+
+# --------------------------------------------------------------------------
+# The per-cell watcher
+# --------------------------------------------------------------------------
+
+class CellWatcher:
+    """Opens an exact peak window before each cell, closes it after."""
+
+    def __init__(self, shell, stream=None):
+        self.shell = shell
+        self.stream = stream
+        self.history = deque(maxlen=HISTORY)
+        self.enabled = False
+        self._window = None
+        self._t0 = 0.0
+
+    def start(self):
+        if not self.enabled:
+            self.shell.events.register("pre_run_cell", self.pre_run_cell)
+            self.shell.events.register("post_run_cell", self.post_run_cell)
+            self.enabled = True
+
+    def stop(self):
+        if self.enabled:
+            self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
+            self.shell.events.unregister("post_run_cell", self.post_run_cell)
+            self.enabled = False
+        self._close_window()
+
+    def _close_window(self):
+        window, self._window = self._window, None
+        if window is not None and window.open:
+            window.__exit__(None, None, None)
+        return window
+
+    def pre_run_cell(self, info=None):
+        self._close_window()
+        window = _peak_window()
+        window.__enter__()
+        self._window = window
+        self._t0 = time.perf_counter()
+
+    def post_run_cell(self, result=None):
+        elapsed = time.perf_counter() - self._t0
+        window = self._close_window()
+        if window is None:
+            return  # the cell that turned the watcher on
+        count = getattr(result, "execution_count", None)
+        above = window.peak - max(window.start, window.end)
+        m = CellMeasurement(
+            execution_count=count, delta=window.delta, peak=max(0, above),
+            elapsed=elapsed, rss_start=window.start, rss_end=window.end,
+            peak_rss=window.peak, source=window.source)
+        self.history.append(m)
+        print(m, file=self.stream or sys.stdout, flush=True)
+
+    def status(self):
+        state = "on" if self.enabled else "off"
+        text = f"memlens watcher: {state}, {len(self.history)} cell(s) measured"
+        if self.history:
+            text += f"; last: {self.history[-1]}"
+        return text
+
+
+# --------------------------------------------------------------------------
+# The magics
+# --------------------------------------------------------------------------
+
+def _parse(magic, line):
+    """parse_argstring, with the usage text added to every UsageError."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        usage = magic.parser.format_usage().strip()
+        raise UsageError(f"{exc}\n{usage}") from None
+
+def _children_peak_since(rusage_before):
+    """RSS of living descendants now, or of the largest child waited for
+    since `rusage_before` if that was larger (bytes)."""
+    living, _ = _core.children_rss()
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if waited > rusage_before:
+        living = max(living, waited)
+    return living
+
+
+@magics_class
+class MemlensMagics(Magics):
+    """%memlens, %memit and %%memit."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.watcher = CellWatcher(shell)
+
+    # ---- %memlens ----------------------------------------------------
+
+    @magic_arguments()
+    @argument("action", nargs="?", default="status",
+              help="on: measure every cell; off: stop; status: say which; "
+                   "history: the measured cells as a table")
+    @line_magic
+    def memlens(self, line=""):
+        """Per-cell memory watcher: %memlens on|off|status|history."""
+        try:
+            args = _parse(self.memlens, line)
+        except UsageError as exc:
+            print(exc)
+            return None
+        action = args.action
+        if action == "on":
+            self.watcher.start()
+            print("memlens watcher: on")
+        elif action == "off":
+            self.watcher.stop()
+            print("memlens watcher: off")
+        elif action == "status":
+            print(self.watcher.status())
+        elif action == "history":
+            return CellHistory(self.watcher.history)
+        else:
+            print(f"%memlens: unknown action {action!r}\n"
+                  + self.memlens.parser.format_help())
+        return None
+
+    # ---- %memit ------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-r", dest="repeat", type=int, default=1, metavar="R",
+              help="run the statement R times and report the largest peak")
+    @argument("-t", dest="timeout", type=float, default=None, metavar="T",
+              help="stop repeating once T seconds have passed (the first "
+                   "run always completes)")
+    @argument("-i", dest="interval", type=float, default=0.1, metavar="I",
+              help="accepted for memory_profiler compatibility; the exact "
+                   "peak needs no sampling interval")
+    @argument("-c", dest="include_children", action="store_true",
+              help="add the memory of child processes")
+    @argument("-o", dest="return_result", action="store_true",
+              help="return a MemitResult")
+    @argument("-q", dest="quiet", action="store_true",
+              help="print nothing")
+    @argument("--gc", dest="collect", action="store_true",
+              help="run a garbage collection before each run")
+    @argument("statement", nargs="*", help="the code to measure")
+    @line_cell_magic
+    def memit(self, line="", cell=None):
+        """Measure the peak memory of a statement, exactly.
+
+        Prints ``peak memory: X MiB, increment: Y MiB`` as memory_profiler
+        does: X is the highest RSS reached while the statement ran, Y how
+        far that is above the RSS just before it. No child process is
+        started, nothing sleeps, and nothing is collected unless --gc asks.
+        With %%memit the line's statement (if any) runs before the cell.
+        """
+        __tracebackhide__ = True
+        args = _parse(self.memit, line)
+        if args.repeat < 1:
+            raise UsageError("%memit: -r needs a positive number of runs")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("%memit: -t needs a positive number of seconds")
+        if args.interval <= 0:
+            raise UsageError("%memit: -i needs a positive interval")
+        source = " ".join(args.statement)
+        if cell is not None:
+            source = source + "\n" + self.shell.transform_cell(cell)
+        if not source.strip():
+            raise UsageError("%memit: no statement to measure\n"
+                             + self.memit.__doc__)
+        code = self._compile(source)
+        result = self._run(code, args)
+        if not args.quiet:
+            print(result)
+        return result if args.return_result else None
+
+    def _compile(self, source):
+        """Compiles `source`, keeping it for tracebacks."""
+        compiler = self.shell.compile
+        cache = getattr(compiler, "cache", None)
+        filename = cache(source) if cache is not None else "<memit>"
+        return compile(source, filename, "exec", dont_inherit=True)
+
+    def _run(self, code, args):
+        __tracebackhide__ = True
+        ns = self.shell.user_ns
+        peaks, baselines = [], []
+        deadline = None
+        if args.timeout is not None:
+            deadline = time.perf_counter() + args.timeout
+        for _ in range(args.repeat):
+            if args.collect:
+                gc.collect()
+            waited = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            before = _core.children_rss()[0] if args.include_children else 0
+            with _peak_window() as window:
+                exec(code, ns)
+            top = window.peak
+            base = window.start
+            if args.include_children:
+                top += _children_peak_since(waited * 1024)
+                base += before
+            peaks.append(top)
+            baselines.append(base)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        return MemitResult(peaks, baselines, args.include_children)
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+_LOADED = {}
+
+
+def load_ipython_extension(ip):
+    """Register the magics. Nothing else is installed until asked."""
+    if ip in _LOADED:
+        return
+    magics = MemlensMagics(ip)
+    ip.register_magics(magics)
+    _LOADED[ip] = magics
+
+
+def unload_ipython_extension(ip):
+    """Stop the watcher and remove every magic that loading registered."""
+    magics = _LOADED.pop(ip, None)
+    if magics is None:
+        return
+    magics.watcher.stop()
+    table = ip.magics_manager.magics
+    for kind, names in magics.magics.items():
+        for name in names:
+            table[kind].pop(name, None)
+    ip.magics_manager.registry.pop(type(magics).__name__, None)

@@ -1,0 +1,342 @@
+"""IPython magics: %load_ext memlens, the per-cell watcher, %memit."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+IPython = pytest.importorskip("IPython")
+
+from IPython.core.error import UsageError  # noqa: E402
+
+import memlens  # noqa: E402
+from memlens import _core  # noqa: E402
+
+from conftest import MiB, figures  # noqa: E402
+
+MEMIT = re.compile(r"peak memory: (\d+\.\d\d) MiB, increment: (-?\d+\.\d\d) MiB")
+WATCH = re.compile(
+    r"In \[(\d+)\] used (-?\d+\.\d\d) MiB RAM in \d+\.\d\d s, peaked "
+    r"(\d+\.\d\d) MiB above start and end, total RAM usage \d+\.\d\d MiB")
+
+
+@pytest.fixture(scope="session")
+def shell():
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython()
+
+
+@pytest.fixture
+def ip(shell):
+    """The shell with memlens loaded; unloaded (and checked) afterwards."""
+    shell.run_line_magic("load_ext", "memlens")
+    shell.user_ns["np"] = pytest.importorskip("numpy")
+    yield shell
+    shell.run_line_magic("unload_ext", "memlens")
+
+
+def run(ip, source):
+    result = ip.run_cell(source, store_history=True)
+    return result
+
+
+def memit_figures(text):
+    match = MEMIT.search(text)
+    assert match, text
+    return float(match[1]), float(match[2])
+
+
+def test_ipython_is_imported_only_when_the_extension_loads():
+    code = ("import sys, memlens\nmemlens.measure\nmemlens.rss()\n"
+            "print('IPython' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_load_registers_magics_and_nothing_else(shell):
+    events = {k: list(v) for k, v in shell.events.callbacks.items()}
+    state = _core.state()
+    shell.run_line_magic("load_ext", "memlens")
+    try:
+        magics = shell.magics_manager.magics
+        assert {"memlens", "memit"} <= set(magics["line"])
+        assert "memit" in magics["cell"]
+        assert {k: list(v) for k, v in shell.events.callbacks.items()} == events
+        assert _core.state() == state
+    finally:
+        shell.run_line_magic("unload_ext", "memlens")
+    assert "memit" not in shell.magics_manager.magics["line"]
+    assert "memlens" not in shell.magics_manager.magics["line"]
+    assert "memit" not in shell.magics_manager.magics["cell"]
+
+
+def test_unload_removes_a_running_watcher(shell):
+    events = {k: list(v) for k, v in shell.events.callbacks.items()}
+    shell.run_line_magic("load_ext", "memlens")
+    shell.run_line_magic("memlens", "on")
+    shell.run_line_magic("unload_ext", "memlens")
+    assert {k: list(v) for k, v in shell.events.callbacks.items()} == events
+    assert _core.state()["open_windows"] == 0
+
+
+def test_watcher_prints_one_line_per_cell_and_keeps_history(ip, capsys):
+    run(ip, "%memlens on")
+    capsys.readouterr()
+    result = run(ip, "x = 41 + 1\nprint('the cell')")
+    out = capsys.readouterr().out
+    assert out.index("the cell") < out.index("used")
+    match = WATCH.search(out)
+    assert match and int(match[1]) == result.execution_count
+    history = ip.run_line_magic("memlens", "history")
+    newest = history[-1]
+    assert newest.execution_count == result.execution_count
+    assert newest.elapsed >= 0 and newest.peak >= 0
+    assert set(newest.to_dict()) >= {"execution_count", "delta", "peak",
+                                     "elapsed"}
+    assert "<table" in history._repr_html_() and "used" in str(history)
+    ip.run_line_magic("memlens", "status")
+    assert "memlens watcher: on" in capsys.readouterr().out
+    run(ip, "%memlens off")
+    capsys.readouterr()
+    run(ip, "y = 1")
+    assert "used" not in capsys.readouterr().out
+    ip.run_line_magic("memlens", "status")
+    assert "memlens watcher: off" in capsys.readouterr().out
+
+
+@figures
+def test_watcher_peak_is_the_transient_above_start_and_end(ip, capsys):
+    n = 760 * MiB // 8
+    run(ip, f"big = np.ones({n})")
+    run(ip, "%memlens on")
+    capsys.readouterr()
+    run(ip, "del big")
+    used, peak = WATCH.search(capsys.readouterr().out).group(2, 3)
+    assert float(used) < -700 and float(peak) == 0.0
+    run(ip, f"tmp = np.ones({n}); res = tmp * 2; del tmp")
+    used, peak = WATCH.search(capsys.readouterr().out).group(2, 3)
+    assert abs(float(used) - 760) < 760 * 0.03
+    assert abs(float(peak) - 760) < 760 * 0.03
+    run(ip, "del res")
+    run(ip, "%memlens off")
+
+
+def test_watcher_history_is_bounded(ip, monkeypatch):
+    from memlens import ipython as mip
+
+    magics = mip._LOADED[ip]
+    magics.watcher.history = type(magics.watcher.history)(maxlen=3)
+    run(ip, "%memlens on")
+    for i in range(6):
+        run(ip, f"v = {i}")
+    run(ip, "%memlens off")
+    assert len(ip.run_line_magic("memlens", "history")) == 3
+
+
+def test_memit_prints_memory_profilers_line(ip, capsys):
+    run(ip, "%memit x = [0] * 10**6")
+    peak, increment = memit_figures(capsys.readouterr().out)
+    assert peak > 0 and increment >= 0
+
+
+def test_memit_runs_statement_once_per_repeat(ip, capsys):
+    ip.user_ns["counter"] = []
+    run(ip, "%memit counter.append(1)")
+    run(ip, "%memit -r 5 counter.append(1)")
+    run(ip, "%%memit -r 3\ncounter.append(1)\ncounter.append(1)")
+    assert len(ip.user_ns["counter"]) == 1 + 5 + 6
+
+
+def test_memit_starts_no_process_sleeps_never_and_collects_only_on_request(
+        ip, monkeypatch, capsys):
+    import gc
+    import os
+    import time
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("memit must not do this")
+
+    collected = []
+    monkeypatch.setattr(os, "fork", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    monkeypatch.setattr(time, "sleep", forbidden)
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(1) or 0)
+    run(ip, "%memit -r 3 x = 1")
+    assert collected == []
+    run(ip, "%memit -r 2 --gc x = 1")
+    assert collected == [1, 1]
+    assert MEMIT.search(capsys.readouterr().out)
+
+
+def test_memit_o_returns_a_result_and_q_is_quiet(ip, capsys):
+    result = ip.run_line_magic(
+        "memit", "-o -q -r 3 x = bytearray(b'x') * (10 * 2**20)")
+    assert capsys.readouterr().out == ""
+    assert len(result.peaks) == len(result.increments) == 3
+    assert result.peak == max(result.peaks)
+    assert result.increment == max(result.increments)
+    assert result.increment >= 9.5
+    assert str(result).startswith("peak memory: ")
+    assert "<table" in result._repr_html_()
+    assert result.to_dict()["unit"] == "MiB"
+
+
+@figures
+def test_memit_300mb_twenty_times_within_3_percent(ip):
+    misses = []
+    for _ in range(20):
+        result = ip.run_line_magic(
+            "memit", "-o -q b = np.ones(300 * 2**20 // 8); del b")
+        if abs(result.increment - 300) > 9:
+            misses.append(result.increment)
+    assert not misses
+
+
+def test_cell_memit_runs_the_cell(ip, capsys):
+    run(ip, "%%memit\nimport math\ncell_value = math.sqrt(16)")
+    assert ip.user_ns["cell_value"] == 4.0
+    assert MEMIT.search(capsys.readouterr().out)
+
+
+def test_memit_timeout_stops_repeating(ip):
+    ip.user_ns["ticks"] = []
+    code = "ticks.append(1); sum(range(3 * 10**6))"
+    ip.run_line_magic("memit", f"-q -r 1000 -t 0.05 {code}")
+    assert 1 <= len(ip.user_ns["ticks"]) < 1000
+
+
+@figures
+def test_memit_c_counts_a_child_holding_100mb(ip, capsys, tmp_path):
+    script = ("import sys, time\nb = bytearray(b'x') * (100 * 2**20)\n"
+              "print('ready', flush=True)\nsys.stdin.read()\n")
+    ip.user_ns.update(sys=sys, subprocess=subprocess, script=script)
+    start = ("child = subprocess.Popen([sys.executable, '-c', script], "
+             "stdin=subprocess.PIPE, stdout=subprocess.PIPE); "
+             "child.stdout.readline()")
+    try:
+        with_children = ip.run_line_magic("memit", f"-o -q -c {start}")
+        ip.user_ns["child"].communicate()
+        without = ip.run_line_magic("memit", f"-o -q {start}")
+        ip.user_ns["child"].communicate()
+    finally:
+        child = ip.user_ns.get("child")
+        if child and child.poll() is None:
+            child.kill()
+            child.wait()
+    assert with_children.increment >= 100
+    assert without.increment < 50
+
+
+def test_unknown_flag_is_a_usage_error_with_usage(ip):
+    with pytest.raises(UsageError) as info:
+        ip.run_line_magic("memit", "-z pass")
+    assert "-z" in str(info.value) and "%memit [-r R]" in str(info.value)
+
+
+@pytest.mark.parametrize("line", ["-r 0 pass", "-t -1 pass", "-r x pass", ""])
+def test_bad_memit_arguments_are_usage_errors(ip, line):
+    with pytest.raises(UsageError):
+        ip.run_line_magic("memit", line)
+
+
+def test_raising_statement_shows_the_original_traceback(ip, capsys):
+    result = run(ip, "%memit 1/0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "ZeroDivisionError" in text and "1/0" in text
+    assert _core.state()["open_windows"] == 0
+
+
+def test_raising_cell_under_the_watcher_still_reports(ip, capsys):
+    run(ip, "%memlens on")
+    capsys.readouterr()
+    result = run(ip, "raise KeyError('k')")
+    assert isinstance(result.error_in_exec, KeyError)
+    assert WATCH.search(capsys.readouterr().out)
+    run(ip, "%memlens off")
+
+
+def test_memlens_bogus_prints_the_usage(ip, capsys):
+    run(ip, "%memlens bogus")
+    out = capsys.readouterr().out
+    assert "unknown action 'bogus'" in out and "%memlens [action]" in out
+
+
+@pytest.mark.slow
+def test_terminal_ipython_prints_the_line_before_the_next_prompt(tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "IPYTHONDIR": str(tmp_path / "ipython"), "TERM": "xterm",
+           "PROMPT_TOOLKIT_NO_CPR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "IPython", "--no-banner", "--colors=NoColor",
+         "--HistoryManager.hist_file=:memory:", "--no-confirm-exit"],
+        env=env, encoding="utf-8", timeout=60, dimensions=(50, 250))
+    ansi = re.compile(r"\x1b\][^\x07]*\x07|\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
+    try:
+        child.expect(r"In \[1\]:")
+        child.sendline("%load_ext memlens")
+        child.expect(r"In \[2\]:")
+        child.sendline("%memlens on")
+        child.expect(r"In \[3\]:")
+        child.sendline("print('cell' + '-output')")
+        child.expect(r"In \[4\]:")
+        screen = ansi.sub("", child.before)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "cell-output" in screen
+    line = WATCH.search(screen)
+    assert line, screen
+    assert line[1] == "3"
+    assert screen.index("cell-output") < line.start()
+
+
+@pytest.mark.slow
+def test_jupyter_kernel_runs_the_magics(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [
+        "%load_ext memlens",
+        "%memlens on",
+        "%memit x = bytearray(b'x') * (50 * 2**20)",
+        "%%memit -r 2\ny = bytearray(b'x') * (20 * 2**20)",
+        "r = %memit -o -q z = 1\nr",
+        "1/0",
+        "%memit {}['missing']",
+        "print('kernel' + ' alive')",
+    ]
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+
+    def text(i):
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs
+                       if o.output_type == "stream")
+
+    assert "memlens watcher: on" in text(1)
+    assert MEMIT.search(text(2)) and WATCH.search(text(2))
+    assert MEMIT.search(text(3)) and WATCH.search(text(3))
+    rich = [o for o in nb.cells[4].outputs
+            if o.output_type == "execute_result"]
+    assert "<table" in rich[0]["data"]["text/html"]
+    assert "peak memory:" in rich[0]["data"]["text/plain"]
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    def error(i, ename, source):
+        errors = [o for o in nb.cells[i].outputs if o.output_type == "error"]
+        assert errors and errors[0].ename == ename
+        assert source in ansi.sub("", "\n".join(errors[0].traceback))
+
+    error(5, "ZeroDivisionError", "1/0")
+    assert WATCH.search(text(5))
+    error(6, "KeyError", "{}['missing']")
+    assert "kernel alive" in text(7)
