@@ -19,7 +19,10 @@ if os.environ.get("MEMLENS_DEBUG"):
     undef.append("NDEBUG")
 if os.environ.get("MEMLENS_SANITIZE"):
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                "-fno-sanitize-recover=undefined"]
+                "-fno-sanitize-recover=undefined",
+                # CPython builds with -fwrapv, which would hide signed
+                # overflow from UBSan.
+                "-fno-wrapv"]
     compile_args += sanitize + ["-O1", "-g"]
     link_args += sanitize
 

@@ -1,4 +1,5 @@
 """IPython magics: %load_ext memlens, the per-cell watcher, %memit."""
+import os
 import re
 import subprocess
 import sys
@@ -271,6 +272,10 @@ def test_terminal_ipython_prints_the_line_before_the_next_prompt(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "IPYTHONDIR": str(tmp_path / "ipython"), "TERM": "xterm",
            "PROMPT_TOOLKIT_NO_CPR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    for name in ("LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS",
+                 "UBSAN_OPTIONS", "MEMLENS_SANITIZED"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     child = pexpect.spawn(
         sys.executable,
         ["-m", "IPython", "--no-banner", "--colors=NoColor",

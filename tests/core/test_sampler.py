@@ -96,7 +96,7 @@ def test_sampler_in_a_forked_child_stops_safely():
             s.stop()
             os._exit(code)
         _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.valgrind
