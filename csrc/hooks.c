@@ -1,18 +1,25 @@
-/* hooks.c: counters of the bytes the Python allocators hand out and take
- * back, through PyMem_SetAllocator hooks on the raw, mem and obj domains.
+/* hooks.c: the bytes the Python allocators hand out and take back,
+ * through PyMem_SetAllocator hooks on the raw, mem and obj domains.
  *
- * Each hook calls the allocator it replaced, then records the block in the
- * live-block table (sites.c) so that a later free can be sized. The table
- * and counters are protected by hooks_lock, because raw-domain calls may
- * come from threads that do not hold the GIL. A thread-local flag guards
- * against re-entry. Only blocks handed out while the hooks were installed
- * are known, so `freed` counts those.
+ * Each hook calls the allocator it replaced and, while someone listens,
+ * counts. Two kinds of listener:
+ *   - exact (measure(), the line profiler's alloc columns): every block is
+ *     recorded in the live-block table (sites.c) so that its free can be
+ *     sized; totals and the table are protected by hooks_lock, because
+ *     raw-domain calls may come from threads without the GIL; per-thread
+ *     totals let the line profiler attribute bytes to lines;
+ *   - light (the line profiler's RSS columns): only the process-wide churn
+ *     is kept, with no lock and no table, so that the tracer knows when RSS
+ *     may have moved and is worth reading.
+ * A thread-local flag stays set across the call to the previous allocator,
+ * so that pymalloc handing a large request on to the raw domain is counted
+ * once, not twice.
  *
- * Installation is reference-counted (one per open measurement) and done
- * with the GIL held. If someone chained a hook above ours meanwhile
- * (tracemalloc started after us), ours cannot be unlinked without breaking
- * theirs: it then stays in the chain passing calls through, and is reused
- * by the next installation.
+ * Installation is reference-counted and done with the GIL held. If someone
+ * chained a hook above ours (tracemalloc started after us), ours cannot be
+ * unlinked without breaking theirs: it stays, passing calls through, and is
+ * reused later. If someone removed ours from a chain (tracemalloc stopping
+ * restores what it saved), a probe allocation finds that out.
  *
  * Hooks never raise and never touch Python objects.
  */
@@ -28,6 +35,8 @@ typedef struct {
     PyMemAllocatorDomain domain;
     PyMemAllocatorEx prev; /* The allocator we chain to. GIL. */
     PyMemAllocatorEx ours; /* What we installed. GIL. */
+    int in_chain;          /* Ours is somewhere in the chain. GIL. */
+    int probed;            /* Saw the probe allocation. GIL. */
 } hooks_domain;
 
 static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
@@ -36,9 +45,12 @@ static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
     {PYMEM_DOMAIN_OBJ},
 };
 
-static int hooks_in_chain = 0;    /* Our hooks are installed. GIL. */
-static long hooks_user_count = 0; /* GIL. */
-static int hooks_recording = 0;   /* Atomic: 0 = pass through. */
+static long hooks_exact_users = 0; /* GIL. */
+static long hooks_light_users = 0; /* GIL. */
+
+/* 0 pass through, 1 churn only, 2 exact. Atomic. */
+static int hooks_mode = 0;
+enum { HOOKS_OFF = 0, HOOKS_LIGHT = 1, HOOKS_EXACT = 2 };
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static memlens_ptrtable hooks_table; /* Protected by hooks_lock. */
@@ -46,34 +58,42 @@ static uint64_t hooks_allocated = 0; /* Protected by hooks_lock. */
 static uint64_t hooks_freed = 0;     /* Protected by hooks_lock. */
 static uint64_t hooks_failures = 0;  /* Protected by hooks_lock. */
 
-static _Thread_local int hooks_busy = 0;
+_Thread_local memlens_hooks_thread memlens_hooks_tls;
+uint64_t memlens_hooks_churn = 0;
 
 int
 memlens_hooks_installed(void)
 {
-    return hooks_in_chain;
+    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+        if (hooks_domains[i].in_chain) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 long
 memlens_hooks_users(void)
 {
-    return hooks_user_count;
+    return hooks_exact_users + hooks_light_users;
 }
 
-/* Whether this call should be recorded: recording is on and we are not
- * already inside one of our hooks on this thread. The flag stays set
- * across the call to the previous allocator, so that pymalloc handing a
- * large request on to the raw domain is counted once, not twice. */
-static int
-hooks_active(void)
+/* The mode this call runs in: HOOKS_OFF when nobody listens or we are
+ * already inside a hook on this thread. */
+static inline int
+hooks_mode_now(void)
 {
-    return !hooks_busy && __atomic_load_n(&hooks_recording, __ATOMIC_RELAXED);
+    if (memlens_hooks_tls.busy) {
+        return HOOKS_OFF;
+    }
+    return __atomic_load_n(&hooks_mode, __ATOMIC_RELAXED);
 }
 
-/* Records a new block. Caller holds hooks_busy. */
+/* Records a new block (exact mode). Caller holds the busy flag. */
 static void
 hooks_note_alloc(void *ptr, size_t size)
 {
+    memlens_hooks_tls.allocated += size;
     pthread_mutex_lock(&hooks_lock);
     hooks_allocated += size;
     if (memlens_ptrtable_put(&hooks_table, (uintptr_t)ptr, size) < 0) {
@@ -83,9 +103,9 @@ hooks_note_alloc(void *ptr, size_t size)
 }
 
 /* Forgets a block about to be given back; returns its size, 0 if it was
- * not ours. Done before the free, so that the address cannot be handed to
- * another thread and recorded while our entry still names it. Caller holds
- * hooks_busy. */
+ * not recorded. Done before the free, so that the address cannot be handed
+ * to another thread and recorded while our entry still names it. Caller
+ * holds the busy flag. */
 static size_t
 hooks_forget(void *ptr)
 {
@@ -101,24 +121,49 @@ hooks_forget(void *ptr)
 static void
 hooks_count_freed(size_t size)
 {
+    memlens_hooks_tls.freed += size;
     pthread_mutex_lock(&hooks_lock);
     hooks_freed += size;
     pthread_mutex_unlock(&hooks_lock);
+}
+
+void
+memlens_hooks_note_external(uint64_t allocated, uint64_t freed)
+{
+    memlens_churn_add(allocated + freed);
+    if (__atomic_load_n(&hooks_mode, __ATOMIC_RELAXED) == HOOKS_EXACT) {
+        memlens_hooks_tls.allocated += allocated;
+        memlens_hooks_tls.freed += freed;
+    }
+}
+
+/* Marks the probe as seen by domain `d`. Only while probing, GIL held. */
+static inline void
+hooks_see_probe(hooks_domain *d)
+{
+    if (memlens_hooks_tls.probe) {
+        d->probed = 1;
+    }
 }
 
 static void *
 hooks_malloc(void *ctx, size_t size)
 {
     hooks_domain *d = ctx;
-    if (!hooks_active()) {
+    int mode = hooks_mode_now();
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
         return d->prev.malloc(d->prev.ctx, size);
     }
-    hooks_busy = 1;
+    memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.malloc(d->prev.ctx, size);
     if (ptr != NULL) {
-        hooks_note_alloc(ptr, size);
+        memlens_churn_add(size);
+        if (mode == HOOKS_EXACT) {
+            hooks_note_alloc(ptr, size);
+        }
     }
-    hooks_busy = 0;
+    memlens_hooks_tls.busy = 0;
     return ptr;
 }
 
@@ -126,16 +171,21 @@ static void *
 hooks_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     hooks_domain *d = ctx;
-    if (!hooks_active()) {
+    int mode = hooks_mode_now();
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
-    hooks_busy = 1;
+    memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
-    /* The product cannot overflow: the allocator succeeded. */
     if (ptr != NULL) {
-        hooks_note_alloc(ptr, nelem * elsize);
+        /* The product cannot overflow: the allocator succeeded. */
+        memlens_churn_add(nelem * elsize);
+        if (mode == HOOKS_EXACT) {
+            hooks_note_alloc(ptr, nelem * elsize);
+        }
     }
-    hooks_busy = 0;
+    memlens_hooks_tls.busy = 0;
     return ptr;
 }
 
@@ -143,11 +193,16 @@ static void *
 hooks_realloc(void *ctx, void *ptr, size_t size)
 {
     hooks_domain *d = ctx;
-    if (!hooks_active()) {
+    int mode = hooks_mode_now();
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
-    hooks_busy = 1;
-    size_t old = ptr != NULL ? hooks_forget(ptr) : 0;
+    memlens_hooks_tls.busy = 1;
+    size_t old = 0;
+    if (ptr != NULL && mode == HOOKS_EXACT) {
+        old = hooks_forget(ptr);
+    }
     void *res = d->prev.realloc(d->prev.ctx, ptr, size);
     if (res == NULL) {
         if (old != 0) {
@@ -160,14 +215,19 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         }
     }
     else {
-        /* A resize counts as giving back the old block and taking the
-         * new one. */
-        if (old != 0) {
-            hooks_count_freed(old);
+        memlens_churn_add(
+            size
+            + (ptr != NULL && old == 0 ? MEMLENS_CHURN_UNKNOWN_FREE : old));
+        if (mode == HOOKS_EXACT) {
+            /* A resize counts as giving back the old block and taking
+             * the new one. */
+            if (old != 0) {
+                hooks_count_freed(old);
+            }
+            hooks_note_alloc(res, size);
         }
-        hooks_note_alloc(res, size);
     }
-    hooks_busy = 0;
+    memlens_hooks_tls.busy = 0;
     return res;
 }
 
@@ -175,17 +235,27 @@ static void
 hooks_free(void *ctx, void *ptr)
 {
     hooks_domain *d = ctx;
-    if (ptr == NULL || !hooks_active()) {
+    int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
+    if (mode == HOOKS_OFF) {
         d->prev.free(d->prev.ctx, ptr);
         return;
     }
-    hooks_busy = 1;
-    size_t size = hooks_forget(ptr);
+    memlens_hooks_tls.busy = 1;
+    size_t size = 0;
+    if (mode == HOOKS_EXACT) {
+        size = hooks_forget(ptr);
+    }
     d->prev.free(d->prev.ctx, ptr);
     if (size != 0) {
         hooks_count_freed(size);
+        memlens_churn_add(size);
     }
-    hooks_busy = 0;
+    else if (d->domain == PYMEM_DOMAIN_RAW) {
+        /* A raw block of unknown size may have been a large one whose
+         * pages go back to the kernel now. */
+        memlens_churn_add(MEMLENS_CHURN_UNKNOWN_FREE);
+    }
+    memlens_hooks_tls.busy = 0;
 }
 
 /* Whether the current allocator of a domain is our hook. GIL. */
@@ -197,13 +267,69 @@ hooks_on_top(hooks_domain *d)
     return cur.ctx == (void *)d && cur.malloc == hooks_malloc;
 }
 
-/* Puts our hooks in the chain (or re-enables the ones left in it). */
+/* For each domain whose chain holds ours but not on top, checks that an
+ * allocation still reaches it; forgets the hook where it does not (its
+ * chain was replaced). Recording must be off. GIL held. */
 static void
-hooks_install(void)
+hooks_probe_chains(void)
 {
-    if (!hooks_in_chain) {
+    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+        hooks_domain *d = &hooks_domains[i];
+        if (!d->in_chain || hooks_on_top(d)) {
+            continue;
+        }
+        d->probed = 0;
+        memlens_hooks_tls.probe = 1;
+        void *p;
+        switch (d->domain) {
+            case PYMEM_DOMAIN_RAW:
+                p = PyMem_RawMalloc(1);
+                PyMem_RawFree(p);
+                break;
+            case PYMEM_DOMAIN_MEM:
+                p = PyMem_Malloc(1);
+                PyMem_Free(p);
+                break;
+            default:
+                p = PyObject_Malloc(1);
+                PyObject_Free(p);
+                break;
+        }
+        memlens_hooks_tls.probe = 0;
+        if (!d->probed) {
+            d->in_chain = 0;
+        }
+    }
+}
+
+static void
+hooks_set_mode(void)
+{
+    int mode = hooks_exact_users   ? HOOKS_EXACT
+               : hooks_light_users ? HOOKS_LIGHT
+                                   : HOOKS_OFF;
+    __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
+}
+
+void
+memlens_hooks_acquire(int exact)
+{
+    if (memlens_hooks_users() == 0) {
+        /* Hooks left passing through: unlink them where they are on top
+         * again, forget them where their chain was replaced. */
+        hooks_probe_chains();
         for (int i = 0; i < HOOKS_NDOMAINS; i++) {
             hooks_domain *d = &hooks_domains[i];
+            if (d->in_chain && hooks_on_top(d)) {
+                PyMem_SetAllocator(d->domain, &d->prev);
+                d->in_chain = 0;
+            }
+        }
+        for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+            hooks_domain *d = &hooks_domains[i];
+            if (d->in_chain) {
+                continue;
+            }
             PyMem_GetAllocator(d->domain, &d->prev);
             d->ours.ctx = d;
             d->ours.malloc = hooks_malloc;
@@ -211,65 +337,81 @@ hooks_install(void)
             d->ours.realloc = hooks_realloc;
             d->ours.free = hooks_free;
             PyMem_SetAllocator(d->domain, &d->ours);
+            d->in_chain = 1;
         }
-        hooks_in_chain = 1;
     }
-    __atomic_store_n(&hooks_recording, 1, __ATOMIC_SEQ_CST);
+    if (exact) {
+        hooks_exact_users++;
+    }
+    else {
+        hooks_light_users++;
+    }
+    hooks_set_mode();
 }
 
-/* Stops recording, drops the table, and unlinks the hooks if nobody has
- * chained above them. */
-static void
-hooks_uninstall(void)
+void
+memlens_hooks_release(int exact)
 {
-    __atomic_store_n(&hooks_recording, 0, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&hooks_lock);
-    memlens_ptrtable_clear(&hooks_table);
-    pthread_mutex_unlock(&hooks_lock);
-    if (!hooks_in_chain) {
+    if (exact) {
+        hooks_exact_users--;
+    }
+    else {
+        hooks_light_users--;
+    }
+    hooks_set_mode();
+    if (hooks_exact_users == 0) {
+        pthread_mutex_lock(&hooks_lock);
+        memlens_ptrtable_clear(&hooks_table);
+        pthread_mutex_unlock(&hooks_lock);
+    }
+    if (memlens_hooks_users() > 0) {
         return;
     }
-    int all_on_top = 1;
+    hooks_probe_chains();
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-        all_on_top &= hooks_on_top(&hooks_domains[i]);
+        hooks_domain *d = &hooks_domains[i];
+        if (d->in_chain && hooks_on_top(d)) {
+            PyMem_SetAllocator(d->domain, &d->prev);
+            d->in_chain = 0;
+        }
+        /* Otherwise someone chained above us: stay, passing through. */
     }
-    if (!all_on_top) {
-        /* Someone chained above us; stay in the chain, passing through. */
-        return;
-    }
-    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-        PyMem_SetAllocator(hooks_domains[i].domain, &hooks_domains[i].prev);
-    }
-    hooks_in_chain = 0;
 }
 
-/* _hooks_acquire(): install the hooks for one more user. */
+/* _hooks_acquire(exact=True): one more user of the hooks. */
 static PyObject *
-hooks_py_acquire(PyObject *module, PyObject *Py_UNUSED(args))
+hooks_py_acquire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (hooks_user_count == 0 && hooks_in_chain) {
-        /* Left passing through by an earlier release: unlink now if the
-         * hook above ours has gone, so that we chain afresh on top. */
-        hooks_uninstall();
+    int exact = 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_hooks_acquire(exact=True)");
+        return NULL;
     }
-    if (hooks_user_count++ == 0) {
-        hooks_install();
+    if (nargs == 1 && (exact = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
     }
+    memlens_hooks_acquire(exact);
     Py_RETURN_NONE;
 }
 
-/* _hooks_release(): one user fewer; the last one uninstalls. */
+/* _hooks_release(exact=True): one user fewer; the last one uninstalls. */
 static PyObject *
-hooks_py_release(PyObject *module, PyObject *Py_UNUSED(args))
+hooks_py_release(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (hooks_user_count == 0) {
+    int exact = 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_hooks_release(exact=True)");
+        return NULL;
+    }
+    if (nargs == 1 && (exact = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
+    }
+    if ((exact ? hooks_exact_users : hooks_light_users) == 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "allocator hooks released more often than acquired");
         return NULL;
     }
-    if (--hooks_user_count == 0) {
-        hooks_uninstall();
-    }
+    memlens_hooks_release(exact);
     Py_RETURN_NONE;
 }
 
@@ -287,10 +429,10 @@ hooks_py_counters(PyObject *module, PyObject *Py_UNUSED(args))
 }
 
 static PyMethodDef hooks_methods[] = {
-    {"_hooks_acquire", hooks_py_acquire, METH_NOARGS,
-     "Install the allocator hooks for one more user."},
-    {"_hooks_release", hooks_py_release, METH_NOARGS,
-     "Release one user of the allocator hooks."},
+    {"_hooks_acquire", (PyCFunction)(void (*)(void))hooks_py_acquire,
+     METH_FASTCALL, "Install the allocator hooks for one more user."},
+    {"_hooks_release", (PyCFunction)(void (*)(void))hooks_py_release,
+     METH_FASTCALL, "Release one user of the allocator hooks."},
     {"alloc_counters", hooks_py_counters, METH_NOARGS,
      "alloc_counters() -> (allocated, freed, failures), bytes."},
     {NULL, NULL, 0, NULL},

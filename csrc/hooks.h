@@ -4,10 +4,45 @@
 
 #include "common.h"
 
-/* 1 while our hooks sit in the allocator chain (recording or not). GIL. */
+/* What one thread has seen through the hooks. Thread-local. */
+typedef struct {
+    int busy;           /* Inside one of our hooks: do not record again. */
+    int probe;          /* Probing which domains still reach our hooks. */
+    uint64_t allocated; /* Bytes handed out to this thread (exact mode). */
+    uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
+} memlens_hooks_thread;
+
+extern _Thread_local memlens_hooks_thread memlens_hooks_tls;
+
+/* Bytes allocated or freed in the whole process since import, roughly
+ * (updated with relaxed loads and stores, never a locked instruction, so
+ * concurrent updates may be lost): RSS cannot move much while it stands
+ * still. A free whose size is unknown counts MEMLENS_CHURN_UNKNOWN_FREE. */
+extern uint64_t memlens_hooks_churn;
+
+#define MEMLENS_CHURN_UNKNOWN_FREE (64 * 1024)
+
+static inline void
+memlens_churn_add(uint64_t n)
+{
+    uint64_t v = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
+    __atomic_store_n(&memlens_hooks_churn, v + n, __ATOMIC_RELAXED);
+}
+
+/* Users of the hooks. `exact` users need every block sized on free (the
+ * live-block table, a lock per call); the others only need the churn.
+ * Install on the first user, uninstall after the last. GIL held. */
+void memlens_hooks_acquire(int exact);
+void memlens_hooks_release(int exact);
+
+/* Counts an allocation or a free made outside the Python allocators (the
+ * NumPy data handler), for the thread-local counters and the churn. */
+void memlens_hooks_note_external(uint64_t allocated, uint64_t freed);
+
+/* 1 while our hooks sit in an allocator chain (recording or not). GIL. */
 int memlens_hooks_installed(void);
 
-/* Users that asked for the hooks (open measurements). GIL. */
+/* Users that asked for the hooks. GIL. */
 long memlens_hooks_users(void);
 
 int memlens_hooks_init(PyObject *module);

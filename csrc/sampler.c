@@ -28,6 +28,36 @@ memlens_sampler_threads(void)
     return __atomic_load_n(&sampler_live_threads, __ATOMIC_SEQ_CST);
 }
 
+/* After fork the child has no sampler thread, but a copy of a lock the
+ * thread may have held at that instant: make both fit the child again.
+ * Called before any use of the lock. GIL held. */
+static void
+sampler_adopt_after_fork(memlens_sampler *s)
+{
+    pthread_condattr_t attr;
+    if (!s->running || s->owner_pid == getpid()) {
+        return;
+    }
+    s->running = 0;
+    pthread_mutex_init(&s->lock, NULL);
+    if (pthread_condattr_init(&attr) == 0) {
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->wake, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+static void
+sampler_atfork_child(void)
+{
+    /* Threads do not survive fork. */
+    __atomic_store_n(&sampler_live_threads, 0, __ATOMIC_SEQ_CST);
+}
+
 static double
 sampler_elapsed(const struct timespec *t0)
 {
@@ -153,10 +183,10 @@ memlens_sampler_start(memlens_sampler *s)
 {
     char path[MEMLENS_PATH_MAX];
     struct timespec wall;
-    if (s->running && s->owner_pid == getpid()) {
+    sampler_adopt_after_fork(s);
+    if (s->running) {
         return 0;
     }
-    s->running = 0;
     if (s->fd >= 0) {
         close(s->fd);
     }
@@ -195,18 +225,11 @@ memlens_sampler_start(memlens_sampler *s)
 void
 memlens_sampler_stop(memlens_sampler *s)
 {
+    sampler_adopt_after_fork(s);
     if (!s->running) {
         return;
     }
     s->running = 0;
-    if (s->owner_pid != getpid()) {
-        /* Forked child: the thread was not copied; its buffers were. */
-        if (s->fd >= 0) {
-            close(s->fd);
-            s->fd = -1;
-        }
-        return;
-    }
     pthread_mutex_lock(&s->lock);
     s->stop_requested = 1;
     pthread_cond_signal(&s->wake);
@@ -233,6 +256,7 @@ memlens_sampler_fini(memlens_sampler *s)
 uint64_t
 memlens_sampler_peak(memlens_sampler *s)
 {
+    sampler_adopt_after_fork(s);
     pthread_mutex_lock(&s->lock);
     uint64_t peak = s->peak;
     pthread_mutex_unlock(&s->lock);
@@ -315,6 +339,7 @@ sampler_check_ready(SamplerObject *so)
         PyErr_SetString(PyExc_RuntimeError, "Sampler.__init__ was not called");
         return -1;
     }
+    sampler_adopt_after_fork(&so->s);
     return 0;
 }
 
@@ -524,6 +549,16 @@ static PyType_Spec sampler_spec = {
 int
 memlens_sampler_init_type(PyObject *module, memlens_state *st)
 {
+    static int registered = 0;
+    if (!registered) {
+        int rc = pthread_atfork(NULL, NULL, sampler_atfork_child);
+        if (rc != 0) {
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        registered = 1;
+    }
     st->sampler_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &sampler_spec, NULL);
     if (st->sampler_type == NULL) {

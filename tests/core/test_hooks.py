@@ -131,3 +131,32 @@ def test_four_threads_allocating_at_once():
             t.join()
     assert h.allocated >= 4 * 2000 * 1000
     assert _core.alloc_counters()[2] == 0  # no bookkeeping failure
+
+
+def test_hooks_dropped_by_tracemalloc_stopping_are_noticed():
+    # tracemalloc.stop() restores the allocators it saved, which drops
+    # ours from the chain; the next use must chain afresh.
+    tracemalloc.start()
+    try:
+        _core._hooks_acquire()
+    finally:
+        tracemalloc.stop()
+    _core._hooks_release()
+    assert not _core.state()["hooks_installed"]
+    with hooks() as h:
+        block = bytes(MiB)
+    assert h.allocated >= MiB
+    del block
+
+
+def test_light_users_count_no_bytes():
+    _core._hooks_acquire(False)
+    try:
+        before = _core.alloc_counters()
+        block = bytes(MiB)
+        assert _core.alloc_counters() == before
+    finally:
+        _core._hooks_release(False)
+    del block
+    with pytest.raises(RuntimeError):
+        _core._hooks_release(False)

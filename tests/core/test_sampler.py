@@ -108,3 +108,23 @@ def test_many_samplers_start_and_stop():
             s.stop()
         del s
     assert _core.state()["sampler_threads"] == 0
+
+
+def test_forked_child_never_hangs_on_the_samplers_lock():
+    # A fork at the instant the thread holds its lock must not leave the
+    # child's copy locked: the child reads the sampler, alarm as a guard.
+    import signal
+
+    s = memlens.Sampler(interval=1e-6)
+    with s:
+        for _ in range(30):
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(5)
+                ok = (s.count >= 0 and not s.running
+                      and _core.state()["sampler_threads"] == 0)
+                s.times
+                s.stop()
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
