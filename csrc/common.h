@@ -35,6 +35,24 @@ memlens_newref(PyObject *o)
 #define Py_NewRef(o) memlens_newref((PyObject *)(o))
 #endif
 
+/* Where a frame stands: PyFrame_GetLasti arrived in 3.11, when the frame
+ * struct became opaque; before, f_lasti is a public field. -1 before the
+ * first instruction. */
+#if PY_VERSION_HEX >= 0x030B0000
+#define MEMLENS_FRAME_LASTI(f) PyFrame_GetLasti(f)
+#else
+#include <frameobject.h>
+#define MEMLENS_FRAME_LASTI(f) ((f)->f_lasti)
+#endif
+
+/* sys.monitoring (PEP 669) arrived in 3.12: from there the line tracer
+ * listens to LINE events on the profiled code objects only. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define MEMLENS_HAS_SYS_MONITORING 1
+#else
+#define MEMLENS_HAS_SYS_MONITORING 0
+#endif
+
 /* The GIL is what serialises the window list and the hook installation.
  * A free-threaded build (3.13t) has none, so we refuse to build there
  * rather than race. */

@@ -11,9 +11,11 @@
  *   - light (the line profiler's RSS columns): only the process-wide churn
  *     is kept, with no lock and no table, so that the tracer knows when RSS
  *     may have moved and is worth reading.
- * A thread-local flag stays set across the call to the previous allocator,
- * so that pymalloc handing a large request on to the raw domain is counted
- * once, not twice.
+ * In exact mode a thread-local flag stays set across the call to the
+ * previous allocator, so that pymalloc handing a large request on to the
+ * raw domain is recorded once, not twice. The churn ignores the flag: a
+ * large block given back through pymalloc is seen, by size, only in the
+ * raw domain, and counting some bytes twice there is harmless.
  *
  * Installation is reference-counted and done with the GIL held. If someone
  * chained a hook above ours (tracemalloc started after us), ours cannot be
@@ -78,15 +80,18 @@ memlens_hooks_users(void)
     return hooks_exact_users + hooks_light_users;
 }
 
-/* The mode this call runs in: HOOKS_OFF when nobody listens or we are
- * already inside a hook on this thread. */
 static inline int
 hooks_mode_now(void)
 {
-    if (memlens_hooks_tls.busy) {
-        return HOOKS_OFF;
-    }
     return __atomic_load_n(&hooks_mode, __ATOMIC_RELAXED);
+}
+
+/* Whether this call records blocks: exact mode, and not already inside
+ * one of our hooks on this thread (the churn is counted either way). */
+static inline int
+hooks_exact_here(int mode)
+{
+    return mode == HOOKS_EXACT && !memlens_hooks_tls.busy;
 }
 
 /* Records a new block (exact mode). Caller holds the busy flag. */
@@ -155,13 +160,18 @@ hooks_malloc(void *ctx, size_t size)
         hooks_see_probe(d);
         return d->prev.malloc(d->prev.ctx, size);
     }
+    if (!hooks_exact_here(mode)) {
+        void *ptr = d->prev.malloc(d->prev.ctx, size);
+        if (ptr != NULL) {
+            memlens_churn_add(size);
+        }
+        return ptr;
+    }
     memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.malloc(d->prev.ctx, size);
     if (ptr != NULL) {
         memlens_churn_add(size);
-        if (mode == HOOKS_EXACT) {
-            hooks_note_alloc(ptr, size);
-        }
+        hooks_note_alloc(ptr, size);
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
@@ -176,17 +186,31 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
         hooks_see_probe(d);
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
+    if (!hooks_exact_here(mode)) {
+        void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
+        if (ptr != NULL) {
+            memlens_churn_add(nelem * elsize);
+        }
+        return ptr;
+    }
     memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
         memlens_churn_add(nelem * elsize);
-        if (mode == HOOKS_EXACT) {
-            hooks_note_alloc(ptr, nelem * elsize);
-        }
+        hooks_note_alloc(ptr, nelem * elsize);
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
+}
+
+/* Churn for giving back a block whose size we do not know: only a raw
+ * block can be large enough to hand pages back to the kernel (pymalloc
+ * passes its large blocks on to the raw domain). */
+static inline uint64_t
+hooks_unknown_free(hooks_domain *d)
+{
+    return d->domain == PYMEM_DOMAIN_RAW ? MEMLENS_CHURN_UNKNOWN_FREE : 0;
 }
 
 static void *
@@ -198,11 +222,16 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         hooks_see_probe(d);
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
-    memlens_hooks_tls.busy = 1;
-    size_t old = 0;
-    if (ptr != NULL && mode == HOOKS_EXACT) {
-        old = hooks_forget(ptr);
+    if (!hooks_exact_here(mode)) {
+        void *res = d->prev.realloc(d->prev.ctx, ptr, size);
+        if (res != NULL) {
+            memlens_churn_add(size
+                              + (ptr != NULL ? hooks_unknown_free(d) : 0));
+        }
+        return res;
     }
+    memlens_hooks_tls.busy = 1;
+    size_t old = ptr != NULL ? hooks_forget(ptr) : 0;
     void *res = d->prev.realloc(d->prev.ctx, ptr, size);
     if (res == NULL) {
         if (old != 0) {
@@ -215,17 +244,16 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         }
     }
     else {
-        memlens_churn_add(
-            size
-            + (ptr != NULL && old == 0 ? MEMLENS_CHURN_UNKNOWN_FREE : old));
-        if (mode == HOOKS_EXACT) {
-            /* A resize counts as giving back the old block and taking
-             * the new one. */
-            if (old != 0) {
-                hooks_count_freed(old);
-            }
-            hooks_note_alloc(res, size);
+        memlens_churn_add(size
+                          + (old != 0      ? old
+                             : ptr != NULL ? hooks_unknown_free(d)
+                                           : 0));
+        /* A resize counts as giving back the old block and taking the
+         * new one. */
+        if (old != 0) {
+            hooks_count_freed(old);
         }
+        hooks_note_alloc(res, size);
     }
     memlens_hooks_tls.busy = 0;
     return res;
@@ -240,20 +268,20 @@ hooks_free(void *ctx, void *ptr)
         d->prev.free(d->prev.ctx, ptr);
         return;
     }
-    memlens_hooks_tls.busy = 1;
-    size_t size = 0;
-    if (mode == HOOKS_EXACT) {
-        size = hooks_forget(ptr);
+    if (!hooks_exact_here(mode)) {
+        d->prev.free(d->prev.ctx, ptr);
+        memlens_churn_add(hooks_unknown_free(d));
+        return;
     }
+    memlens_hooks_tls.busy = 1;
+    size_t size = hooks_forget(ptr);
     d->prev.free(d->prev.ctx, ptr);
     if (size != 0) {
         hooks_count_freed(size);
         memlens_churn_add(size);
     }
-    else if (d->domain == PYMEM_DOMAIN_RAW) {
-        /* A raw block of unknown size may have been a large one whose
-         * pages go back to the kernel now. */
-        memlens_churn_add(MEMLENS_CHURN_UNKNOWN_FREE);
+    else {
+        memlens_churn_add(hooks_unknown_free(d));
     }
     memlens_hooks_tls.busy = 0;
 }

@@ -7,9 +7,11 @@
  */
 #include "common.h"
 #include "hooks.h"
+#include "npmem.h"
 #include "peak.h"
 #include "rss.h"
 #include "sampler.h"
+#include "tracer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -52,11 +54,12 @@ memlens_state_from_type(PyTypeObject *type)
 static PyObject *
 module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
 {
-    return Py_BuildValue("{s:O,s:l,s:l,s:l}", "hooks_installed",
+    return Py_BuildValue("{s:O,s:l,s:l,s:l,s:l}", "hooks_installed",
                          memlens_hooks_installed() ? Py_True : Py_False,
                          "hooks_users", memlens_hooks_users(),
                          "sampler_threads", memlens_sampler_threads(),
-                         "open_windows", memlens_peak_open_windows());
+                         "open_windows", memlens_peak_open_windows(),
+                         "line_profiling", memlens_tracer_active());
 }
 
 static PyMethodDef module_methods[] = {
@@ -70,6 +73,7 @@ module_exec(PyObject *module)
 {
     memlens_state *st = PyModule_GetState(module);
     if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
+        || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0) {
         return -1;

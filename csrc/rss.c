@@ -461,8 +461,8 @@ rss_add_children(pid_t pid, rss_pidlist *l)
 /* children_rss() -> (bytes, count): the summed RSS of every living
  * descendant process (children, grandchildren, ...). memlens starts none
  * of its own. GIL held, but released while walking /proc. */
-static PyObject *
-rss_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
+PyObject *
+memlens_children_rss(void)
 {
     rss_pidlist l = {NULL, 0, 0};
     uint64_t total = 0;
@@ -492,6 +492,12 @@ rss_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
         return PyErr_NoMemory();
     }
     return Py_BuildValue("(Kn)", total, (Py_ssize_t)alive);
+}
+
+static PyObject *
+rss_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    return memlens_children_rss();
 }
 
 PyMethodDef memlens_rss_methods[] = {

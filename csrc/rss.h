@@ -35,6 +35,10 @@ int memlens_hwm_reset(uint64_t *before);
  * OSError. GIL held. */
 int memlens_lifetime_peak(uint64_t *peak);
 
+/* (bytes, count): summed RSS of every living descendant process, as a
+ * new tuple, or NULL with an exception. GIL held (released inside). */
+PyObject *memlens_children_rss(void);
+
 /* Bumped when tests point the readers at another folder. GIL. */
 extern unsigned long memlens_proc_generation;
 

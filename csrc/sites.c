@@ -79,6 +79,23 @@ memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size)
 }
 
 int
+memlens_ptrtable_get(const memlens_ptrtable *t, uintptr_t ptr, size_t *size)
+{
+    if (t->slots == NULL) {
+        return 0;
+    }
+    size_t i = sites_slot(t, ptr);
+    while (t->slots[i].ptr != ptr) {
+        if (t->slots[i].ptr == 0) {
+            return 0;
+        }
+        i = (i + 1) & t->mask;
+    }
+    *size = t->slots[i].size;
+    return 1;
+}
+
+int
 memlens_ptrtable_pop(memlens_ptrtable *t, uintptr_t ptr, size_t *size)
 {
     if (t->slots == NULL) {

@@ -22,6 +22,10 @@ typedef struct {
 /* Records ptr -> size (replacing any entry). 0, or -1 when out of memory. */
 int memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size);
 
+/* Looks ptr up; returns 1 and its size in *size, or 0 when absent. */
+int memlens_ptrtable_get(const memlens_ptrtable *t, uintptr_t ptr,
+                         size_t *size);
+
 /* Removes ptr; returns 1 and its size in *size, or 0 when absent. */
 int memlens_ptrtable_pop(memlens_ptrtable *t, uintptr_t ptr, size_t *size);
 

@@ -17,6 +17,8 @@ _LAZY = {
     "Sampler": "memlens._readings",
     "measure": "memlens._measure",
     "Measurement": "memlens._measure",
+    "profile": "memlens._line",
+    "LineProfiler": "memlens._line",
 }
 
 __all__ = sorted(_LAZY)

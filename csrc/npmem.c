@@ -1,0 +1,243 @@
+/* npmem.c: count NumPy's array data, which bypasses the Python allocators.
+ *
+ * NumPy (1.22+) lets a program replace the allocator of array data with a
+ * "mem_handler" capsule (PyDataMem_SetHandler), per context. memlens's
+ * handler calls the one it replaced and reports each allocation and each
+ * free (NumPy passes the size to free) to the hooks' counters. Arrays keep
+ * a reference to the handler that allocated them and free through it, so
+ * ours stays valid, passing through, after it is swapped out.
+ *
+ * We do not include NumPy's headers: the two functions are reached, as any
+ * extension reaches them, through the C-API table NumPy publishes in
+ * `_multiarray_umath._ARRAY_API`, at the slots its ABI fixes.
+ *
+ * NumPy's own allocator may itself take memory from the Python allocators:
+ * the hooks' busy flag is raised around it so that the block is counted
+ * here, once.
+ *
+ * Threads: installation with the GIL held; the handler's functions run
+ * wherever NumPy allocates and touch only thread-local counters.
+ */
+#include "npmem.h"
+#include "hooks.h"
+
+#include <string.h>
+
+/* The layout of NumPy's PyDataMemAllocator and PyDataMem_Handler
+ * (numpy/ndarraytypes.h, version 1). */
+typedef struct {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr, size_t size);
+} npmem_allocator;
+
+typedef struct {
+    char name[127];
+    uint8_t version;
+    npmem_allocator allocator;
+} npmem_handler;
+
+#define NPMEM_API_FEATURE_VERSION 211 /* PyArray_GetNDArrayCFeatureVersion */
+#define NPMEM_API_SET_HANDLER 304     /* PyDataMem_SetHandler */
+#define NPMEM_API_GET_HANDLER 305     /* PyDataMem_GetHandler */
+#define NPMEM_FEATURE_1_22 0x0000000f
+
+static npmem_allocator npmem_prev;          /* What ours calls. Set once. */
+static npmem_handler npmem_ours;            /* Our handler. */
+static PyObject *npmem_capsule = NULL;      /* Owned, never released. */
+static PyObject *npmem_prev_capsule = NULL; /* Owned, never released. */
+static PyObject *npmem_saved = NULL; /* Owned: handler to restore. GIL. */
+static void **npmem_api = NULL;      /* NumPy's C-API table. */
+
+static void *
+npmem_malloc(void *ctx, size_t size)
+{
+    memlens_hooks_tls.busy++;
+    void *p = npmem_prev.malloc(npmem_prev.ctx, size);
+    memlens_hooks_tls.busy--;
+    if (p != NULL) {
+        memlens_hooks_note_external(size, 0);
+    }
+    return p;
+}
+
+static void *
+npmem_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    memlens_hooks_tls.busy++;
+    void *p = npmem_prev.calloc(npmem_prev.ctx, nelem, elsize);
+    memlens_hooks_tls.busy--;
+    if (p != NULL) {
+        memlens_hooks_note_external(nelem * elsize, 0);
+    }
+    return p;
+}
+
+static void *
+npmem_realloc(void *ctx, void *ptr, size_t new_size)
+{
+    memlens_hooks_tls.busy++;
+    void *p = npmem_prev.realloc(npmem_prev.ctx, ptr, new_size);
+    memlens_hooks_tls.busy--;
+    if (p != NULL) {
+        /* NumPy does not tell the old size of a resize: count the new
+         * block only. */
+        memlens_hooks_note_external(new_size, 0);
+    }
+    return p;
+}
+
+static void
+npmem_free(void *ctx, void *ptr, size_t size)
+{
+    memlens_hooks_tls.busy++;
+    npmem_prev.free(npmem_prev.ctx, ptr, size);
+    memlens_hooks_tls.busy--;
+    if (ptr != NULL) {
+        memlens_hooks_note_external(0, size);
+    }
+}
+
+/* Finds NumPy's C-API table; NULL (no exception) if NumPy is too old or
+ * absent. */
+static void **
+npmem_find_api(void)
+{
+    static const char *names[] = {"numpy._core._multiarray_umath",
+                                  "numpy.core._multiarray_umath", NULL};
+    if (npmem_api != NULL) {
+        return npmem_api;
+    }
+    for (int i = 0; names[i] != NULL && npmem_api == NULL; i++) {
+        PyObject *mod = PyImport_ImportModule(names[i]);
+        if (mod == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *cap = PyObject_GetAttrString(mod, "_ARRAY_API");
+        Py_DECREF(mod);
+        if (cap == NULL || !PyCapsule_CheckExact(cap)) {
+            Py_XDECREF(cap);
+            PyErr_Clear();
+            continue;
+        }
+        /* The table lives as long as NumPy's module, which is never
+         * unloaded. */
+        void **api = PyCapsule_GetPointer(cap, NULL);
+        Py_DECREF(cap);
+        if (api == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        unsigned int (*feature)(void) =
+            (unsigned int (*)(void))api[NPMEM_API_FEATURE_VERSION];
+        if (feature() >= NPMEM_FEATURE_1_22) {
+            npmem_api = api;
+        }
+    }
+    return npmem_api;
+}
+
+/* Puts our handler in this context. 1 done, 0 not possible, -1 error. */
+static int
+npmem_install(void)
+{
+    void **api = npmem_find_api();
+    if (api == NULL || npmem_saved != NULL) {
+        return api != NULL;
+    }
+    PyObject *(*get)(void) = (PyObject * (*)(void)) api[NPMEM_API_GET_HANDLER];
+    PyObject *(*set)(PyObject *) =
+        (PyObject * (*)(PyObject *)) api[NPMEM_API_SET_HANDLER];
+    PyObject *current = get();
+    if (current == NULL) {
+        return -1;
+    }
+    if (current == npmem_capsule) {
+        Py_DECREF(current);
+        return 1;
+    }
+    npmem_handler *h = PyCapsule_GetPointer(current, "mem_handler");
+    if (h == NULL || h->version != 1) {
+        Py_DECREF(current);
+        PyErr_Clear();
+        return 0;
+    }
+    if (npmem_capsule == NULL) {
+        npmem_prev = h->allocator;
+        npmem_prev_capsule = Py_NewRef(current);
+        memset(&npmem_ours, 0, sizeof(npmem_ours));
+        strcpy(npmem_ours.name, "memlens");
+        npmem_ours.version = 1;
+        npmem_ours.allocator.ctx = NULL;
+        npmem_ours.allocator.malloc = npmem_malloc;
+        npmem_ours.allocator.calloc = npmem_calloc;
+        npmem_ours.allocator.realloc = npmem_realloc;
+        npmem_ours.allocator.free = npmem_free;
+        npmem_capsule = PyCapsule_New(&npmem_ours, "mem_handler", NULL);
+        if (npmem_capsule == NULL) {
+            Py_DECREF(current);
+            return -1;
+        }
+    }
+    else if (current != npmem_prev_capsule) {
+        /* Another handler than the one ours wraps: leave it alone. */
+        Py_DECREF(current);
+        return 0;
+    }
+    PyObject *old = set(npmem_capsule);
+    if (old == NULL) {
+        Py_DECREF(current);
+        return -1;
+    }
+    Py_DECREF(old);
+    npmem_saved = current; /* the reference from get() */
+    return 1;
+}
+
+static int
+npmem_uninstall(void)
+{
+    if (npmem_saved == NULL || npmem_api == NULL) {
+        return 0;
+    }
+    PyObject *(*set)(PyObject *) =
+        (PyObject * (*)(PyObject *)) npmem_api[NPMEM_API_SET_HANDLER];
+    PyObject *old = set(npmem_saved);
+    Py_CLEAR(npmem_saved);
+    if (old == NULL) {
+        return -1;
+    }
+    Py_DECREF(old);
+    return 0;
+}
+
+/* _numpy_hook(on) -> bool: route NumPy's array data through memlens in
+ * this context (on) or put the earlier handler back (off). */
+static PyObject *
+npmem_py_hook(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    int rc = on ? npmem_install() : npmem_uninstall();
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyMethodDef npmem_methods[] = {
+    {"_numpy_hook", npmem_py_hook, METH_O,
+     "_numpy_hook(on) -> bool: count NumPy's array data (NumPy >= 1.22)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+memlens_npmem_init(PyObject *module)
+{
+    return PyModule_AddFunctions(module, npmem_methods);
+}

@@ -1,0 +1,674 @@
+/* tracer.c: line-by-line memory attribution.
+ *
+ * Line events come from one of two backends, chosen by the Python layer:
+ *   - a C trace function (PyEval_SetTrace), per thread, before 3.12;
+ *   - sys.monitoring (3.12+): the callbacks below are C builtins that the
+ *     Python layer registers for LINE, PY_START, PY_RESUME, PY_RETURN and
+ *     PY_YIELD on the profiled code objects only, plus the global
+ *     PY_UNWIND and PY_THROW.
+ * Both feed the same per-line work: close the line that ran (its RSS
+ * change, its bytes allocated and freed), open the next.
+ *
+ * RSS is read only when it may have moved: the allocator hooks (in light
+ * mode, no table and no lock) keep a process-wide churn of bytes allocated
+ * and freed, and the tracer reads statm when the churn advanced by
+ * TRACER_CHURN_STEP since the last read. A tight loop that allocates
+ * nothing new never pays for a read.
+ *
+ * Memory is attributed to the innermost profiled line running: when a
+ * profiled function calls another (or itself), the caller's line is paused
+ * and resumed around the call, so nothing is counted twice.
+ *
+ * Threads: everything runs with the GIL held, which protects the engine
+ * (the code table, the statistics, the last RSS read). Each thread has its
+ * own stack of profiled frames (thread-local, libc memory freed at thread
+ * exit). Statistics are per code object and shared by every profiler.
+ */
+#include "tracer.h"
+#include "hooks.h"
+#include "rss.h"
+#include "sites.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Read RSS again once this many bytes were allocated or freed. */
+#define TRACER_CHURN_STEP (32 * 1024)
+
+typedef struct {
+    PyObject *code;           /* Owned. */
+    int first_line;           /* co_firstlineno. */
+    int nlines;               /* Lines first_line .. first_line+nlines-1. */
+    memlens_line_stat *lines; /* Owned (libc). */
+} tracer_code;
+
+typedef struct {
+    tracer_code *code; /* Borrowed from the engine. */
+    const void *frame; /* Frame identity (trace backend), or NULL. */
+    int line;          /* Line running, -1 none. */
+    uint64_t rss0;     /* RSS when the line (re)started. */
+    uint64_t alloc0;   /* Thread's hook counters then. */
+    uint64_t freed0;
+} tracer_frame;
+
+typedef struct {
+    tracer_frame *frames; /* Owned (libc). */
+    int depth;
+    int cap;
+} tracer_thread;
+
+/* ---- Engine state: all protected by the GIL ---------------------------- */
+
+/* Each tracer_code is allocated on its own, so that frames may point at
+ * it while the array of pointers grows. */
+static tracer_code **tracer_codes = NULL; /* Owned (libc), and each item. */
+static size_t tracer_ncodes = 0;
+static size_t tracer_capcodes = 0;
+static memlens_ptrtable tracer_index; /* code pointer -> tracer_code*. */
+
+static long tracer_begun = 0;       /* line_begin() calls open. */
+static long tracer_alloc_users = 0; /* ... of which with alloc. */
+static int tracer_children = 0;     /* Add children's RSS. */
+static int tracer_fd = -1;          /* statm, owned. */
+static pid_t tracer_fd_pid = 0;
+static uint64_t tracer_rss = 0;        /* Last RSS read. */
+static uint64_t tracer_churn_mark = 0; /* Churn at that read. */
+static uint64_t tracer_failures = 0;   /* Reads or growths that failed. */
+
+static pthread_key_t tracer_key;
+static _Thread_local tracer_thread *tracer_tls = NULL;
+
+static void
+tracer_thread_free(void *p)
+{
+    tracer_thread *t = p;
+    if (t != NULL) {
+        free(t->frames);
+        free(t);
+    }
+}
+
+/* This thread's frame stack, created on first use; NULL if out of
+ * memory. */
+static tracer_thread *
+tracer_thread_get(void)
+{
+    tracer_thread *t = tracer_tls;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL) {
+            return NULL;
+        }
+        tracer_tls = t;
+        pthread_setspecific(tracer_key, t);
+    }
+    return t;
+}
+
+/* ---- RSS, read only when it may have moved ---------------------------- */
+
+static uint64_t
+tracer_children_rss(void)
+{
+    /* Rare (%mprun -c): done through the Python-facing reader. */
+    PyObject *r = memlens_children_rss();
+    uint64_t total = 0;
+    if (r == NULL) {
+        PyErr_Clear();
+        tracer_failures++;
+        return 0;
+    }
+    total = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+    Py_DECREF(r);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return total;
+}
+
+static void
+tracer_read_rss(void)
+{
+    uint64_t rss;
+    if (tracer_fd < 0 || tracer_fd_pid != getpid()) {
+        char path[MEMLENS_PATH_MAX];
+        if (tracer_fd >= 0) {
+            close(tracer_fd);
+        }
+        tracer_fd = memlens_proc_open("statm", path);
+        tracer_fd_pid = getpid();
+    }
+    if (tracer_fd >= 0 && memlens_rss_from_fd(tracer_fd, &rss) == 0) {
+        if (tracer_children) {
+            rss += tracer_children_rss();
+        }
+        tracer_rss = rss;
+    }
+    else {
+        tracer_failures++;
+    }
+    tracer_churn_mark =
+        __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
+}
+
+/* The RSS now, read again only if the churn says it may have moved. */
+static inline uint64_t
+tracer_rss_now(void)
+{
+    uint64_t churn = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
+    if (tracer_children || churn - tracer_churn_mark >= TRACER_CHURN_STEP) {
+        tracer_read_rss();
+    }
+    return tracer_rss;
+}
+
+/* ---- Code objects ------------------------------------------------------ */
+
+static tracer_code *
+tracer_lookup(PyObject *code)
+{
+    size_t found;
+    if (!memlens_ptrtable_get(&tracer_index, (uintptr_t)code, &found)) {
+        return NULL;
+    }
+    return (tracer_code *)found;
+}
+
+/* The statistics of `line` in `c`, growing the array as needed; NULL if
+ * out of memory or the line precedes the function. */
+static memlens_line_stat *
+tracer_stat(tracer_code *c, int line)
+{
+    int i = line - c->first_line;
+    if (i < 0) {
+        return NULL;
+    }
+    if (i >= c->nlines) {
+        int n = i + 16;
+        memlens_line_stat *lines = realloc(c->lines, n * sizeof(*lines));
+        if (lines == NULL) {
+            tracer_failures++;
+            return NULL;
+        }
+        memset(lines + c->nlines, 0, (n - c->nlines) * sizeof(*lines));
+        c->lines = lines;
+        c->nlines = n;
+    }
+    return &c->lines[i];
+}
+
+/* ---- The per-line work ------------------------------------------------- */
+
+static inline void
+tracer_start_line(tracer_frame *f, int line)
+{
+    f->line = line;
+    f->rss0 = tracer_rss;
+    f->alloc0 = memlens_hooks_tls.allocated;
+    f->freed0 = memlens_hooks_tls.freed;
+}
+
+/* Adds what happened since the line (re)started to its statistics;
+ * `hit` counts one more occurrence (0 when only pausing). */
+static inline void
+tracer_account(tracer_frame *f, int hit)
+{
+    uint64_t rss = tracer_rss_now();
+    memlens_line_stat *st = tracer_stat(f->code, f->line);
+    if (st == NULL) {
+        return;
+    }
+    st->hits += (uint64_t)hit;
+    st->increment += (int64_t)(rss - f->rss0);
+    if (rss > st->mem_usage) {
+        st->mem_usage = rss;
+    }
+    if (tracer_alloc_users) {
+        uint64_t a = memlens_hooks_tls.allocated - f->alloc0;
+        uint64_t fr = memlens_hooks_tls.freed - f->freed0;
+        st->allocated += a;
+        st->freed += fr;
+    }
+}
+
+static inline void
+tracer_line(tracer_frame *f, int line)
+{
+    if (f->line >= 0) {
+        tracer_account(f, 1);
+    }
+    tracer_start_line(f, line);
+}
+
+/* A profiled frame starts (fresh: its first line is the def line, which
+ * gets the call's own occurrence) or resumes. */
+static void
+tracer_push(tracer_code *c, const void *frame, int fresh)
+{
+    tracer_thread *t = tracer_thread_get();
+    if (t == NULL) {
+        tracer_failures++;
+        return;
+    }
+    if (t->depth > 0) {
+        tracer_frame *caller = &t->frames[t->depth - 1];
+        if (caller->line >= 0) {
+            tracer_account(caller, 0); /* paused until we return */
+        }
+    }
+    else {
+        (void)tracer_rss_now();
+    }
+    if (t->depth == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 64;
+        tracer_frame *frames = realloc(t->frames, cap * sizeof(*frames));
+        if (frames == NULL) {
+            tracer_failures++;
+            return;
+        }
+        t->frames = frames;
+        t->cap = cap;
+    }
+    tracer_frame *f = &t->frames[t->depth++];
+    f->code = c;
+    f->frame = frame;
+    f->line = -1;
+    if (fresh) {
+        tracer_start_line(f, c->first_line);
+    }
+}
+
+/* The frame on top returns, yields or unwinds: its line is closed and the
+ * caller's resumes. */
+static void
+tracer_pop(tracer_thread *t)
+{
+    tracer_frame *f = &t->frames[--t->depth];
+    if (f->line >= 0) {
+        tracer_account(f, 1);
+    }
+    if (t->depth > 0) {
+        tracer_frame *caller = &t->frames[t->depth - 1];
+        if (caller->line >= 0) {
+            int line = caller->line;
+            tracer_start_line(caller, line);
+        }
+    }
+}
+
+static inline tracer_frame *
+tracer_top(tracer_thread *t)
+{
+    return (t != NULL && t->depth > 0) ? &t->frames[t->depth - 1] : NULL;
+}
+
+/* ---- Backend 1: the C trace function ----------------------------------- */
+
+static int
+tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    tracer_frame *top;
+    switch (what) {
+        case PyTrace_CALL: {
+            PyCodeObject *code = PyFrame_GetCode(frame);
+            tracer_code *c = tracer_lookup((PyObject *)code);
+            Py_DECREF(code);
+            if (c != NULL) {
+                tracer_push(c, frame, MEMLENS_FRAME_LASTI(frame) <= 0);
+            }
+            break;
+        }
+        case PyTrace_LINE:
+            top = tracer_top(tracer_tls);
+            if (top != NULL && top->frame == (const void *)frame) {
+                tracer_line(top, PyFrame_GetLineNumber(frame));
+            }
+            break;
+        case PyTrace_RETURN:
+            top = tracer_top(tracer_tls);
+            if (top != NULL && top->frame == (const void *)frame) {
+                tracer_pop(tracer_tls);
+            }
+            break;
+        default:
+            break;
+    }
+    return 0;
+}
+
+/* ---- Backend 2: sys.monitoring callbacks ------------------------------- */
+
+static int
+tracer_check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+{
+    if (nargs < want) {
+        PyErr_Format(PyExc_TypeError, "%s expects %zd arguments", name, want);
+        return -1;
+    }
+    return 0;
+}
+
+/* PY_START(code, offset) and PY_RESUME / PY_THROW(code, offset[, exc]) */
+static PyObject *
+tracer_mon_start(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (tracer_check_args(nargs, 1, "_line_start") < 0) {
+        return NULL;
+    }
+    tracer_code *c = tracer_lookup(args[0]);
+    if (c != NULL) {
+        tracer_push(c, NULL, 1);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (tracer_check_args(nargs, 1, "_line_resume") < 0) {
+        return NULL;
+    }
+    tracer_code *c = tracer_lookup(args[0]);
+    if (c != NULL) {
+        tracer_push(c, NULL, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+/* LINE(code, line_number) */
+static PyObject *
+tracer_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (tracer_check_args(nargs, 2, "_line_line") < 0) {
+        return NULL;
+    }
+    tracer_frame *top = tracer_top(tracer_tls);
+    if (top != NULL && top->code->code == args[0]) {
+        long line = PyLong_AsLong(args[1]);
+        if (line == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        tracer_line(top, (int)line);
+    }
+    Py_RETURN_NONE;
+}
+
+/* PY_RETURN / PY_YIELD / PY_UNWIND(code, offset, value) */
+static PyObject *
+tracer_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (tracer_check_args(nargs, 1, "_line_leave") < 0) {
+        return NULL;
+    }
+    tracer_frame *top = tracer_top(tracer_tls);
+    if (top != NULL && top->code->code == args[0]) {
+        tracer_pop(tracer_tls);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- Python API -------------------------------------------------------- */
+
+/* _line_add_code(code, last_line): profile this code object. */
+static PyObject *
+tracer_py_add_code(PyObject *m, PyObject *args)
+{
+    PyObject *code;
+    int last_line;
+    if (!PyArg_ParseTuple(args, "O!i:_line_add_code", &PyCode_Type, &code,
+                          &last_line)) {
+        return NULL;
+    }
+    if (tracer_lookup(code) != NULL) {
+        Py_RETURN_NONE;
+    }
+    int first = ((PyCodeObject *)code)->co_firstlineno;
+    int n = last_line >= first ? last_line - first + 1 : 1;
+    if (tracer_ncodes == tracer_capcodes) {
+        size_t cap = tracer_capcodes ? tracer_capcodes * 2 : 16;
+        tracer_code **codes = realloc(tracer_codes, cap * sizeof(*codes));
+        if (codes == NULL) {
+            return PyErr_NoMemory();
+        }
+        tracer_codes = codes;
+        tracer_capcodes = cap;
+    }
+    tracer_code *c = calloc(1, sizeof(*c));
+    memlens_line_stat *lines = calloc((size_t)n, sizeof(*lines));
+    if (c == NULL || lines == NULL
+        || memlens_ptrtable_put(&tracer_index, (uintptr_t)code,
+                                (size_t)(uintptr_t)c)
+               < 0) {
+        free(c);
+        free(lines);
+        return PyErr_NoMemory();
+    }
+    c->code = Py_NewRef(code);
+    c->first_line = first;
+    c->nlines = n;
+    c->lines = lines;
+    tracer_codes[tracer_ncodes++] = c;
+    Py_RETURN_NONE;
+}
+
+/* _line_begin(alloc): start attributing; hooks in light or exact mode. */
+static PyObject *
+tracer_py_begin(PyObject *m, PyObject *arg)
+{
+    int alloc = PyObject_IsTrue(arg);
+    if (alloc < 0) {
+        return NULL;
+    }
+    if (tracer_begun == 0) {
+        char path[MEMLENS_PATH_MAX];
+        int fd = memlens_proc_open("statm", path);
+        if (fd < 0) {
+            return memlens_oserror_path(errno, path);
+        }
+        if (tracer_fd >= 0) {
+            close(tracer_fd);
+        }
+        tracer_fd = fd;
+        tracer_fd_pid = getpid();
+        tracer_read_rss();
+    }
+    memlens_hooks_acquire(alloc);
+    tracer_begun++;
+    tracer_alloc_users += alloc;
+    Py_RETURN_NONE;
+}
+
+/* _line_end(alloc): the matching end of _line_begin. */
+static PyObject *
+tracer_py_end(PyObject *m, PyObject *arg)
+{
+    int alloc = PyObject_IsTrue(arg);
+    if (alloc < 0) {
+        return NULL;
+    }
+    if (tracer_begun == 0 || (alloc && tracer_alloc_users == 0)) {
+        PyErr_SetString(PyExc_RuntimeError, "_line_end without _line_begin");
+        return NULL;
+    }
+    tracer_begun--;
+    tracer_alloc_users -= alloc;
+    memlens_hooks_release(alloc);
+    if (tracer_begun == 0 && tracer_fd >= 0) {
+        close(tracer_fd);
+        tracer_fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _line_settrace(on): install or remove the C trace function in this
+ * thread. The Python layer saves and restores any earlier one. */
+static PyObject *
+tracer_py_settrace(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    tracer_thread *t = tracer_thread_get();
+    if (t == NULL) {
+        return PyErr_NoMemory();
+    }
+    t->depth = 0;
+    if (on) {
+        PyEval_SetTrace(tracer_trace, NULL);
+    }
+    else {
+        PyEval_SetTrace(NULL, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _line_reset_thread(): forget this thread's open frames (after a
+ * backend switch or an interrupted run). */
+static PyObject *
+tracer_py_reset_thread(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    if (tracer_tls != NULL) {
+        tracer_tls->depth = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _line_children(on): add the RSS of child processes to every reading. */
+static PyObject *
+tracer_py_children(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    tracer_children = on;
+    Py_RETURN_NONE;
+}
+
+/* _line_results() -> [(code, [(line, hits, increment, mem_usage,
+ * allocated, freed), ...]), ...] for every line that ran. */
+static PyObject *
+tracer_py_results(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < tracer_ncodes; i++) {
+        tracer_code *c = tracer_codes[i];
+        PyObject *rows = PyList_New(0);
+        if (rows == NULL) {
+            goto error;
+        }
+        for (int j = 0; j < c->nlines; j++) {
+            memlens_line_stat st = c->lines[j];
+            if (st.hits == 0 && st.increment == 0 && st.allocated == 0) {
+                continue;
+            }
+            PyObject *row = Py_BuildValue(
+                "(iKLKKK)", c->first_line + j, (unsigned long long)st.hits,
+                (long long)st.increment, (unsigned long long)st.mem_usage,
+                (unsigned long long)st.allocated,
+                (unsigned long long)st.freed);
+            if (row == NULL || PyList_Append(rows, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(rows);
+                goto error;
+            }
+            Py_DECREF(row);
+        }
+        PyObject *item = PyTuple_Pack(2, c->code, rows);
+        Py_DECREF(rows);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            goto error;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* _line_clear(code=None): zero the statistics of one code or all. */
+static PyObject *
+tracer_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    for (size_t i = 0; i < tracer_ncodes; i++) {
+        tracer_code *c = tracer_codes[i];
+        if (nargs > 0 && args[0] != Py_None && args[0] != c->code) {
+            continue;
+        }
+        memset(c->lines, 0, (size_t)c->nlines * sizeof(*c->lines));
+    }
+    Py_RETURN_NONE;
+}
+
+/* _line_state() -> dict: engine figures for tests and leak checks. */
+static PyObject *
+tracer_py_state(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    tracer_thread *t = tracer_tls;
+    return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K}", "begun", tracer_begun,
+                         "alloc_users", tracer_alloc_users, "codes",
+                         (Py_ssize_t)tracer_ncodes, "depth",
+                         t != NULL ? t->depth : 0, "failures",
+                         (unsigned long long)tracer_failures);
+}
+
+long
+memlens_tracer_active(void)
+{
+    return tracer_begun;
+}
+
+#define FASTCALL(f) ((PyCFunction)(void (*)(void))(f))
+
+static PyMethodDef tracer_methods[] = {
+    {"_line_add_code", tracer_py_add_code, METH_VARARGS,
+     "_line_add_code(code, last_line): profile this code object."},
+    {"_line_begin", tracer_py_begin, METH_O,
+     "_line_begin(alloc): start attributing memory to lines."},
+    {"_line_end", tracer_py_end, METH_O, "_line_end(alloc)"},
+    {"_line_settrace", tracer_py_settrace, METH_O,
+     "_line_settrace(on): the C trace function in this thread."},
+    {"_line_reset_thread", tracer_py_reset_thread, METH_NOARGS, NULL},
+    {"_line_children", tracer_py_children, METH_O,
+     "_line_children(on): include child processes' RSS."},
+    {"_line_results", tracer_py_results, METH_NOARGS,
+     "Per-line statistics of every profiled code object."},
+    {"_line_clear", FASTCALL(tracer_py_clear), METH_FASTCALL,
+     "_line_clear(code=None): zero the statistics."},
+    {"_line_state", tracer_py_state, METH_NOARGS, NULL},
+    {"_line_mon_start", FASTCALL(tracer_mon_start), METH_FASTCALL,
+     "sys.monitoring PY_START callback."},
+    {"_line_mon_resume", FASTCALL(tracer_mon_resume), METH_FASTCALL,
+     "sys.monitoring PY_RESUME / PY_THROW callback."},
+    {"_line_mon_line", FASTCALL(tracer_mon_line), METH_FASTCALL,
+     "sys.monitoring LINE callback."},
+    {"_line_mon_leave", FASTCALL(tracer_mon_leave), METH_FASTCALL,
+     "sys.monitoring PY_RETURN / PY_YIELD / PY_UNWIND callback."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+memlens_tracer_init(PyObject *module)
+{
+    static int key_made = 0;
+    if (!key_made) {
+        int rc = pthread_key_create(&tracer_key, tracer_thread_free);
+        if (rc != 0) {
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        key_made = 1;
+    }
+    return PyModule_AddFunctions(module, tracer_methods);
+}

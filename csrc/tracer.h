@@ -1,0 +1,21 @@
+/* tracer.h: line-by-line memory attribution (two event backends). */
+#ifndef MEMLENS_TRACER_H
+#define MEMLENS_TRACER_H
+
+#include "common.h"
+
+/* What one line of a profiled function accumulated. */
+typedef struct {
+    uint64_t hits;      /* Occurrences. */
+    int64_t increment;  /* RSS change, summed over occurrences (bytes). */
+    uint64_t mem_usage; /* Highest RSS seen after the line (bytes). */
+    uint64_t allocated; /* Bytes handed out on the line (alloc mode). */
+    uint64_t freed;     /* Bytes of those and earlier blocks given back. */
+} memlens_line_stat;
+
+/* Profiling sessions open (for the leak checks). GIL. */
+long memlens_tracer_active(void);
+
+int memlens_tracer_init(PyObject *module);
+
+#endif

@@ -1,0 +1,144 @@
+"""The one place that chooses the line tracer's event backend.
+
+- ``settrace``: the C trace function (PyEval_SetTrace), per thread; the only
+  choice before Python 3.12, and still available after.
+- ``monitoring``: sys.monitoring (PEP 669, Python 3.12+), with LINE events
+  switched on for the profiled code objects only, in every thread.
+
+``auto`` (the default) takes ``monitoring`` where it exists. The
+MEMLENS_LINE_BACKEND environment variable forces one; asking for a backend
+that cannot load raises instead of silently falling back.
+"""
+
+import os
+import sys
+import threading
+
+from memlens import _core
+
+ENV = "MEMLENS_LINE_BACKEND"
+NAMES = ("auto", "settrace", "monitoring")
+
+HAS_MONITORING = sys.version_info >= (3, 12)
+
+
+class SettraceBackend:
+    """The C trace function, installed in each thread that enables."""
+
+    name = "settrace"
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def start(self, codes):
+        pass
+
+    def add_code(self, code):
+        pass
+
+    def stop(self):
+        pass
+
+    def thread_on(self):
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            # Someone else's trace function is put back when we are done.
+            self._local.previous = sys.gettrace()
+            _core._line_settrace(True)
+        self._local.depth = depth + 1
+
+    def thread_off(self):
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            _core._line_settrace(False)
+            previous, self._local.previous = self._local.previous, None
+            if previous is not None:
+                sys.settrace(previous)
+
+
+class MonitoringBackend:
+    """sys.monitoring: C callbacks on the profiled code objects only."""
+
+    name = "monitoring"
+    TOOL_NAME = "memlens"
+    # Tool ids 0-2 are the debugger's, coverage's and the profiler's by
+    # convention; take a free one, those last.
+    TOOL_IDS = (4, 3, 5, 2)
+
+    def __init__(self):
+        self.tool = None
+        self.codes = []
+
+    def _local_events(self):
+        E = sys.monitoring.events
+        return E.LINE | E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
+
+    def start(self, codes):
+        M = sys.monitoring
+        for tool in self.TOOL_IDS:
+            if M.get_tool(tool) is None:
+                break
+        else:
+            raise RuntimeError("memlens: every sys.monitoring tool id is "
+                               "taken; set MEMLENS_LINE_BACKEND=settrace")
+        M.use_tool_id(tool, self.TOOL_NAME)
+        self.tool = tool
+        E = M.events
+        callbacks = {
+            E.LINE: _core._line_mon_line,
+            E.PY_START: _core._line_mon_start,
+            E.PY_RESUME: _core._line_mon_resume,
+            E.PY_THROW: _core._line_mon_resume,
+            E.PY_RETURN: _core._line_mon_leave,
+            E.PY_YIELD: _core._line_mon_leave,
+            E.PY_UNWIND: _core._line_mon_leave,
+        }
+        for event, callback in callbacks.items():
+            M.register_callback(tool, event, callback)
+        # Unwinding and throwing cannot be asked per code object.
+        M.set_events(tool, E.PY_UNWIND | E.PY_THROW)
+        for code in codes:
+            self.add_code(code)
+
+    def add_code(self, code):
+        if self.tool is not None:
+            sys.monitoring.set_local_events(self.tool, code,
+                                            self._local_events())
+            self.codes.append(code)
+
+    def stop(self):
+        M = sys.monitoring
+        tool, self.tool = self.tool, None
+        if tool is None:
+            return
+        M.set_events(tool, 0)
+        for code in self.codes:
+            M.set_local_events(tool, code, 0)
+        self.codes = []
+        for event in (M.events.LINE, M.events.PY_START, M.events.PY_RESUME,
+                      M.events.PY_THROW, M.events.PY_RETURN,
+                      M.events.PY_YIELD, M.events.PY_UNWIND):
+            M.register_callback(tool, event, None)
+        M.free_tool_id(tool)
+
+    def thread_on(self):
+        pass
+
+    def thread_off(self):
+        pass
+
+
+def choose(name=None):
+    """The backend asked by `name` or the environment, or the best one."""
+    name = name or os.environ.get(ENV) or "auto"
+    if name not in NAMES:
+        raise ValueError(f"{ENV}={name!r}: must be one of {', '.join(NAMES)}")
+    if name == "auto":
+        name = "monitoring" if HAS_MONITORING else "settrace"
+    if name == "monitoring":
+        if not HAS_MONITORING:
+            raise RuntimeError(
+                f"the 'monitoring' line backend needs Python 3.12 or newer "
+                f"(this is {sys.version.split()[0]}); use 'settrace'")
+        return MonitoringBackend()
+    return SettraceBackend()

@@ -1,0 +1,427 @@
+"""Line-by-line memory profile (SPEC 4): @profile and LineProfiler.
+
+The per-line work is C (csrc/tracer.c); this module registers code objects,
+turns the backend on and off, and prints memory_profiler's table.
+"""
+
+import dis
+import functools
+import html
+import inspect
+import linecache
+import sys
+import threading
+import types
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+from memlens import _backend, _core
+
+__all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
+           "show_results"]
+
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------
+# The engine: one per process, shared by every LineProfiler
+# --------------------------------------------------------------------------
+
+def _last_line(code):
+    lines = [line for _, line in dis.findlinestarts(code) if line]
+    return max(lines, default=code.co_firstlineno)
+
+
+class _Engine:
+    """Counts enablings; the first starts the backend, the last stops it."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.codes = []
+        self.count = 0
+        self.backend = None
+
+    def add_code(self, code):
+        with self.lock:
+            if code in self.codes:
+                return
+            _core._line_add_code(code, _last_line(code))
+            self.codes.append(code)
+            if self.backend is not None:
+                self.backend.add_code(code)
+
+    def enable(self, alloc):
+        with self.lock:
+            if self.count == 0:
+                backend = _backend.choose()
+                _core._line_begin(alloc)
+                try:
+                    backend.start(self.codes)
+                except BaseException:
+                    _core._line_end(alloc)
+                    raise
+                self.backend = backend
+            else:
+                _core._line_begin(alloc)
+            self.count += 1
+            backend = self.backend
+        backend.thread_on()
+
+    def disable(self, alloc):
+        with self.lock:
+            backend = self.backend
+        backend.thread_off()
+        with self.lock:
+            self.count -= 1
+            _core._line_end(alloc)
+            if self.count == 0:
+                self.backend = None
+                backend.stop()
+
+    @property
+    def backend_name(self):
+        return self.backend.name if self.backend else None
+
+
+_ENGINE = _Engine()
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+@dataclass
+class LineRecord:
+    """One line of a profiled function. Sizes in bytes; None where the line
+    never ran (or, for allocated/net, where alloc was off)."""
+
+    lineno: int
+    contents: str
+    occurrences: int = 0
+    mem_usage: Optional[int] = None
+    increment: Optional[int] = None
+    allocated: Optional[int] = None
+    net: Optional[int] = None
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class FunctionProfile:
+    """The table of one profiled function."""
+
+    filename: str
+    name: str
+    first_line: int
+    last_line: int
+    alloc: bool
+    lines: List[LineRecord] = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def format(self, precision=1):
+        return _format_table(self, precision)
+
+    def __str__(self):
+        return self.format()
+
+    def _repr_html_(self):
+        header, rows = _table_rows(self, 1)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+            + "</tr>" for row in rows)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        return (f"<p>Filename: {html.escape(self.filename)}</p>"
+                f"<table class='memlens'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+
+def _mib(nbytes, precision):
+    """memory_profiler's number format, never '-0.0'."""
+    text = f"{nbytes / MIB:{precision + 4}.{precision}f}"
+    if text.strip().startswith("-") and float(text) == 0:
+        text = text.replace("-", " ")
+    return f"{text} MiB"
+
+
+def _table_rows(fp, precision):
+    header = ["Line #", "Mem usage", "Increment"]
+    if fp.alloc:
+        header += ["Allocated", "Net"]
+    header += ["Occurrences", "Line Contents"]
+    rows = []
+    for rec in fp.lines:
+        if rec.occurrences or rec.increment:
+            row = [rec.lineno, _mib(rec.mem_usage or 0, precision),
+                   _mib(rec.increment or 0, precision)]
+            if fp.alloc:
+                row += [_mib(rec.allocated or 0, precision),
+                        _mib(rec.net or 0, precision)]
+            row.append(rec.occurrences)
+        else:
+            row = [rec.lineno, "", ""] + (["", ""] if fp.alloc else []) + [""]
+        row.append(rec.contents)
+        rows.append(row)
+    return header, rows
+
+
+def _format_table(fp, precision=1):
+    if fp.alloc:
+        template = "{0:>6} {1:>12} {2:>12} {3:>12} {4:>12}  {5:>10}   {6}"
+    else:
+        template = "{0:>6} {1:>12} {2:>12}  {3:>10}   {4}"
+    header, rows = _table_rows(fp, precision)
+    head = template.format(*header)
+    out = [f"Filename: {fp.filename}", "", head, "=" * len(head)]
+    out += [template.format(*row).rstrip() for row in rows]
+    return "\n".join(out) + "\n\n"
+
+
+def _profiles(codes, alloc):
+    """FunctionProfile of each code object in `codes`, from the C stats."""
+    stats = {code: rows for code, rows in _core._line_results()}
+    result = []
+    for code in codes:
+        rows = {row[0]: row for row in stats.get(code, [])}
+        first, last = code.co_firstlineno, _last_line(code)
+        if rows:
+            last = max(last, max(rows))
+        source = linecache.getlines(code.co_filename)
+        fp = FunctionProfile(code.co_filename,
+                             getattr(code, "co_qualname", code.co_name),
+                             first, last, alloc)
+        for lineno in range(first, last + 1):
+            text = source[lineno - 1].rstrip("\n") if lineno <= len(
+                source) else ""
+            rec = LineRecord(lineno, text)
+            row = rows.get(lineno)
+            if row is not None:
+                _, hits, increment, mem_usage, allocated, freed = row
+                rec.occurrences = hits
+                rec.increment = increment
+                rec.mem_usage = mem_usage
+                if alloc:
+                    rec.allocated = allocated
+                    rec.net = allocated - freed
+            fp.lines.append(rec)
+        result.append(fp)
+    return result
+
+
+def show_results(profiler, stream=None, precision=1):
+    """Print every table of `profiler` (memory_profiler's name)."""
+    profiler.print_stats(stream=stream, precision=precision)
+
+
+# --------------------------------------------------------------------------
+# LineProfiler
+# --------------------------------------------------------------------------
+
+def _code_of(func):
+    """The code object to profile for `func`, or TypeError."""
+    if isinstance(func, types.CodeType):
+        return func
+    for candidate in (func, getattr(func, "__func__", None)):
+        code = getattr(candidate, "__code__", None)
+        if isinstance(code, types.CodeType):
+            return code
+    raise TypeError(f"cannot profile {func!r}: not a Python function")
+
+
+class LineProfiler:
+    """Line-by-line memory of chosen functions.
+
+    ``add_function(f)`` registers a function (methods, static and class
+    methods too); ``enable()``/``disable()`` or ``with profiler:`` switch
+    the tracing on and off; calling the profiler on a function returns a
+    wrapper that traces each call. ``results`` holds the tables as data,
+    ``print_stats()`` prints them. With ``alloc=True`` two more columns come
+    from the allocator hooks: ``Allocated`` (bytes handed out on the line,
+    NumPy arrays included) and ``Net`` (allocated minus freed).
+    """
+
+    def __init__(self, *functions, alloc=False, include_children=False):
+        self.alloc = bool(alloc)
+        self.include_children = bool(include_children)
+        self.functions = []
+        self.codes = []
+        self._enabled = 0
+        self._lock = threading.Lock()
+        for func in functions:
+            self.add_function(func)
+
+    def add_function(self, func):
+        code = _code_of(func)
+        if code not in self.codes:
+            _ENGINE.add_code(code)
+            self.codes.append(code)
+            self.functions.append(func)
+
+    def enable(self):
+        _ENGINE.enable(self.alloc)
+        with self._lock:
+            self._enabled += 1
+            if self.include_children:
+                _core._line_children(True)
+        if self.alloc:
+            _numpy_hook_acquire()
+
+    def disable(self):
+        with self._lock:
+            if self._enabled == 0:
+                raise RuntimeError("LineProfiler.disable() without enable()")
+            self._enabled -= 1
+            if self.include_children and self._enabled == 0:
+                _core._line_children(False)
+        if self.alloc:
+            _numpy_hook_release()
+        _ENGINE.disable(self.alloc)
+
+    # memory_profiler's names
+    enable_by_count = enable
+    disable_by_count = disable
+
+    def __enter__(self):
+        self.enable()
+        return self
+
+    def __exit__(self, *exc):
+        self.disable()
+        return False
+
+    def __call__(self, func):
+        self.add_function(func)
+        return self.wrap_function(func)
+
+    def wrap_function(self, func, after=None):
+        """A wrapper that traces each call of `func` (each resumption of a
+        generator or coroutine); `after()` runs when the outermost call
+        ends, exception or not."""
+        depth = threading.local()
+
+        def enter(trace=True):
+            depth.n = getattr(depth, "n", 0) + 1
+            if trace:
+                self.enable()
+
+        def leave(trace=True):
+            if trace:
+                self.disable()
+            depth.n -= 1
+            if depth.n == 0 and after is not None:
+                after()
+
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                # Traced only while the generator runs, not while it waits.
+                gen = func(*args, **kwargs)
+                enter(trace=False)
+                try:
+                    value, error = None, None
+                    while True:
+                        self.enable()
+                        try:
+                            if error is None:
+                                item = gen.send(value)
+                            else:
+                                item = gen.throw(error)
+                        except StopIteration as stop:
+                            return stop.value
+                        finally:
+                            self.disable()
+                        value, error = None, None
+                        try:
+                            value = yield item
+                        except GeneratorExit:
+                            gen.close()
+                            raise
+                        except BaseException as exc:
+                            error = exc
+                finally:
+                    leave(trace=False)
+        elif inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def wrapper(*args, **kwargs):
+                enter()
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    leave()
+        else:
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                enter()
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    leave()
+        wrapper.__memlens_profiler__ = self
+        return wrapper
+
+    @property
+    def results(self):
+        """One FunctionProfile per registered function, as data."""
+        return _profiles(self.codes, self.alloc)
+
+    def print_stats(self, stream=None, precision=1):
+        stream = stream if stream is not None else sys.stdout
+        for fp in self.results:
+            stream.write(fp.format(precision))
+        stream.flush()
+
+    def clear(self):
+        """Forget what was measured for this profiler's functions."""
+        for code in self.codes:
+            _core._line_clear(code)
+
+
+# --------------------------------------------------------------------------
+# NumPy's data allocations (alloc mode)
+# --------------------------------------------------------------------------
+
+_numpy_users = 0
+
+
+def _numpy_hook_acquire():
+    """Route NumPy's array data through memlens's handler while alloc mode
+    is on (NumPy's own handler API; only if NumPy is already imported)."""
+    global _numpy_users
+    if _numpy_users == 0 and "numpy" in sys.modules:
+        if _core._numpy_hook(True):
+            _numpy_users = 1
+            return
+    if _numpy_users:
+        _numpy_users += 1
+
+
+def _numpy_hook_release():
+    global _numpy_users
+    if _numpy_users:
+        _numpy_users -= 1
+        if _numpy_users == 0:
+            _core._numpy_hook(False)
+
+
+# --------------------------------------------------------------------------
+# @profile
+# --------------------------------------------------------------------------
+
+def profile(func=None, *, precision=1, stream=None, alloc=False):
+    """Decorator: print the line-by-line table when each outermost call of
+    the function returns (or raises). ``@profile``, ``@profile()`` and
+    ``@profile(precision=2, stream=f, alloc=True)`` all work."""
+    if func is None:
+        return functools.partial(profile, precision=precision, stream=stream,
+                                 alloc=alloc)
+    if not callable(func):
+        raise TypeError(f"profile() decorates functions, not "
+                        f"{type(func).__name__}")
+    if not isinstance(precision, int) or precision < 0:
+        raise ValueError("precision must be a non-negative int")
+    profiler = LineProfiler(alloc=alloc)
+    profiler.add_function(func)
+    return profiler.wrap_function(
+        func, after=lambda: profiler.print_stats(stream, precision))
