@@ -32,6 +32,13 @@ def nothing_left_behind():
         problems.append(f"{state['sampler_threads']} sampler thread(s) left")
     if state["open_windows"]:
         problems.append(f"{state['open_windows']} peak window(s) left open")
+    if state["line_profiling"]:
+        problems.append("line profiling left running")
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        tools = [i for i in range(6) if monitoring.get_tool(i) == "memlens"]
+        if tools:
+            problems.append(f"sys.monitoring tool id(s) left: {tools}")
     if sys.gettrace() is not trace:
         problems.append(f"trace function left: {sys.gettrace()!r}")
     if sys.getprofile() is not profile:
@@ -53,6 +60,17 @@ def proc_dir(tmp_path):
         yield tmp_path
     finally:
         _core._set_proc_dir("")
+
+
+LINE_BACKENDS = ["settrace"] + (
+    ["monitoring"] if sys.version_info >= (3, 12) else [])
+
+
+@pytest.fixture(params=LINE_BACKENDS)
+def line_backend(request, monkeypatch):
+    """Run the test once per line-tracer backend this Python has."""
+    monkeypatch.setenv("MEMLENS_LINE_BACKEND", request.param)
+    return request.param
 
 
 def spike(nbytes, hold=0.0):

@@ -256,6 +256,9 @@ class LineProfiler:
         code = _code_of(func)
         if code not in self.codes:
             _ENGINE.add_code(code)
+            # Statistics live per code object in the C engine: a profiler
+            # starts its functions from zero.
+            _core._line_clear(code)
             self.codes.append(code)
             self.functions.append(func)
 
