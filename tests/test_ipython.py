@@ -345,3 +345,44 @@ def test_jupyter_kernel_runs_the_magics(tmp_path):
     assert WATCH.search(text(5))
     error(6, "KeyError", "{}['missing']")
     assert "kernel alive" in text(7)
+
+
+def test_mprun_profiles_a_function_defined_in_a_cell(ip, capsys, line_backend):
+    run(ip, "def cell_func(n):\n    data = [0] * n\n    total = sum(data)\n"
+            "    return total\n")
+    capsys.readouterr()
+    result = run(ip, "%mprun -f cell_func cell_func(10**6)")
+    assert result.error_in_exec is None
+    out = capsys.readouterr().out
+    assert "Line #    Mem usage    Increment  Occurrences   Line Contents" in out
+    assert "data = [0] * n" in out and "total = sum(data)" in out
+    match = re.search(r"(\d+\.\d) MiB\s+1\s+data = \[0\] \* n", out)
+    assert match and abs(float(match[1]) - 7.6) < 0.5
+
+
+def test_mprun_several_functions_file_and_result(ip, capsys, tmp_path):
+    run(ip, "def f1():\n    return [1] * 10\n\ndef f2():\n    return f1()\n")
+    path = tmp_path / "prof.txt"
+    capsys.readouterr()
+    profiler = ip.run_line_magic(
+        "mprun", f"-f f1 -f f2 -T {path} -r --alloc f2()")
+    out = capsys.readouterr().out
+    assert out.count("Filename:") == 2
+    assert f"*** Profile printout saved to text file {path}. " in out
+    assert path.read_text().count("Filename:") == 2
+    assert "Allocated" in path.read_text()
+    assert len(profiler.results) == 2
+
+
+def test_mprun_errors(ip, capsys):
+    with pytest.raises(UsageError, match="could not find function 'nope'"):
+        ip.run_line_magic("mprun", "-f nope pass")
+    with pytest.raises(UsageError, match="-f"):
+        ip.run_line_magic("mprun", "pass")
+    with pytest.raises(UsageError, match="not a Python function"):
+        ip.run_line_magic("mprun", "-f len pass")
+    run(ip, "def boom():\n    x = 1\n    raise ValueError(x)\n")
+    result = run(ip, "%mprun -f boom boom()")
+    assert isinstance(result.error_in_exec, ValueError)
+    assert "raise ValueError(x)" in capsys.readouterr().out
+    assert not _core.state()["line_profiling"]

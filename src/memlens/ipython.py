@@ -237,7 +237,7 @@ def _children_peak_since(rusage_before):
 
 @magics_class
 class MemlensMagics(Magics):
-    """%memlens, %memit and %%memit."""
+    """%memlens, %memit, %%memit, %mprun and %%mprun."""
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -354,6 +354,67 @@ class MemlensMagics(Magics):
             if deadline is not None and time.perf_counter() >= deadline:
                 break
         return MemitResult(peaks, baselines, args.include_children)
+
+
+    # ---- %mprun -------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-f", dest="functions", action="append", required=True,
+              metavar="FUNC", help="a function to profile (repeat -f for "
+                                   "more)")
+    @argument("-T", dest="filename", metavar="FILE",
+              help="also save the tables to FILE")
+    @argument("-c", dest="include_children", action="store_true",
+              help="add the memory of child processes (reads every line)")
+    @argument("-r", dest="return_result", action="store_true",
+              help="return the LineProfiler")
+    @argument("--alloc", action="store_true",
+              help="add the Allocated and Net columns (allocator hooks)")
+    @argument("--precision", type=int, default=1, metavar="P",
+              help="decimals of the MiB figures")
+    @argument("statement", nargs="*", help="the code to run")
+    @line_cell_magic
+    def mprun(self, line="", cell=None):
+        """Line-by-line memory of the functions named by -f while the
+        statement runs; the tables are printed in the cell."""
+        __tracebackhide__ = True
+        from memlens._line import LineProfiler
+
+        args = _parse(self.mprun, line)
+        if args.precision < 0:
+            raise UsageError("%mprun: --precision must not be negative")
+        functions = []
+        for name in args.functions:
+            try:
+                functions.append(eval(name, self.shell.user_ns))
+            except Exception as exc:
+                raise UsageError(
+                    f"%mprun: could not find function {name!r} "
+                    f"({type(exc).__name__}: {exc})") from None
+        try:
+            profiler = LineProfiler(*functions, alloc=args.alloc,
+                                    include_children=args.include_children)
+        except TypeError as exc:
+            raise UsageError(f"%mprun: {exc}") from None
+        source = " ".join(args.statement)
+        if cell is not None:
+            source = source + "\n" + self.shell.transform_cell(cell)
+        if not source.strip():
+            raise UsageError("%mprun: no statement to run")
+        code = self._compile(source)
+        try:
+            with profiler:
+                exec(code, self.shell.user_ns)
+        finally:
+            text = "".join(fp.format(args.precision)
+                           for fp in profiler.results)
+            print(text, end="")
+            if args.filename:
+                with open(args.filename, "w", encoding="utf-8") as f:
+                    f.write(text)
+                print(f"\n*** Profile printout saved to text file "
+                      f"{args.filename}. ")
+        return profiler if args.return_result else None
 
 
 # --------------------------------------------------------------------------
