@@ -44,6 +44,17 @@ def main():
           f"and took back {m.freed / MiB:.2f} MiB inside the call")
     del table
 
+    print("\n4. A line-by-line table (@memlens.profile; the per-line work is C)")
+
+    @memlens.profile
+    def my_func():
+        a = [1] * (10 ** 6)
+        b = [2] * (2 * 10 ** 7)
+        del b
+        return a
+
+    my_func()
+
 
 if __name__ == "__main__":
     main()
