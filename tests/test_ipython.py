@@ -172,13 +172,14 @@ def test_memit_starts_no_process_sleeps_never_and_collects_only_on_request(
 
 
 def test_memit_o_returns_a_result_and_q_is_quiet(ip, capsys):
+    # 40 MiB: above glibc's largest mmap threshold, so always fresh pages.
     result = ip.run_line_magic(
-        "memit", "-o -q -r 3 x = bytearray(b'x') * (10 * 2**20)")
+        "memit", "-o -q -r 3 x = np.ones(40 * 2**20 // 8)")
     assert capsys.readouterr().out == ""
     assert len(result.peaks) == len(result.increments) == 3
     assert result.peak == max(result.peaks)
     assert result.increment == max(result.increments)
-    assert result.increment >= 9.5
+    assert result.increment >= 39
     assert str(result).startswith("peak memory: ")
     assert "<table" in result._repr_html_()
     assert result.to_dict()["unit"] == "MiB"
@@ -356,8 +357,12 @@ def test_mprun_profiles_a_function_defined_in_a_cell(ip, capsys, line_backend):
     out = capsys.readouterr().out
     assert "Line #    Mem usage    Increment  Occurrences   Line Contents" in out
     assert "data = [0] * n" in out and "total = sum(data)" in out
-    match = re.search(r"(\d+\.\d) MiB\s+1\s+data = \[0\] \* n", out)
-    assert match and abs(float(match[1]) - 7.6) < 0.5
+    # The allocator's figure is exact whatever pages it had kept before.
+    run(ip, "%mprun --alloc -f cell_func cell_func(10**6)")
+    out = capsys.readouterr().out
+    match = re.search(r"(\d+\.\d) MiB\s+(\d+\.\d) MiB\s+1\s+data = \[0\]",
+                      out)
+    assert match and abs(float(match[1]) - 7.6) < 0.05, out
 
 
 def test_mprun_several_functions_file_and_result(ip, capsys, tmp_path):
