@@ -1,0 +1,589 @@
+"""Benchmark memlens's line-by-line profile against memory_profiler and
+line_profiler.
+
+Run with ``.venv/bin/python bench/bench_line.py`` (``--quick`` for a smoke
+run). In one run of one interpreter it measures the slowdown of two
+workloads, profiled time / plain time (each the median over the repeats):
+
+(a) a tight loop, ``s += i * i`` for n = 200,000: almost nothing but line
+    events, the worst case for a line profiler;
+(b) a list-building loop, ``rows.append((i, str(i), i * 0.5))``: a tuple,
+    a str, a float and a list growth per iteration, the kind of loop one
+    profiles for memory;
+
+under ``memlens.LineProfiler`` (default and ``alloc=True``), line_profiler's
+``LineProfiler`` (time, not memory: the usual yardstick for the cost of line
+events) and memory_profiler's ``LineProfiler``. memory_profiler reads RSS
+through psutil on every line and is far too slow for n iterations: it runs
+n / 100 of them, and its slowdown is taken against the plain time of that
+same smaller n. On 3.12+ memlens also runs with
+``MEMLENS_LINE_BACKEND=settrace`` for comparison.
+
+Also measured, as floors that show where memlens's time goes: the C trace
+function that memlens's ``settrace`` backend installs, with no profiled
+code; ``sys.settrace`` with no line callback at all (the interpreter's
+tracing mode alone, which before 3.12 also runs every instruction
+unspecialized); memlens's allocator hooks in light mode, which every line
+profile installs, with no tracing; and (3.12+) sys.monitoring LINE events
+delivered to memlens's C callback with nothing to do.
+
+Every tool profiles its own copy of each workload (same bytecode, its own
+code object), so that no tool sees, or rewrites, another's code object;
+before timing, each copy is run once under its tool (warm-up) and the
+per-line counts are checked to show that every iteration was traced. The
+timed block is ``with profiler: result = func(n)``, enabling and disabling
+included, and the result is dropped only after the clock stops. The
+tools take turns within each repeat (each round starting one place further
+on), so that any drift of the machine affects them all alike. The garbage
+collector stays on (it is part of the real cost of (b), for profiled and
+plain runs alike); a collection is made before each timed run.
+
+It ends with a "targets" section. It is a report, not a test: missing a
+target still exits 0, but a real error (an import that fails, a tool that
+raises or traces nothing) raises and exits non-zero.
+"""
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+
+import line_profiler
+import memlens
+import memory_profiler
+from memlens import _backend, _core, _line
+
+#: Iterations of each workload.
+N = 200_000
+
+#: memory_profiler runs N // MP_DIVISOR iterations.
+MP_DIVISOR = 100
+
+#: Targets. Slowdowns are profiled / plain time.
+TARGET_SETTRACE_A = 4.0    # (a), Python < 3.12 (settrace backend)
+TARGET_SETTRACE_B = 1.5    # (b), Python < 3.12
+TARGET_MONITORING_A = 2.0  # (a), Python 3.12+
+TARGET_VS_MEMORY_PROFILER = 300.0  # memory_profiler's slowdown / memlens's
+
+HAS_MONITORING = sys.version_info >= (3, 12)
+
+#: How a failed target names the floor of the backend in use.
+FLOOR_WORDS = {
+    "floor_settrace": "the C trace function alone (no profiled code) costs",
+    "floor_monitoring": "sys.monitoring LINE events to a no-op C callback "
+                        "cost",
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="5 repeats instead of 15 (a smoke run)")
+    return parser.parse_args()
+
+
+# --------------------------------------------------------------------------
+# The workloads
+# --------------------------------------------------------------------------
+
+def tight_loop(n):
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def build_rows(n):
+    rows = []
+    for i in range(n):
+        rows.append((i, str(i), i * 0.5))
+    return rows
+
+
+WORKLOADS = [
+    ("a", "tight loop: s += i * i", tight_loop),
+    ("b", "list building: rows.append((i, str(i), i * 0.5))", build_rows),
+]
+
+
+def copy_of(func, tag):
+    """`func` with its own code object: same bytecode and lines, a name of
+    its own. Code objects compare equal by content, and profilers keep
+    them in dicts and lists: a plain copy would be taken for the same code
+    by one tool, or rewritten under another (line_profiler pads the
+    bytecode of duplicates)."""
+    name = f"{func.__name__}__{tag}"
+    changes = {"co_name": name}
+    if sys.version_info >= (3, 11):
+        changes["co_qualname"] = name
+    code = func.__code__.replace(**changes)
+    return types.FunctionType(code, func.__globals__, name,
+                              func.__defaults__, func.__closure__)
+
+
+# --------------------------------------------------------------------------
+# The tools: each gives run(n) -> seconds of one profiled call, and hits()
+# -> the most occurrences of any line of its copy (to check the tracing)
+# --------------------------------------------------------------------------
+
+class Plain:
+    label = "plain (no profiler)"
+    divisor = 1
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        result = func(n)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        return None
+
+
+class PlainSmall(Plain):
+    """The plain time of one call of n // MP_DIVISOR iterations, averaged
+    over MP_DIVISOR calls in a row (one call is too short to time well)."""
+
+    label = "plain (no profiler)"
+    divisor = MP_DIVISOR
+
+    def run(self, n):
+        func = self.func
+        calls = MP_DIVISOR
+        results = [None] * calls
+        t0 = time.perf_counter()
+        for k in range(calls):
+            results[k] = func(n)
+        t1 = time.perf_counter()
+        del results
+        return (t1 - t0) / calls
+
+
+class Memlens:
+    divisor = 1
+
+    def __init__(self, func, alloc=False, backend=None):
+        self.func = func
+        self.alloc = alloc
+        self.backend = backend  # None: memlens's own choice
+        self.prof = memlens.LineProfiler(func, alloc=alloc)
+        self.used = None
+        self.label = "memlens" + (" alloc=True" if alloc else "")
+
+    def _set_env(self):
+        """Force the backend, if asked; returns what to put back. The
+        backend is chosen when the first profiler is enabled."""
+        if self.backend is None:
+            return None
+        saved = os.environ.get(_backend.ENV)
+        os.environ[_backend.ENV] = self.backend
+        return (saved,)
+
+    @staticmethod
+    def _restore_env(saved):
+        if saved is None:
+            return
+        if saved[0] is None:
+            os.environ.pop(_backend.ENV, None)
+        else:
+            os.environ[_backend.ENV] = saved[0]
+
+    def run(self, n):
+        func, prof = self.func, self.prof
+        saved = self._set_env()
+        try:
+            t0 = time.perf_counter()
+            with prof:
+                result = func(n)
+            t1 = time.perf_counter()
+        finally:
+            self._restore_env(saved)
+        del result
+        return t1 - t0
+
+    def warm_up(self, n):
+        """One untimed run, which also records the backend used."""
+        saved = self._set_env()
+        try:
+            with self.prof:
+                self.used = _line._ENGINE.backend_name
+                self.func(n)
+        finally:
+            self._restore_env(saved)
+        self.label += f" [{self.used}" + (", forced]" if self.backend
+                                          else "]")
+
+    def hits(self):
+        return max((rec.occurrences for fp in self.prof.results
+                    for rec in fp.lines), default=0)
+
+
+class SettraceFloor:
+    """memlens's C trace function installed, nothing registered: the cost
+    of the trace events themselves on the settrace backend."""
+
+    label = "C trace function alone (no profiled code)"
+    divisor = 1
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        _core._line_settrace(True)
+        try:
+            result = func(n)
+        finally:
+            _core._line_settrace(False)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        return None
+
+
+class TracingModeFloor:
+    """sys.settrace with a global trace function that returns None: one
+    Python call per function call, no line callback at all. What remains is
+    the interpreter's own tracing mode (before 3.12 it also runs every
+    instruction in its generic, unspecialized form)."""
+
+    label = "sys.settrace, no line callback (tracing mode)"
+    divisor = 1
+
+    def __init__(self, func):
+        self.func = func
+
+    @staticmethod
+    def _global_trace(frame, event, arg):
+        return None
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        sys.settrace(self._global_trace)
+        try:
+            result = func(n)
+        finally:
+            sys.settrace(None)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        return None
+
+
+class HooksFloor:
+    """memlens's allocator hooks in light mode (what every line profile
+    installs, to know when RSS may have moved), with no tracing."""
+
+    label = "memlens allocator hooks alone (no tracing)"
+    divisor = 1
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        _core._line_begin(False)
+        try:
+            result = func(n)
+        finally:
+            _core._line_end(False)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        return None
+
+
+class MonitoringFloor:
+    """sys.monitoring LINE events on this copy only, delivered to memlens's
+    C LINE callback with no profiled frame open (it returns at once): the
+    cost of the events themselves on the monitoring backend."""
+
+    label = "sys.monitoring LINE -> no-op C callback"
+    divisor = 1
+    TOOL_NAME = "memlens-bench-floor"
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, n):
+        M = sys.monitoring
+        func, code = self.func, self.func.__code__
+        t0 = time.perf_counter()
+        tool = next(t for t in (5, 4, 3, 2) if M.get_tool(t) is None)
+        M.use_tool_id(tool, self.TOOL_NAME)
+        M.register_callback(tool, M.events.LINE, _core._line_mon_line)
+        M.set_local_events(tool, code, M.events.LINE)
+        try:
+            result = func(n)
+        finally:
+            M.set_local_events(tool, code, 0)
+            M.register_callback(tool, M.events.LINE, None)
+            M.free_tool_id(tool)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        return None
+
+
+class LineProfilerTool:
+    divisor = 1
+
+    def __init__(self, func):
+        self.func = func
+        self.prof = line_profiler.LineProfiler(func)
+        self.label = f"line_profiler {line_profiler.__version__} (time)"
+
+    def run(self, n):
+        func, prof = self.func, self.prof
+        t0 = time.perf_counter()
+        prof.enable_by_count()
+        try:
+            result = func(n)
+        finally:
+            prof.disable_by_count()
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        timings = self.prof.get_stats().timings
+        return max((nhits for lines in timings.values()
+                    for _, nhits, _ in lines), default=0)
+
+
+class MemoryProfilerTool:
+    divisor = MP_DIVISOR
+
+    def __init__(self, func):
+        self.func = func
+        self.prof = memory_profiler.LineProfiler(backend="psutil")
+        self.prof.add_function(func)
+        if func.__code__ not in self.prof.code_map:
+            raise RuntimeError("memory_profiler did not register "
+                               f"{func.__name__}")
+        self.label = f"memory_profiler {memory_profiler.__version__}"
+
+    def run(self, n):
+        func, prof = self.func, self.prof
+        t0 = time.perf_counter()
+        prof.enable_by_count()
+        try:
+            result = func(n)
+        finally:
+            prof.disable_by_count()
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def hits(self):
+        lines = self.prof.code_map.get(self.func.__code__, {})
+        return max((occ for _, _, occ in lines.values()), default=0)
+
+
+def make_tools(func):
+    """The tools for one workload, each with its own copy; by key."""
+    tools = {
+        "plain": Plain(copy_of(func, "plain")),
+        "memlens": Memlens(copy_of(func, "memlens")),
+        "memlens_alloc": Memlens(copy_of(func, "memlens_alloc"), alloc=True),
+    }
+    if HAS_MONITORING:
+        tools["memlens_st"] = Memlens(copy_of(func, "memlens_st"),
+                                      backend="settrace")
+        tools["memlens_alloc_st"] = Memlens(
+            copy_of(func, "memlens_alloc_st"), alloc=True,
+            backend="settrace")
+    tools["floor_settrace"] = SettraceFloor(copy_of(func, "floor_settrace"))
+    tools["floor_tracing"] = TracingModeFloor(copy_of(func, "floor_tracing"))
+    tools["floor_hooks"] = HooksFloor(copy_of(func, "floor_hooks"))
+    if HAS_MONITORING:
+        tools["floor_monitoring"] = MonitoringFloor(
+            copy_of(func, "floor_monitoring"))
+    tools["line_profiler"] = LineProfilerTool(copy_of(func, "line_profiler"))
+    tools["plain_small"] = PlainSmall(copy_of(func, "plain_small"))
+    tools["memory_profiler"] = MemoryProfilerTool(
+        copy_of(func, "memory_profiler"))
+    return tools
+
+
+# --------------------------------------------------------------------------
+# Header
+# --------------------------------------------------------------------------
+
+def version_of(dist):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def print_header(repeat):
+    print("memlens line-by-line profile benchmark")
+    print("=" * 72)
+    print(f"Python   {platform.python_implementation()} "
+          f"{platform.python_version()} ({sys.executable})")
+    print(f"Machine  {platform.platform()} {platform.machine()}, "
+          f"{os.cpu_count()} CPU(s)")
+    print("Versions " + ", ".join(
+        f"{name} {version_of(name)}"
+        for name in ("memlens", "memory_profiler", "line_profiler",
+                     "psutil")))
+    chosen = _backend.choose().name
+    env = os.environ.get(_backend.ENV)
+    print(f"memlens line backend: {chosen}"
+          + (f" ({_backend.ENV}={env})" if env else " (auto)")
+          + ("; also run with settrace forced, for comparison"
+             if HAS_MONITORING else ""))
+    print(f"n = {N:,} ({N // MP_DIVISOR:,} for memory_profiler); "
+          f"{repeat} repeats, tools taking turns")
+    print("slowdown = median time / plain median for the same n; "
+          "+ns/iter = time added")
+    print("per loop iteration (medians); by min = fastest run / fastest "
+          "plain run, a")
+    print("cross-check for a busy machine")
+    print()
+    return chosen
+
+
+# --------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------
+
+def warm_up_and_check(tools):
+    """Run every tool once, untimed; check that each profiler traced every
+    iteration of its copy (the loop's lines run n times)."""
+    for key, tool in tools.items():
+        n = N // tool.divisor
+        if isinstance(tool, Memlens):
+            tool.prof.clear()
+            tool.warm_up(n)
+        else:
+            tool.run(n)
+        hits = tool.hits()
+        if hits is not None and hits < n:
+            raise RuntimeError(
+                f"{tool.label}: the busiest line ran {hits} times in the "
+                f"warm-up, expected at least {n}: the tool did not trace "
+                "its function")
+    for tool in tools.values():
+        if isinstance(tool, Memlens):
+            tool.prof.clear()
+
+
+def measure(tools, repeat):
+    """`repeat` timed runs of each tool. The tools take turns, starting
+    each round one place further on, so that no tool always runs right
+    after the same neighbour (memory_profiler, say) or first."""
+    samples = {key: [] for key in tools}
+    keys = list(tools)
+    for r in range(repeat):
+        start = r % len(keys)
+        for key in keys[start:] + keys[:start]:
+            tool = tools[key]
+            gc.collect()
+            samples[key].append(tool.run(N // tool.divisor))
+    return {key: statistics.median(s) for key, s in samples.items()}, samples
+
+
+def report(letter, title, tools, medians, samples):
+    print(f"({letter}) {title}")
+    print("-" * 72)
+    print(f"  {'':<46} {'n':>7} {'median ms':>10} {'slowdown':>9}"
+          f" {'+ns/iter':>9} {'by min':>8}  min-max ms")
+    slowdowns = {}
+    for key, tool in tools.items():
+        n = N // tool.divisor
+        plain = "plain_small" if tool.divisor > 1 else "plain"
+        base = medians[plain]
+        slowdowns[key] = medians[key] / base
+        extra = (medians[key] - base) / n * 1e9
+        by_min = min(samples[key]) / min(samples[plain])
+        spread = (f"{min(samples[key]) * 1e3:.2f}-"
+                  f"{max(samples[key]) * 1e3:.2f}")
+        print(f"  {tool.label:<46} {n:>7,} {medians[key] * 1e3:>10.2f}"
+              f" {slowdowns[key]:>8.2f}x {extra:>9.1f} {by_min:>7.2f}x"
+              f"  {spread}")
+    print()
+    return slowdowns
+
+
+# --------------------------------------------------------------------------
+
+def main():
+    args = parse_args()
+    repeat = 5 if args.quick else 15
+
+    # Anything memlens is given in the environment is its default backend;
+    # only the settrace rows force one, and put it back afterwards.
+    chosen = print_header(repeat)
+
+    results = {}
+    for letter, title, func in WORKLOADS:
+        tools = make_tools(func)
+        warm_up_and_check(tools)
+        medians, samples = measure(tools, repeat)
+        results[letter] = report(letter, title, tools, medians, samples)
+
+    a, b = results["a"], results["b"]
+    print("Targets (memlens = LineProfiler, alloc=False, backend "
+          f"{chosen}; slowdown = profiled / plain median)")
+    print("-" * 72)
+    # (workload, target, label): memlens's slowdown at most `target`.
+    if HAS_MONITORING:
+        slow_targets = [("a", TARGET_MONITORING_A, "on Python 3.12+")]
+    else:
+        slow_targets = [("a", TARGET_SETTRACE_A, "before Python 3.12"),
+                        ("b", TARGET_SETTRACE_B, "before Python 3.12")]
+    floor_key = f"floor_{chosen}"
+    if not HAS_MONITORING:
+        print("  (the targets before 3.12 are stated for 3.11; 3.9 and 3.10 "
+              "use the same settrace backend)")
+    for letter, target, when in slow_targets:
+        got = results[letter]["memlens"]
+        ok = got <= target
+        print(f"  {'PASS' if ok else 'FAIL'}  ({letter}) memlens <= "
+              f"{target:g}x {when} ({got:.2f}x)")
+        if not ok:
+            floor = results[letter][floor_key]
+            print(f"        {FLOOR_WORDS[floor_key]} {floor:.2f}x here"
+                  + (f", the interpreter's tracing mode alone "
+                     f"{results[letter]['floor_tracing']:.2f}x"
+                     if chosen == "settrace" else "")
+                  + f"; line_profiler {results[letter]['line_profiler']:.2f}x")
+    vs_mp = a["memory_profiler"] / a["memlens"]
+    ok = vs_mp >= TARGET_VS_MEMORY_PROFILER
+    print(f"  {'PASS' if ok else 'FAIL'}  (a) memlens >= "
+          f"{TARGET_VS_MEMORY_PROFILER:g}x faster than memory_profiler "
+          f"({a['memory_profiler']:.0f}x / {a['memlens']:.2f}x = "
+          f"{vs_mp:.0f}x)")
+    vs_mp_b = b["memory_profiler"] / b["memlens"]
+    print(f"  info  (b) memlens {b['memlens']:.2f}x, memory_profiler "
+          f"{b['memory_profiler']:.0f}x: {vs_mp_b:.0f}x faster")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
