@@ -62,6 +62,9 @@ static uint64_t hooks_failures = 0;  /* Protected by hooks_lock. */
 
 _Thread_local memlens_hooks_thread memlens_hooks_tls;
 uint64_t memlens_hooks_churn = 0;
+int64_t memlens_hooks_small_net = 0;
+
+static int hooks_arena_in_chain;
 
 int
 memlens_hooks_installed(void)
@@ -71,7 +74,7 @@ memlens_hooks_installed(void)
             return 1;
         }
     }
-    return 0;
+    return hooks_arena_in_chain;
 }
 
 long
@@ -151,6 +154,36 @@ hooks_see_probe(hooks_domain *d)
     }
 }
 
+/* Tells the line tracer that RSS may move: large blocks by their bytes,
+ * small ones by their count (see hooks.h). Any mode but off. */
+static inline void
+hooks_moved_alloc(hooks_domain *d, size_t size)
+{
+    if (d->domain == PYMEM_DOMAIN_RAW || size > MEMLENS_SMALL_BLOCK) {
+        memlens_churn_add(size);
+    }
+    else {
+        memlens_small_net_add(1);
+    }
+}
+
+/* The same for a free; `size` 0 when unknown. Only a raw block of unknown
+ * size may be a large one whose pages go back to the kernel (pymalloc
+ * passes its large blocks on to the raw domain). */
+static inline void
+hooks_moved_free(hooks_domain *d, size_t size)
+{
+    if (d->domain == PYMEM_DOMAIN_RAW) {
+        memlens_churn_add(size ? size : MEMLENS_CHURN_UNKNOWN_FREE);
+    }
+    else if (size > MEMLENS_SMALL_BLOCK) {
+        memlens_churn_add(size);
+    }
+    else {
+        memlens_small_net_add(-1);
+    }
+}
+
 static void *
 hooks_malloc(void *ctx, size_t size)
 {
@@ -163,14 +196,14 @@ hooks_malloc(void *ctx, size_t size)
     if (!hooks_exact_here(mode)) {
         void *ptr = d->prev.malloc(d->prev.ctx, size);
         if (ptr != NULL) {
-            memlens_churn_add(size);
+            hooks_moved_alloc(d, size);
         }
         return ptr;
     }
     memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.malloc(d->prev.ctx, size);
     if (ptr != NULL) {
-        memlens_churn_add(size);
+        hooks_moved_alloc(d, size);
         hooks_note_alloc(ptr, size);
     }
     memlens_hooks_tls.busy = 0;
@@ -189,7 +222,7 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     if (!hooks_exact_here(mode)) {
         void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
         if (ptr != NULL) {
-            memlens_churn_add(nelem * elsize);
+            hooks_moved_alloc(d, nelem * elsize);
         }
         return ptr;
     }
@@ -197,20 +230,11 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
-        memlens_churn_add(nelem * elsize);
+        hooks_moved_alloc(d, nelem * elsize);
         hooks_note_alloc(ptr, nelem * elsize);
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
-}
-
-/* Churn for giving back a block whose size we do not know: only a raw
- * block can be large enough to hand pages back to the kernel (pymalloc
- * passes its large blocks on to the raw domain). */
-static inline uint64_t
-hooks_unknown_free(hooks_domain *d)
-{
-    return d->domain == PYMEM_DOMAIN_RAW ? MEMLENS_CHURN_UNKNOWN_FREE : 0;
 }
 
 static void *
@@ -225,8 +249,10 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     if (!hooks_exact_here(mode)) {
         void *res = d->prev.realloc(d->prev.ctx, ptr, size);
         if (res != NULL) {
-            memlens_churn_add(size
-                              + (ptr != NULL ? hooks_unknown_free(d) : 0));
+            if (ptr != NULL) {
+                hooks_moved_free(d, 0);
+            }
+            hooks_moved_alloc(d, size);
         }
         return res;
     }
@@ -244,10 +270,10 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         }
     }
     else {
-        memlens_churn_add(size
-                          + (old != 0      ? old
-                             : ptr != NULL ? hooks_unknown_free(d)
-                                           : 0));
+        if (ptr != NULL) {
+            hooks_moved_free(d, old);
+        }
+        hooks_moved_alloc(d, size);
         /* A resize counts as giving back the old block and taking the
          * new one. */
         if (old != 0) {
@@ -270,7 +296,7 @@ hooks_free(void *ctx, void *ptr)
     }
     if (!hooks_exact_here(mode)) {
         d->prev.free(d->prev.ctx, ptr);
-        memlens_churn_add(hooks_unknown_free(d));
+        hooks_moved_free(d, 0);
         return;
     }
     memlens_hooks_tls.busy = 1;
@@ -278,11 +304,8 @@ hooks_free(void *ctx, void *ptr)
     d->prev.free(d->prev.ctx, ptr);
     if (size != 0) {
         hooks_count_freed(size);
-        memlens_churn_add(size);
     }
-    else {
-        memlens_churn_add(hooks_unknown_free(d));
-    }
+    hooks_moved_free(d, size);
     memlens_hooks_tls.busy = 0;
 }
 
@@ -339,25 +362,78 @@ hooks_set_mode(void)
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
 }
 
-void
-memlens_hooks_acquire(int exact)
+/* ---- pymalloc's arenas -------------------------------------------------
+ * In light mode the obj domain, the busiest, is not hooked at all: small
+ * objects show through the arenas pymalloc maps for them (256 KiB to
+ * 1 MiB each), which costs nothing per object. */
+
+static PyObjectArenaAllocator hooks_arena_prev; /* GIL. */
+static int hooks_arena_in_chain = 0;            /* GIL. */
+
+static void *
+hooks_arena_alloc(void *ctx, size_t size)
 {
-    if (memlens_hooks_users() == 0) {
-        /* Hooks left passing through: unlink them where they are on top
-         * again, forget them where their chain was replaced. */
-        hooks_probe_chains();
-        for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-            hooks_domain *d = &hooks_domains[i];
-            if (d->in_chain && hooks_on_top(d)) {
-                PyMem_SetAllocator(d->domain, &d->prev);
-                d->in_chain = 0;
-            }
+    void *p = hooks_arena_prev.alloc(hooks_arena_prev.ctx, size);
+    if (p != NULL && hooks_mode_now() != HOOKS_OFF) {
+        memlens_churn_add(size);
+    }
+    return p;
+}
+
+static void
+hooks_arena_free(void *ctx, void *ptr, size_t size)
+{
+    hooks_arena_prev.free(hooks_arena_prev.ctx, ptr, size);
+    if (hooks_mode_now() != HOOKS_OFF) {
+        memlens_churn_add(size);
+    }
+}
+
+static void
+hooks_arena_link(int wanted)
+{
+    PyObjectArenaAllocator cur;
+    if (wanted && !hooks_arena_in_chain) {
+        static PyObjectArenaAllocator ours = {NULL, hooks_arena_alloc,
+                                              hooks_arena_free};
+        PyObject_GetArenaAllocator(&hooks_arena_prev);
+        PyObject_SetArenaAllocator(&ours);
+        hooks_arena_in_chain = 1;
+    }
+    else if (!wanted && hooks_arena_in_chain) {
+        PyObject_GetArenaAllocator(&cur);
+        if (cur.alloc == hooks_arena_alloc) {
+            PyObject_SetArenaAllocator(&hooks_arena_prev);
+            hooks_arena_in_chain = 0;
         }
-        for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-            hooks_domain *d = &hooks_domains[i];
-            if (d->in_chain) {
-                continue;
-            }
+        /* Otherwise someone chained above us: stay, passing through. */
+    }
+}
+
+/* ---- Installation --------------------------------------------------- */
+
+/* Whether a domain needs our hook for the listeners there are now: the
+ * obj domain only for exact ones. */
+static int
+hooks_domain_wanted(const hooks_domain *d)
+{
+    if (d->domain == PYMEM_DOMAIN_OBJ) {
+        return hooks_exact_users > 0;
+    }
+    return memlens_hooks_users() > 0;
+}
+
+/* Links or unlinks each domain's hook (and the arena hook) to match the
+ * listeners. GIL held. */
+static void
+hooks_sync(void)
+{
+    hooks_set_mode();
+    hooks_probe_chains();
+    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+        hooks_domain *d = &hooks_domains[i];
+        int wanted = hooks_domain_wanted(d);
+        if (wanted && !d->in_chain) {
             PyMem_GetAllocator(d->domain, &d->prev);
             d->ours.ctx = d;
             d->ours.malloc = hooks_malloc;
@@ -367,6 +443,30 @@ memlens_hooks_acquire(int exact)
             PyMem_SetAllocator(d->domain, &d->ours);
             d->in_chain = 1;
         }
+        else if (!wanted && d->in_chain && hooks_on_top(d)) {
+            PyMem_SetAllocator(d->domain, &d->prev);
+            d->in_chain = 0;
+        }
+        /* Not wanted but someone chained above us: stay, passing
+         * through. */
+    }
+    hooks_arena_link(hooks_light_users > 0 && hooks_exact_users == 0);
+}
+
+void
+memlens_hooks_acquire(int exact)
+{
+    if (memlens_hooks_users() == 0) {
+        /* Hooks left passing through: unlink those on top again, so that
+         * we chain afresh above whatever is there now. */
+        hooks_probe_chains();
+        for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+            hooks_domain *d = &hooks_domains[i];
+            if (d->in_chain && hooks_on_top(d)) {
+                PyMem_SetAllocator(d->domain, &d->prev);
+                d->in_chain = 0;
+            }
+        }
     }
     if (exact) {
         hooks_exact_users++;
@@ -374,7 +474,7 @@ memlens_hooks_acquire(int exact)
     else {
         hooks_light_users++;
     }
-    hooks_set_mode();
+    hooks_sync();
 }
 
 void
@@ -386,23 +486,11 @@ memlens_hooks_release(int exact)
     else {
         hooks_light_users--;
     }
-    hooks_set_mode();
+    hooks_sync();
     if (hooks_exact_users == 0) {
         pthread_mutex_lock(&hooks_lock);
         memlens_ptrtable_clear(&hooks_table);
         pthread_mutex_unlock(&hooks_lock);
-    }
-    if (memlens_hooks_users() > 0) {
-        return;
-    }
-    hooks_probe_chains();
-    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-        hooks_domain *d = &hooks_domains[i];
-        if (d->in_chain && hooks_on_top(d)) {
-            PyMem_SetAllocator(d->domain, &d->prev);
-            d->in_chain = 0;
-        }
-        /* Otherwise someone chained above us: stay, passing through. */
     }
 }
 

@@ -20,13 +20,26 @@ extern _Thread_local memlens_hooks_thread memlens_hooks_tls;
  * still. A free whose size is unknown counts MEMLENS_CHURN_UNKNOWN_FREE. */
 extern uint64_t memlens_hooks_churn;
 
+/* Small blocks (pymalloc's, up to MEMLENS_SMALL_BLOCK bytes) counted in
+ * and out: only their net growth can move RSS, and a loop that makes and
+ * drops them keeps this still. Same relaxed updates as the churn. */
+extern int64_t memlens_hooks_small_net;
+
 #define MEMLENS_CHURN_UNKNOWN_FREE (64 * 1024)
+#define MEMLENS_SMALL_BLOCK 512
 
 static inline void
 memlens_churn_add(uint64_t n)
 {
     uint64_t v = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
     __atomic_store_n(&memlens_hooks_churn, v + n, __ATOMIC_RELAXED);
+}
+
+static inline void
+memlens_small_net_add(int64_t n)
+{
+    int64_t v = __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
+    __atomic_store_n(&memlens_hooks_small_net, v + n, __ATOMIC_RELAXED);
 }
 
 /* Users of the hooks. `exact` users need every block sized on free (the

@@ -10,10 +10,10 @@
  * change, its bytes allocated and freed), open the next.
  *
  * RSS is read only when it may have moved: the allocator hooks (in light
- * mode, no table and no lock) keep a process-wide churn of bytes allocated
- * and freed, and the tracer reads statm when the churn advanced by
- * TRACER_CHURN_STEP since the last read. A tight loop that allocates
- * nothing new never pays for a read.
+ * mode, no table and no lock) keep a process-wide churn of the bytes of
+ * large blocks allocated and freed and a net count of small blocks, and
+ * the tracer reads statm when either moved by a step since the last read.
+ * A tight loop that makes and drops small objects never pays for a read.
  *
  * Memory is attributed to the innermost profiled line running: when a
  * profiled function calls another (or itself), the caller's line is paused
@@ -35,8 +35,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Read RSS again once this many bytes were allocated or freed. */
+/* Read RSS again once this many bytes of large blocks were allocated or
+ * freed, or the count of small blocks moved by this many. */
 #define TRACER_CHURN_STEP (32 * 1024)
+#define TRACER_SMALL_STEP 256
 
 typedef struct {
     PyObject *code;           /* Owned. */
@@ -76,6 +78,7 @@ static int tracer_fd = -1;          /* statm, owned. */
 static pid_t tracer_fd_pid = 0;
 static uint64_t tracer_rss = 0;        /* Last RSS read. */
 static uint64_t tracer_churn_mark = 0; /* Churn at that read. */
+static int64_t tracer_small_mark = 0;  /* Small-block count then. */
 static uint64_t tracer_failures = 0;   /* Reads or growths that failed. */
 
 static pthread_key_t tracer_key;
@@ -153,6 +156,8 @@ tracer_read_rss(void)
     }
     tracer_churn_mark =
         __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
+    tracer_small_mark =
+        __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
 }
 
 /* The RSS now, read again only if the churn says it may have moved. */
@@ -160,7 +165,12 @@ static inline uint64_t
 tracer_rss_now(void)
 {
     uint64_t churn = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
-    if (tracer_children || churn - tracer_churn_mark >= TRACER_CHURN_STEP) {
+    int64_t small =
+        __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
+    int64_t moved = small - tracer_small_mark;
+    if (churn - tracer_churn_mark >= TRACER_CHURN_STEP
+        || moved >= TRACER_SMALL_STEP || moved <= -TRACER_SMALL_STEP
+        || tracer_children) {
         tracer_read_rss();
     }
     return tracer_rss;
@@ -208,8 +218,10 @@ tracer_start_line(tracer_frame *f, int line)
 {
     f->line = line;
     f->rss0 = tracer_rss;
-    f->alloc0 = memlens_hooks_tls.allocated;
-    f->freed0 = memlens_hooks_tls.freed;
+    if (tracer_alloc_users) {
+        f->alloc0 = memlens_hooks_tls.allocated;
+        f->freed0 = memlens_hooks_tls.freed;
+    }
 }
 
 /* Adds what happened since the line (re)started to its statistics;
@@ -383,8 +395,8 @@ tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 tracer_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (tracer_check_args(nargs, 2, "_line_line") < 0) {
-        return NULL;
+    if (nargs < 2) {
+        return PyErr_Format(PyExc_TypeError, "_line_line expects 2 arguments");
     }
     tracer_frame *top = tracer_top(tracer_tls);
     if (top != NULL && top->code->code == args[0]) {

@@ -411,3 +411,21 @@ def test_backend_override_fails_loudly(monkeypatch):
     monkeypatch.delenv("MEMLENS_LINE_BACKEND")
     expected = "monitoring" if sys.version_info >= (3, 12) else "settrace"
     assert _backend.choose().name == expected
+
+
+def test_equal_code_objects_are_different_functions(line_backend):
+    source = "def twin(n):\n    return [0] * n\n"
+    first, second = {}, {}
+    exec(compile(source, "twins.py", "exec"), first)
+    exec(compile(source, "twins.py", "exec"), second)
+    assert first["twin"].__code__ == second["twin"].__code__
+    p1 = memlens.LineProfiler(first["twin"])
+    with p1:
+        for _ in range(7):
+            first["twin"](3)
+    p2 = memlens.LineProfiler(second["twin"])
+    with p2:
+        second["twin"](3)
+    hits = [r.occurrences for r in p2.results[0].lines if r.occurrences]
+    assert max(hits) == 1
+    assert max(r.occurrences for r in p1.results[0].lines) == 7

@@ -43,7 +43,9 @@ class _Engine:
 
     def add_code(self, code):
         with self.lock:
-            if code in self.codes:
+            # Identity, not equality: equal code objects (the same source
+            # run twice) are different functions to trace.
+            if any(known is code for known in self.codes):
                 return
             _core._line_add_code(code, _last_line(code))
             self.codes.append(code)
@@ -181,10 +183,10 @@ def _format_table(fp, precision=1):
 
 def _profiles(codes, alloc):
     """FunctionProfile of each code object in `codes`, from the C stats."""
-    stats = {code: rows for code, rows in _core._line_results()}
+    stats = {id(code): rows for code, rows in _core._line_results()}
     result = []
     for code in codes:
-        rows = {row[0]: row for row in stats.get(code, [])}
+        rows = {row[0]: row for row in stats.get(id(code), [])}
         first, last = code.co_firstlineno, _last_line(code)
         if rows:
             last = max(last, max(rows))
@@ -254,7 +256,7 @@ class LineProfiler:
 
     def add_function(self, func):
         code = _code_of(func)
-        if code not in self.codes:
+        if not any(known is code for known in self.codes):
             _ENGINE.add_code(code)
             # Statistics live per code object in the C engine: a profiler
             # starts its functions from zero.
