@@ -27,6 +27,7 @@
  */
 #include "hooks.h"
 #include "sites.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -52,7 +53,10 @@ static long hooks_light_users = 0; /* GIL. */
 
 /* 0 pass through, 1 churn only, 2 exact. Atomic. */
 static int hooks_mode = 0;
-enum { HOOKS_OFF = 0, HOOKS_LIGHT = 1, HOOKS_EXACT = 2 };
+/* Bits of hooks_mode: the churn is kept whenever anyone listens; exact
+ * records for measure() and alloc columns; tracing records (trace.c). */
+enum { HOOKS_OFF = 0, HOOKS_LIGHT = 1, HOOKS_EXACT = 2, HOOKS_TRACE = 4 };
+static int hooks_tracing = 0; /* GIL. */
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static memlens_ptrtable hooks_table; /* Protected by hooks_lock. */
@@ -80,7 +84,7 @@ memlens_hooks_installed(void)
 long
 memlens_hooks_users(void)
 {
-    return hooks_exact_users + hooks_light_users;
+    return hooks_exact_users + hooks_light_users + hooks_tracing;
 }
 
 static inline int
@@ -89,12 +93,13 @@ hooks_mode_now(void)
     return __atomic_load_n(&hooks_mode, __ATOMIC_RELAXED);
 }
 
-/* Whether this call records blocks: exact mode, and not already inside
- * one of our hooks on this thread (the churn is counted either way). */
+/* Whether this call records blocks: exact or tracing mode, and not
+ * already inside one of our hooks on this thread (the churn is counted
+ * either way). */
 static inline int
-hooks_exact_here(int mode)
+hooks_records_here(int mode)
 {
-    return mode == HOOKS_EXACT && !memlens_hooks_tls.busy;
+    return (mode & (HOOKS_EXACT | HOOKS_TRACE)) && !memlens_hooks_tls.busy;
 }
 
 /* Records a new block (exact mode). Caller holds the busy flag. */
@@ -139,7 +144,7 @@ void
 memlens_hooks_note_external(uint64_t allocated, uint64_t freed)
 {
     memlens_churn_add(allocated + freed);
-    if (__atomic_load_n(&hooks_mode, __ATOMIC_RELAXED) == HOOKS_EXACT) {
+    if (__atomic_load_n(&hooks_mode, __ATOMIC_RELAXED) & HOOKS_EXACT) {
         memlens_hooks_tls.allocated += allocated;
         memlens_hooks_tls.freed += freed;
     }
@@ -184,6 +189,20 @@ hooks_moved_free(hooks_domain *d, size_t size)
     }
 }
 
+/* A block handed out: the churn, and the exact and tracing records when
+ * those listen. Caller holds the busy flag for the records. */
+static inline void
+hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
+{
+    hooks_moved_alloc(d, size);
+    if (mode & HOOKS_EXACT) {
+        hooks_note_alloc(ptr, size);
+    }
+    if (mode & HOOKS_TRACE) {
+        memlens_trace_alloc(d->domain, ptr, size);
+    }
+}
+
 static void *
 hooks_malloc(void *ctx, size_t size)
 {
@@ -193,7 +212,7 @@ hooks_malloc(void *ctx, size_t size)
         hooks_see_probe(d);
         return d->prev.malloc(d->prev.ctx, size);
     }
-    if (!hooks_exact_here(mode)) {
+    if (!hooks_records_here(mode)) {
         void *ptr = d->prev.malloc(d->prev.ctx, size);
         if (ptr != NULL) {
             hooks_moved_alloc(d, size);
@@ -203,8 +222,7 @@ hooks_malloc(void *ctx, size_t size)
     memlens_hooks_tls.busy = 1;
     void *ptr = d->prev.malloc(d->prev.ctx, size);
     if (ptr != NULL) {
-        hooks_moved_alloc(d, size);
-        hooks_note_alloc(ptr, size);
+        hooks_record_alloc(d, mode, ptr, size);
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
@@ -219,7 +237,7 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
         hooks_see_probe(d);
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
-    if (!hooks_exact_here(mode)) {
+    if (!hooks_records_here(mode)) {
         void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
         if (ptr != NULL) {
             hooks_moved_alloc(d, nelem * elsize);
@@ -230,8 +248,7 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
-        hooks_moved_alloc(d, nelem * elsize);
-        hooks_note_alloc(ptr, nelem * elsize);
+        hooks_record_alloc(d, mode, ptr, nelem * elsize);
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
@@ -246,7 +263,7 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         hooks_see_probe(d);
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
-    if (!hooks_exact_here(mode)) {
+    if (!hooks_records_here(mode)) {
         void *res = d->prev.realloc(d->prev.ctx, ptr, size);
         if (res != NULL) {
             if (ptr != NULL) {
@@ -257,29 +274,39 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         return res;
     }
     memlens_hooks_tls.busy = 1;
-    size_t old = ptr != NULL ? hooks_forget(ptr) : 0;
+    /* Records of the old block go before the call: once it returns, the
+     * address may be handed to another thread. */
+    size_t old = 0;
+    if (ptr != NULL && (mode & HOOKS_EXACT)) {
+        old = hooks_forget(ptr);
+    }
+    if (ptr != NULL && (mode & HOOKS_TRACE)) {
+        memlens_trace_free(d->domain, ptr);
+    }
     void *res = d->prev.realloc(d->prev.ctx, ptr, size);
     if (res == NULL) {
+        /* The block is still there, unchanged: remember it again. */
         if (old != 0) {
-            /* The block is still there, unchanged: remember it again. */
             pthread_mutex_lock(&hooks_lock);
             if (memlens_ptrtable_put(&hooks_table, (uintptr_t)ptr, old) < 0) {
                 hooks_failures++;
             }
             pthread_mutex_unlock(&hooks_lock);
         }
+        if (ptr != NULL && (mode & HOOKS_TRACE)) {
+            memlens_trace_alloc(d->domain, ptr, old);
+        }
     }
     else {
         if (ptr != NULL) {
             hooks_moved_free(d, old);
         }
-        hooks_moved_alloc(d, size);
         /* A resize counts as giving back the old block and taking the
          * new one. */
         if (old != 0) {
             hooks_count_freed(old);
         }
-        hooks_note_alloc(res, size);
+        hooks_record_alloc(d, mode, res, size);
     }
     memlens_hooks_tls.busy = 0;
     return res;
@@ -294,13 +321,19 @@ hooks_free(void *ctx, void *ptr)
         d->prev.free(d->prev.ctx, ptr);
         return;
     }
-    if (!hooks_exact_here(mode)) {
+    if (!hooks_records_here(mode)) {
         d->prev.free(d->prev.ctx, ptr);
         hooks_moved_free(d, 0);
         return;
     }
     memlens_hooks_tls.busy = 1;
-    size_t size = hooks_forget(ptr);
+    size_t size = 0;
+    if (mode & HOOKS_EXACT) {
+        size = hooks_forget(ptr);
+    }
+    if (mode & HOOKS_TRACE) {
+        memlens_trace_free(d->domain, ptr);
+    }
     d->prev.free(d->prev.ctx, ptr);
     if (size != 0) {
         hooks_count_freed(size);
@@ -356,9 +389,9 @@ hooks_probe_chains(void)
 static void
 hooks_set_mode(void)
 {
-    int mode = hooks_exact_users   ? HOOKS_EXACT
-               : hooks_light_users ? HOOKS_LIGHT
-                                   : HOOKS_OFF;
+    int mode = (hooks_exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
+               | (hooks_light_users ? HOOKS_LIGHT : 0)
+               | (hooks_tracing ? HOOKS_TRACE | HOOKS_LIGHT : 0);
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
 }
 
@@ -418,7 +451,7 @@ static int
 hooks_domain_wanted(const hooks_domain *d)
 {
     if (d->domain == PYMEM_DOMAIN_OBJ) {
-        return hooks_exact_users > 0;
+        return hooks_exact_users > 0 || hooks_tracing;
     }
     return memlens_hooks_users() > 0;
 }
@@ -450,24 +483,33 @@ hooks_sync(void)
         /* Not wanted but someone chained above us: stay, passing
          * through. */
     }
-    hooks_arena_link(hooks_light_users > 0 && hooks_exact_users == 0);
+    hooks_arena_link(hooks_light_users > 0 && hooks_exact_users == 0
+                     && !hooks_tracing);
+}
+
+/* Before the first listener: hooks left passing through are unlinked
+ * where they are on top again, so that we chain afresh above whatever is
+ * there now. */
+static void
+hooks_fresh_start(void)
+{
+    if (memlens_hooks_users() != 0) {
+        return;
+    }
+    hooks_probe_chains();
+    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+        hooks_domain *d = &hooks_domains[i];
+        if (d->in_chain && hooks_on_top(d)) {
+            PyMem_SetAllocator(d->domain, &d->prev);
+            d->in_chain = 0;
+        }
+    }
 }
 
 void
 memlens_hooks_acquire(int exact)
 {
-    if (memlens_hooks_users() == 0) {
-        /* Hooks left passing through: unlink those on top again, so that
-         * we chain afresh above whatever is there now. */
-        hooks_probe_chains();
-        for (int i = 0; i < HOOKS_NDOMAINS; i++) {
-            hooks_domain *d = &hooks_domains[i];
-            if (d->in_chain && hooks_on_top(d)) {
-                PyMem_SetAllocator(d->domain, &d->prev);
-                d->in_chain = 0;
-            }
-        }
-    }
+    hooks_fresh_start();
     if (exact) {
         hooks_exact_users++;
     }
@@ -491,6 +533,20 @@ memlens_hooks_release(int exact)
         pthread_mutex_lock(&hooks_lock);
         memlens_ptrtable_clear(&hooks_table);
         pthread_mutex_unlock(&hooks_lock);
+    }
+}
+
+void
+memlens_hooks_trace(int on)
+{
+    if (on && !hooks_tracing) {
+        hooks_fresh_start();
+        hooks_tracing = 1;
+        hooks_sync();
+    }
+    else if (!on && hooks_tracing) {
+        hooks_tracing = 0;
+        hooks_sync();
     }
 }
 

@@ -48,6 +48,10 @@ memlens_small_net_add(int64_t n)
 void memlens_hooks_acquire(int exact);
 void memlens_hooks_release(int exact);
 
+/* Turns the tracing records on or off in the hooks (trace.c keeps them).
+ * GIL held. */
+void memlens_hooks_trace(int on);
+
 /* Counts an allocation or a free made outside the Python allocators (the
  * NumPy data handler), for the thread-local counters and the churn. */
 void memlens_hooks_note_external(uint64_t allocated, uint64_t freed);

@@ -20,6 +20,7 @@
  */
 #include "npmem.h"
 #include "hooks.h"
+#include "trace.h"
 
 #include <string.h>
 
@@ -51,6 +52,34 @@ static PyObject *npmem_prev_capsule = NULL; /* Owned, never released. */
 static PyObject *npmem_saved = NULL; /* Owned: handler to restore. GIL. */
 static void **npmem_api = NULL;      /* NumPy's C-API table. */
 
+/* Tells the counters and, while tracing (GIL held), the tracer. */
+static void
+npmem_note_alloc(void *p, size_t size)
+{
+    memlens_hooks_note_external(size, 0);
+    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
+        && PyGILState_Check()) {
+        memlens_hooks_tls.busy++;
+        memlens_trace_external_alloc(p, size);
+        memlens_hooks_tls.busy--;
+    }
+}
+
+/* Before the block goes back (its address may be reused at once). */
+static void
+npmem_note_free(void *p, size_t size)
+{
+    if (size != 0) {
+        memlens_hooks_note_external(0, size);
+    }
+    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
+        && PyGILState_Check()) {
+        memlens_hooks_tls.busy++;
+        memlens_trace_external_free(p, size);
+        memlens_hooks_tls.busy--;
+    }
+}
+
 static void *
 npmem_malloc(void *ctx, size_t size)
 {
@@ -58,7 +87,7 @@ npmem_malloc(void *ctx, size_t size)
     void *p = npmem_prev.malloc(npmem_prev.ctx, size);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
-        memlens_hooks_note_external(size, 0);
+        npmem_note_alloc(p, size);
     }
     return p;
 }
@@ -70,7 +99,7 @@ npmem_calloc(void *ctx, size_t nelem, size_t elsize)
     void *p = npmem_prev.calloc(npmem_prev.ctx, nelem, elsize);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
-        memlens_hooks_note_external(nelem * elsize, 0);
+        npmem_note_alloc(p, nelem * elsize);
     }
     return p;
 }
@@ -79,12 +108,15 @@ static void *
 npmem_realloc(void *ctx, void *ptr, size_t new_size)
 {
     memlens_hooks_tls.busy++;
+    if (ptr != NULL) {
+        npmem_note_free(ptr, 0);
+    }
     void *p = npmem_prev.realloc(npmem_prev.ctx, ptr, new_size);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
-        /* NumPy does not tell the old size of a resize: count the new
-         * block only. */
-        memlens_hooks_note_external(new_size, 0);
+        /* NumPy does not tell the old size of a resize: the counters see
+         * the new block only. */
+        npmem_note_alloc(p, new_size);
     }
     return p;
 }
@@ -92,12 +124,12 @@ npmem_realloc(void *ctx, void *ptr, size_t new_size)
 static void
 npmem_free(void *ctx, void *ptr, size_t size)
 {
+    if (ptr != NULL) {
+        npmem_note_free(ptr, size);
+    }
     memlens_hooks_tls.busy++;
     npmem_prev.free(npmem_prev.ctx, ptr, size);
     memlens_hooks_tls.busy--;
-    if (ptr != NULL) {
-        memlens_hooks_note_external(0, size);
-    }
 }
 
 /* Finds NumPy's C-API table; NULL (no exception) if NumPy is too old or

@@ -19,6 +19,15 @@ _LAZY = {
     "Measurement": "memlens._measure",
     "profile": "memlens._line",
     "LineProfiler": "memlens._line",
+    "start_tracing": "memlens._tracing",
+    "stop_tracing": "memlens._tracing",
+    "is_tracing": "memlens._tracing",
+    "tracing": "memlens._tracing",
+    "traced_memory": "memlens._tracing",
+    "reset_peak": "memlens._tracing",
+    "take_snapshot": "memlens._tracing",
+    "peak_snapshot": "memlens._tracing",
+    "Snapshot": "memlens._tracing",
 }
 
 __all__ = sorted(_LAZY)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from memlens import _backend, _core
+from memlens._npdata import numpy_hook_acquire, numpy_hook_release
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
            "show_results"]
@@ -271,7 +272,7 @@ class LineProfiler:
             if self.include_children:
                 _core._line_children(True)
         if self.alloc:
-            _numpy_hook_acquire()
+            numpy_hook_acquire()
 
     def disable(self):
         with self._lock:
@@ -281,7 +282,7 @@ class LineProfiler:
             if self.include_children and self._enabled == 0:
                 _core._line_children(False)
         if self.alloc:
-            _numpy_hook_release()
+            numpy_hook_release()
         _ENGINE.disable(self.alloc)
 
     # memory_profiler's names
@@ -381,33 +382,6 @@ class LineProfiler:
         """Forget what was measured for this profiler's functions."""
         for code in self.codes:
             _core._line_clear(code)
-
-
-# --------------------------------------------------------------------------
-# NumPy's data allocations (alloc mode)
-# --------------------------------------------------------------------------
-
-_numpy_users = 0
-
-
-def _numpy_hook_acquire():
-    """Route NumPy's array data through memlens's handler while alloc mode
-    is on (NumPy's own handler API; only if NumPy is already imported)."""
-    global _numpy_users
-    if _numpy_users == 0 and "numpy" in sys.modules:
-        if _core._numpy_hook(True):
-            _numpy_users = 1
-            return
-    if _numpy_users:
-        _numpy_users += 1
-
-
-def _numpy_hook_release():
-    global _numpy_users
-    if _numpy_users:
-        _numpy_users -= 1
-        if _numpy_users == 0:
-            _core._numpy_hook(False)
 
 
 # --------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def _children_peak_since(rusage_before):
 
 @magics_class
 class MemlensMagics(Magics):
-    """%memlens, %memit, %%memit, %mprun and %%mprun."""
+    """%memlens, %memit, %mprun and %memtop (line and cell forms)."""
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -415,6 +415,60 @@ class MemlensMagics(Magics):
                 print(f"\n*** Profile printout saved to text file "
                       f"{args.filename}. ")
         return profiler if args.return_result else None
+
+
+    # ---- %memtop ------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-n", dest="limit", type=int, default=10, metavar="N",
+              help="how many rows (default 10)")
+    @argument("-k", dest="key", default="lineno",
+              choices=("lineno", "filename", "traceback"),
+              help="group by line (default), file or traceback")
+    @argument("-f", dest="nframes", type=int, default=None, metavar="F",
+              help="frames per traceback (default 1; 10 with -k "
+                   "traceback)")
+    @argument("-s", dest="sample_bytes", type=int, default=0, metavar="B",
+              help="sample one allocation per B bytes (default: every one)")
+    @argument("-o", dest="return_result", action="store_true",
+              help="return the tracing object (.snapshot, .peak)")
+    @argument("statement", nargs="*", help="the code to run")
+    @line_cell_magic
+    def memtop(self, line="", cell=None):
+        """Run the code with allocation tracing; print the lines that held
+        the most memory at its peak, and what was still alive at the end."""
+        __tracebackhide__ = True
+        from memlens._tracing import is_tracing, tracing
+
+        args = _parse(self.memtop, line)
+        if args.limit < 0:
+            raise UsageError("%memtop: -n must not be negative")
+        if args.sample_bytes < 0:
+            raise UsageError("%memtop: -s must not be negative")
+        nframes = args.nframes or (10 if args.key == "traceback" else 1)
+        if not 1 <= nframes <= 100:
+            raise UsageError("%memtop: -f must be between 1 and 100")
+        if is_tracing():
+            raise UsageError("%memtop: memlens is already tracing "
+                             "(stop_tracing() first)")
+        source = " ".join(args.statement)
+        if cell is not None:
+            source = source + "\n" + self.shell.transform_cell(cell)
+        if not source.strip():
+            raise UsageError("%memtop: no statement to run")
+        code = self._compile(source)
+        run = tracing(nframes=nframes, sample_bytes=args.sample_bytes)
+        try:
+            with run:
+                exec(code, self.shell.user_ns)
+        finally:
+            if run.peak is not None:
+                print(f"At the peak ({run.traced[1] / 1024:.1f} KiB traced):")
+                print(run.peak.format(args.limit, args.key))
+                print(f"\nStill alive at the end "
+                      f"({run.traced[0] / 1024:.1f} KiB):")
+                print(run.snapshot.format(args.limit, args.key))
+        return run if args.return_result else None
 
 
 # --------------------------------------------------------------------------

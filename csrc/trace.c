@@ -1,0 +1,1082 @@
+/* trace.c: which lines hold memory, now and at the peak.
+ *
+ * While tracing, every block the hooks see (or, with sampling, one block
+ * per `sample_bytes` on average) is recorded with its size and its site:
+ * the traceback of up to `nframes` Python frames that asked for it,
+ * interned once. Each site keeps its live bytes and blocks, so a snapshot
+ * is a walk over the sites, not over the blocks.
+ *
+ * What was alive at the peak is kept up to date incrementally: every site
+ * touched since the last peak copy is marked dirty, and when the traced
+ * total first goes down from a new peak, the dirty sites' figures are
+ * copied into their peak figures (the others have not moved since). A
+ * snapshot of the peak is then as cheap as one of now.
+ *
+ * Tables and locks:
+ *   - blocks of the mem and obj domains (and NumPy's data) live in
+ *     trace_gil_table, protected by the GIL, as those allocators demand it;
+ *   - raw-domain blocks live in trace_raw_table under trace_raw_lock,
+ *     because the raw allocator may run without the GIL. A raw call made
+ *     without the GIL cannot look at frames (site "unknown") nor touch the
+ *     sites: it leaves its change in a small queue, under the same lock,
+ *     that the next traced call holding the GIL applies;
+ *   - sites, totals and the line cache are protected by the GIL.
+ * All memory comes from libc, never from the allocators being traced.
+ */
+#include "trace.h"
+#include "common.h"
+#include "hooks.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+int memlens_trace_on = 0;
+
+/* ---- Compact table of live blocks: 12 bytes an entry ------------------- */
+
+/* ptr >> 4 (blocks are 16-byte aligned; 44 bits cover the user address
+ * space) and the site index (20 bits) in one word, the size beside it. A
+ * size that does not fit 32 bits is kept in trace_big_sizes. */
+#define TRACE_SITE_BITS 20
+#define MEMLENS_TRACE_MAX_FRAMES 100
+#define TRACE_MAX_SITES ((1u << TRACE_SITE_BITS) - 1)
+#define TRACE_BIG_SIZE UINT32_MAX
+
+typedef struct __attribute__((packed)) {
+    uint64_t key;  /* (ptr >> 4) << TRACE_SITE_BITS | site; 0 empty. */
+    uint32_t size; /* TRACE_BIG_SIZE: see trace_big. */
+} trace_entry;
+
+typedef struct {
+    trace_entry *slots; /* Owned (libc). */
+    size_t mask;
+    size_t used;
+} trace_table;
+
+typedef struct {
+    uintptr_t ptr;
+    uint64_t size;
+} trace_big;
+
+static inline uint64_t
+trace_key_ptr(uint64_t key)
+{
+    return key >> TRACE_SITE_BITS;
+}
+
+static inline size_t
+trace_slot(const trace_table *t, uint64_t p4)
+{
+    uint64_t h = p4 * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 20) & t->mask;
+}
+
+static int
+trace_table_grow(trace_table *t)
+{
+    size_t old_cap = t->slots ? t->mask + 1 : 0;
+    size_t cap = old_cap ? old_cap * 2 : 4096;
+    trace_entry *old = t->slots;
+    trace_entry *slots = calloc(cap, sizeof(trace_entry));
+    if (slots == NULL) {
+        return -1;
+    }
+    t->slots = slots;
+    t->mask = cap - 1;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].key != 0) {
+            size_t j = trace_slot(t, trace_key_ptr(old[i].key));
+            while (slots[j].key != 0) {
+                j = (j + 1) & t->mask;
+            }
+            slots[j] = old[i];
+        }
+    }
+    free(old);
+    return 0;
+}
+
+/* Records a new block (its address must not be in the table). 0 or -1. */
+static int
+trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site)
+{
+    if (t->slots == NULL || (t->used + 1) * 4 > (t->mask + 1) * 3) {
+        if (trace_table_grow(t) < 0) {
+            return -1;
+        }
+    }
+    uint64_t p4 = (uint64_t)ptr >> 4;
+    size_t i = trace_slot(t, p4);
+    while (t->slots[i].key != 0) {
+        if (trace_key_ptr(t->slots[i].key) == p4) {
+            break; /* stale entry of a block freed untraced: replace */
+        }
+        i = (i + 1) & t->mask;
+    }
+    if (t->slots[i].key == 0) {
+        t->used++;
+    }
+    t->slots[i].key = (p4 << TRACE_SITE_BITS) | site;
+    t->slots[i].size = size;
+    return 0;
+}
+
+/* Removes a block; 1 with its size and site, or 0 when absent. */
+static int
+trace_table_pop(trace_table *t, uintptr_t ptr, uint32_t *size, uint32_t *site)
+{
+    if (t->slots == NULL) {
+        return 0;
+    }
+    uint64_t p4 = (uint64_t)ptr >> 4;
+    size_t i = trace_slot(t, p4);
+    for (;;) {
+        uint64_t key = t->slots[i].key;
+        if (key == 0) {
+            return 0;
+        }
+        if (trace_key_ptr(key) == p4) {
+            break;
+        }
+        i = (i + 1) & t->mask;
+    }
+    *size = t->slots[i].size;
+    *site = (uint32_t)(t->slots[i].key & TRACE_MAX_SITES);
+    size_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        uint64_t key = t->slots[j].key;
+        if (key == 0) {
+            break;
+        }
+        size_t home = trace_slot(t, trace_key_ptr(key));
+        int movable = (hole <= j) ? (home <= hole || home > j)
+                                  : (home <= hole && home > j);
+        if (movable) {
+            t->slots[hole] = t->slots[j];
+            hole = j;
+        }
+    }
+    t->slots[hole].key = 0;
+    t->slots[hole].size = 0;
+    t->used--;
+    return 1;
+}
+
+static void
+trace_table_clear(trace_table *t)
+{
+    free(t->slots);
+    t->slots = NULL;
+    t->mask = 0;
+    t->used = 0;
+}
+
+/* ---- Sites -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *code; /* Owned. */
+    int line;
+} trace_frame;
+
+typedef struct {
+    uint64_t hash;
+    int nframes;         /* 0: the "unknown" site. */
+    int dirty;           /* Touched since the last peak copy. */
+    int64_t size, count; /* Live now (estimated when sampling). */
+    int64_t peak_size, peak_count;
+    trace_frame *frames; /* Owned (libc); most recent first. */
+} trace_site;
+
+/* Sites by index, in chunks that never move (the index is what a table
+ * entry holds). Protected by the GIL. */
+#define TRACE_CHUNK 1024
+static trace_site *trace_chunks[TRACE_MAX_SITES / TRACE_CHUNK + 1];
+static uint32_t trace_nsites = 0;
+
+/* Site lookup: open addressing over indices, by hash. GIL. */
+static uint32_t *trace_site_index = NULL; /* Owned (libc); 0 empty. */
+static size_t trace_site_mask = 0;
+
+static inline trace_site *
+trace_site_at(uint32_t i)
+{
+    return &trace_chunks[i / TRACE_CHUNK][i % TRACE_CHUNK];
+}
+
+#define TRACE_UNKNOWN_SITE 0
+
+/* ---- State (GIL unless said) -------------------------------------------- */
+
+static int trace_nframes = 1;
+static uint64_t trace_sample_bytes = 0;
+static trace_table trace_gil_table;
+static trace_table trace_raw_table; /* trace_raw_lock. */
+static pthread_mutex_t trace_raw_lock = PTHREAD_MUTEX_INITIALIZER;
+static trace_big *trace_bigs = NULL; /* Owned; blocks >= 4 GiB. */
+static size_t trace_nbigs = 0, trace_capbigs = 0;
+static int64_t trace_total = 0, trace_peak = 0;
+static int trace_at_peak = 0;
+static uint32_t *trace_dirty = NULL; /* Owned; dirty site indices. */
+static size_t trace_ndirty = 0, trace_capdirty = 0;
+static uint64_t trace_failures = 0; /* Lost records. */
+
+/* Changes made without the GIL, applied later. trace_raw_lock. */
+typedef struct {
+    uint32_t site;
+    int64_t bytes;
+    int64_t count;
+} trace_pending;
+#define TRACE_PENDING_MAX 4096
+static trace_pending trace_queue[TRACE_PENDING_MAX];
+static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
+static uint64_t trace_queue_lost = 0;
+
+typedef struct {
+    int in_hook_site;   /* Computing a site (frames may allocate). */
+    uint64_t countdown; /* Bytes before the next sample. */
+    uint64_t rng;
+    const void *last_frame; /* One-entry cache of (frame, lasti) -> site. */
+    PyObject *last_code;
+    int last_lasti;
+    uint32_t last_site;
+    unsigned long generation;
+} trace_thread;
+
+static _Thread_local trace_thread trace_tls;
+static unsigned long trace_generation = 1; /* Bumped at each start. */
+
+/* Line numbers of (code, lasti), cached: computing one walks the code's
+ * line table. Direct-mapped; GIL. */
+#define TRACE_LINE_CACHE 8192
+typedef struct {
+    const PyObject *code;
+    int lasti;
+    int firstlineno;
+    int line;
+    int skip; /* The code lies under a skipped prefix. */
+} trace_line_entry;
+
+/* Folders whose frames are passed over when a site is taken (NumPy's own
+ * Python code, so that np.ones() lands on the caller's line). A tuple of
+ * str, owned; GIL. */
+static PyObject *trace_skip_prefixes = NULL;
+
+static int
+trace_code_skipped(PyObject *code)
+{
+    if (trace_skip_prefixes == NULL) {
+        return 0;
+    }
+    PyObject *fn = ((PyCodeObject *)code)->co_filename;
+    Py_ssize_t n = PyTuple_GET_SIZE(trace_skip_prefixes);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t r =
+            PyUnicode_Tailmatch(fn, PyTuple_GET_ITEM(trace_skip_prefixes, i),
+                                0, PY_SSIZE_T_MAX, -1);
+        if (r < 0) {
+            PyErr_Clear();
+        }
+        else if (r) {
+            return 1;
+        }
+    }
+    return 0;
+}
+static trace_line_entry *trace_line_cache = NULL; /* Owned (libc). */
+
+/* ---- Weights ------------------------------------------------------------ */
+
+/* The bytes a recorded block stands for: itself when exact; when one block
+ * per N bytes is sampled (Poisson), size / P(sampled). */
+static inline int64_t
+trace_weight(uint64_t size)
+{
+    if (trace_sample_bytes == 0 || size >= trace_sample_bytes * 20) {
+        return (int64_t)size;
+    }
+    double p = -expm1(-(double)size / (double)trace_sample_bytes);
+    return (int64_t)((double)size / p + 0.5);
+}
+
+/* Whether this allocation is sampled; draws the next countdown. */
+static inline int
+trace_sampled(uint64_t size)
+{
+    if (trace_sample_bytes == 0) {
+        return 1;
+    }
+    trace_thread *t = &trace_tls;
+    if (t->countdown > size) {
+        t->countdown -= size;
+        return 0;
+    }
+    if (t->rng == 0) {
+        t->rng = (uint64_t)(uintptr_t)t ^ UINT64_C(0x2545F4914F6CDD1D);
+    }
+    /* xorshift64*, then an exponential gap of mean sample_bytes. */
+    t->rng ^= t->rng >> 12;
+    t->rng ^= t->rng << 25;
+    t->rng ^= t->rng >> 27;
+    double u = (double)((t->rng * UINT64_C(2685821657736338717)) >> 11)
+               * (1.0 / 9007199254740992.0);
+    double gap = -log(1.0 - u) * (double)trace_sample_bytes;
+    t->countdown = gap < 1.0 ? 1 : (uint64_t)gap;
+    return 1;
+}
+
+/* ---- Peak bookkeeping (GIL) ---------------------------------------------- */
+
+static void
+trace_mark_dirty(uint32_t i, trace_site *s)
+{
+    if (s->dirty) {
+        return;
+    }
+    if (trace_ndirty == trace_capdirty) {
+        size_t cap = trace_capdirty ? trace_capdirty * 2 : 1024;
+        uint32_t *d = realloc(trace_dirty, cap * sizeof(uint32_t));
+        if (d == NULL) {
+            /* Without the list, copy every site at the next peak. */
+            trace_failures++;
+            return;
+        }
+        trace_dirty = d;
+        trace_capdirty = cap;
+    }
+    trace_dirty[trace_ndirty++] = i;
+    s->dirty = 1;
+}
+
+/* The state right now is the peak: copy what moved since the last copy. */
+static void
+trace_copy_peak(void)
+{
+    for (size_t k = 0; k < trace_ndirty; k++) {
+        trace_site *s = trace_site_at(trace_dirty[k]);
+        s->peak_size = s->size;
+        s->peak_count = s->count;
+        s->dirty = 0;
+    }
+    trace_ndirty = 0;
+    trace_at_peak = 0;
+}
+
+/* Applies one change to a site and the totals. GIL. */
+static inline void
+trace_apply(uint32_t i, int64_t bytes, int64_t count)
+{
+    trace_site *s = trace_site_at(i);
+    if (bytes < 0 && trace_at_peak) {
+        trace_copy_peak();
+    }
+    s->size += bytes;
+    s->count += count;
+    trace_total += bytes;
+    if (trace_total > trace_peak) {
+        trace_peak = trace_total;
+        trace_at_peak = 1;
+    }
+    trace_mark_dirty(i, s);
+}
+
+static void
+trace_drain_queue(void)
+{
+    pthread_mutex_lock(&trace_raw_lock);
+    for (size_t k = 0; k < trace_nqueue; k++) {
+        trace_apply(trace_queue[k].site, trace_queue[k].bytes,
+                    trace_queue[k].count);
+    }
+    trace_nqueue = 0;
+    pthread_mutex_unlock(&trace_raw_lock);
+}
+
+static inline void
+trace_maybe_drain(void)
+{
+    if (__atomic_load_n(&trace_nqueue, __ATOMIC_RELAXED) != 0) {
+        trace_drain_queue();
+    }
+}
+
+/* ---- Sites from frames (GIL) --------------------------------------------- */
+
+/* The line of (code, lasti); *skip says whether the code's frames are
+ * passed over. */
+static int
+trace_line_of(PyObject *code, int lasti, int *skip)
+{
+    int first = ((PyCodeObject *)code)->co_firstlineno;
+    size_t h = (((uintptr_t)code >> 4) ^ ((size_t)lasti * 0x9E3779B1u))
+               & (TRACE_LINE_CACHE - 1);
+    trace_line_entry *e = trace_line_cache ? &trace_line_cache[h] : NULL;
+    if (e != NULL && e->code == code && e->lasti == lasti
+        && e->firstlineno == first) {
+        *skip = e->skip;
+        return e->line;
+    }
+    int line =
+        lasti < 0 ? first : PyCode_Addr2Line((PyCodeObject *)code, lasti);
+    *skip = trace_code_skipped(code);
+    if (e != NULL) {
+        e->code = code;
+        e->lasti = lasti;
+        e->firstlineno = first;
+        e->line = line;
+        e->skip = *skip;
+    }
+    return line;
+}
+
+static uint64_t
+trace_hash_frames(const trace_frame *f, int n)
+{
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (int i = 0; i < n; i++) {
+        h ^= (uint64_t)(uintptr_t)f[i].code;
+        h *= UINT64_C(1099511628211);
+        h ^= (uint64_t)(uint32_t)f[i].line;
+        h *= UINT64_C(1099511628211);
+    }
+    return h ? h : 1;
+}
+
+/* Field by field: the struct has padding. */
+static int
+trace_same_frames(const trace_frame *a, const trace_frame *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (a[i].code != b[i].code || a[i].line != b[i].line) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+trace_index_grow(void)
+{
+    size_t cap = trace_site_index ? (trace_site_mask + 1) * 2 : 4096;
+    uint32_t *index = calloc(cap, sizeof(uint32_t));
+    if (index == NULL) {
+        return -1;
+    }
+    for (uint32_t i = 1; i < trace_nsites; i++) {
+        size_t j = trace_site_at(i)->hash & (cap - 1);
+        while (index[j] != 0) {
+            j = (j + 1) & (cap - 1);
+        }
+        index[j] = i;
+    }
+    free(trace_site_index);
+    trace_site_index = index;
+    trace_site_mask = cap - 1;
+    return 0;
+}
+
+/* The index of the site for these frames, interned on first sight
+ * (taking references to the code objects); TRACE_UNKNOWN_SITE when out of
+ * room. */
+static uint32_t
+trace_intern(const trace_frame *frames, int n)
+{
+    uint64_t h = trace_hash_frames(frames, n);
+    if (trace_site_index != NULL) {
+        size_t j = h & trace_site_mask;
+        uint32_t i;
+        while ((i = trace_site_index[j]) != 0) {
+            trace_site *s = trace_site_at(i);
+            if (s->hash == h && s->nframes == n
+                && trace_same_frames(s->frames, frames, n)) {
+                return i;
+            }
+            j = (j + 1) & trace_site_mask;
+        }
+    }
+    if (trace_nsites >= TRACE_MAX_SITES) {
+        trace_failures++;
+        return TRACE_UNKNOWN_SITE;
+    }
+    if (trace_site_index == NULL
+        || (size_t)(trace_nsites + 1) * 2 > trace_site_mask + 1) {
+        if (trace_index_grow() < 0) {
+            trace_failures++;
+            return TRACE_UNKNOWN_SITE;
+        }
+    }
+    uint32_t i = trace_nsites;
+    trace_site **chunk = &trace_chunks[i / TRACE_CHUNK];
+    if (*chunk == NULL) {
+        *chunk = calloc(TRACE_CHUNK, sizeof(trace_site));
+        if (*chunk == NULL) {
+            trace_failures++;
+            return TRACE_UNKNOWN_SITE;
+        }
+    }
+    trace_frame *copy = malloc(n * sizeof(trace_frame));
+    if (copy == NULL) {
+        trace_failures++;
+        return TRACE_UNKNOWN_SITE;
+    }
+    memcpy(copy, frames, n * sizeof(trace_frame));
+    for (int k = 0; k < n; k++) {
+        Py_INCREF(copy[k].code);
+    }
+    trace_site *s = trace_site_at(i);
+    memset(s, 0, sizeof(*s));
+    s->hash = h;
+    s->nframes = n;
+    s->frames = copy;
+    trace_nsites++;
+    size_t j = h & trace_site_mask;
+    while (trace_site_index[j] != 0) {
+        j = (j + 1) & trace_site_mask;
+    }
+    trace_site_index[j] = i;
+    return i;
+}
+
+/* The site of the current Python stack. GIL held. */
+static uint32_t
+trace_current_site(void)
+{
+    trace_thread *t = &trace_tls;
+    PyThreadState *ts = PyThreadState_Get();
+    PyFrameObject *frame = PyThreadState_GetFrame(ts);
+    if (frame == NULL) {
+        return TRACE_UNKNOWN_SITE;
+    }
+    int lasti = MEMLENS_FRAME_LASTI(frame);
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    if (trace_nframes == 1 && t->generation == trace_generation
+        && t->last_frame == (const void *)frame
+        && t->last_code == (PyObject *)code && t->last_lasti == lasti) {
+        Py_DECREF(code);
+        Py_DECREF(frame);
+        return t->last_site;
+    }
+    trace_frame frames[MEMLENS_TRACE_MAX_FRAMES];
+    int n = 0, skip;
+    int line = trace_line_of((PyObject *)code, lasti, &skip);
+    /* A site found past skipped frames depends on the callers: not for
+     * the one-entry cache. */
+    int cacheable = !skip;
+    PyFrameObject *f = frame;
+    PyCodeObject *c = code;
+    Py_INCREF(f);
+    Py_INCREF(c);
+    /* Frames of skipped code are passed over, unless nothing else is
+     * left: then the first one stands. */
+    frames[0].code = (PyObject *)c;
+    frames[0].line = line;
+    while (skip) {
+        PyFrameObject *back = PyFrame_GetBack(f);
+        if (back == NULL) {
+            break;
+        }
+        PyCodeObject *bc = PyFrame_GetCode(back);
+        int bline =
+            trace_line_of((PyObject *)bc, MEMLENS_FRAME_LASTI(back), &skip);
+        Py_DECREF(f);
+        Py_DECREF(c);
+        f = back;
+        c = bc;
+        frames[0].code = (PyObject *)c;
+        frames[0].line = bline;
+    }
+    n = 1;
+    while (n < trace_nframes) {
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+        if (f == NULL) {
+            break;
+        }
+        PyCodeObject *bc = PyFrame_GetCode(f);
+        frames[n].code = (PyObject *)bc;
+        frames[n].line =
+            trace_line_of((PyObject *)bc, MEMLENS_FRAME_LASTI(f), &skip);
+        n++;
+    }
+    Py_XDECREF(f);
+    uint32_t site = trace_intern(frames, n);
+    for (int k = 0; k < n; k++) {
+        Py_DECREF(frames[k].code);
+    }
+    t->last_frame = cacheable ? (const void *)frame : NULL;
+    t->last_code = (PyObject *)code; /* identity only, never dereferenced */
+    Py_DECREF(code);
+    t->last_lasti = lasti;
+    t->last_site = site;
+    t->generation = trace_generation;
+    Py_DECREF(frame);
+    return site;
+}
+
+/* ---- Recording -------------------------------------------------------- */
+
+static void
+trace_big_put(uintptr_t ptr, uint64_t size)
+{
+    if (trace_nbigs == trace_capbigs) {
+        size_t cap = trace_capbigs ? trace_capbigs * 2 : 8;
+        trace_big *b = realloc(trace_bigs, cap * sizeof(trace_big));
+        if (b == NULL) {
+            trace_failures++;
+            return;
+        }
+        trace_bigs = b;
+        trace_capbigs = cap;
+    }
+    trace_bigs[trace_nbigs].ptr = ptr;
+    trace_bigs[trace_nbigs].size = size;
+    trace_nbigs++;
+}
+
+static uint64_t
+trace_big_pop(uintptr_t ptr)
+{
+    for (size_t k = 0; k < trace_nbigs; k++) {
+        if (trace_bigs[k].ptr == ptr) {
+            uint64_t size = trace_bigs[k].size;
+            trace_bigs[k] = trace_bigs[--trace_nbigs];
+            return size;
+        }
+    }
+    return 0;
+}
+
+static inline uint32_t
+trace_stored_size(uintptr_t ptr, size_t size)
+{
+    if (size >= TRACE_BIG_SIZE) {
+        trace_big_put(ptr, size);
+        return TRACE_BIG_SIZE;
+    }
+    return (uint32_t)size;
+}
+
+static inline uint64_t
+trace_real_size(uintptr_t ptr, uint32_t stored)
+{
+    return stored == TRACE_BIG_SIZE ? trace_big_pop(ptr) : stored;
+}
+
+/* With the GIL: a traced block into the GIL table. */
+static void
+trace_record_gil(trace_table *table, void *ptr, size_t size)
+{
+    trace_maybe_drain();
+    if (!trace_sampled(size)) {
+        return;
+    }
+    uint32_t site = trace_current_site();
+    if (trace_table_put(table, (uintptr_t)ptr,
+                        trace_stored_size((uintptr_t)ptr, size), site)
+        < 0) {
+        trace_failures++;
+        return;
+    }
+    trace_apply(site, trace_weight(size), 1);
+}
+
+static void
+trace_forget_gil(trace_table *table, void *ptr)
+{
+    uint32_t stored, site;
+    trace_maybe_drain();
+    if (trace_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
+        uint64_t size = trace_real_size((uintptr_t)ptr, stored);
+        trace_apply(site, -trace_weight(size), -1);
+    }
+}
+
+/* A raw-domain block: under the lock; sites only with the GIL. */
+static void
+trace_record_raw(void *ptr, size_t size)
+{
+    int gil = PyGILState_Check();
+    if (gil) {
+        trace_maybe_drain();
+    }
+    if (!trace_sampled(size)) {
+        return;
+    }
+    uint32_t site = gil ? trace_current_site() : TRACE_UNKNOWN_SITE;
+    pthread_mutex_lock(&trace_raw_lock);
+    int ok = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
+                             size >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE - 1
+                                                    : (uint32_t)size,
+                             site)
+             == 0;
+    if (ok && !gil) {
+        if (trace_nqueue < TRACE_PENDING_MAX) {
+            trace_queue[trace_nqueue].site = site;
+            trace_queue[trace_nqueue].bytes = trace_weight(size);
+            trace_queue[trace_nqueue].count = 1;
+            trace_nqueue++;
+        }
+        else {
+            trace_queue_lost++;
+        }
+    }
+    pthread_mutex_unlock(&trace_raw_lock);
+    if (!ok) {
+        trace_failures++;
+    }
+    else if (gil) {
+        trace_apply(site, trace_weight(size), 1);
+    }
+}
+
+static void
+trace_forget_raw(void *ptr)
+{
+    int gil = PyGILState_Check();
+    uint32_t size, site;
+    pthread_mutex_lock(&trace_raw_lock);
+    int found =
+        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &size, &site);
+    if (found && !gil) {
+        if (trace_nqueue < TRACE_PENDING_MAX) {
+            trace_queue[trace_nqueue].site = site;
+            trace_queue[trace_nqueue].bytes = -trace_weight(size);
+            trace_queue[trace_nqueue].count = -1;
+            trace_nqueue++;
+        }
+        else {
+            trace_queue_lost++;
+        }
+    }
+    pthread_mutex_unlock(&trace_raw_lock);
+    if (found && gil) {
+        trace_maybe_drain();
+        trace_apply(site, -trace_weight(size), -1);
+    }
+}
+
+void
+memlens_trace_alloc(int domain, void *ptr, size_t size)
+{
+    if (domain == PYMEM_DOMAIN_RAW) {
+        trace_record_raw(ptr, size);
+    }
+    else {
+        trace_record_gil(&trace_gil_table, ptr, size);
+    }
+}
+
+void
+memlens_trace_free(int domain, void *ptr)
+{
+    if (domain == PYMEM_DOMAIN_RAW) {
+        trace_forget_raw(ptr);
+    }
+    else {
+        trace_forget_gil(&trace_gil_table, ptr);
+    }
+}
+
+void
+memlens_trace_realloc(int domain, void *old, void *ptr, size_t size)
+{
+    if (old != NULL) {
+        memlens_trace_free(domain, old);
+    }
+    memlens_trace_alloc(domain, ptr, size);
+}
+
+void
+memlens_trace_external_alloc(void *ptr, size_t size)
+{
+    trace_record_gil(&trace_gil_table, ptr, size);
+}
+
+void
+memlens_trace_external_free(void *ptr, size_t size)
+{
+    trace_forget_gil(&trace_gil_table, ptr);
+}
+
+/* ---- Python API (GIL held) ---------------------------------------------- */
+
+static void
+trace_clear_all(void)
+{
+    for (uint32_t i = 0; i < trace_nsites; i++) {
+        trace_site *s = trace_site_at(i);
+        for (int k = 0; k < s->nframes; k++) {
+            Py_DECREF(s->frames[k].code);
+        }
+        free(s->frames);
+    }
+    for (size_t c = 0; c < sizeof(trace_chunks) / sizeof(trace_chunks[0]);
+         c++) {
+        free(trace_chunks[c]);
+        trace_chunks[c] = NULL;
+    }
+    trace_nsites = 0;
+    free(trace_site_index);
+    trace_site_index = NULL;
+    trace_site_mask = 0;
+    trace_table_clear(&trace_gil_table);
+    pthread_mutex_lock(&trace_raw_lock);
+    trace_table_clear(&trace_raw_table);
+    trace_nqueue = 0;
+    pthread_mutex_unlock(&trace_raw_lock);
+    free(trace_bigs);
+    trace_bigs = NULL;
+    trace_nbigs = trace_capbigs = 0;
+    free(trace_dirty);
+    trace_dirty = NULL;
+    trace_ndirty = trace_capdirty = 0;
+    trace_total = trace_peak = 0;
+    trace_at_peak = 0;
+}
+
+/* _trace_start(nframes, sample_bytes): start tracing (the hooks too). */
+static PyObject *
+trace_py_start(PyObject *m, PyObject *args)
+{
+    int nframes;
+    long long sample;
+    if (!PyArg_ParseTuple(args, "iL:start_tracing", &nframes, &sample)) {
+        return NULL;
+    }
+    if (nframes < 1 || nframes > MEMLENS_TRACE_MAX_FRAMES) {
+        return PyErr_Format(PyExc_ValueError,
+                            "nframes must be between 1 and %d, got %d",
+                            MEMLENS_TRACE_MAX_FRAMES, nframes);
+    }
+    if (sample < 0) {
+        return PyErr_Format(PyExc_ValueError,
+                            "sample_bytes must be >= 0, got %lld", sample);
+    }
+    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)) {
+        PyErr_SetString(PyExc_RuntimeError, "tracing is already running");
+        return NULL;
+    }
+    trace_clear_all();
+    if (trace_line_cache == NULL) {
+        trace_line_cache = calloc(TRACE_LINE_CACHE, sizeof(trace_line_entry));
+        if (trace_line_cache == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    else {
+        memset(trace_line_cache, 0,
+               TRACE_LINE_CACHE * sizeof(trace_line_entry));
+    }
+    /* Site 0: allocations whose stack could not be seen. */
+    trace_site **chunk = &trace_chunks[0];
+    *chunk = calloc(TRACE_CHUNK, sizeof(trace_site));
+    if (*chunk == NULL || trace_index_grow() < 0) {
+        trace_clear_all();
+        return PyErr_NoMemory();
+    }
+    trace_nsites = 1;
+    trace_nframes = nframes;
+    trace_sample_bytes = (uint64_t)sample;
+    trace_generation++;
+    trace_failures = 0;
+    trace_queue_lost = 0;
+    __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
+    memlens_hooks_trace(1);
+    Py_RETURN_NONE;
+}
+
+/* _trace_stop(): stop recording and drop every record. */
+static PyObject *
+trace_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    memlens_hooks_trace(0);
+    __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
+    trace_clear_all();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trace_py_is_tracing(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    return PyBool_FromLong(
+        __atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED));
+}
+
+/* _trace_memory() -> (current, peak) traced bytes. */
+static PyObject *
+trace_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    if (!memlens_trace_on) {
+        return Py_BuildValue("(ii)", 0, 0);
+    }
+    trace_maybe_drain();
+    return Py_BuildValue("(LL)", (long long)trace_total,
+                         (long long)trace_peak);
+}
+
+/* _trace_reset_peak(): the peak becomes now. */
+static PyObject *
+trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    if (!memlens_trace_on) {
+        Py_RETURN_NONE;
+    }
+    trace_maybe_drain();
+    for (uint32_t i = 0; i < trace_nsites; i++) {
+        trace_site *s = trace_site_at(i);
+        s->peak_size = s->size;
+        s->peak_count = s->count;
+        s->dirty = 0;
+    }
+    trace_ndirty = 0;
+    trace_peak = trace_total;
+    trace_at_peak = 0;
+    Py_RETURN_NONE;
+}
+
+/* A tuple of (filename, lineno) pairs, most recent first. */
+static PyObject *
+trace_site_traceback(const trace_site *s)
+{
+    PyObject *tb = PyTuple_New(s->nframes);
+    if (tb == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < s->nframes; k++) {
+        PyObject *fn = ((PyCodeObject *)s->frames[k].code)->co_filename;
+        PyObject *pair = Py_BuildValue("(Oi)", fn, s->frames[k].line);
+        if (pair == NULL) {
+            Py_DECREF(tb);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tb, k, pair);
+    }
+    return tb;
+}
+
+/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows), rows
+ * [(traceback, size, count)] for every site holding memory (now, or at
+ * the peak). */
+static PyObject *
+trace_py_snapshot(PyObject *m, PyObject *arg)
+{
+    int at_peak = PyObject_IsTrue(arg);
+    if (at_peak < 0) {
+        return NULL;
+    }
+    if (!memlens_trace_on) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "memlens is not tracing: call start_tracing() "
+                        "first");
+        return NULL;
+    }
+    trace_maybe_drain();
+    if (at_peak && trace_at_peak) {
+        trace_copy_peak();
+    }
+    /* Copy the figures first: building the rows allocates, and those
+     * allocations are traced too. */
+    uint32_t n = trace_nsites;
+    int64_t *fig = malloc((size_t)n * 2 * sizeof(int64_t) + 1);
+    if (fig == NULL) {
+        return PyErr_NoMemory();
+    }
+    int64_t total = at_peak ? trace_peak : trace_total;
+    for (uint32_t i = 0; i < n; i++) {
+        trace_site *s = trace_site_at(i);
+        fig[2 * i] = at_peak ? s->peak_size : s->size;
+        fig[2 * i + 1] = at_peak ? s->peak_count : s->count;
+    }
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL) {
+        free(fig);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (fig[2 * i] == 0 && fig[2 * i + 1] == 0) {
+            continue;
+        }
+        PyObject *tb = trace_site_traceback(trace_site_at(i));
+        PyObject *row = tb ? Py_BuildValue("(NLL)", tb, (long long)fig[2 * i],
+                                           (long long)fig[2 * i + 1])
+                           : NULL;
+        if (row == NULL || PyList_Append(rows, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(rows);
+            free(fig);
+            return NULL;
+        }
+        Py_DECREF(row);
+    }
+    free(fig);
+    return Py_BuildValue("(iKLN)", trace_nframes,
+                         (unsigned long long)trace_sample_bytes,
+                         (long long)total, rows);
+}
+
+/* _trace_stats() -> dict: bookkeeping figures (for tests and bench). */
+static PyObject *
+trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
+{
+    size_t table_bytes =
+        (trace_gil_table.slots ? (trace_gil_table.mask + 1) : 0)
+        * sizeof(trace_entry);
+    pthread_mutex_lock(&trace_raw_lock);
+    size_t raw_bytes = (trace_raw_table.slots ? (trace_raw_table.mask + 1) : 0)
+                       * sizeof(trace_entry);
+    size_t blocks = trace_gil_table.used + trace_raw_table.used;
+    uint64_t lost = trace_queue_lost;
+    pthread_mutex_unlock(&trace_raw_lock);
+    return Py_BuildValue("{s:n,s:n,s:I,s:K,s:K}", "blocks", (Py_ssize_t)blocks,
+                         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes),
+                         "sites", (unsigned int)trace_nsites, "failures",
+                         (unsigned long long)trace_failures, "queue_lost",
+                         (unsigned long long)lost);
+}
+
+/* _trace_skip(prefixes): folders whose frames sites pass over. */
+static PyObject *
+trace_py_skip(PyObject *m, PyObject *arg)
+{
+    if (!PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "prefixes must be a tuple of str");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(arg); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(arg, i))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "prefixes must be a tuple of str");
+            return NULL;
+        }
+    }
+    Py_INCREF(arg);
+    Py_XSETREF(trace_skip_prefixes, arg);
+    if (trace_line_cache != NULL) {
+        memset(trace_line_cache, 0,
+               TRACE_LINE_CACHE * sizeof(trace_line_entry));
+    }
+    trace_generation++;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef trace_methods[] = {
+    {"_trace_skip", trace_py_skip, METH_O, NULL},
+    {"_trace_start", trace_py_start, METH_VARARGS, NULL},
+    {"_trace_stop", trace_py_stop, METH_NOARGS, NULL},
+    {"_trace_is_tracing", trace_py_is_tracing, METH_NOARGS, NULL},
+    {"_trace_memory", trace_py_memory, METH_NOARGS, NULL},
+    {"_trace_reset_peak", trace_py_reset_peak, METH_NOARGS, NULL},
+    {"_trace_snapshot", trace_py_snapshot, METH_O, NULL},
+    {"_trace_stats", trace_py_stats, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+memlens_trace_init(PyObject *module)
+{
+    return PyModule_AddFunctions(module, trace_methods);
+}

@@ -1,0 +1,26 @@
+/* trace.h: allocation tracing by site (SPEC 5). */
+#ifndef MEMLENS_TRACE_H
+#define MEMLENS_TRACE_H
+
+#include "common.h"
+
+/* 1 while tracing (the hooks then call the two functions below). */
+extern int memlens_trace_on; /* Atomic. */
+
+/* A block was handed out / is about to be given back, in `domain`. Called
+ * from the hooks with their busy flag raised; with the GIL for the mem and
+ * obj domains, maybe without it for the raw domain. Never raise. */
+void memlens_trace_alloc(int domain, void *ptr, size_t size);
+void memlens_trace_free(int domain, void *ptr);
+
+/* The same for a resize, as one operation. */
+void memlens_trace_realloc(int domain, void *old, void *ptr, size_t size);
+
+/* A block handed out outside the Python allocators (NumPy's data); its
+ * free passes its size. GIL held. */
+void memlens_trace_external_alloc(void *ptr, size_t size);
+void memlens_trace_external_free(void *ptr, size_t size);
+
+int memlens_trace_init(PyObject *module);
+
+#endif

@@ -1,0 +1,343 @@
+"""Allocation tracing (SPEC 5): which lines hold memory, now and at the peak.
+
+The recording is C (csrc/trace.c, fed by the allocator hooks and NumPy's
+data handler): every block, or one per `sample_bytes` on average, is kept
+with its site, and each site keeps its live bytes now and at the peak. This
+module turns the per-site figures into snapshots, groups and formats them.
+"""
+
+import html
+import json
+import linecache
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+from memlens import _core
+from memlens._npdata import numpy_hook_acquire, numpy_hook_release
+
+__all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
+           "traced_memory", "reset_peak", "take_snapshot", "peak_snapshot",
+           "Snapshot", "Statistic", "StatisticDiff", "Frame"]
+
+KEYS = ("lineno", "filename", "traceback")
+
+
+def _skip_prefixes():
+    """NumPy's own Python code is passed over, so that np.ones() lands on
+    the caller's line."""
+    numpy = sys.modules.get("numpy")
+    path = getattr(numpy, "__file__", None)
+    if path:
+        return (os.path.dirname(path) + os.sep,)
+    return ()
+
+
+def start_tracing(nframes=1, sample_bytes=0):
+    """Start recording allocations with `nframes` frames each.
+
+    ``sample_bytes=0`` records every allocation exactly; ``sample_bytes=N``
+    records one allocation per N bytes on average (Poisson sampling) and
+    scales the figures up, for near-zero overhead.
+    """
+    for name, value in (("nframes", nframes), ("sample_bytes", sample_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not "
+                            f"{type(value).__name__}")
+    _core._trace_skip(_skip_prefixes())
+    _core._trace_start(nframes, sample_bytes)
+    numpy_hook_acquire()
+
+
+def stop_tracing():
+    """Stop recording and forget every record (as tracemalloc.stop())."""
+    if _core._trace_is_tracing():
+        numpy_hook_release()
+        _core._trace_stop()
+
+
+def is_tracing():
+    return _core._trace_is_tracing()
+
+
+def traced_memory():
+    """(current, peak) bytes of the traced blocks (estimated when
+    sampling)."""
+    return _core._trace_memory()
+
+
+def reset_peak():
+    """Make the peak (and the peak snapshot) start again from now."""
+    _core._trace_reset_peak()
+
+
+def take_snapshot():
+    """What is alive now, by site."""
+    return Snapshot._from_core(_core._trace_snapshot(False), "current")
+
+
+def peak_snapshot():
+    """What was alive when the traced memory reached its peak, by site."""
+    return Snapshot._from_core(_core._trace_snapshot(True), "peak")
+
+
+class tracing:
+    """``with memlens.tracing(nframes=1, sample_bytes=0) as t: ...``
+
+    Traces the block; on exit ``t.snapshot`` (what was alive at the end),
+    ``t.peak`` (what was alive at the peak) and ``t.traced`` ((current,
+    peak) bytes) are kept, then tracing stops. Exceptions pass through.
+    """
+
+    def __init__(self, nframes=1, sample_bytes=0):
+        self.nframes = nframes
+        self.sample_bytes = sample_bytes
+        self.snapshot = None
+        self.peak = None
+        self.traced = None
+
+    def __enter__(self):
+        start_tracing(self.nframes, self.sample_bytes)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.traced = traced_memory()
+            self.snapshot = take_snapshot()
+            self.peak = peak_snapshot()
+        finally:
+            stop_tracing()
+        return False
+
+
+# --------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Frame:
+    filename: str
+    lineno: int
+
+    @property
+    def line(self):
+        return linecache.getline(self.filename, self.lineno).strip()
+
+
+@dataclass
+class Statistic:
+    """One row: a line (key "lineno"), a file ("filename") or a traceback
+    ("traceback"); sizes in bytes."""
+
+    filename: str
+    lineno: Optional[int]
+    size: int
+    count: int
+    traceback: Tuple[Frame, ...]
+
+    @property
+    def line(self):
+        if self.lineno is None:
+            return ""
+        return linecache.getline(self.filename, self.lineno).strip()
+
+    def to_dict(self):
+        d = asdict(self)
+        d["traceback"] = [asdict(f) for f in self.traceback]
+        d["line"] = self.line
+        return d
+
+
+@dataclass
+class StatisticDiff(Statistic):
+    size_diff: int = 0
+    count_diff: int = 0
+
+
+UNKNOWN = Frame("<unknown>", 0)
+
+
+def _fmt_kib(nbytes):
+    return f"{nbytes / 1024:.1f} KiB"
+
+
+class Snapshot:
+    """Live memory by site, now (take_snapshot) or at the peak
+    (peak_snapshot). ``traces`` holds (traceback, size, count) per site,
+    tracebacks most recent frame first."""
+
+    def __init__(self, traces, total, nframes=1, sample_bytes=0,
+                 kind="current", timestamp=None):
+        self.traces = traces
+        self.total = total
+        self.nframes = nframes
+        self.sample_bytes = sample_bytes
+        self.kind = kind
+        self.timestamp = time.time() if timestamp is None else timestamp
+
+    @classmethod
+    def _from_core(cls, raw, kind):
+        nframes, sample_bytes, total, rows = raw
+        traces = []
+        for tb, size, count in rows:
+            frames = tuple(Frame(fn, ln) for fn, ln in tb) or (UNKNOWN,)
+            traces.append((frames, size, count))
+        return cls(traces, total, nframes, sample_bytes, kind)
+
+    # ---- grouping --------------------------------------------------------
+
+    def statistics(self, key="lineno"):
+        """Every group under `key`, largest first."""
+        if key not in KEYS:
+            raise ValueError(f"key must be one of {', '.join(KEYS)}, "
+                             f"not {key!r}")
+        groups = {}
+        for frames, size, count in self.traces:
+            top = frames[0]
+            if key == "lineno":
+                group = (top.filename, top.lineno, (top,))
+            elif key == "filename":
+                group = (top.filename, None, (Frame(top.filename, 0),))
+            else:
+                group = (top.filename, top.lineno, frames)
+            entry = groups.setdefault(group, [0, 0])
+            entry[0] += size
+            entry[1] += count
+        stats = [Statistic(fn, ln, size, count, tb)
+                 for (fn, ln, tb), (size, count) in groups.items()]
+        stats.sort(key=lambda s: (-s.size, -s.count, s.filename,
+                                  s.lineno or 0))
+        return stats
+
+    def top(self, limit=10, key="lineno"):
+        """The `limit` largest groups under `key`."""
+        if limit is not None and (isinstance(limit, bool)
+                                  or not isinstance(limit, int)
+                                  or limit < 0):
+            raise ValueError(f"limit must be a non-negative int or None, "
+                             f"not {limit!r}")
+        stats = self.statistics(key)
+        return stats if limit is None else stats[:limit]
+
+    def diff(self, older, key="lineno"):
+        """What changed since `older`, by group, largest change first."""
+        if not isinstance(older, Snapshot):
+            raise TypeError(f"diff() needs a Snapshot, not "
+                            f"{type(older).__name__}")
+        new = {(s.filename, s.lineno, s.traceback): s
+               for s in self.statistics(key)}
+        old = {(s.filename, s.lineno, s.traceback): s
+               for s in older.statistics(key)}
+        out = []
+        for group in set(new) | set(old):
+            n, o = new.get(group), old.get(group)
+            fn, ln, tb = group
+            size, count = (n.size, n.count) if n else (0, 0)
+            osize, ocount = (o.size, o.count) if o else (0, 0)
+            out.append(StatisticDiff(fn, ln, size, count, tb,
+                                     size - osize, count - ocount))
+        out.sort(key=lambda d: (-abs(d.size_diff), -d.size, d.filename,
+                                d.lineno or 0))
+        return out
+
+    # ---- output ---------------------------------------------------------
+
+    def format(self, limit=10, key="lineno"):
+        """The familiar text (tracemalloc's display_top layout)."""
+        stats = self.statistics(key)
+        shown = stats if limit is None else stats[:limit]
+        noun = {"lineno": "lines", "filename": "files",
+                "traceback": "tracebacks"}[key]
+        out = [f"Top {len(shown)} {noun}"]
+        for i, s in enumerate(shown, 1):
+            if key == "traceback":
+                out.append(f"#{i}: {s.count} blocks, {_fmt_kib(s.size)}")
+                for frame in s.traceback:
+                    out.append(f'  File "{frame.filename}", line '
+                               f'{frame.lineno}')
+                    if frame.line:
+                        out.append(f"    {frame.line}")
+                continue
+            where = s.filename if key == "filename" else (
+                f"{s.filename}:{s.lineno}")
+            out.append(f"#{i}: {where}: {_fmt_kib(s.size)}")
+            if key == "lineno" and s.line:
+                out.append(f"    {s.line}")
+        rest = stats[len(shown):]
+        if rest:
+            out.append(f"{len(rest)} other: "
+                       f"{_fmt_kib(sum(s.size for s in rest))}")
+        out.append(f"Total allocated size: "
+                   f"{_fmt_kib(sum(s.size for s in stats))}")
+        return "\n".join(out)
+
+    def __str__(self):
+        return self.format()
+
+    def __repr__(self):
+        return (f"<memlens.Snapshot {self.kind}: {len(self.traces)} sites, "
+                f"{_fmt_kib(self.total)}>")
+
+    def _repr_html_(self):
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(s.filename)}:{s.lineno}</td>"
+            f"<td>{_fmt_kib(s.size)}</td><td>{s.count}</td>"
+            f"<td><code>{html.escape(s.line)}</code></td></tr>"
+            for i, s in enumerate(self.top(10), 1))
+        return ("<table class='memlens'><thead><tr><th>#</th><th>line</th>"
+                "<th>size</th><th>blocks</th><th>source</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>"
+                f"<p>Total: {_fmt_kib(self.total)}</p>")
+
+    def to_dict(self):
+        return {"kind": self.kind, "total": self.total,
+                "nframes": self.nframes, "sample_bytes": self.sample_bytes,
+                "timestamp": self.timestamp,
+                "traces": [{"traceback": [asdict(f) for f in frames],
+                            "size": size, "count": count}
+                           for frames, size, count in self.traces]}
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def folded(self):
+        """Folded stacks (``outer;...;inner size`` per line), the input of
+        flame-graph tools."""
+        lines = []
+        for frames, size, _ in self.traces:
+            if size <= 0:
+                continue
+            stack = ";".join(f"{os.path.basename(f.filename)}:{f.lineno}"
+                             for f in reversed(frames))
+            lines.append(f"{stack} {size}")
+        return "\n".join(sorted(lines)) + ("\n" if lines else "")
+
+    def speedscope(self, name="memlens"):
+        """A speedscope (https://www.speedscope.app) sampled profile, as a
+        dict ready for json.dump; weights are bytes."""
+        frames, index, samples, weights = [], {}, [], []
+        for stack, size, _ in self.traces:
+            if size <= 0:
+                continue
+            ids = []
+            for f in reversed(stack):
+                k = (f.filename, f.lineno)
+                if k not in index:
+                    index[k] = len(frames)
+                    frames.append({"name": f"{os.path.basename(f.filename)}:"
+                                           f"{f.lineno}",
+                                   "file": f.filename, "line": f.lineno})
+                ids.append(index[k])
+            samples.append(ids)
+            weights.append(size)
+        return {
+            "$schema": "https://www.speedscope.app/file-format-schema.json",
+            "shared": {"frames": frames},
+            "profiles": [{"type": "sampled", "name": f"{name} ({self.kind})",
+                          "unit": "bytes", "startValue": 0,
+                          "endValue": sum(weights), "samples": samples,
+                          "weights": weights}],
+            "name": name, "exporter": "memlens",
+        }
