@@ -353,10 +353,12 @@ hooks_on_top(hooks_domain *d)
 
 /* For each domain whose chain holds ours but not on top, checks that an
  * allocation still reaches it; forgets the hook where it does not (its
- * chain was replaced). Recording must be off. GIL held. */
+ * chain was replaced). Recording is paused meanwhile. GIL held. */
 static void
 hooks_probe_chains(void)
 {
+    /* The hooks see the probe only when they pass calls through. */
+    int mode = __atomic_exchange_n(&hooks_mode, HOOKS_OFF, __ATOMIC_SEQ_CST);
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
         if (!d->in_chain || hooks_on_top(d)) {
@@ -384,6 +386,7 @@ hooks_probe_chains(void)
             d->in_chain = 0;
         }
     }
+    __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
 }
 
 static void
@@ -587,6 +590,18 @@ hooks_py_release(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* _hooks_relink(): put back hooks that another tool's stop removed from
+ * a chain (tracemalloc.stop() restores what it saved, dropping whatever
+ * chained above it meanwhile). */
+static PyObject *
+hooks_py_relink(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    if (memlens_hooks_users() > 0) {
+        hooks_sync();
+    }
+    Py_RETURN_NONE;
+}
+
 /* alloc_counters() -> (allocated, freed, failures): bytes since import. */
 static PyObject *
 hooks_py_counters(PyObject *module, PyObject *Py_UNUSED(args))
@@ -605,6 +620,8 @@ static PyMethodDef hooks_methods[] = {
      METH_FASTCALL, "Install the allocator hooks for one more user."},
     {"_hooks_release", (PyCFunction)(void (*)(void))hooks_py_release,
      METH_FASTCALL, "Release one user of the allocator hooks."},
+    {"_hooks_relink", hooks_py_relink, METH_NOARGS,
+     "Re-link hooks that another allocator hook's removal dropped."},
     {"alloc_counters", hooks_py_counters, METH_NOARGS,
      "alloc_counters() -> (allocated, freed, failures), bytes."},
     {NULL, NULL, 0, NULL},

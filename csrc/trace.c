@@ -236,8 +236,7 @@ static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
 static uint64_t trace_queue_lost = 0;
 
 typedef struct {
-    int in_hook_site;   /* Computing a site (frames may allocate). */
-    uint64_t countdown; /* Bytes before the next sample. */
+    uint64_t countdown; /* Bytes before the next sampling mark. */
     uint64_t rng;
     const void *last_frame; /* One-entry cache of (frame, lasti) -> site. */
     PyObject *last_code;
@@ -288,44 +287,68 @@ trace_code_skipped(PyObject *code)
 }
 static trace_line_entry *trace_line_cache = NULL; /* Owned (libc). */
 
-/* ---- Weights ------------------------------------------------------------ */
+/* ---- Sampling ------------------------------------------------------------ *
+ * With sample_bytes = N, each thread walks its stream of allocated bytes
+ * and drops a mark every N bytes on average; a block gets recorded when
+ * marks fall inside it, and stands for N bytes per mark. The gaps between
+ * marks are N +/- 10% at random: the jitter breaks the aliasing a fixed
+ * period would have with a loop that allocates a fixed amount per
+ * iteration, while keeping the count of marks in T bytes within a few
+ * percent of T / N (a Poisson process would scatter it by sqrt(T / N)).
+ * A recorded block keeps its weight, not its size, for the free. */
 
-/* The bytes a recorded block stands for: itself when exact; when one block
- * per N bytes is sampled (Poisson), size / P(sampled). */
-static inline int64_t
-trace_weight(uint64_t size)
+static inline uint64_t
+trace_next_gap(trace_thread *t)
 {
-    if (trace_sample_bytes == 0 || size >= trace_sample_bytes * 20) {
-        return (int64_t)size;
-    }
-    double p = -expm1(-(double)size / (double)trace_sample_bytes);
-    return (int64_t)((double)size / p + 0.5);
-}
-
-/* Whether this allocation is sampled; draws the next countdown. */
-static inline int
-trace_sampled(uint64_t size)
-{
-    if (trace_sample_bytes == 0) {
-        return 1;
-    }
-    trace_thread *t = &trace_tls;
-    if (t->countdown > size) {
-        t->countdown -= size;
-        return 0;
-    }
     if (t->rng == 0) {
         t->rng = (uint64_t)(uintptr_t)t ^ UINT64_C(0x2545F4914F6CDD1D);
     }
-    /* xorshift64*, then an exponential gap of mean sample_bytes. */
+    /* xorshift64* */
     t->rng ^= t->rng >> 12;
     t->rng ^= t->rng << 25;
     t->rng ^= t->rng >> 27;
     double u = (double)((t->rng * UINT64_C(2685821657736338717)) >> 11)
                * (1.0 / 9007199254740992.0);
-    double gap = -log(1.0 - u) * (double)trace_sample_bytes;
-    t->countdown = gap < 1.0 ? 1 : (uint64_t)gap;
-    return 1;
+    double gap = (double)trace_sample_bytes * (0.9 + 0.2 * u);
+    return gap < 1.0 ? 1 : (uint64_t)gap;
+}
+
+/* The bytes this allocation stands for: its size when exact; when
+ * sampling, N per mark falling inside it (0: not recorded). */
+static inline uint64_t
+trace_weight_of(uint64_t size)
+{
+    if (trace_sample_bytes == 0) {
+        return size;
+    }
+    trace_thread *t = &trace_tls;
+    if (t->generation != trace_generation) {
+        /* A fresh start: a random phase, so threads do not march in
+         * step. */
+        t->countdown = trace_next_gap(t) / 2 + 1;
+        t->generation = trace_generation;
+        t->last_frame = NULL;
+    }
+    if (size < t->countdown) {
+        t->countdown -= size;
+        return 0;
+    }
+    uint64_t rest = size - t->countdown;
+    uint64_t marks = 1;
+    if (rest >= 64 * trace_sample_bytes) {
+        marks += rest / trace_sample_bytes;
+        t->countdown = trace_next_gap(t);
+    }
+    else {
+        uint64_t gap = trace_next_gap(t);
+        while (rest >= gap) {
+            rest -= gap;
+            marks++;
+            gap = trace_next_gap(t);
+        }
+        t->countdown = gap - rest;
+    }
+    return marks * trace_sample_bytes;
 }
 
 /* ---- Peak bookkeeping (GIL) ---------------------------------------------- */
@@ -671,17 +694,18 @@ static void
 trace_record_gil(trace_table *table, void *ptr, size_t size)
 {
     trace_maybe_drain();
-    if (!trace_sampled(size)) {
+    uint64_t weight = trace_weight_of(size);
+    if (weight == 0) {
         return;
     }
     uint32_t site = trace_current_site();
     if (trace_table_put(table, (uintptr_t)ptr,
-                        trace_stored_size((uintptr_t)ptr, size), site)
+                        trace_stored_size((uintptr_t)ptr, weight), site)
         < 0) {
         trace_failures++;
         return;
     }
-    trace_apply(site, trace_weight(size), 1);
+    trace_apply(site, (int64_t)weight, 1);
 }
 
 static void
@@ -690,12 +714,28 @@ trace_forget_gil(trace_table *table, void *ptr)
     uint32_t stored, site;
     trace_maybe_drain();
     if (trace_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
-        uint64_t size = trace_real_size((uintptr_t)ptr, stored);
-        trace_apply(site, -trace_weight(size), -1);
+        uint64_t weight = trace_real_size((uintptr_t)ptr, stored);
+        trace_apply(site, -(int64_t)weight, -1);
     }
 }
 
-/* A raw-domain block: under the lock; sites only with the GIL. */
+static void
+trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
+{
+    if (trace_nqueue < TRACE_PENDING_MAX) {
+        trace_queue[trace_nqueue].site = site;
+        trace_queue[trace_nqueue].bytes = bytes;
+        trace_queue[trace_nqueue].count = count;
+        __atomic_store_n(&trace_nqueue, trace_nqueue + 1, __ATOMIC_RELAXED);
+    }
+    else {
+        trace_queue_lost++;
+    }
+}
+
+/* A raw-domain block: under the lock; sites only with the GIL. Weights
+ * that do not fit the entry (4 GiB and more) are capped: the big-block
+ * list belongs to the GIL side. */
 static void
 trace_record_raw(void *ptr, size_t size)
 {
@@ -703,33 +743,27 @@ trace_record_raw(void *ptr, size_t size)
     if (gil) {
         trace_maybe_drain();
     }
-    if (!trace_sampled(size)) {
+    uint64_t weight = trace_weight_of(size);
+    if (weight == 0) {
         return;
+    }
+    if (weight >= TRACE_BIG_SIZE) {
+        weight = TRACE_BIG_SIZE - 1;
     }
     uint32_t site = gil ? trace_current_site() : TRACE_UNKNOWN_SITE;
     pthread_mutex_lock(&trace_raw_lock);
     int ok = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
-                             size >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE - 1
-                                                    : (uint32_t)size,
-                             site)
+                             (uint32_t)weight, site)
              == 0;
     if (ok && !gil) {
-        if (trace_nqueue < TRACE_PENDING_MAX) {
-            trace_queue[trace_nqueue].site = site;
-            trace_queue[trace_nqueue].bytes = trace_weight(size);
-            trace_queue[trace_nqueue].count = 1;
-            trace_nqueue++;
-        }
-        else {
-            trace_queue_lost++;
-        }
+        trace_enqueue(site, (int64_t)weight, 1);
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
         trace_failures++;
     }
     else if (gil) {
-        trace_apply(site, trace_weight(size), 1);
+        trace_apply(site, (int64_t)weight, 1);
     }
 }
 
@@ -737,25 +771,17 @@ static void
 trace_forget_raw(void *ptr)
 {
     int gil = PyGILState_Check();
-    uint32_t size, site;
+    uint32_t weight, site;
     pthread_mutex_lock(&trace_raw_lock);
     int found =
-        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &size, &site);
+        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &weight, &site);
     if (found && !gil) {
-        if (trace_nqueue < TRACE_PENDING_MAX) {
-            trace_queue[trace_nqueue].site = site;
-            trace_queue[trace_nqueue].bytes = -trace_weight(size);
-            trace_queue[trace_nqueue].count = -1;
-            trace_nqueue++;
-        }
-        else {
-            trace_queue_lost++;
-        }
+        trace_enqueue(site, -(int64_t)weight, -1);
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (found && gil) {
         trace_maybe_drain();
-        trace_apply(site, -trace_weight(size), -1);
+        trace_apply(site, -(int64_t)weight, -1);
     }
 }
 

@@ -133,6 +133,7 @@ def test_alloc_columns_count_a_numpy_temporary(line_backend):
     assert "Allocated          Net  Occurrences" in text
 
 
+@pytest.mark.valgrind
 def test_alloc_columns_count_python_objects(line_backend):
     def build():
         data = [str(i) for i in range(10_000)]
@@ -215,6 +216,7 @@ async def coro():
     return len(data)
 
 
+@pytest.mark.valgrind
 def test_generators_are_attributed_per_resumption(line_backend):
     profiler = memlens.LineProfiler(gen)
     with profiler:

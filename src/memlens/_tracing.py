@@ -35,12 +35,47 @@ def _skip_prefixes():
     return ()
 
 
+_tracemalloc_stop = None
+
+
+def _watch_tracemalloc():
+    """tracemalloc.stop() puts back the allocators tracemalloc saved when
+    it started, which drops memlens's hooks if they were chained above it
+    since. While memlens traces on top of a running tracemalloc, its stop
+    is wrapped to chain memlens's hooks again right after."""
+    global _tracemalloc_stop
+    import tracemalloc
+
+    if not tracemalloc.is_tracing() or _tracemalloc_stop is not None:
+        return
+    original = tracemalloc.stop
+
+    def stop():
+        original()
+        _core._hooks_relink()
+
+    stop.__wrapped__ = original
+    stop.__doc__ = original.__doc__
+    _tracemalloc_stop = original
+    tracemalloc.stop = stop
+
+
+def _unwatch_tracemalloc():
+    global _tracemalloc_stop
+    if _tracemalloc_stop is not None:
+        import tracemalloc
+
+        tracemalloc.stop = _tracemalloc_stop
+        _tracemalloc_stop = None
+
+
 def start_tracing(nframes=1, sample_bytes=0):
     """Start recording allocations with `nframes` frames each.
 
     ``sample_bytes=0`` records every allocation exactly; ``sample_bytes=N``
-    records one allocation per N bytes on average (Poisson sampling) and
-    scales the figures up, for near-zero overhead.
+    drops a mark every N bytes allocated on average (N +/- 10% at random)
+    and records the blocks marks fall in, each standing for N bytes per
+    mark, for near-zero overhead.
     """
     for name, value in (("nframes", nframes), ("sample_bytes", sample_bytes)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -49,11 +84,14 @@ def start_tracing(nframes=1, sample_bytes=0):
     _core._trace_skip(_skip_prefixes())
     _core._trace_start(nframes, sample_bytes)
     numpy_hook_acquire()
+    if "tracemalloc" in sys.modules:
+        _watch_tracemalloc()
 
 
 def stop_tracing():
     """Stop recording and forget every record (as tracemalloc.stop())."""
     if _core._trace_is_tracing():
+        _unwatch_tracemalloc()
         numpy_hook_release()
         _core._trace_stop()
 

@@ -1,0 +1,345 @@
+"""Allocation tracing (SPEC 5): snapshots by line, now and at the peak."""
+import json
+import os
+import signal
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import memlens
+from memlens import _core
+
+from conftest import MiB
+
+HERE = os.path.abspath(__file__)
+
+
+@pytest.fixture(autouse=True)
+def no_tracing_left():
+    yield
+    assert not memlens.is_tracing(), "tracing left running"
+
+
+def line_of(snapshot, text, key="lineno"):
+    """The Statistic of the line of this file whose source is `text`."""
+    for stat in snapshot.statistics(key):
+        if stat.filename == HERE and stat.line == text:
+            return stat
+    return None
+
+
+def test_surface_and_context_manager():
+    assert not memlens.is_tracing()
+    with memlens.tracing() as t:
+        assert memlens.is_tracing()
+        data = [bytes(1000) for _ in range(1000)]
+        current, peak = memlens.traced_memory()
+        assert peak >= current >= 1000 * 1000
+    assert not memlens.is_tracing()
+    row = line_of(t.snapshot, "data = [bytes(1000) for _ in range(1000)]")
+    assert row.count >= 1000 and row.size >= 1000 * 1000
+    assert t.traced[0] >= 1000 * 1000
+    del data
+
+
+def test_start_twice_and_bad_arguments():
+    memlens.start_tracing()
+    try:
+        with pytest.raises(RuntimeError, match="already"):
+            memlens.start_tracing()
+    finally:
+        memlens.stop_tracing()
+    memlens.stop_tracing()  # idempotent
+    with pytest.raises(ValueError, match="nframes"):
+        memlens.start_tracing(0)
+    with pytest.raises(ValueError, match="sample_bytes"):
+        memlens.start_tracing(1, -1)
+    with pytest.raises(TypeError):
+        memlens.start_tracing("1")
+    with pytest.raises(RuntimeError, match="not tracing"):
+        memlens.take_snapshot()
+
+
+def test_snapshot_total_is_the_sum_of_its_rows():
+    with memlens.tracing() as t:
+        keep = [[i] * 10 for i in range(5000)]
+        text = "x" * 100000
+    for snap in (t.snapshot, t.peak):
+        assert snap.total == sum(s.size for s in snap.statistics("lineno"))
+        assert snap.total == sum(s.size for s in snap.statistics("filename"))
+        assert snap.total == sum(size for _, size, _ in snap.traces)
+    assert str(t.snapshot).splitlines()[-1] == (
+        f"Total allocated size: {t.snapshot.total / 1024:.1f} KiB")
+    del keep, text
+
+
+def test_str_has_the_familiar_form():
+    with memlens.tracing() as t:
+        words = ["w" * 50 + str(i) for i in range(20000)]
+        prefix = [w[:3] for w in words]
+    text = t.snapshot.format(limit=1)
+    lines = text.splitlines()
+    assert lines[0] == "Top 1 lines"
+    assert lines[1].startswith(f"#1: {HERE}:") and lines[1].endswith(" KiB")
+    assert lines[2] == '    words = ["w" * 50 + str(i) for i in range(20000)]'
+    assert lines[3].endswith(" other: " + lines[3].split(" other: ")[1])
+    assert lines[-1].startswith("Total allocated size: ")
+    del words, prefix
+
+
+def test_numpy_array_data_is_counted_once_on_its_line():
+    with memlens.tracing() as t:
+        a = np.ones(10**6)
+        view = a[::2]
+    row = line_of(t.snapshot, "a = np.ones(10**6)")
+    assert 8_000_000 <= row.size < 8_002_000
+    view_row = line_of(t.snapshot, "view = a[::2]")
+    assert view_row is None or view_row.size < 1000
+    del a, view
+
+
+def test_per_line_sizes_agree_with_tracemalloc():
+    tracemalloc.start(1)
+    try:
+        with memlens.tracing() as t:
+            lists = [[0] * 100 for _ in range(3000)]
+            strings = ["s" * 1000 + str(i) for i in range(3000)]
+            blob = bytearray(5 * MiB)
+        theirs = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    compared = 0
+    for stat in theirs.statistics("lineno"):
+        frame = stat.traceback[0]
+        if frame.filename != HERE or stat.size < MiB:
+            continue
+        mine = [s for s in t.snapshot.statistics("lineno")
+                if s.filename == HERE and s.lineno == frame.lineno]
+        assert mine, frame
+        assert abs(mine[0].size - stat.size) <= 0.01 * stat.size
+        compared += 1
+    assert compared == 3
+    del lists, strings, blob
+
+
+def phase_a():
+    big = np.ones(300 * MiB // 8)  # line X
+    return float(big[0])
+
+
+def phase_b():
+    return np.ones(200 * MiB // 8)  # line Y
+
+
+def test_peak_snapshot_shows_what_filled_memory_at_the_worst_moment():
+    with memlens.tracing() as t:
+        phase_a()
+        kept = phase_b()
+    top_peak = t.peak.top(1)[0]
+    top_now = t.snapshot.top(1)[0]
+    assert top_peak.line == "big = np.ones(300 * MiB // 8)  # line X"
+    assert abs(top_peak.size - 300 * MiB) < MiB
+    assert top_now.line == "return np.ones(200 * MiB // 8)  # line Y"
+    assert abs(top_now.size - 200 * MiB) < MiB
+    assert t.traced[1] >= 300 * MiB > t.traced[0]
+    del kept
+
+
+def test_reset_peak_starts_the_peak_again():
+    memlens.start_tracing()
+    try:
+        phase_a()
+        assert memlens.traced_memory()[1] >= 300 * MiB
+        memlens.reset_peak()
+        current, peak = memlens.traced_memory()
+        assert peak == current < 10 * MiB
+        assert memlens.peak_snapshot().total < 10 * MiB
+    finally:
+        memlens.stop_tracing()
+
+
+def sampled_work():
+    a = [bytes(100) for _ in range(200_000)]      # ~26 MB of small blocks
+    b = bytearray(30 * MiB)
+    c = [str(i) * 20 for i in range(300_000)]     # ~30 MB of strings
+    return a, b, c
+
+
+def test_sampling_estimates_big_lines_within_ten_percent():
+    with memlens.tracing() as exact:
+        kept = sampled_work()
+    del kept
+    with memlens.tracing(sample_bytes=512 * 1024) as sampled:
+        kept = sampled_work()
+    del kept
+    checked = 0
+    for stat in exact.snapshot.statistics("lineno"):
+        if stat.size < 10 * MiB:
+            continue
+        est = [s for s in sampled.snapshot.statistics("lineno")
+               if (s.filename, s.lineno) == (stat.filename, stat.lineno)]
+        assert est, stat
+        assert abs(est[0].size - stat.size) <= 0.10 * stat.size, (
+            stat.line, est[0].size, stat.size)
+        checked += 1
+    assert checked == 3
+    assert _core._trace_is_tracing() is False
+
+
+def test_four_threads_allocating_at_once():
+    def work(out):
+        keep = []
+        for i in range(20000):
+            keep.append(bytearray(100 + i % 50))
+            if i % 3 == 0:
+                keep.pop()
+        out.append(keep)
+
+    results = []
+    with memlens.tracing() as t:
+        threads = [threading.Thread(target=work, args=(results,))
+                   for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert t.snapshot.total == sum(s.size for s in t.snapshot.statistics())
+    row = line_of(t.snapshot, "keep.append(bytearray(100 + i % 50))")
+    live = sum(len(r) for r in results)
+    assert row.count >= live
+
+
+@pytest.mark.parametrize("child_action", ["continue", "stop"])
+def test_forked_child_can_go_on_or_stop(child_action):
+    memlens.start_tracing()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(10)
+            code = 1
+            try:
+                data = [bytes(1000) for _ in range(100)]
+                if child_action == "continue":
+                    snap = memlens.take_snapshot()
+                    ok = line_of(snap, "data = [bytes(1000) for _ in "
+                                       "range(100)]") is not None
+                else:
+                    memlens.stop_tracing()
+                    ok = not memlens.is_tracing()
+                code = 0 if ok and data else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert memlens.is_tracing()
+    finally:
+        memlens.stop_tracing()
+
+
+def test_keyboard_interrupt_inside_traced_code_leaves_a_usable_state():
+    def interrupted():
+        keep = [bytes(100) for _ in range(1000)]
+        raise KeyboardInterrupt
+
+    memlens.start_tracing()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted()
+        after = [bytes(100) for _ in range(1000)]
+        assert line_of(memlens.take_snapshot(),
+                       "after = [bytes(100) for _ in range(1000)]")
+    finally:
+        memlens.stop_tracing()
+    del after
+
+
+@pytest.mark.parametrize("first", ["memlens", "tracemalloc"])
+def test_coexists_with_tracemalloc_in_both_orders(first):
+    # Looked up at call time, as a program calls tracemalloc.stop().
+    starts = {"memlens": lambda: memlens.start_tracing(),
+              "tracemalloc": lambda: tracemalloc.start()}
+    stops = {"memlens": lambda: memlens.stop_tracing(),
+             "tracemalloc": lambda: tracemalloc.stop()}
+    second = "tracemalloc" if first == "memlens" else "memlens"
+    starts[first]()
+    starts[second]()
+    try:
+        block = bytearray(3 * MiB)
+        assert tracemalloc.get_traced_memory()[0] >= 3 * MiB
+        assert memlens.traced_memory()[0] >= 3 * MiB
+        stops[first]()
+        more = bytearray(2 * MiB)  # the other one keeps working
+        if second == "memlens":
+            assert line_of(memlens.take_snapshot(),
+                           "more = bytearray(2 * MiB)  # the other one "
+                           "keeps working")
+        else:
+            assert tracemalloc.get_traced_memory()[0] >= 5 * MiB
+    finally:
+        stops[second]()
+        stops[first]()
+    # When tracemalloc chained above memlens and stopped last, memlens's
+    # hook was left passing calls through; its next use unlinks it.
+    _core._hooks_acquire(False)
+    _core._hooks_release(False)
+    assert not _core.state()["hooks_installed"]
+    assert not hasattr(tracemalloc.stop, "__wrapped__")
+    del block, more
+
+
+def deep(n):
+    if n == 0:
+        return bytearray(2 * MiB)
+    return deep(n - 1)
+
+
+def test_traceback_key_and_exports():
+    with memlens.tracing(nframes=5) as t:
+        kept = deep(3)
+    stats = t.snapshot.statistics("traceback")
+    top = stats[0]
+    assert top.size >= 2 * MiB and len(top.traceback) == 5
+    assert top.traceback[0].lineno == deep.__code__.co_firstlineno + 2
+    text = t.snapshot.format(limit=1, key="traceback")
+    assert text.count('  File "') == 5 and "return bytearray(2 * MiB)" in text
+    folded = t.snapshot.folded()
+    stack_line = max(folded.splitlines(), key=lambda x: int(x.split()[-1]))
+    assert stack_line.count(";") == 4 and int(stack_line.split()[-1]) >= 2 * MiB
+    doc = json.loads(json.dumps(t.snapshot.speedscope()))
+    profile = doc["profiles"][0]
+    assert profile["unit"] == "bytes"
+    assert sum(profile["weights"]) == sum(
+        size for _, size, _ in t.snapshot.traces if size > 0)
+    assert len(profile["samples"]) == len(profile["weights"])
+    assert json.loads(t.snapshot.to_json())["total"] == t.snapshot.total
+    del kept
+
+
+def test_diff_shows_what_grew():
+    memlens.start_tracing()
+    try:
+        before = memlens.take_snapshot()
+        grown = [bytes(500) for _ in range(4000)]
+        after = memlens.take_snapshot()
+    finally:
+        memlens.stop_tracing()
+    diffs = after.diff(before)
+    top = diffs[0]
+    assert top.line == "grown = [bytes(500) for _ in range(4000)]"
+    assert top.size_diff >= 4000 * 500 and top.count_diff >= 4000
+    with pytest.raises(TypeError):
+        after.diff("nope")
+    with pytest.raises(ValueError):
+        after.top(key="bogus")
+    del grown
+
+
+def test_snapshot_reprs():
+    with memlens.tracing() as t:
+        x = [bytes(100) for _ in range(100)]
+    assert "<table" in t.snapshot._repr_html_()
+    assert "Snapshot current" in repr(t.snapshot)
+    assert t.snapshot.top(1)[0].to_dict()["line"]
+    del x
