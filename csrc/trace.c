@@ -188,6 +188,8 @@ typedef struct {
     int dirty;           /* Touched since the last peak copy. */
     int64_t size, count; /* Live now (estimated when sampling). */
     int64_t peak_size, peak_count;
+    int64_t allocated, allocations; /* Handed out since the start. */
+    int64_t peak_allocated, peak_allocations;
     trace_frame *frames; /* Owned (libc); most recent first. */
 } trace_site;
 
@@ -382,6 +384,8 @@ trace_copy_peak(void)
         trace_site *s = trace_site_at(trace_dirty[k]);
         s->peak_size = s->size;
         s->peak_count = s->count;
+        s->peak_allocated = s->allocated;
+        s->peak_allocations = s->allocations;
         s->dirty = 0;
     }
     trace_ndirty = 0;
@@ -398,6 +402,10 @@ trace_apply(uint32_t i, int64_t bytes, int64_t count)
     }
     s->size += bytes;
     s->count += count;
+    if (bytes > 0) {
+        s->allocated += bytes;
+        s->allocations += count;
+    }
     trace_total += bytes;
     if (trace_total > trace_peak) {
         trace_peak = trace_total;
@@ -956,6 +964,8 @@ trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
         trace_site *s = trace_site_at(i);
         s->peak_size = s->size;
         s->peak_count = s->count;
+        s->peak_allocated = s->allocated;
+        s->peak_allocations = s->allocations;
         s->dirty = 0;
     }
     trace_ndirty = 0;
@@ -985,8 +995,8 @@ trace_site_traceback(const trace_site *s)
 }
 
 /* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows), rows
- * [(traceback, size, count)] for every site holding memory (now, or at
- * the peak). */
+ * [(traceback, size, count, allocated, allocations)] for every site that
+ * holds or handed out memory (now, or at the peak). */
 static PyObject *
 trace_py_snapshot(PyObject *m, PyObject *arg)
 {
@@ -1007,15 +1017,18 @@ trace_py_snapshot(PyObject *m, PyObject *arg)
     /* Copy the figures first: building the rows allocates, and those
      * allocations are traced too. */
     uint32_t n = trace_nsites;
-    int64_t *fig = malloc((size_t)n * 2 * sizeof(int64_t) + 1);
+    int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
     if (fig == NULL) {
         return PyErr_NoMemory();
     }
     int64_t total = at_peak ? trace_peak : trace_total;
     for (uint32_t i = 0; i < n; i++) {
         trace_site *s = trace_site_at(i);
-        fig[2 * i] = at_peak ? s->peak_size : s->size;
-        fig[2 * i + 1] = at_peak ? s->peak_count : s->count;
+        int64_t *f = &fig[4 * i];
+        f[0] = at_peak ? s->peak_size : s->size;
+        f[1] = at_peak ? s->peak_count : s->count;
+        f[2] = at_peak ? s->peak_allocated : s->allocated;
+        f[3] = at_peak ? s->peak_allocations : s->allocations;
     }
     PyObject *rows = PyList_New(0);
     if (rows == NULL) {
@@ -1023,13 +1036,15 @@ trace_py_snapshot(PyObject *m, PyObject *arg)
         return NULL;
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (fig[2 * i] == 0 && fig[2 * i + 1] == 0) {
+        int64_t *f = &fig[4 * i];
+        if (f[0] == 0 && f[1] == 0 && f[2] == 0) {
             continue;
         }
         PyObject *tb = trace_site_traceback(trace_site_at(i));
-        PyObject *row = tb ? Py_BuildValue("(NLL)", tb, (long long)fig[2 * i],
-                                           (long long)fig[2 * i + 1])
-                           : NULL;
+        PyObject *row =
+            tb ? Py_BuildValue("(NLLLL)", tb, (long long)f[0], (long long)f[1],
+                               (long long)f[2], (long long)f[3])
+               : NULL;
         if (row == NULL || PyList_Append(rows, row) < 0) {
             Py_XDECREF(row);
             Py_DECREF(rows);

@@ -167,13 +167,17 @@ class Frame:
 @dataclass
 class Statistic:
     """One row: a line (key "lineno"), a file ("filename") or a traceback
-    ("traceback"); sizes in bytes."""
+    ("traceback"). ``size`` and ``count`` are the live bytes and blocks;
+    ``allocated`` and ``allocations`` what the group handed out since
+    tracing started, freed since or not. Bytes; estimates when sampling."""
 
     filename: str
     lineno: Optional[int]
     size: int
     count: int
     traceback: Tuple[Frame, ...]
+    allocated: int = 0
+    allocations: int = 0
 
     @property
     def line(self):
@@ -202,9 +206,9 @@ def _fmt_kib(nbytes):
 
 
 class Snapshot:
-    """Live memory by site, now (take_snapshot) or at the peak
-    (peak_snapshot). ``traces`` holds (traceback, size, count) per site,
-    tracebacks most recent frame first."""
+    """Memory by site, now (take_snapshot) or at the peak (peak_snapshot).
+    ``traces`` holds (traceback, size, count, allocated, allocations) per
+    site, tracebacks most recent frame first."""
 
     def __init__(self, traces, total, nframes=1, sample_bytes=0,
                  kind="current", timestamp=None):
@@ -219,20 +223,23 @@ class Snapshot:
     def _from_core(cls, raw, kind):
         nframes, sample_bytes, total, rows = raw
         traces = []
-        for tb, size, count in rows:
+        for tb, size, count, allocated, allocations in rows:
             frames = tuple(Frame(fn, ln) for fn, ln in tb) or (UNKNOWN,)
-            traces.append((frames, size, count))
+            traces.append((frames, size, count, allocated, allocations))
         return cls(traces, total, nframes, sample_bytes, kind)
 
     # ---- grouping --------------------------------------------------------
 
-    def statistics(self, key="lineno"):
-        """Every group under `key`, largest first."""
+    def statistics(self, key="lineno", by="size"):
+        """Every group under `key`, largest first by live ``size`` or by
+        bytes ``allocated``."""
         if key not in KEYS:
             raise ValueError(f"key must be one of {', '.join(KEYS)}, "
                              f"not {key!r}")
+        if by not in ("size", "allocated"):
+            raise ValueError(f"by must be 'size' or 'allocated', not {by!r}")
         groups = {}
-        for frames, size, count in self.traces:
+        for frames, size, count, allocated, allocations in self.traces:
             top = frames[0]
             if key == "lineno":
                 group = (top.filename, top.lineno, (top,))
@@ -240,23 +247,31 @@ class Snapshot:
                 group = (top.filename, None, (Frame(top.filename, 0),))
             else:
                 group = (top.filename, top.lineno, frames)
-            entry = groups.setdefault(group, [0, 0])
+            entry = groups.setdefault(group, [0, 0, 0, 0])
             entry[0] += size
             entry[1] += count
-        stats = [Statistic(fn, ln, size, count, tb)
-                 for (fn, ln, tb), (size, count) in groups.items()]
-        stats.sort(key=lambda s: (-s.size, -s.count, s.filename,
-                                  s.lineno or 0))
+            entry[2] += allocated
+            entry[3] += allocations
+        stats = [Statistic(fn, ln, *figures[:2], tb, *figures[2:])
+                 for (fn, ln, tb), figures in groups.items()]
+        if by == "size":
+            stats = [s for s in stats if s.size or s.count]
+            stats.sort(key=lambda s: (-s.size, -s.count, s.filename,
+                                      s.lineno or 0))
+        else:
+            stats.sort(key=lambda s: (-s.allocated, -s.allocations,
+                                      s.filename, s.lineno or 0))
         return stats
 
-    def top(self, limit=10, key="lineno"):
-        """The `limit` largest groups under `key`."""
+    def top(self, limit=10, key="lineno", by="size"):
+        """The `limit` largest groups under `key` (by live ``size`` or by
+        bytes ``allocated``)."""
         if limit is not None and (isinstance(limit, bool)
                                   or not isinstance(limit, int)
                                   or limit < 0):
             raise ValueError(f"limit must be a non-negative int or None, "
                              f"not {limit!r}")
-        stats = self.statistics(key)
+        stats = self.statistics(key, by)
         return stats if limit is None else stats[:limit]
 
     def diff(self, older, key="lineno"):
@@ -272,26 +287,31 @@ class Snapshot:
         for group in set(new) | set(old):
             n, o = new.get(group), old.get(group)
             fn, ln, tb = group
-            size, count = (n.size, n.count) if n else (0, 0)
-            osize, ocount = (o.size, o.count) if o else (0, 0)
-            out.append(StatisticDiff(fn, ln, size, count, tb,
-                                     size - osize, count - ocount))
+            cur = n or Statistic(fn, ln, 0, 0, tb)
+            old_size, old_count = (o.size, o.count) if o else (0, 0)
+            out.append(StatisticDiff(
+                fn, ln, cur.size, cur.count, tb, cur.allocated,
+                cur.allocations, size_diff=cur.size - old_size,
+                count_diff=cur.count - old_count))
         out.sort(key=lambda d: (-abs(d.size_diff), -d.size, d.filename,
                                 d.lineno or 0))
         return out
 
     # ---- output ---------------------------------------------------------
 
-    def format(self, limit=10, key="lineno"):
-        """The familiar text (tracemalloc's display_top layout)."""
-        stats = self.statistics(key)
+    def format(self, limit=10, key="lineno", by="size"):
+        """The familiar text (tracemalloc's display_top layout); with
+        ``by="allocated"`` the groups that handed out most."""
+        stats = self.statistics(key, by)
         shown = stats if limit is None else stats[:limit]
         noun = {"lineno": "lines", "filename": "files",
                 "traceback": "tracebacks"}[key]
         out = [f"Top {len(shown)} {noun}"]
+        figure = (lambda s: s.size) if by == "size" else (
+            lambda s: s.allocated)
         for i, s in enumerate(shown, 1):
             if key == "traceback":
-                out.append(f"#{i}: {s.count} blocks, {_fmt_kib(s.size)}")
+                out.append(f"#{i}: {s.count} blocks, {_fmt_kib(figure(s))}")
                 for frame in s.traceback:
                     out.append(f'  File "{frame.filename}", line '
                                f'{frame.lineno}')
@@ -300,15 +320,18 @@ class Snapshot:
                 continue
             where = s.filename if key == "filename" else (
                 f"{s.filename}:{s.lineno}")
-            out.append(f"#{i}: {where}: {_fmt_kib(s.size)}")
+            out.append(f"#{i}: {where}: {_fmt_kib(figure(s))}")
             if key == "lineno" and s.line:
                 out.append(f"    {s.line}")
         rest = stats[len(shown):]
         if rest:
             out.append(f"{len(rest)} other: "
-                       f"{_fmt_kib(sum(s.size for s in rest))}")
-        out.append(f"Total allocated size: "
-                   f"{_fmt_kib(sum(s.size for s in stats))}")
+                       f"{_fmt_kib(sum(figure(s) for s in rest))}")
+        total = sum(figure(s) for s in stats)
+        if by == "size":
+            out.append(f"Total allocated size: {_fmt_kib(total)}")
+        else:
+            out.append(f"Total handed out: {_fmt_kib(total)}")
         return "\n".join(out)
 
     def __str__(self):
@@ -334,8 +357,11 @@ class Snapshot:
                 "nframes": self.nframes, "sample_bytes": self.sample_bytes,
                 "timestamp": self.timestamp,
                 "traces": [{"traceback": [asdict(f) for f in frames],
-                            "size": size, "count": count}
-                           for frames, size, count in self.traces]}
+                            "size": size, "count": count,
+                            "allocated": allocated,
+                            "allocations": allocations}
+                           for frames, size, count, allocated, allocations
+                           in self.traces]}
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)
@@ -344,7 +370,7 @@ class Snapshot:
         """Folded stacks (``outer;...;inner size`` per line), the input of
         flame-graph tools."""
         lines = []
-        for frames, size, _ in self.traces:
+        for frames, size, *_ in self.traces:
             if size <= 0:
                 continue
             stack = ";".join(f"{os.path.basename(f.filename)}:{f.lineno}"
@@ -356,7 +382,7 @@ class Snapshot:
         """A speedscope (https://www.speedscope.app) sampled profile, as a
         dict ready for json.dump; weights are bytes."""
         frames, index, samples, weights = [], {}, [], []
-        for stack, size, _ in self.traces:
+        for stack, size, *_ in self.traces:
             if size <= 0:
                 continue
             ids = []
