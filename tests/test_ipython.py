@@ -391,3 +391,34 @@ def test_mprun_errors(ip, capsys):
     assert isinstance(result.error_in_exec, ValueError)
     assert "raise ValueError(x)" in capsys.readouterr().out
     assert not _core.state()["line_profiling"]
+
+
+def test_memtop_prints_the_top_allocating_lines(ip, capsys):
+    run(ip, "def churn():\n    for _ in range(50):\n"
+            "        tmp = bytearray(200_000)\n    return len(tmp)\n")
+    capsys.readouterr()
+    result = run(ip, "%memtop -n 3 churn()")
+    assert result.error_in_exec is None
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "Top 3 lines"
+    assert "tmp = bytearray(200_000)" in lines[2]
+    assert "At the peak (" in out and "Total allocated size:" in out
+    kib = float(re.search(r"#1: .*: (\d+\.\d) KiB", lines[1])[1])
+    assert kib >= 50 * 200_000 / 1024
+    assert not memlens.is_tracing()
+
+
+def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
+    result = ip.run_cell_magic(
+        "memtop", "-k traceback -n 1 -o",
+        "def inner():\n    return bytearray(3 * 2**20)\nkept = inner()\n")
+    out = capsys.readouterr().out
+    assert "Top 1 tracebacks" in out and '  File "' in out
+    assert result.snapshot.top(1, key="traceback")[0].size >= 3 * 2**20
+    with pytest.raises(UsageError):
+        ip.run_line_magic("memtop", "-k bogus pass")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("memtop", "")
+    run(ip, "%memtop 1/0")
+    assert not memlens.is_tracing()

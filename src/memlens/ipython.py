@@ -435,8 +435,9 @@ class MemlensMagics(Magics):
     @argument("statement", nargs="*", help="the code to run")
     @line_cell_magic
     def memtop(self, line="", cell=None):
-        """Run the code with allocation tracing; print the lines that held
-        the most memory at its peak, and what was still alive at the end."""
+        """Run the code with allocation tracing; print the lines that
+        handed out the most memory, and those that held the most at the
+        peak."""
         __tracebackhide__ = True
         from memlens._tracing import is_tracing, tracing
 
@@ -463,11 +464,11 @@ class MemlensMagics(Magics):
                 exec(code, self.shell.user_ns)
         finally:
             if run.peak is not None:
-                print(f"At the peak ({run.traced[1] / 1024:.1f} KiB traced):")
+                print(run.snapshot.format(args.limit, args.key,
+                                          by="allocated"))
+                print(f"\nAt the peak ({run.traced[1] / 1024:.1f} KiB "
+                      "traced):")
                 print(run.peak.format(args.limit, args.key))
-                print(f"\nStill alive at the end "
-                      f"({run.traced[0] / 1024:.1f} KiB):")
-                print(run.snapshot.format(args.limit, args.key))
         return run if args.return_result else None
 
 
