@@ -82,8 +82,12 @@ def start_tracing(nframes=1, sample_bytes=0):
             raise TypeError(f"{name} must be an int, not "
                             f"{type(value).__name__}")
     _core._trace_skip(_skip_prefixes())
-    _core._trace_start(nframes, sample_bytes)
-    numpy_hook_acquire()
+    numpy_hook_acquire()  # first: its own bookkeeping is not the program's
+    try:
+        _core._trace_start(nframes, sample_bytes)
+    except BaseException:
+        numpy_hook_release()
+        raise
     if "tracemalloc" in sys.modules:
         _watch_tracemalloc()
 
@@ -92,8 +96,8 @@ def stop_tracing():
     """Stop recording and forget every record (as tracemalloc.stop())."""
     if _core._trace_is_tracing():
         _unwatch_tracemalloc()
-        numpy_hook_release()
         _core._trace_stop()
+        numpy_hook_release()
 
 
 def is_tracing():
