@@ -1,0 +1,643 @@
+"""Benchmark memlens's allocation tracing against tracemalloc and memray.
+
+Run with ``.venv/bin/python bench/bench_tracing.py`` (``--quick`` for a
+smoke run). In one run of one interpreter it measures the slowdown, traced
+time / plain time (each the median over the repeats), of three loops of
+n = 200,000 iterations:
+
+(1) keep: ``keep.append([i, i])``: a list, its item array and an int per
+    iteration, all kept alive (the traced memory, and its peak, grow all
+    the time);
+(2) the same through a Python function, ``keep.append(make(i))`` with
+    ``def make(i): return [i, i]``: the allocating frame is one call deeper;
+(3) churn: ``x = [i, i]``: a list built and dropped at once (the same few
+    blocks allocated and freed over and over; nothing stays alive);
+
+under memlens exact (``memlens.start_tracing(1)``), memlens sampled
+(``start_tracing(1, sample_bytes=512 * 1024)``), ``tracemalloc.start(1)``
+and memray (``memray.Tracker(path, trace_python_allocators=True,
+native_traces=False)``, every allocation written to a temporary file that
+is deleted afterwards; "unavailable" if memray cannot be imported or its
+Tracker fails on this Python). Also timed, as a floor: memlens's exact
+allocator hooks alone (``_core._hooks_acquire(True)``: byte counters, no
+tracing).
+
+The timed block is start, loop, stop (for memray: the ``with Tracker``
+block), so enabling and disabling are included; the kept lists are dropped
+only after the clock stops, and a collection is made before each timed run
+(the garbage collector stays on: it is part of the real cost of (1) and
+(2), traced and plain alike). Before timing, each tool runs each loop once,
+untimed (warm-up), and that run is checked to have traced the loop (at least
+n live blocks for memlens exact and tracemalloc, a positive traced size for
+memlens sampled, at least n allocations in memray's file). The tools take
+turns within each repeat, each round starting one place further on, so that
+any drift of the machine affects them all alike.
+
+Then:
+
+- bookkeeping bytes per live block at the end of the keep loop: memlens
+  exact ``table_bytes / blocks`` from ``_core._trace_stats()``, tracemalloc
+  ``get_tracemalloc_memory() / len(take_snapshot().traces)``;
+- the cost of a snapshot with about 2 million live blocks traced, allocated
+  from 32 lines: ``memlens.peak_snapshot()`` + ``.statistics('lineno')``,
+  and ``memlens.take_snapshot().top(10)``, next to tracemalloc's
+  ``take_snapshot().statistics('lineno')`` on the same objects.
+
+Keeping the peak up to date (each site's bytes at the traced peak, for
+``peak_snapshot()``) is part of every traced allocation and free, so its
+cost is inside the slowdowns above; the keep loop, where the traced memory
+reaches a new peak on nearly every allocation, is its worst case.
+
+It ends with a "targets" section. It is a report, not a test: missing a
+target still exits 0, but a real error (an import that fails, a tool that
+raises or traces nothing) raises and exits non-zero.
+"""
+
+import argparse
+import gc
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+import types
+
+import memlens
+from memlens import _core
+
+try:
+    import memray
+    MEMRAY_IMPORT_ERROR = None
+except Exception as exc:  # noqa: BLE001 - any failure means "unavailable"
+    memray = None
+    MEMRAY_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+#: Iterations of each loop.
+N = 200_000
+
+#: memlens sampled: one record per this many bytes on average.
+SAMPLE_BYTES = 512 * 1024
+
+#: The snapshot test: live blocks wanted, and the lines they come from.
+BIG_BLOCKS = 2_000_000
+BIG_LINES = 32
+
+#: Targets.
+TARGET_EXACT_KEEP = 2.0        # memlens exact slowdown on the keep loop
+TARGET_VS_TRACEMALLOC = 0.5    # memlens exact overhead / tracemalloc's
+TARGET_SAMPLED = 1.2           # memlens sampled slowdown, every loop
+TARGET_BYTES_PER_BLOCK = 32.0  # memlens exact bookkeeping per live block
+TARGET_SNAPSHOT_S = 0.5        # peak_snapshot() + statistics('lineno')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="5 repeats instead of 15 (a smoke run)")
+    return parser.parse_args()
+
+
+# --------------------------------------------------------------------------
+# The loops
+# --------------------------------------------------------------------------
+
+def make(i):
+    return [i, i]
+
+
+def keep_loop(n):
+    keep = []
+    for i in range(n):
+        keep.append([i, i])
+    return keep
+
+
+def keep_func_loop(n):
+    keep = []
+    for i in range(n):
+        keep.append(make(i))
+    return keep
+
+
+def churn_loop(n):
+    for i in range(n):
+        x = [i, i]
+    return x
+
+
+LOOPS = [
+    ("1", "keep: keep.append([i, i])", keep_loop),
+    ("2", "keep through a function: keep.append(make(i))", keep_func_loop),
+    ("3", "churn: x = [i, i]", churn_loop),
+]
+
+
+def copy_of(func, tag):
+    """`func` with its own code object (same bytecode and lines), so that
+    the specialization one tool's runs leave behind is not another's."""
+    name = f"{func.__name__}__{tag}"
+    changes = {"co_name": name}
+    if sys.version_info >= (3, 11):
+        changes["co_qualname"] = name
+    code = func.__code__.replace(**changes)
+    return types.FunctionType(code, func.__globals__, name,
+                              func.__defaults__, func.__closure__)
+
+
+# --------------------------------------------------------------------------
+# The tools: run(n) -> seconds of one traced call; check(n) -> one untimed
+# run that raises if nothing was traced
+# --------------------------------------------------------------------------
+
+class Plain:
+    label = "plain (no tracing)"
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        result = func(n)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def check(self, n):
+        self.run(n)
+
+
+class HooksFloor(Plain):
+    """memlens's exact allocator hooks (byte counters), no tracing."""
+
+    label = "memlens exact hooks, no tracing"
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        _core._hooks_acquire(True)
+        try:
+            result = func(n)
+        finally:
+            _core._hooks_release(True)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+
+class MemlensExact(Plain):
+    label = "memlens exact"
+    sample_bytes = 0
+
+    def run(self, n):
+        func, sample_bytes = self.func, self.sample_bytes
+        t0 = time.perf_counter()
+        memlens.start_tracing(1, sample_bytes=sample_bytes)
+        try:
+            result = func(n)
+        finally:
+            memlens.stop_tracing()
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def check(self, n):
+        memlens.start_tracing(1, sample_bytes=self.sample_bytes)
+        try:
+            result = self.func(n)
+            self._verify(n, result)
+        finally:
+            memlens.stop_tracing()
+        del result
+
+    def _verify(self, n, result):
+        if isinstance(result, list) and len(result) == n:
+            blocks = _core._trace_stats()["blocks"]
+            if blocks < n:
+                raise RuntimeError(f"{self.label}: {blocks} live blocks "
+                                   f"traced after keeping {n} lists")
+        else:  # churn: blocks come and go; the peak must have moved
+            current, peak = memlens.traced_memory()
+            if peak <= 0:
+                raise RuntimeError(f"{self.label}: traced nothing")
+
+
+class MemlensSampled(MemlensExact):
+    label = f"memlens sampled ({SAMPLE_BYTES // 1024} KiB)"
+    sample_bytes = SAMPLE_BYTES
+
+    def _verify(self, n, result):
+        current, peak = memlens.traced_memory()
+        if peak <= 0:
+            raise RuntimeError(f"{self.label}: traced nothing "
+                               f"(traced_memory() = {(current, peak)})")
+
+
+class Tracemalloc(Plain):
+    label = "tracemalloc (1 frame)"
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        tracemalloc.start(1)
+        try:
+            result = func(n)
+        finally:
+            tracemalloc.stop()
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+    def check(self, n):
+        tracemalloc.start(1)
+        try:
+            result = self.func(n)
+            current, peak = tracemalloc.get_traced_memory()
+            if isinstance(result, list) and len(result) == n:
+                traces = len(tracemalloc.take_snapshot().traces)
+                if traces < n:
+                    raise RuntimeError(f"{self.label}: {traces} traces "
+                                       f"after keeping {n} lists")
+            elif peak <= 0:
+                raise RuntimeError(f"{self.label}: traced nothing")
+        finally:
+            tracemalloc.stop()
+        del result
+
+
+class Memray(Plain):
+    """memray.Tracker around the loop, Python allocators traced, every
+    allocation written to a fresh file in a temporary folder."""
+
+    def __init__(self, func, folder):
+        super().__init__(func)
+        self.folder = folder
+        self.count = 0
+        self.label = "memray (python allocators)"
+
+    def _path(self):
+        self.count += 1
+        return os.path.join(self.folder, f"{self.func.__name__}-"
+                                         f"{self.count}.bin")
+
+    def run(self, n):
+        func, path = self.func, self._path()
+        try:
+            t0 = time.perf_counter()
+            with memray.Tracker(path, trace_python_allocators=True,
+                                native_traces=False):
+                result = func(n)
+            t1 = time.perf_counter()
+            del result
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        return t1 - t0
+
+    def check(self, n):
+        path = self._path()
+        try:
+            with memray.Tracker(path, trace_python_allocators=True,
+                                native_traces=False):
+                result = self.func(n)
+            del result
+            reader = memray.FileReader(path)
+            allocations = reader.metadata.total_allocations
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
+            if allocations < n:
+                raise RuntimeError(f"{self.label}: {allocations} "
+                                   f"allocations recorded for {n} lists")
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def memray_status(folder):
+    """None if memray's Tracker works here, else why not."""
+    if memray is None:
+        return f"import failed ({MEMRAY_IMPORT_ERROR})"
+    path = os.path.join(folder, "probe.bin")
+    try:
+        with memray.Tracker(path, trace_python_allocators=True,
+                            native_traces=False):
+            [0] * 10
+    except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        return f"Tracker failed ({type(exc).__name__}: {exc})"
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    return None
+
+
+def make_tools(func, memray_folder):
+    """The tools for one loop, each with its own copy; by key."""
+    tools = {
+        "plain": Plain(copy_of(func, "plain")),
+        "floor_hooks": HooksFloor(copy_of(func, "floor_hooks")),
+        "exact": MemlensExact(copy_of(func, "exact")),
+        "sampled": MemlensSampled(copy_of(func, "sampled")),
+        "tracemalloc": Tracemalloc(copy_of(func, "tracemalloc")),
+    }
+    if memray_folder is not None:
+        tools["memray"] = Memray(copy_of(func, "memray"), memray_folder)
+    return tools
+
+
+# --------------------------------------------------------------------------
+# Header
+# --------------------------------------------------------------------------
+
+def version_of(dist):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def source_commit():
+    """The commit of the source tree this script sits in, if it is a git
+    checkout (the installed memlens may be older: reinstall after
+    changing the C code)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "-C", here, "log", "-1", "--format=%h %cI"],
+            capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return ""
+    return f"\n         (this script's git tree: {commit})"
+
+
+def print_header(repeat, memray_problem):
+    print("memlens allocation tracing benchmark")
+    print("=" * 72)
+    print(f"Python   {platform.python_implementation()} "
+          f"{platform.python_version()} ({sys.executable})")
+    print(f"Machine  {platform.platform()} {platform.machine()}, "
+          f"{os.cpu_count()} CPU(s)")
+    print("Versions " + ", ".join(
+        f"{name} {version_of(name)}"
+        for name in ("memlens", "memray", "numpy", "psutil")))
+    print(f"memlens  {_core.__file__}" + source_commit())
+    if memray_problem:
+        print(f"memray   unavailable: {memray_problem}")
+    print(f"n = {N:,}; {repeat} repeats, tools taking turns; timed: start, "
+          "loop, stop")
+    print("slowdown = median time / plain median; +ns/iter = time added "
+          "per loop")
+    print("iteration (medians); by min = fastest run / fastest plain run, "
+          "a cross-check")
+    print("for a busy machine")
+    print()
+
+
+# --------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------
+
+def measure(tools, repeat):
+    samples = {key: [] for key in tools}
+    keys = list(tools)
+    for r in range(repeat):
+        start = r % len(keys)
+        for key in keys[start:] + keys[:start]:
+            gc.collect()
+            samples[key].append(tools[key].run(N))
+    return {key: statistics.median(s) for key, s in samples.items()}, samples
+
+
+def report(letter, title, tools, medians, samples):
+    print(f"({letter}) {title}")
+    print("-" * 72)
+    print(f"  {'':<34} {'median ms':>10} {'slowdown':>9} {'+ns/iter':>9}"
+          f" {'by min':>8}  min-max ms")
+    slowdowns = {}
+    base = medians["plain"]
+    for key, tool in tools.items():
+        slowdowns[key] = medians[key] / base
+        extra = (medians[key] - base) / N * 1e9
+        by_min = min(samples[key]) / min(samples["plain"])
+        spread = (f"{min(samples[key]) * 1e3:.2f}-"
+                  f"{max(samples[key]) * 1e3:.2f}")
+        print(f"  {tool.label:<34} {medians[key] * 1e3:>10.2f}"
+              f" {slowdowns[key]:>8.2f}x {extra:>9.1f} {by_min:>7.2f}x"
+              f"  {spread}")
+    print()
+    return slowdowns
+
+
+def bookkeeping():
+    """Bytes of bookkeeping per live block at the end of the keep loop."""
+    gc.collect()
+    memlens.start_tracing(1)
+    try:
+        keep = keep_loop(N)
+        stats = _core._trace_stats()
+    finally:
+        memlens.stop_tracing()
+    del keep
+    if stats["blocks"] < N:
+        raise RuntimeError(f"memlens traced {stats['blocks']} blocks")
+    ml = (stats["table_bytes"] / stats["blocks"], stats["table_bytes"],
+          stats["blocks"])
+
+    gc.collect()
+    tracemalloc.start(1)
+    try:
+        keep = keep_loop(N)
+        memory = tracemalloc.get_tracemalloc_memory()
+        traces = len(tracemalloc.take_snapshot().traces)
+    finally:
+        tracemalloc.stop()
+    del keep
+    tm = (memory / traces, memory, traces)
+
+    print(f"Bookkeeping per live block, end of the keep loop (n = {N:,})")
+    print("-" * 72)
+    print(f"  memlens exact  {ml[0]:6.1f} B/block  (table_bytes "
+          f"{ml[1]:,} / blocks {ml[2]:,}; sites {stats['sites']})")
+    print(f"  tracemalloc    {tm[0]:6.1f} B/block  "
+          f"(get_tracemalloc_memory() {tm[1]:,} / traces {tm[2]:,})")
+    print()
+    return ml[0], tm[0]
+
+
+def big_source():
+    """A function keeping one small list per line, from BIG_LINES lines,
+    for m iterations: about 2 blocks per list (object, item array) plus
+    one int per iteration."""
+    body = "\n".join(f"        keep.append([i])" for _ in range(BIG_LINES))
+    src = ("def big(m):\n"
+           "    keep = []\n"
+           "    for i in range(1000, 1000 + m):\n"
+           f"{body}\n"
+           "    return keep\n")
+    namespace = {}
+    exec(compile(src, "<bench_tracing big>", "exec"), namespace)
+    return namespace["big"]
+
+
+def timed(func):
+    t0 = time.perf_counter()
+    result = func()
+    return result, time.perf_counter() - t0
+
+
+def snapshot_costs(repeat):
+    """Snapshot costs with about BIG_BLOCKS live blocks traced."""
+    big = big_source()
+    m = BIG_BLOCKS // (2 * BIG_LINES + 1)
+    gc.collect()
+    memlens.start_tracing(1)
+    try:
+        keep = big(m)
+        stats = _core._trace_stats()
+        peak_s, top_s = [], []
+        for _ in range(repeat):
+            (snap, st), dt = timed(
+                lambda: (lambda s: (s, s.statistics("lineno")))(
+                    memlens.peak_snapshot()))
+            peak_s.append(dt)
+            top10, dt = timed(lambda: memlens.take_snapshot().top(10))
+            top_s.append(dt)
+    finally:
+        memlens.stop_tracing()
+    del keep
+    rows = [r for r in st if r.filename == "<bench_tracing big>"]
+    if len(rows) < BIG_LINES or sum(r.count for r in rows) < m * BIG_LINES:
+        raise RuntimeError(f"peak_snapshot() found {len(rows)} lines, "
+                           f"{sum(r.count for r in rows)} blocks")
+    peak_cost = statistics.median(peak_s)
+    top_cost = statistics.median(top_s)
+
+    gc.collect()
+    tracemalloc.start(1)
+    try:
+        keep = big(m)
+        (tm_snap, tm_stats), tm_cost = timed(
+            lambda: (lambda s: (s, s.statistics("lineno")))(
+                tracemalloc.take_snapshot()))
+        tm_traces = len(tm_snap.traces)
+        del tm_snap, tm_stats
+    finally:
+        tracemalloc.stop()
+    del keep
+    gc.collect()
+
+    print(f"Snapshots with {stats['blocks']:,} live blocks traced "
+          f"({BIG_LINES} lines x {m:,} iterations; {stats['sites']} sites; "
+          f"median of {repeat})")
+    print("-" * 72)
+    rows_out = [
+        ("memlens peak_snapshot() + statistics('lineno')", peak_cost,
+         f"{len(st)} groups"),
+        ("memlens take_snapshot().top(10)", top_cost,
+         f"{len(top10)} rows"),
+        ("tracemalloc take_snapshot() + statistics('lineno')", tm_cost,
+         f"{tm_traces:,} traces; one run"),
+    ]
+    for label, cost, note in rows_out:
+        print(f"  {label:<52} {cost * 1e3:9.2f} ms  ({note})")
+    print(f"  memlens exact bookkeeping here: "
+          f"{stats['table_bytes'] / stats['blocks']:.1f} B/block "
+          f"(table_bytes {stats['table_bytes']:,})")
+    print()
+    return peak_cost, top_cost, stats["blocks"]
+
+
+# --------------------------------------------------------------------------
+
+def main():
+    args = parse_args()
+    repeat = 5 if args.quick else 15
+
+    folder = tempfile.mkdtemp(prefix="memlens-bench-memray-")
+    try:
+        memray_problem = memray_status(folder)
+        memray_folder = None if memray_problem else folder
+        print_header(repeat, memray_problem)
+
+        results = {}
+        for letter, title, func in LOOPS:
+            tools = make_tools(func, memray_folder)
+            for tool in tools.values():
+                gc.collect()
+                tool.check(N)
+            medians, samples = measure(tools, repeat)
+            results[letter] = report(letter, title, tools, medians, samples)
+            if memray_problem:
+                print(f"  memray: unavailable ({memray_problem})\n")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    ml_bytes, tm_bytes = bookkeeping()
+    peak_cost, top_cost, big_blocks = snapshot_costs(3 if args.quick else 5)
+
+    print("Keeping the peak up to date: every traced allocation and free "
+          "updates its")
+    print("site's bytes at the peak; that cost is inside the slowdowns above "
+          "(worst")
+    print("case: loop (1), where nearly every allocation is a new peak).")
+    print()
+
+    print("Targets (slowdown = traced / plain median; overhead = slowdown "
+          "- 1)")
+    print("-" * 72)
+
+    def line(ok, text):
+        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+        return ok
+
+    keep = results["1"]
+    line(keep["exact"] <= TARGET_EXACT_KEEP,
+         f"(1) memlens exact <= {TARGET_EXACT_KEEP:g}x on the keep loop "
+         f"({keep['exact']:.2f}x)")
+    for letter, _, _ in LOOPS:
+        r = results[letter]
+        ex, tm = r["exact"] - 1, r["tracemalloc"] - 1
+        ok = ex <= TARGET_VS_TRACEMALLOC * tm
+        line(ok, f"({letter}) memlens exact overhead <= "
+                 f"{TARGET_VS_TRACEMALLOC:g} x tracemalloc's "
+                 f"({ex:+.2f} vs {tm:+.2f}"
+                 + (f", ratio {ex / tm:.2f})" if tm > 0 else ")"))
+    for letter, _, _ in LOOPS:
+        got = results[letter]["sampled"]
+        line(got <= TARGET_SAMPLED,
+             f"({letter}) memlens sampled <= {TARGET_SAMPLED:g}x "
+             f"({got:.2f}x)")
+    line(ml_bytes <= TARGET_BYTES_PER_BLOCK,
+         f"memlens exact <= {TARGET_BYTES_PER_BLOCK:g} B per live block "
+         f"({ml_bytes:.1f}; tracemalloc {tm_bytes:.1f})")
+    line(peak_cost <= TARGET_SNAPSHOT_S,
+         f"peak_snapshot() + statistics('lineno') with {big_blocks:,} "
+         f"blocks < {TARGET_SNAPSHOT_S:g} s ({peak_cost * 1e3:.1f} ms)")
+    line(top_cost <= TARGET_SNAPSHOT_S,
+         f"take_snapshot().top(10) with {big_blocks:,} blocks < "
+         f"{TARGET_SNAPSHOT_S:g} s ({top_cost * 1e3:.1f} ms)")
+    floors = ", ".join(f"({k}) {results[k]['floor_hooks']:.2f}x"
+                       for k, _, _ in LOOPS)
+    print(f"  info  memlens exact hooks alone (no tracing): {floors}")
+    if memray_problem is None:
+        mr = ", ".join(f"({k}) {results[k]['memray']:.2f}x"
+                       for k, _, _ in LOOPS)
+        print(f"  info  memray (python allocators): {mr}")
+    else:
+        print(f"  info  memray unavailable: {memray_problem}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
