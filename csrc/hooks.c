@@ -64,7 +64,7 @@ static uint64_t hooks_allocated = 0; /* Protected by hooks_lock. */
 static uint64_t hooks_freed = 0;     /* Protected by hooks_lock. */
 static uint64_t hooks_failures = 0;  /* Protected by hooks_lock. */
 
-_Thread_local memlens_hooks_thread memlens_hooks_tls;
+MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
 uint64_t memlens_hooks_churn = 0;
 int64_t memlens_hooks_small_net = 0;
 

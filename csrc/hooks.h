@@ -12,7 +12,7 @@ typedef struct {
     uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
 } memlens_hooks_thread;
 
-extern _Thread_local memlens_hooks_thread memlens_hooks_tls;
+extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
 
 /* Bytes allocated or freed in the whole process since import, roughly
  * (updated with relaxed loads and stores, never a locked instruction, so

@@ -67,11 +67,24 @@ trace_key_ptr(uint64_t key)
     return key >> TRACE_SITE_BITS;
 }
 
+/* A random hash: keeping neighbouring blocks in neighbouring slots was
+ * tried, and the clusters it builds cost far more than the cache misses
+ * it saves. */
 static inline size_t
 trace_slot(const trace_table *t, uint64_t p4)
 {
     uint64_t h = p4 * UINT64_C(0x9E3779B97F4A7C15);
     return (size_t)(h >> 20) & t->mask;
+}
+
+/* Starts loading the slot where `ptr` will be looked for: the miss then
+ * overlaps the work done before the table is touched. */
+static inline void
+trace_table_prefetch(const trace_table *t, uintptr_t ptr)
+{
+    if (t->slots != NULL) {
+        __builtin_prefetch(&t->slots[trace_slot(t, (uint64_t)ptr >> 4)], 1);
+    }
 }
 
 static int
@@ -247,7 +260,7 @@ typedef struct {
     unsigned long generation;
 } trace_thread;
 
-static _Thread_local trace_thread trace_tls;
+static MEMLENS_TLS trace_thread trace_tls;
 static unsigned long trace_generation = 1; /* Bumped at each start. */
 
 /* Line numbers of (code, lasti), cached: computing one walks the code's
@@ -706,6 +719,7 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
     if (weight == 0) {
         return;
     }
+    trace_table_prefetch(table, (uintptr_t)ptr);
     uint32_t site = trace_current_site();
     if (trace_table_put(table, (uintptr_t)ptr,
                         trace_stored_size((uintptr_t)ptr, weight), site)

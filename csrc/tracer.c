@@ -82,7 +82,7 @@ static int64_t tracer_small_mark = 0;  /* Small-block count then. */
 static uint64_t tracer_failures = 0;   /* Reads or growths that failed. */
 
 static pthread_key_t tracer_key;
-static _Thread_local tracer_thread *tracer_tls = NULL;
+static MEMLENS_TLS tracer_thread *tracer_tls = NULL;
 
 static void
 tracer_thread_free(void *p)
