@@ -239,6 +239,44 @@ static uint32_t *trace_dirty = NULL; /* Owned; dirty site indices. */
 static size_t trace_ndirty = 0, trace_capdirty = 0;
 static uint64_t trace_failures = 0; /* Lost records. */
 
+/* When sampling, most blocks are not recorded, and their frees should not
+ * pay for a table lookup: a bit per hashed address says "maybe recorded".
+ * Bits are set atomically (the GIL side and the raw side both set them)
+ * and cleared by rebuilding from the tables when a quarter are set. */
+#define TRACE_BLOOM_BITS (1u << 20)
+static uint64_t *trace_bloom = NULL;  /* Owned (libc); NULL when exact. */
+static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
+
+static inline size_t
+trace_bloom_bit(uintptr_t ptr)
+{
+    return (size_t)((((uint64_t)ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15))
+                    >> (64 - 20));
+}
+
+static inline int
+trace_bloom_maybe(uintptr_t ptr)
+{
+    if (trace_bloom == NULL) {
+        return 1;
+    }
+    size_t b = trace_bloom_bit(ptr);
+    return (int)((__atomic_load_n(&trace_bloom[b >> 6], __ATOMIC_RELAXED)
+                  >> (b & 63))
+                 & 1);
+}
+
+static inline void
+trace_bloom_add(uintptr_t ptr)
+{
+    if (trace_bloom != NULL) {
+        size_t b = trace_bloom_bit(ptr);
+        __atomic_fetch_or(&trace_bloom[b >> 6], UINT64_C(1) << (b & 63),
+                          __ATOMIC_RELAXED);
+        __atomic_fetch_add(&trace_bloom_sets, 1, __ATOMIC_RELAXED);
+    }
+}
+
 /* Changes made without the GIL, applied later. trace_raw_lock. */
 typedef struct {
     uint32_t site;
@@ -250,13 +288,20 @@ static trace_pending trace_queue[TRACE_PENDING_MAX];
 static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
 static uint64_t trace_queue_lost = 0;
 
+#define TRACE_RECENT 4
+
 typedef struct {
     uint64_t countdown; /* Bytes before the next sampling mark. */
     uint64_t rng;
-    const void *last_frame; /* One-entry cache of (frame, lasti) -> site. */
-    PyObject *last_code;
-    int last_lasti;
-    uint32_t last_site;
+    /* A small cache of (frame, code, lasti) -> site: a loop alternates a
+     * few allocating instructions. Identities only, never dereferenced. */
+    struct {
+        const void *frame;
+        const void *code;
+        int lasti;
+        uint32_t site;
+    } recent[TRACE_RECENT];
+    unsigned next_recent;
     unsigned long generation;
 } trace_thread;
 
@@ -342,7 +387,7 @@ trace_weight_of(uint64_t size)
          * step. */
         t->countdown = trace_next_gap(t) / 2 + 1;
         t->generation = trace_generation;
-        t->last_frame = NULL;
+        memset(t->recent, 0, sizeof(t->recent));
     }
     if (size < t->countdown) {
         t->countdown -= size;
@@ -596,12 +641,20 @@ trace_current_site(void)
     }
     int lasti = MEMLENS_FRAME_LASTI(frame);
     PyCodeObject *code = PyFrame_GetCode(frame);
-    if (trace_nframes == 1 && t->generation == trace_generation
-        && t->last_frame == (const void *)frame
-        && t->last_code == (PyObject *)code && t->last_lasti == lasti) {
-        Py_DECREF(code);
-        Py_DECREF(frame);
-        return t->last_site;
+    if (t->generation != trace_generation) {
+        memset(t->recent, 0, sizeof(t->recent));
+        t->generation = trace_generation;
+    }
+    if (trace_nframes == 1) {
+        for (int k = 0; k < TRACE_RECENT; k++) {
+            if (t->recent[k].frame == (const void *)frame
+                && t->recent[k].code == (const void *)code
+                && t->recent[k].lasti == lasti) {
+                Py_DECREF(code);
+                Py_DECREF(frame);
+                return t->recent[k].site;
+            }
+        }
     }
     trace_frame frames[MEMLENS_TRACE_MAX_FRAMES];
     int n = 0, skip;
@@ -651,14 +704,47 @@ trace_current_site(void)
     for (int k = 0; k < n; k++) {
         Py_DECREF(frames[k].code);
     }
-    t->last_frame = cacheable ? (const void *)frame : NULL;
-    t->last_code = (PyObject *)code; /* identity only, never dereferenced */
+    if (cacheable && trace_nframes == 1) {
+        unsigned k = t->next_recent++ % TRACE_RECENT;
+        t->recent[k].frame = frame;
+        t->recent[k].code = code;
+        t->recent[k].lasti = lasti;
+        t->recent[k].site = site;
+    }
     Py_DECREF(code);
-    t->last_lasti = lasti;
-    t->last_site = site;
-    t->generation = trace_generation;
     Py_DECREF(frame);
     return site;
+}
+
+static void
+trace_bloom_fill(const trace_table *t)
+{
+    for (size_t i = 0; t->slots != NULL && i <= t->mask; i++) {
+        if (t->slots[i].key != 0) {
+            uintptr_t ptr = (uintptr_t)(trace_key_ptr(t->slots[i].key) << 4);
+            size_t b = trace_bloom_bit(ptr);
+            trace_bloom[b >> 6] |= UINT64_C(1) << (b & 63);
+        }
+    }
+}
+
+/* Clears the stale bits once a quarter are set. GIL held. */
+static void
+trace_bloom_refresh(void)
+{
+    if (trace_bloom == NULL
+        || __atomic_load_n(&trace_bloom_sets, __ATOMIC_RELAXED)
+               < TRACE_BLOOM_BITS / 4) {
+        return;
+    }
+    pthread_mutex_lock(&trace_raw_lock);
+    memset(trace_bloom, 0, TRACE_BLOOM_BITS / 8);
+    trace_bloom_fill(&trace_gil_table);
+    trace_bloom_fill(&trace_raw_table);
+    __atomic_store_n(&trace_bloom_sets,
+                     trace_gil_table.used + trace_raw_table.used,
+                     __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&trace_raw_lock);
 }
 
 /* ---- Recording -------------------------------------------------------- */
@@ -727,6 +813,8 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
         trace_failures++;
         return;
     }
+    trace_bloom_add((uintptr_t)ptr);
+    trace_bloom_refresh();
     trace_apply(site, (int64_t)weight, 1);
 }
 
@@ -734,6 +822,9 @@ static void
 trace_forget_gil(trace_table *table, void *ptr)
 {
     uint32_t stored, site;
+    if (!trace_bloom_maybe((uintptr_t)ptr)) {
+        return;
+    }
     trace_maybe_drain();
     if (trace_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
         uint64_t weight = trace_real_size((uintptr_t)ptr, stored);
@@ -777,6 +868,9 @@ trace_record_raw(void *ptr, size_t size)
     int ok = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
                              (uint32_t)weight, site)
              == 0;
+    if (ok) {
+        trace_bloom_add((uintptr_t)ptr);
+    }
     if (ok && !gil) {
         trace_enqueue(site, (int64_t)weight, 1);
     }
@@ -792,6 +886,9 @@ trace_record_raw(void *ptr, size_t size)
 static void
 trace_forget_raw(void *ptr)
 {
+    if (!trace_bloom_maybe((uintptr_t)ptr)) {
+        return;
+    }
     int gil = PyGILState_Check();
     uint32_t weight, site;
     pthread_mutex_lock(&trace_raw_lock);
@@ -882,6 +979,9 @@ trace_clear_all(void)
     free(trace_dirty);
     trace_dirty = NULL;
     trace_ndirty = trace_capdirty = 0;
+    free(trace_bloom);
+    trace_bloom = NULL;
+    trace_bloom_sets = 0;
     trace_total = trace_peak = 0;
     trace_at_peak = 0;
 }
@@ -925,6 +1025,13 @@ trace_py_start(PyObject *m, PyObject *args)
     if (*chunk == NULL || trace_index_grow() < 0) {
         trace_clear_all();
         return PyErr_NoMemory();
+    }
+    if (sample > 0) {
+        trace_bloom = calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
+        if (trace_bloom == NULL) {
+            trace_clear_all();
+            return PyErr_NoMemory();
+        }
     }
     trace_nsites = 1;
     trace_nframes = nframes;
