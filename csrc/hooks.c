@@ -194,7 +194,9 @@ hooks_moved_free(hooks_domain *d, size_t size)
 static inline void
 hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
 {
-    hooks_moved_alloc(d, size);
+    if (mode & HOOKS_LIGHT) {
+        hooks_moved_alloc(d, size);
+    }
     if (mode & HOOKS_EXACT) {
         hooks_note_alloc(ptr, size);
     }
@@ -394,7 +396,7 @@ hooks_set_mode(void)
 {
     int mode = (hooks_exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
                | (hooks_light_users ? HOOKS_LIGHT : 0)
-               | (hooks_tracing ? HOOKS_TRACE | HOOKS_LIGHT : 0);
+               | (hooks_tracing ? HOOKS_TRACE : 0);
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
 }
 

@@ -30,6 +30,7 @@ def line_of(snapshot, text, key="lineno"):
     return None
 
 
+@pytest.mark.valgrind
 def test_surface_and_context_manager():
     assert not memlens.is_tracing()
     with memlens.tracing() as t:
@@ -303,6 +304,7 @@ def deep(n):
     return deep(n - 1)
 
 
+@pytest.mark.valgrind
 def test_traceback_key_and_exports():
     with memlens.tracing(nframes=5) as t:
         kept = deep(3)
