@@ -9,8 +9,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #ifdef MEMLENS_FORCE_BUILD_ERROR
 /* Lets the test suite check that a broken C build fails the install. */
@@ -65,6 +66,25 @@ memlens_newref(PyObject *o)
  * it draws on glibc's small reserve of static TLS for libraries loaded
  * later, so memlens keeps its thread-locals to a few hundred bytes. */
 #define MEMLENS_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
+/* Makes room for one more item in a libc array of `*cap` items of `size`
+ * bytes (doubling, from `first`). 0, or -1 when out of memory (the array
+ * is left as it was). For code that must not touch Python's allocators. */
+static inline int
+memlens_grow(void **array, size_t *cap, size_t used, size_t size, size_t first)
+{
+    if (used < *cap) {
+        return 0;
+    }
+    size_t n = *cap ? *cap * 2 : first;
+    void *p = realloc(*array, n * size);
+    if (p == NULL) {
+        return -1;
+    }
+    *array = p;
+    *cap = n;
+    return 0;
+}
 
 /* ---- Module state ----------------------------------------------------- */
 

@@ -78,18 +78,29 @@ memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size)
     return 0;
 }
 
-int
-memlens_ptrtable_get(const memlens_ptrtable *t, uintptr_t ptr, size_t *size)
+/* The slot holding ptr, or -1. */
+static long long
+sites_find(const memlens_ptrtable *t, uintptr_t ptr)
 {
     if (t->slots == NULL) {
-        return 0;
+        return -1;
     }
     size_t i = sites_slot(t, ptr);
     while (t->slots[i].ptr != ptr) {
         if (t->slots[i].ptr == 0) {
-            return 0;
+            return -1;
         }
         i = (i + 1) & t->mask;
+    }
+    return (long long)i;
+}
+
+int
+memlens_ptrtable_get(const memlens_ptrtable *t, uintptr_t ptr, size_t *size)
+{
+    long long i = sites_find(t, ptr);
+    if (i < 0) {
+        return 0;
     }
     *size = t->slots[i].size;
     return 1;
@@ -98,16 +109,11 @@ memlens_ptrtable_get(const memlens_ptrtable *t, uintptr_t ptr, size_t *size)
 int
 memlens_ptrtable_pop(memlens_ptrtable *t, uintptr_t ptr, size_t *size)
 {
-    if (t->slots == NULL) {
+    long long found = sites_find(t, ptr);
+    if (found < 0) {
         return 0;
     }
-    size_t i = sites_slot(t, ptr);
-    while (t->slots[i].ptr != ptr) {
-        if (t->slots[i].ptr == 0) {
-            return 0;
-        }
-        i = (i + 1) & t->mask;
-    }
+    size_t i = (size_t)found;
     *size = t->slots[i].size;
     /* Backward-shift: move later members of the run into the hole when
      * their home slot does not lie cyclically in (hole, j]. */

@@ -237,7 +237,8 @@ static int64_t trace_total = 0, trace_peak = 0;
 static int trace_at_peak = 0;
 static uint32_t *trace_dirty = NULL; /* Owned; dirty site indices. */
 static size_t trace_ndirty = 0, trace_capdirty = 0;
-static uint64_t trace_failures = 0; /* Lost records. */
+static int trace_dirty_overflow = 0; /* A mark was lost: copy all. */
+static uint64_t trace_failures = 0;  /* Lost records. */
 
 /* When sampling, most blocks are not recorded, and their frees should not
  * pay for a table lookup: a bit per hashed address says "maybe recorded".
@@ -419,16 +420,13 @@ trace_mark_dirty(uint32_t i, trace_site *s)
     if (s->dirty) {
         return;
     }
-    if (trace_ndirty == trace_capdirty) {
-        size_t cap = trace_capdirty ? trace_capdirty * 2 : 1024;
-        uint32_t *d = realloc(trace_dirty, cap * sizeof(uint32_t));
-        if (d == NULL) {
-            /* Without the list, copy every site at the next peak. */
-            trace_failures++;
-            return;
-        }
-        trace_dirty = d;
-        trace_capdirty = cap;
+    if (memlens_grow((void **)&trace_dirty, &trace_capdirty, trace_ndirty,
+                     sizeof(uint32_t), 1024)
+        < 0) {
+        /* Without room in the list, the next peak copies every site. */
+        trace_failures++;
+        trace_dirty_overflow = 1;
+        return;
     }
     trace_dirty[trace_ndirty++] = i;
     s->dirty = 1;
@@ -438,8 +436,10 @@ trace_mark_dirty(uint32_t i, trace_site *s)
 static void
 trace_copy_peak(void)
 {
-    for (size_t k = 0; k < trace_ndirty; k++) {
-        trace_site *s = trace_site_at(trace_dirty[k]);
+    size_t n = trace_dirty_overflow ? trace_nsites : trace_ndirty;
+    for (size_t k = 0; k < n; k++) {
+        trace_site *s =
+            trace_site_at(trace_dirty_overflow ? (uint32_t)k : trace_dirty[k]);
         s->peak_size = s->size;
         s->peak_count = s->count;
         s->peak_allocated = s->allocated;
@@ -447,6 +447,7 @@ trace_copy_peak(void)
         s->dirty = 0;
     }
     trace_ndirty = 0;
+    trace_dirty_overflow = 0;
     trace_at_peak = 0;
 }
 
@@ -752,15 +753,11 @@ trace_bloom_refresh(void)
 static void
 trace_big_put(uintptr_t ptr, uint64_t size)
 {
-    if (trace_nbigs == trace_capbigs) {
-        size_t cap = trace_capbigs ? trace_capbigs * 2 : 8;
-        trace_big *b = realloc(trace_bigs, cap * sizeof(trace_big));
-        if (b == NULL) {
-            trace_failures++;
-            return;
-        }
-        trace_bigs = b;
-        trace_capbigs = cap;
+    if (memlens_grow((void **)&trace_bigs, &trace_capbigs, trace_nbigs,
+                     sizeof(trace_big), 8)
+        < 0) {
+        trace_failures++;
+        return;
     }
     trace_bigs[trace_nbigs].ptr = ptr;
     trace_bigs[trace_nbigs].size = size;

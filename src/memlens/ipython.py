@@ -217,6 +217,17 @@ class CellWatcher:
 # The magics
 # --------------------------------------------------------------------------
 
+def _statement(args, cell, shell, magic_name):
+    """The code a magic runs: the line's statement, then the cell (through
+    IPython's transformations); UsageError when there is none."""
+    source = " ".join(args.statement)
+    if cell is not None:
+        source = source + "\n" + shell.transform_cell(cell)
+    if not source.strip():
+        raise UsageError(f"%{magic_name}: no statement to run")
+    return source
+
+
 def _parse(magic, line):
     """parse_argstring, with the usage text added to every UsageError."""
     try:
@@ -311,13 +322,7 @@ class MemlensMagics(Magics):
             raise UsageError("%memit: -t needs a positive number of seconds")
         if args.interval <= 0:
             raise UsageError("%memit: -i needs a positive interval")
-        source = " ".join(args.statement)
-        if cell is not None:
-            source = source + "\n" + self.shell.transform_cell(cell)
-        if not source.strip():
-            raise UsageError("%memit: no statement to measure\n"
-                             + self.memit.__doc__)
-        code = self._compile(source)
+        code = self._compile(_statement(args, cell, self.shell, "memit"))
         result = self._run(code, args)
         if not args.quiet:
             print(result)
@@ -396,12 +401,7 @@ class MemlensMagics(Magics):
                                     include_children=args.include_children)
         except TypeError as exc:
             raise UsageError(f"%mprun: {exc}") from None
-        source = " ".join(args.statement)
-        if cell is not None:
-            source = source + "\n" + self.shell.transform_cell(cell)
-        if not source.strip():
-            raise UsageError("%mprun: no statement to run")
-        code = self._compile(source)
+        code = self._compile(_statement(args, cell, self.shell, "mprun"))
         try:
             with profiler:
                 exec(code, self.shell.user_ns)
@@ -452,12 +452,7 @@ class MemlensMagics(Magics):
         if is_tracing():
             raise UsageError("%memtop: memlens is already tracing "
                              "(stop_tracing() first)")
-        source = " ".join(args.statement)
-        if cell is not None:
-            source = source + "\n" + self.shell.transform_cell(cell)
-        if not source.strip():
-            raise UsageError("%memtop: no statement to run")
-        code = self._compile(source)
+        code = self._compile(_statement(args, cell, self.shell, "memtop"))
         run = tracing(nframes=nframes, sample_bytes=args.sample_bytes)
         try:
             with run:
