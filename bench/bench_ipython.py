@@ -15,11 +15,9 @@ target still exits 0, but a real error (an import that fails, an exception
 from one of the tools, a cell that fails) raises and exits non-zero.
 """
 
-import argparse
 import contextlib
 import gc
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +26,10 @@ import time
 import warnings
 
 import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (medians_of, min_max, parse_args, pass_fail,  # noqa: E402
+                     print_header, print_warnings, section, target_line)
 
 #: Target: memlens's %memit at least this many times cheaper than
 #: memory_profiler's.
@@ -40,40 +42,7 @@ WATCHER_OVERHEAD_TARGET_MS = 0.3
 CELL = "pass"
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="fewer calls and cells (a smoke run of a few seconds)")
-    return parser.parse_args()
-
-
-# --------------------------------------------------------------------------
-# Header
-# --------------------------------------------------------------------------
-
-def version_of(dist):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
-def print_header():
-    print("memlens IPython benchmark")
-    print("=" * 60)
-    print(f"Python   {platform.python_implementation()} "
-          f"{platform.python_version()} ({sys.executable})")
-    print(f"Machine  {platform.platform()} {platform.machine()}, "
-          f"{psutil.cpu_count()} CPU(s), "
-          f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM")
-    print("Versions " + ", ".join(
-        f"{name} {version_of(name)}"
-        for name in ("memlens", "ipython", "memory_profiler",
-                     "ipython_memory_usage", "psutil")))
-    print()
+QUICK_HELP = "fewer calls and cells (a smoke run of a few seconds)"
 
 
 # --------------------------------------------------------------------------
@@ -218,18 +187,16 @@ def bench_memit(shell, ml_calls, ml_gc_calls, mp_calls):
 
 
 def report_memit(results, peaks, mp_warnings):
-    print("1. %memit pass: wall time per call (median, min-max)")
-    print("-" * 60)
-    medians = {name: statistics.median(t) for name, t in results.items()}
+    section("1. %memit pass: wall time per call (median, min-max)", 60)
+    medians = medians_of(results)
     for name, times in results.items():
         print(f"  {name:<30} {medians[name] * 1e3:9.3f} ms/call"
-              f"   ({min(times) * 1e3:.3f}-{max(times) * 1e3:.3f};"
-              f" {len(times)} calls)")
+              f"   ({min_max(times, 3, 1e3)}; {len(times)} calls)")
     ratio = (medians["memory_profiler  %memit pass"]
              / medians["memlens  %memit pass"])
     gc_ratio = (medians["memory_profiler  %memit pass"]
                 / medians["memlens  %memit --gc pass"])
-    verdict = "PASS" if ratio >= MEMIT_SPEEDUP_TARGET else "FAIL"
+    verdict = pass_fail(ratio >= MEMIT_SPEEDUP_TARGET)
     print()
     print(f"  memory_profiler / memlens        {ratio:8.1f}x"
           f"   (target >= {MEMIT_SPEEDUP_TARGET:g}x: {verdict})")
@@ -237,12 +204,7 @@ def report_memit(results, peaks, mp_warnings):
           "   (memory_profiler's %memit always runs gc.collect())")
     print(f"  %memit -o pass peak: memlens {peaks[0]:.2f} MiB, "
           f"memory_profiler {peaks[1]:.2f} MiB")
-    if mp_warnings:
-        kinds = sorted({f"{w.category.__name__}: {w.message}"
-                        for w in mp_warnings})
-        print(f"  memory_profiler raised {len(mp_warnings)} warning(s):")
-        for kind in kinds:
-            print(f"    {kind}")
+    print_warnings("memory_profiler", mp_warnings)
     print()
     return ratio
 
@@ -382,25 +344,24 @@ def report_watchers(samples, counts, repeat):
     median over rounds of (watcher - no watcher) in the same round."""
     print(f"2. Per-cell overhead of the watchers on {CELL!r} cells "
           f"({repeat} rounds;")
-    print("   median, min-max in ms/cell; output to /dev/null for all)")
-    print("-" * 60)
+    section("   median, min-max in ms/cell; output to /dev/null for all)", 60)
     base = samples["no watcher"]
     added = {name: statistics.median(w - b for w, b in zip(s, base)) * 1e3
              for name, s in samples.items() if name != "no watcher"}
     for name, s in samples.items():
         extra = f"   +{added[name]:.3f} ms" if name in added else ""
         print(f"  {name:<35} {statistics.median(s) * 1e3:8.3f} ms/cell"
-              f"   ({min(s) * 1e3:.3f}-{max(s) * 1e3:.3f};"
-              f" {counts[name]:,} cells/round){extra}")
+              f"   ({min_max(s, 3, 1e3)}; {counts[name]:,} cells/round)"
+              f"{extra}")
     ml = added["memlens (%memlens on)"]
     imu = added["ipython_memory_usage (%imu_start)"]
     ml_spread = [(w - b) * 1e3 for w, b in
                  zip(samples["memlens (%memlens on)"], base)]
-    verdict = "PASS" if ml < WATCHER_OVERHEAD_TARGET_MS else "FAIL"
+    verdict = pass_fail(ml < WATCHER_OVERHEAD_TARGET_MS)
     print()
     print(f"  memlens adds              {ml:8.3f} ms/cell"
           f"   (target < {WATCHER_OVERHEAD_TARGET_MS:g} ms: {verdict};"
-          f" rounds {min(ml_spread):.3f}-{max(ml_spread):.3f})")
+          f" rounds {min_max(ml_spread, 3)})")
     print(f"  ipython_memory_usage adds {imu:8.3f} ms/cell"
           "   (memory_profiler.memory_usage() sleeps 0.1 s per reading)")
     if ml > 0:
@@ -415,7 +376,7 @@ def report_watchers(samples, counts, repeat):
 # --------------------------------------------------------------------------
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, QUICK_HELP)
     if args.quick:
         ml_calls, ml_gc_calls, mp_calls = 100, 10, 3
         cells, repeat = 300, 3
@@ -424,7 +385,10 @@ def main():
         cells, repeat = 2_000, 5
 
     started = time.perf_counter()
-    print_header()
+    print_header("memlens IPython benchmark",
+                 ("memlens", "ipython", "memory_profiler",
+                  "ipython_memory_usage", "psutil"), 60, ram=True)
+    print()
     with tempfile.TemporaryDirectory(prefix="memlens-bench-") as ipython_dir:
         shell = make_shell(ipython_dir)
         try:
@@ -441,8 +405,7 @@ def main():
             shell.history_manager.end_session()
             type(shell).clear_instance()
 
-    print("Targets")
-    print("-" * 60)
+    section("Targets", 60)
     targets = [
         (f"memlens %memit >= {MEMIT_SPEEDUP_TARGET:g}x cheaper than "
          f"memory_profiler's ({memit_ratio:.1f}x)",
@@ -452,7 +415,7 @@ def main():
          ml_overhead < WATCHER_OVERHEAD_TARGET_MS),
     ]
     for label, ok in targets:
-        print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+        target_line(ok, label)
     print()
     print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
     return 0

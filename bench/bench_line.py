@@ -43,19 +43,19 @@ target still exits 0, but a real error (an import that fails, a tool that
 raises or traces nothing) raises and exits non-zero.
 """
 
-import argparse
-import gc
 import os
-import platform
-import statistics
 import sys
 import time
-import types
 
 import line_profiler
 import memlens
 import memory_profiler
 from memlens import _backend, _core, _line
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (copy_of, measure, parse_args,  # noqa: E402
+                     print_header as print_common_header, report_slowdowns,
+                     section, target_line)
 
 #: Iterations of each workload.
 N = 200_000
@@ -79,12 +79,7 @@ FLOOR_WORDS = {
 }
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="5 repeats instead of 15 (a smoke run)")
-    return parser.parse_args()
+QUICK_HELP = "5 repeats instead of 15 (a smoke run)"
 
 
 # --------------------------------------------------------------------------
@@ -109,21 +104,6 @@ WORKLOADS = [
     ("a", "tight loop: s += i * i", tight_loop),
     ("b", "list building: rows.append((i, str(i), i * 0.5))", build_rows),
 ]
-
-
-def copy_of(func, tag):
-    """`func` with its own code object: same bytecode and lines, a name of
-    its own. Code objects compare equal by content, and profilers keep
-    them in dicts and lists: a plain copy would be taken for the same code
-    by one tool, or rewritten under another (line_profiler pads the
-    bytecode of duplicates)."""
-    name = f"{func.__name__}__{tag}"
-    changes = {"co_name": name}
-    if sys.version_info >= (3, 11):
-        changes["co_qualname"] = name
-    code = func.__code__.replace(**changes)
-    return types.FunctionType(code, func.__globals__, name,
-                              func.__defaults__, func.__closure__)
 
 
 # --------------------------------------------------------------------------
@@ -431,26 +411,10 @@ def make_tools(func):
 # Header
 # --------------------------------------------------------------------------
 
-def version_of(dist):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
 def print_header(repeat):
-    print("memlens line-by-line profile benchmark")
-    print("=" * 72)
-    print(f"Python   {platform.python_implementation()} "
-          f"{platform.python_version()} ({sys.executable})")
-    print(f"Machine  {platform.platform()} {platform.machine()}, "
-          f"{os.cpu_count()} CPU(s)")
-    print("Versions " + ", ".join(
-        f"{name} {version_of(name)}"
-        for name in ("memlens", "memory_profiler", "line_profiler",
-                     "psutil")))
+    print_common_header("memlens line-by-line profile benchmark",
+                        ("memlens", "memory_profiler", "line_profiler",
+                         "psutil"), 72)
     chosen = _backend.choose().name
     env = os.environ.get(_backend.ENV)
     print(f"memlens line backend: {chosen}"
@@ -472,11 +436,21 @@ def print_header(repeat):
 # Measuring
 # --------------------------------------------------------------------------
 
+def n_of(tool):
+    """Iterations of one run of `tool` (fewer for memory_profiler)."""
+    return N // tool.divisor
+
+
+def base_of(tool):
+    """The plain run for the same n as `tool`."""
+    return "plain_small" if tool.divisor > 1 else "plain"
+
+
 def warm_up_and_check(tools):
     """Run every tool once, untimed; check that each profiler traced every
     iteration of its copy (the loop's lines run n times)."""
     for key, tool in tools.items():
-        n = N // tool.divisor
+        n = n_of(tool)
         if isinstance(tool, Memlens):
             tool.prof.clear()
             tool.warm_up(n)
@@ -493,47 +467,15 @@ def warm_up_and_check(tools):
             tool.prof.clear()
 
 
-def measure(tools, repeat):
-    """`repeat` timed runs of each tool. The tools take turns, starting
-    each round one place further on, so that no tool always runs right
-    after the same neighbour (memory_profiler, say) or first."""
-    samples = {key: [] for key in tools}
-    keys = list(tools)
-    for r in range(repeat):
-        start = r % len(keys)
-        for key in keys[start:] + keys[:start]:
-            tool = tools[key]
-            gc.collect()
-            samples[key].append(tool.run(N // tool.divisor))
-    return {key: statistics.median(s) for key, s in samples.items()}, samples
-
-
 def report(letter, title, tools, medians, samples):
-    print(f"({letter}) {title}")
-    print("-" * 72)
-    print(f"  {'':<46} {'n':>7} {'median ms':>10} {'slowdown':>9}"
-          f" {'+ns/iter':>9} {'by min':>8}  min-max ms")
-    slowdowns = {}
-    for key, tool in tools.items():
-        n = N // tool.divisor
-        plain = "plain_small" if tool.divisor > 1 else "plain"
-        base = medians[plain]
-        slowdowns[key] = medians[key] / base
-        extra = (medians[key] - base) / n * 1e9
-        by_min = min(samples[key]) / min(samples[plain])
-        spread = (f"{min(samples[key]) * 1e3:.2f}-"
-                  f"{max(samples[key]) * 1e3:.2f}")
-        print(f"  {tool.label:<46} {n:>7,} {medians[key] * 1e3:>10.2f}"
-              f" {slowdowns[key]:>8.2f}x {extra:>9.1f} {by_min:>7.2f}x"
-              f"  {spread}")
-    print()
-    return slowdowns
+    return report_slowdowns(f"({letter}) {title}", tools, medians, samples,
+                            72, 46, n_of, base_of, show_n=True)
 
 
 # --------------------------------------------------------------------------
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, QUICK_HELP)
     repeat = 5 if args.quick else 15
 
     # Anything memlens is given in the environment is its default backend;
@@ -544,13 +486,12 @@ def main():
     for letter, title, func in WORKLOADS:
         tools = make_tools(func)
         warm_up_and_check(tools)
-        medians, samples = measure(tools, repeat)
+        medians, samples = measure(tools, repeat, n_of)
         results[letter] = report(letter, title, tools, medians, samples)
 
     a, b = results["a"], results["b"]
-    print("Targets (memlens = LineProfiler, alloc=False, backend "
-          f"{chosen}; slowdown = profiled / plain median)")
-    print("-" * 72)
+    section("Targets (memlens = LineProfiler, alloc=False, backend "
+            f"{chosen}; slowdown = profiled / plain median)", 72)
     # (workload, target, label): memlens's slowdown at most `target`.
     if HAS_MONITORING:
         slow_targets = [("a", TARGET_MONITORING_A, "on Python 3.12+")]
@@ -563,9 +504,8 @@ def main():
               "use the same settrace backend)")
     for letter, target, when in slow_targets:
         got = results[letter]["memlens"]
-        ok = got <= target
-        print(f"  {'PASS' if ok else 'FAIL'}  ({letter}) memlens <= "
-              f"{target:g}x {when} ({got:.2f}x)")
+        ok = target_line(got <= target, f"({letter}) memlens <= "
+                                         f"{target:g}x {when} ({got:.2f}x)")
         if not ok:
             floor = results[letter][floor_key]
             print(f"        {FLOOR_WORDS[floor_key]} {floor:.2f}x here"
@@ -574,11 +514,10 @@ def main():
                      if chosen == "settrace" else "")
                   + f"; line_profiler {results[letter]['line_profiler']:.2f}x")
     vs_mp = a["memory_profiler"] / a["memlens"]
-    ok = vs_mp >= TARGET_VS_MEMORY_PROFILER
-    print(f"  {'PASS' if ok else 'FAIL'}  (a) memlens >= "
-          f"{TARGET_VS_MEMORY_PROFILER:g}x faster than memory_profiler "
-          f"({a['memory_profiler']:.0f}x / {a['memlens']:.2f}x = "
-          f"{vs_mp:.0f}x)")
+    target_line(vs_mp >= TARGET_VS_MEMORY_PROFILER,
+                f"(a) memlens >= {TARGET_VS_MEMORY_PROFILER:g}x faster than "
+                f"memory_profiler ({a['memory_profiler']:.0f}x / "
+                f"{a['memlens']:.2f}x = {vs_mp:.0f}x)")
     vs_mp_b = b["memory_profiler"] / b["memlens"]
     print(f"  info  (b) memlens {b['memlens']:.2f}x, memory_profiler "
           f"{b['memory_profiler']:.0f}x: {vs_mp_b:.0f}x faster")

@@ -15,8 +15,7 @@ target still exits 0, but a real error (an import that fails, an exception
 from one of the tools) raises and exits non-zero.
 """
 
-import argparse
-import platform
+import os
 import resource
 import statistics
 import sys
@@ -26,6 +25,10 @@ import warnings
 import memlens
 import numpy as np
 import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (medians_of, min_max, parse_args, pass_fail,  # noqa: E402
+                     print_header, print_warnings, section, target_line)
 
 MiB = 1024 * 1024
 
@@ -40,39 +43,7 @@ TOLERANCE = 0.01
 RSS_SPEEDUP_TARGET = 10.0
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="fewer timing repeats and 5 spikes instead of 20 (a smoke run)")
-    return parser.parse_args()
-
-
-# --------------------------------------------------------------------------
-# Header
-# --------------------------------------------------------------------------
-
-def version_of(dist):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
-def print_header():
-    print("memlens readings benchmark")
-    print("=" * 60)
-    print(f"Python   {platform.python_implementation()} "
-          f"{platform.python_version()} ({sys.executable})")
-    print(f"Machine  {platform.platform()} {platform.machine()}, "
-          f"{psutil.cpu_count()} CPU(s), "
-          f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM")
-    print("Versions " + ", ".join(
-        f"{name} {version_of(name)}"
-        for name in ("memlens", "numpy", "psutil", "memory_profiler")))
-    print()
+QUICK_HELP = "fewer timing repeats and 5 spikes instead of 20 (a smoke run)"
 
 
 # --------------------------------------------------------------------------
@@ -109,18 +80,17 @@ def time_readers(number, repeat):
 
 
 def report_readers(samples, number, repeat):
-    print(f"1. Cost of one RSS reading ({repeat} repeats of {number:,} calls;"
-          " median, min-max in ns/call)")
-    print("-" * 60)
-    medians = {name: statistics.median(ns) for name, ns in samples.items()}
+    section(f"1. Cost of one RSS reading ({repeat} repeats of {number:,} "
+            "calls; median, min-max in ns/call)", 60)
+    medians = medians_of(samples)
     for name, ns in samples.items():
         print(f"  {name:<26} {medians[name]:>9.0f} ns/call"
-              f"   ({min(ns):.0f}-{max(ns):.0f})")
+              f"   ({min_max(ns, 0)})")
 
     base = medians["memlens.rss()"]
     psutil_ratio = medians["psutil memory_info().rss"] / base
     rusage_ratio = medians["resource.getrusage(SELF)"] / base
-    verdict = "PASS" if psutil_ratio >= RSS_SPEEDUP_TARGET else "FAIL"
+    verdict = pass_fail(psutil_ratio >= RSS_SPEEDUP_TARGET)
     print()
     print(f"  psutil / memlens      {psutil_ratio:6.2f}x"
           f"   (target >= {RSS_SPEEDUP_TARGET:g}x: {verdict})")
@@ -196,7 +166,7 @@ def report_spikes(name, deltas):
 # --------------------------------------------------------------------------
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, QUICK_HELP)
     number, repeat = (2_000, 5) if args.quick else (10_000, 15)
     n_spikes = 5 if args.quick else 20
 
@@ -210,30 +180,26 @@ def main():
     from memory_profiler import memory_usage
     memory_usage((np.ones, (1024,), {}), max_usage=True, max_iterations=1)
 
-    print_header()
+    print_header("memlens readings benchmark",
+                 ("memlens", "numpy", "psutil", "memory_profiler"), 60,
+                 ram=True)
+    print()
 
     samples = time_readers(number, repeat)
     psutil_ratio = report_readers(samples, number, repeat)
 
-    print(f"2. Transient spikes caught: {n_spikes} x {SPIKE_BYTES // MiB} "
-          f"MiB, allocated, touched and freed with no hold")
-    print("-" * 60)
+    section(f"2. Transient spikes caught: {n_spikes} x {SPIKE_BYTES // MiB} "
+            "MiB, allocated, touched and freed with no hold", 60)
     ml_deltas, sources = spikes_memlens(n_spikes)
     mp_deltas, mp_warnings = spikes_memory_profiler(n_spikes)
     ml_hits = report_spikes("memlens.peak()", ml_deltas)
     report_spikes("memory_profiler.memory_usage", mp_deltas)
     print(f"  (memlens peak source: {', '.join(sorted(sources))}; "
           "memory_profiler polls every 0.1 s from a child process)")
-    if mp_warnings:
-        kinds = sorted({f"{w.category.__name__}: {w.message}"
-                        for w in mp_warnings})
-        print(f"  memory_profiler raised {len(mp_warnings)} warning(s):")
-        for kind in kinds:
-            print(f"    {kind}")
+    print_warnings("memory_profiler", mp_warnings)
     print()
 
-    print("Targets")
-    print("-" * 60)
+    section("Targets", 60)
     targets = [
         (f"memlens.rss() >= {RSS_SPEEDUP_TARGET:g}x cheaper than psutil "
          f"({psutil_ratio:.2f}x)", psutil_ratio >= RSS_SPEEDUP_TARGET),
@@ -241,7 +207,7 @@ def main():
          f"{TOLERANCE:.0%} ({ml_hits}/{n_spikes})", ml_hits == n_spikes),
     ]
     for label, ok in targets:
-        print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+        target_line(ok, label)
     return 0
 
 

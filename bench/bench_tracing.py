@@ -53,20 +53,22 @@ target still exits 0, but a real error (an import that fails, a tool that
 raises or traces nothing) raises and exits non-zero.
 """
 
-import argparse
 import gc
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
-import types
 
 import memlens
 from memlens import _core
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (copy_of, measure, parse_args,  # noqa: E402
+                     print_header as print_common_header, report_slowdowns,
+                     section, target_line)
 
 try:
     import memray
@@ -93,12 +95,7 @@ TARGET_BYTES_PER_BLOCK = 32.0  # memlens exact bookkeeping per live block
 TARGET_SNAPSHOT_S = 0.5        # peak_snapshot() + statistics('lineno')
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="5 repeats instead of 15 (a smoke run)")
-    return parser.parse_args()
+QUICK_HELP = "5 repeats instead of 15 (a smoke run)"
 
 
 # --------------------------------------------------------------------------
@@ -134,18 +131,6 @@ LOOPS = [
     ("2", "keep through a function: keep.append(make(i))", keep_func_loop),
     ("3", "churn: x = [i, i]", churn_loop),
 ]
-
-
-def copy_of(func, tag):
-    """`func` with its own code object (same bytecode and lines), so that
-    the specialization one tool's runs leave behind is not another's."""
-    name = f"{func.__name__}__{tag}"
-    changes = {"co_name": name}
-    if sys.version_info >= (3, 11):
-        changes["co_qualname"] = name
-    code = func.__code__.replace(**changes)
-    return types.FunctionType(code, func.__globals__, name,
-                              func.__defaults__, func.__closure__)
 
 
 # --------------------------------------------------------------------------
@@ -353,15 +338,6 @@ def make_tools(func, memray_folder):
 # Header
 # --------------------------------------------------------------------------
 
-def version_of(dist):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
 def source_commit():
     """The commit of the source tree this script sits in, if it is a git
     checkout (the installed memlens may be older: reinstall after
@@ -382,15 +358,8 @@ def source_commit():
 
 
 def print_header(repeat, memray_problem):
-    print("memlens allocation tracing benchmark")
-    print("=" * 72)
-    print(f"Python   {platform.python_implementation()} "
-          f"{platform.python_version()} ({sys.executable})")
-    print(f"Machine  {platform.platform()} {platform.machine()}, "
-          f"{os.cpu_count()} CPU(s)")
-    print("Versions " + ", ".join(
-        f"{name} {version_of(name)}"
-        for name in ("memlens", "memray", "numpy", "psutil")))
+    print_common_header("memlens allocation tracing benchmark",
+                        ("memlens", "memray", "numpy", "psutil"), 72)
     print(f"memlens  {_core.__file__}" + source_commit())
     if memray_problem:
         print(f"memray   unavailable: {memray_problem}")
@@ -408,35 +377,19 @@ def print_header(repeat, memray_problem):
 # Measuring
 # --------------------------------------------------------------------------
 
-def measure(tools, repeat):
-    samples = {key: [] for key in tools}
-    keys = list(tools)
-    for r in range(repeat):
-        start = r % len(keys)
-        for key in keys[start:] + keys[:start]:
-            gc.collect()
-            samples[key].append(tools[key].run(N))
-    return {key: statistics.median(s) for key, s in samples.items()}, samples
+def n_of(tool):
+    """Every tool runs the loop N times."""
+    return N
+
+
+def base_of(tool):
+    """Every tool is compared with the one plain run."""
+    return "plain"
 
 
 def report(letter, title, tools, medians, samples):
-    print(f"({letter}) {title}")
-    print("-" * 72)
-    print(f"  {'':<34} {'median ms':>10} {'slowdown':>9} {'+ns/iter':>9}"
-          f" {'by min':>8}  min-max ms")
-    slowdowns = {}
-    base = medians["plain"]
-    for key, tool in tools.items():
-        slowdowns[key] = medians[key] / base
-        extra = (medians[key] - base) / N * 1e9
-        by_min = min(samples[key]) / min(samples["plain"])
-        spread = (f"{min(samples[key]) * 1e3:.2f}-"
-                  f"{max(samples[key]) * 1e3:.2f}")
-        print(f"  {tool.label:<34} {medians[key] * 1e3:>10.2f}"
-              f" {slowdowns[key]:>8.2f}x {extra:>9.1f} {by_min:>7.2f}x"
-              f"  {spread}")
-    print()
-    return slowdowns
+    return report_slowdowns(f"({letter}) {title}", tools, medians, samples,
+                            72, 34, n_of, base_of)
 
 
 def bookkeeping():
@@ -465,8 +418,8 @@ def bookkeeping():
     del keep
     tm = (memory / traces, memory, traces)
 
-    print(f"Bookkeeping per live block, end of the keep loop (n = {N:,})")
-    print("-" * 72)
+    section(f"Bookkeeping per live block, end of the keep loop (n = {N:,})",
+            72)
     print(f"  memlens exact  {ml[0]:6.1f} B/block  (table_bytes "
           f"{ml[1]:,} / blocks {ml[2]:,}; sites {stats['sites']})")
     print(f"  tracemalloc    {tm[0]:6.1f} B/block  "
@@ -537,10 +490,9 @@ def snapshot_costs(repeat):
     del keep
     gc.collect()
 
-    print(f"Snapshots with {stats['blocks']:,} live blocks traced "
-          f"({BIG_LINES} lines x {m:,} iterations; {stats['sites']} sites; "
-          f"median of {repeat})")
-    print("-" * 72)
+    section(f"Snapshots with {stats['blocks']:,} live blocks traced "
+            f"({BIG_LINES} lines x {m:,} iterations; {stats['sites']} "
+            f"sites; median of {repeat})", 72)
     rows_out = [
         ("memlens peak_snapshot() + statistics('lineno')", peak_cost,
          f"{len(st)} groups"),
@@ -561,7 +513,7 @@ def snapshot_costs(repeat):
 # --------------------------------------------------------------------------
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, QUICK_HELP)
     repeat = 5 if args.quick else 15
 
     folder = tempfile.mkdtemp(prefix="memlens-bench-memray-")
@@ -576,7 +528,7 @@ def main():
             for tool in tools.values():
                 gc.collect()
                 tool.check(N)
-            medians, samples = measure(tools, repeat)
+            medians, samples = measure(tools, repeat, n_of)
             results[letter] = report(letter, title, tools, medians, samples)
             if memray_problem:
                 print(f"  memray: unavailable ({memray_problem})\n")
@@ -593,40 +545,35 @@ def main():
     print("case: loop (1), where nearly every allocation is a new peak).")
     print()
 
-    print("Targets (slowdown = traced / plain median; overhead = slowdown "
-          "- 1)")
-    print("-" * 72)
-
-    def line(ok, text):
-        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
-        return ok
+    section("Targets (slowdown = traced / plain median; overhead = "
+            "slowdown - 1)", 72)
 
     keep = results["1"]
-    line(keep["exact"] <= TARGET_EXACT_KEEP,
-         f"(1) memlens exact <= {TARGET_EXACT_KEEP:g}x on the keep loop "
-         f"({keep['exact']:.2f}x)")
+    target_line(keep["exact"] <= TARGET_EXACT_KEEP,
+                f"(1) memlens exact <= {TARGET_EXACT_KEEP:g}x on the keep "
+                f"loop ({keep['exact']:.2f}x)")
     for letter, _, _ in LOOPS:
         r = results[letter]
         ex, tm = r["exact"] - 1, r["tracemalloc"] - 1
         ok = ex <= TARGET_VS_TRACEMALLOC * tm
-        line(ok, f"({letter}) memlens exact overhead <= "
-                 f"{TARGET_VS_TRACEMALLOC:g} x tracemalloc's "
-                 f"({ex:+.2f} vs {tm:+.2f}"
-                 + (f", ratio {ex / tm:.2f})" if tm > 0 else ")"))
+        target_line(ok, f"({letter}) memlens exact overhead <= "
+                    f"{TARGET_VS_TRACEMALLOC:g} x tracemalloc's "
+                    f"({ex:+.2f} vs {tm:+.2f}"
+                    + (f", ratio {ex / tm:.2f})" if tm > 0 else ")"))
     for letter, _, _ in LOOPS:
         got = results[letter]["sampled"]
-        line(got <= TARGET_SAMPLED,
-             f"({letter}) memlens sampled <= {TARGET_SAMPLED:g}x "
-             f"({got:.2f}x)")
-    line(ml_bytes <= TARGET_BYTES_PER_BLOCK,
-         f"memlens exact <= {TARGET_BYTES_PER_BLOCK:g} B per live block "
-         f"({ml_bytes:.1f}; tracemalloc {tm_bytes:.1f})")
-    line(peak_cost <= TARGET_SNAPSHOT_S,
-         f"peak_snapshot() + statistics('lineno') with {big_blocks:,} "
-         f"blocks < {TARGET_SNAPSHOT_S:g} s ({peak_cost * 1e3:.1f} ms)")
-    line(top_cost <= TARGET_SNAPSHOT_S,
-         f"take_snapshot().top(10) with {big_blocks:,} blocks < "
-         f"{TARGET_SNAPSHOT_S:g} s ({top_cost * 1e3:.1f} ms)")
+        target_line(got <= TARGET_SAMPLED,
+                    f"({letter}) memlens sampled <= {TARGET_SAMPLED:g}x "
+                    f"({got:.2f}x)")
+    target_line(ml_bytes <= TARGET_BYTES_PER_BLOCK,
+                f"memlens exact <= {TARGET_BYTES_PER_BLOCK:g} B per live "
+                f"block ({ml_bytes:.1f}; tracemalloc {tm_bytes:.1f})")
+    target_line(peak_cost <= TARGET_SNAPSHOT_S,
+                f"peak_snapshot() + statistics('lineno') with {big_blocks:,} "
+                f"blocks < {TARGET_SNAPSHOT_S:g} s ({peak_cost * 1e3:.1f} ms)")
+    target_line(top_cost <= TARGET_SNAPSHOT_S,
+                f"take_snapshot().top(10) with {big_blocks:,} blocks < "
+                f"{TARGET_SNAPSHOT_S:g} s ({top_cost * 1e3:.1f} ms)")
     floors = ", ".join(f"({k}) {results[k]['floor_hooks']:.2f}x"
                        for k, _, _ in LOOPS)
     print(f"  info  memlens exact hooks alone (no tracing): {floors}")
