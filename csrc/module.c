@@ -11,6 +11,7 @@
 #include "peak.h"
 #include "rss.h"
 #include "sampler.h"
+#include "sizeof.h"
 #include "trace.h"
 #include "tracer.h"
 
@@ -75,7 +76,7 @@ module_exec(PyObject *module)
     memlens_state *st = PyModule_GetState(module);
     if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
         || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
-        || memlens_trace_init(module) < 0
+        || memlens_trace_init(module) < 0 || memlens_sizeof_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0) {
         return -1;

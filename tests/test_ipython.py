@@ -422,3 +422,15 @@ def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
         ip.run_line_magic("memtop", "")
     run(ip, "%memtop 1/0")
     assert not memlens.is_tracing()
+
+
+def test_memsize_prints_the_deep_size(ip, capsys):
+    ip.user_ns["payload"] = [bytes(1000) for _ in range(100)]
+    run(ip, "%memsize payload")
+    out = capsys.readouterr().out
+    size = memlens.asizeof(ip.user_ns["payload"])
+    assert out.strip() == f"payload: {size / 2**20:.2f} MiB ({size:,} bytes)"
+    with pytest.raises(UsageError, match="not an expression"):
+        ip.run_line_magic("memsize", "x = 1")
+    result = run(ip, "%memsize undefined_name")
+    assert isinstance(result.error_in_exec, NameError)

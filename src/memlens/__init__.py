@@ -28,6 +28,9 @@ _LAZY = {
     "take_snapshot": "memlens._tracing",
     "peak_snapshot": "memlens._tracing",
     "Snapshot": "memlens._tracing",
+    "asizeof": "memlens._objects",
+    "asizesof": "memlens._objects",
+    "SizeWarning": "memlens._objects",
 }
 
 __all__ = sorted(_LAZY)

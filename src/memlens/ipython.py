@@ -248,7 +248,7 @@ def _children_peak_since(rusage_before):
 
 @magics_class
 class MemlensMagics(Magics):
-    """%memlens, %memit, %mprun and %memtop (line and cell forms)."""
+    """%memlens, %memit, %mprun, %memtop and %memsize."""
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -465,6 +465,34 @@ class MemlensMagics(Magics):
                       "traced):")
                 print(run.peak.format(args.limit, args.key))
         return run if args.return_result else None
+
+
+    # ---- %memsize -----------------------------------------------------
+
+    @magic_arguments()
+    @argument("-l", dest="limit", type=int, default=None, metavar="L",
+              help="count objects L references away, follow no further")
+    @argument("expression", nargs="+", help="the value to size")
+    @line_magic
+    def memsize(self, line=""):
+        """Deep size of a value: everything it holds, each object once."""
+        __tracebackhide__ = True
+        from memlens._objects import asizeof
+
+        args = _parse(self.memsize, line)
+        if args.limit is not None and args.limit < 0:
+            raise UsageError("%memsize: -l must not be negative")
+        expression = " ".join(args.expression)
+        value = eval(self._compile_eval(expression), self.shell.user_ns)
+        size = asizeof(value, limit=args.limit)
+        print(f"{expression}: {mib(size)} MiB ({size:,} bytes)")
+        return None
+
+    def _compile_eval(self, expression):
+        try:
+            return compile(expression, "<memsize>", "eval")
+        except SyntaxError as exc:
+            raise UsageError(f"%memsize: not an expression: {exc}") from None
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,532 @@
+/* sizeof.c: deep sizes (asizeof), walked in C.
+ *
+ * The rule (SPEC 6): the bytes of every distinct object reachable from the
+ * arguments, each counted once. Followed: an object's references as its
+ * type reports them (tp_traverse), every key and value of a dict (the GC
+ * walk skips the keys of string-keyed dicts), and a NumPy array's base.
+ * Neither counted nor followed when reached: modules, classes, functions
+ * and code objects; the arguments themselves always count. One object's
+ * size is what sys.getsizeof reports: computed here for the common
+ * built-in types, asked of the object's __sizeof__ otherwise.
+ *
+ * The walk is iterative (an explicit stack, so a ten-million-long chain
+ * does not overflow the C stack) and creates no Python object per visited
+ * object; the visited set and the stack are libc memory. Objects on the
+ * stack are held by a reference, because a __sizeof__ written in Python
+ * may run arbitrary code. A __sizeof__ that raises or returns nonsense
+ * counts the object's basic size; the error is counted, never raised.
+ *
+ * GIL held throughout.
+ */
+#include "common.h"
+#include "sizeof.h"
+
+#include <string.h>
+
+/* What sys.getsizeof adds to __sizeof__: the GC header (two pointers on
+ * every version we support) and, from 3.11, the pre-header of objects
+ * with a managed dict (and, from 3.12, managed weak references). */
+#define SIZEOF_GC_HEAD (2 * sizeof(void *))
+
+/* 3.11 and 3.12 add the GC header when the type is a GC type; the other
+ * versions ask the object (static types are not collected). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define SIZEOF_HAS_GC_HEAD(o) PyType_IS_GC(Py_TYPE(o))
+#else
+#define SIZEOF_HAS_GC_HEAD(o) PyObject_IS_GC(o)
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define SIZEOF_PREHEADER_FLAGS                                                \
+    (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF)
+#elif PY_VERSION_HEX >= 0x030B0000
+#define SIZEOF_PREHEADER_FLAGS (Py_TPFLAGS_MANAGED_DICT)
+#else
+#define SIZEOF_PREHEADER_FLAGS 0
+#endif
+
+/* How the size of a type's instances is found. */
+enum {
+    SIZE_UNKNOWN = 0,
+    SIZE_GENERIC,   /* object.__sizeof__: basicsize + itemsize * ob_size */
+    SIZE_LIST,      /* basicsize + allocated pointers */
+    SIZE_SET,       /* basicsize + the table unless it is the small one */
+    SIZE_STR,       /* compact ASCII strings by formula, others: call */
+    SIZE_BYTEARRAY, /* basicsize + ob_alloc */
+    SIZE_INT,       /* digits, by version */
+    SIZE_CALL,      /* ask __sizeof__ */
+};
+
+typedef struct {
+    uintptr_t *slots; /* Owned (libc): a set of addresses; 0 empty. */
+    size_t mask;
+    size_t used;
+} sizeof_set;
+
+typedef struct {
+    sizeof_set seen;
+    PyObject **stack; /* Owned (libc); each item holds a reference. */
+    long *levels;     /* Owned (libc): each stack item's depth. */
+    size_t depth, cap, levels_cap;
+    long level; /* Depth of the object being followed. */
+    /* type -> strategy, for this walk (types stay alive meanwhile). */
+    uintptr_t *types;
+    unsigned char *strategy;
+    size_t types_mask, types_used;
+    PyObject *object_sizeof; /* Owned: object.__sizeof__. */
+    uint64_t errors;         /* __sizeof__ that failed. */
+    int oom;
+    long limit; /* Objects this deep are counted, not followed; -1: none. */
+} sizeof_walk;
+
+static inline size_t
+sizeof_hash(uintptr_t p)
+{
+    uint64_t h = (uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 17);
+}
+
+/* Adds p; 1 if it was new, 0 if already there, -1 out of memory. */
+static int
+sizeof_set_add(sizeof_set *s, uintptr_t p)
+{
+    if (s->slots == NULL || (s->used + 1) * 2 > s->mask + 1) {
+        size_t cap = s->slots ? (s->mask + 1) * 2 : 1024;
+        uintptr_t *slots = calloc(cap, sizeof(uintptr_t));
+        if (slots == NULL) {
+            return -1;
+        }
+        for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
+            if (s->slots[i] != 0) {
+                size_t j = sizeof_hash(s->slots[i]) & (cap - 1);
+                while (slots[j] != 0) {
+                    j = (j + 1) & (cap - 1);
+                }
+                slots[j] = s->slots[i];
+            }
+        }
+        free(s->slots);
+        s->slots = slots;
+        s->mask = cap - 1;
+    }
+    size_t i = sizeof_hash(p) & s->mask;
+    while (s->slots[i] != 0) {
+        if (s->slots[i] == p) {
+            return 0;
+        }
+        i = (i + 1) & s->mask;
+    }
+    s->slots[i] = p;
+    s->used++;
+    return 1;
+}
+
+static int
+sizeof_set_has(const sizeof_set *s, uintptr_t p)
+{
+    if (s->slots == NULL) {
+        return 0;
+    }
+    size_t i = sizeof_hash(p) & s->mask;
+    while (s->slots[i] != 0) {
+        if (s->slots[i] == p) {
+            return 1;
+        }
+        i = (i + 1) & s->mask;
+    }
+    return 0;
+}
+
+/* Pushes a new reference to o (unless seen). 0, or -1 out of memory. */
+static int
+sizeof_push(sizeof_walk *w, PyObject *o)
+{
+    if (o == NULL || sizeof_set_has(&w->seen, (uintptr_t)o)) {
+        return 0;
+    }
+    if (memlens_grow((void **)&w->stack, &w->cap, w->depth, sizeof(PyObject *),
+                     1024)
+            < 0
+        || memlens_grow((void **)&w->levels, &w->levels_cap, w->depth,
+                        sizeof(long), 1024)
+               < 0) {
+        w->oom = 1;
+        return -1;
+    }
+    Py_INCREF(o);
+    w->levels[w->depth] = w->level + 1;
+    w->stack[w->depth++] = o;
+    return 0;
+}
+
+static int
+sizeof_visit(PyObject *o, void *arg)
+{
+    return sizeof_push((sizeof_walk *)arg, o);
+}
+
+/* Program, not data: neither counted nor followed when reached. */
+static int
+sizeof_excluded(PyObject *o)
+{
+    return PyModule_Check(o) || PyType_Check(o) || PyFunction_Check(o)
+           || PyCFunction_Check(o) || PyCode_Check(o);
+}
+
+static unsigned char
+sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
+{
+    if (tp == &PyList_Type) {
+        return SIZE_LIST;
+    }
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        return SIZE_SET;
+    }
+    if (tp == &PyUnicode_Type) {
+        return SIZE_STR;
+    }
+    if (tp == &PyByteArray_Type) {
+        return SIZE_BYTEARRAY;
+    }
+    if (tp == &PyLong_Type || tp == &PyBool_Type) {
+        return SIZE_INT;
+    }
+    if (tp == &PyTuple_Type || tp == &PyFloat_Type || tp == &PyBytes_Type
+        || tp == &PyComplex_Type) {
+        return SIZE_GENERIC;
+    }
+    /* Anything else: generic if its __sizeof__ is object's. */
+    PyObject *meth = PyObject_GetAttrString((PyObject *)tp, "__sizeof__");
+    unsigned char s = SIZE_CALL;
+    if (meth == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        if (meth == w->object_sizeof) {
+            s = SIZE_GENERIC;
+        }
+        Py_DECREF(meth);
+    }
+    return s;
+}
+
+/* The strategy of a type, cached for the walk. */
+static unsigned char
+sizeof_strategy(sizeof_walk *w, PyTypeObject *tp)
+{
+    uintptr_t key = (uintptr_t)tp;
+    if (w->types != NULL) {
+        size_t i = sizeof_hash(key) & w->types_mask;
+        while (w->types[i] != 0) {
+            if (w->types[i] == key) {
+                return w->strategy[i];
+            }
+            i = (i + 1) & w->types_mask;
+        }
+    }
+    unsigned char s = sizeof_strategy_for(w, tp);
+    if (w->types == NULL || (w->types_used + 1) * 2 > w->types_mask + 1) {
+        size_t cap = w->types ? (w->types_mask + 1) * 2 : 64;
+        uintptr_t *types = calloc(cap, sizeof(uintptr_t));
+        unsigned char *strategy = calloc(cap, 1);
+        if (types == NULL || strategy == NULL) {
+            free(types);
+            free(strategy);
+            return s;
+        }
+        for (size_t i = 0; w->types != NULL && i <= w->types_mask; i++) {
+            if (w->types[i] != 0) {
+                size_t j = sizeof_hash(w->types[i]) & (cap - 1);
+                while (types[j] != 0) {
+                    j = (j + 1) & (cap - 1);
+                }
+                types[j] = w->types[i];
+                strategy[j] = w->strategy[i];
+            }
+        }
+        free(w->types);
+        free(w->strategy);
+        w->types = types;
+        w->strategy = strategy;
+        w->types_mask = cap - 1;
+    }
+    size_t i = sizeof_hash(key) & w->types_mask;
+    while (w->types[i] != 0) {
+        i = (i + 1) & w->types_mask;
+    }
+    w->types[i] = key;
+    w->strategy[i] = s;
+    w->types_used++;
+    return s;
+}
+
+/* __sizeof__ of o, by a call; the basic size if it fails. */
+static Py_ssize_t
+sizeof_call(sizeof_walk *w, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    /* Looked up on the type, as sys.getsizeof does: a class's own
+     * __sizeof__ is not the one that sizes it. */
+    PyObject *meth = PyObject_GetAttrString((PyObject *)tp, "__sizeof__");
+    PyObject *r = meth != NULL ? PyObject_CallOneArg(meth, o) : NULL;
+    Py_XDECREF(meth);
+    Py_ssize_t n = -1;
+    if (r != NULL) {
+        n = PyLong_Check(r) ? PyLong_AsSsize_t(r) : -1;
+        Py_DECREF(r);
+    }
+    if (n < 0) {
+        PyErr_Clear();
+        w->errors++;
+        n = tp->tp_basicsize;
+    }
+    return n;
+}
+
+/* What sys.getsizeof(o) reports. */
+static Py_ssize_t
+sizeof_one(sizeof_walk *w, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    Py_ssize_t n;
+    switch (sizeof_strategy(w, tp)) {
+        case SIZE_LIST:
+            n = tp->tp_basicsize
+                + ((PyListObject *)o)->allocated * (Py_ssize_t)sizeof(void *);
+            break;
+        case SIZE_SET: {
+            PySetObject *so = (PySetObject *)o;
+            n = tp->tp_basicsize;
+            if (so->table != so->smalltable) {
+                n += (so->mask + 1) * (Py_ssize_t)sizeof(setentry);
+            }
+            break;
+        }
+        case SIZE_STR:
+            if (PyUnicode_IS_COMPACT_ASCII(o)
+#if PY_VERSION_HEX < 0x030C0000
+                && ((PyASCIIObject *)o)->wstr == NULL
+#endif
+            ) {
+                n = (Py_ssize_t)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o)
+                    + 1;
+            }
+            else {
+                n = sizeof_call(w, o);
+            }
+            break;
+        case SIZE_BYTEARRAY:
+            n = tp->tp_basicsize + ((PyByteArrayObject *)o)->ob_alloc;
+            break;
+        case SIZE_INT: {
+#if PY_VERSION_HEX >= 0x030C0000
+            /* 3.12 keeps the digit count in lv_tag and always counts at
+             * least one digit. */
+            Py_ssize_t digits =
+                (Py_ssize_t)(((PyLongObject *)o)->long_value.lv_tag >> 3);
+            n = (Py_ssize_t)offsetof(PyLongObject, long_value.ob_digit)
+                + (digits > 0 ? digits : 1) * (Py_ssize_t)sizeof(digit);
+#else
+            Py_ssize_t digits = Py_SIZE(o) < 0 ? -Py_SIZE(o) : Py_SIZE(o);
+#if PY_VERSION_HEX >= 0x030B0000
+            /* From 3.11, zero is counted with one digit too. */
+            digits = digits > 0 ? digits : 1;
+#endif
+            n = (Py_ssize_t)offsetof(PyLongObject, ob_digit)
+                + digits * (Py_ssize_t)sizeof(digit);
+#endif
+            break;
+        }
+        case SIZE_GENERIC:
+            n = tp->tp_basicsize;
+            if (tp->tp_itemsize > 0) {
+                n += Py_SIZE(o) * tp->tp_itemsize;
+            }
+            break;
+        default:
+            n = sizeof_call(w, o);
+            break;
+    }
+    if (SIZEOF_HAS_GC_HEAD(o)) {
+        n += (Py_ssize_t)SIZEOF_GC_HEAD;
+    }
+    if (PyType_HasFeature(tp, SIZEOF_PREHEADER_FLAGS)) {
+        n += 2 * (Py_ssize_t)sizeof(PyObject *);
+    }
+    return n;
+}
+
+/* Pushes what o refers to, under the rule. 0 or -1 (out of memory). */
+static int
+sizeof_follow(sizeof_walk *w, PyObject *o)
+{
+    if (w->limit >= 0 && w->level >= w->limit) {
+        return 0;
+    }
+    traverseproc traverse = Py_TYPE(o)->tp_traverse;
+    if (traverse != NULL && PyObject_IS_GC(o)) {
+        if (traverse(o, sizeof_visit, w) < 0 || w->oom) {
+            return -1;
+        }
+    }
+    if (PyDict_Check(o)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(o, &pos, &key, &value)) {
+            if (sizeof_push(w, key) < 0 || sizeof_push(w, value) < 0) {
+                return -1;
+            }
+        }
+    }
+    else if (strcmp(Py_TYPE(o)->tp_name, "numpy.ndarray") == 0) {
+        /* An array's base (the owner of a view's buffer) is no GC
+         * referent: follow it, so that the buffer counts once. */
+        PyObject *base = PyObject_GetAttrString(o, "base");
+        if (base == NULL) {
+            PyErr_Clear();
+        }
+        else {
+            int rc = base != Py_None ? sizeof_push(w, base) : 0;
+            Py_DECREF(base);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Walks from one root; adds its new bytes to *total. 0, or -1 with
+ * MemoryError. */
+static int
+sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
+{
+    int added = sizeof_set_add(&w->seen, (uintptr_t)root);
+    if (added < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (added == 0) {
+        return 0; /* counted with an earlier argument */
+    }
+    *total += sizeof_one(w, root);
+    w->level = 0;
+    if (sizeof_follow(w, root) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (w->depth > 0) {
+        PyObject *o = w->stack[--w->depth];
+        w->level = w->levels[w->depth];
+        added = sizeof_set_add(&w->seen, (uintptr_t)o);
+        if (added > 0 && !sizeof_excluded(o)) {
+            *total += sizeof_one(w, o);
+            if (sizeof_follow(w, o) < 0) {
+                added = -1;
+            }
+        }
+        Py_DECREF(o);
+        if (added < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+sizeof_walk_clear(sizeof_walk *w)
+{
+    while (w->depth > 0) {
+        Py_DECREF(w->stack[--w->depth]);
+    }
+    free(w->stack);
+    free(w->levels);
+    free(w->seen.slots);
+    free(w->types);
+    free(w->strategy);
+    Py_XDECREF(w->object_sizeof);
+}
+
+/* _asizesof(objs, limit) -> (tuple of sizes, errors): one total per
+ * argument, an object reachable from two counted with the first; objects
+ * `limit` references away from an argument are counted, not followed
+ * (-1: no limit). */
+static PyObject *
+sizeof_py_asizesof(PyObject *m, PyObject *args)
+{
+    sizeof_walk w;
+    PyObject *objs;
+    long limit;
+    memset(&w, 0, sizeof(w));
+    if (!PyArg_ParseTuple(args, "O!l:_asizesof", &PyTuple_Type, &objs,
+                          &limit)) {
+        return NULL;
+    }
+    w.limit = limit;
+    w.object_sizeof =
+        PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
+    if (w.object_sizeof == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(objs);
+    Py_ssize_t *totals = calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    if (totals == NULL) {
+        sizeof_walk_clear(&w);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (sizeof_walk_from(&w, PyTuple_GET_ITEM(objs, i), &totals[i]) < 0) {
+            goto done;
+        }
+    }
+    uint64_t errors = w.errors;
+    PyObject *sizes = PyTuple_New(n);
+    if (sizes == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromSsize_t(totals[i]);
+        if (v == NULL) {
+            Py_DECREF(sizes);
+            goto done;
+        }
+        PyTuple_SET_ITEM(sizes, i, v);
+    }
+    result = Py_BuildValue("(NK)", sizes, (unsigned long long)errors);
+done:
+    free(totals);
+    sizeof_walk_clear(&w);
+    return result;
+}
+
+/* _getsizeof(obj) -> int: this file's idea of sys.getsizeof (tests). */
+static PyObject *
+sizeof_py_getsizeof(PyObject *m, PyObject *o)
+{
+    sizeof_walk w;
+    memset(&w, 0, sizeof(w));
+    w.object_sizeof =
+        PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
+    if (w.object_sizeof == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = sizeof_one(&w, o);
+    sizeof_walk_clear(&w);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyMethodDef sizeof_methods[] = {
+    {"_asizesof", sizeof_py_asizesof, METH_VARARGS,
+     "_asizesof(objs) -> (sizes, errors): deep sizes, one per object."},
+    {"_getsizeof", sizeof_py_getsizeof, METH_O,
+     "_getsizeof(obj) -> int: the size of one object, as sys.getsizeof."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+memlens_sizeof_init(PyObject *module)
+{
+    return PyModule_AddFunctions(module, sizeof_methods);
+}

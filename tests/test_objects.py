@@ -1,0 +1,163 @@
+"""Deep sizes (SPEC 6): asizeof against a plain-Python walk of the rule."""
+import gc
+import sys
+import tracemalloc
+import types
+
+import numpy as np
+import pytest
+
+import memlens
+from memlens import _core
+
+EXCLUDED = (types.ModuleType, type, types.FunctionType,
+            types.BuiltinFunctionType, types.CodeType)
+
+
+def reference(*objs):
+    """The SPEC's rule, walked in plain Python (the test oracle)."""
+    seen = set()
+    total = 0
+    for root in objs:
+        if id(root) in seen:
+            continue
+        stack = [(root, True)]
+        while stack:
+            obj, is_root = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if not is_root and isinstance(obj, EXCLUDED):
+                continue
+            total += sys.getsizeof(obj)
+            refs = list(gc.get_referents(obj)) if gc.is_tracked(obj) or (
+                isinstance(obj, (dict, list, tuple, set))) else []
+            if isinstance(obj, dict):
+                refs += list(obj.keys()) + list(obj.values())
+            if isinstance(obj, np.ndarray) and obj.base is not None:
+                refs.append(obj.base)
+            stack.extend((r, False) for r in refs)
+    return total
+
+
+def module_level():
+    return 1
+
+
+CASES = {
+    "str-keyed dict": lambda: {f"key{i}": [i] * 5 for i in range(1000)},
+    "int-keyed dict": lambda: {i: str(i) for i in range(1000)},
+    "nested lists": lambda: [[[i, str(i)] for i in range(10)] for _ in range(100)],
+    "tuples and sets": lambda: (set(range(100)), frozenset("abc"), (1, 2.5)),
+    "strings and bytes": lambda: ["ascii", "é" * 10, "€" * 3, b"xyz" * 100,
+                                  bytearray(1000), 2**100, -7, 1.5j],
+    "shared sub-objects": lambda: (lambda s: [s, s, {"a": s}])([1, 2, 3]),
+    "cycle": lambda: (lambda a: (a.append(a), a)[1])([1, "x"]),
+    "functions and modules are not data": lambda: [module_level, sys, int,
+                                                   module_level.__code__, 5],
+    "many objects": lambda: [[str(i), i * 1.5, (i,)] for i in range(100_000)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_equal_to_the_byte_to_a_python_walk_of_the_rule(name):
+    value = CASES[name]()
+    assert memlens.asizeof(value) == reference(value)
+
+
+def test_several_arguments_and_asizesof():
+    shared = list(range(1000))
+    a, b = [shared, "a"], [shared, "b"]
+    sizes = memlens.asizesof(a, b)
+    assert sizes[0] == reference(a)
+    assert sizes[1] == reference(a, b) - reference(a)
+    assert memlens.asizeof(a, b) == reference(a, b)
+
+
+def test_arguments_always_count_even_when_excluded_kinds():
+    # An argument is counted and followed whatever its kind; what it
+    # reaches follows the rule.
+    assert memlens.asizeof(int) == reference(int) >= sys.getsizeof(int)
+    code = module_level.__code__
+    assert memlens.asizeof(code) == reference(code) >= sys.getsizeof(code)
+
+
+def test_numpy_buffers_count_once_with_their_owner():
+    a = np.ones(10**6)
+    view = a[::2]
+    assert memlens.asizeof(a) == sys.getsizeof(a)
+    assert memlens.asizeof(view) == sys.getsizeof(view) + sys.getsizeof(a)
+    assert memlens.asizeof([a, view]) < 8_100_000
+
+
+def test_limit_stops_following():
+    deep = [[[["leaf"]]]]
+    assert memlens.asizeof(deep, limit=0) == sys.getsizeof(deep)
+    assert memlens.asizeof(deep, limit=1) == (sys.getsizeof(deep)
+                                              + sys.getsizeof(deep[0]))
+    assert memlens.asizeof(deep) == reference(deep)
+    with pytest.raises(ValueError):
+        memlens.asizeof(deep, limit=-1)
+    with pytest.raises(TypeError):
+        memlens.asizeof(deep, limit="2")
+
+
+class Plain:
+    def __init__(self, i):
+        self.a = i
+        self.b = str(i)
+
+
+def test_sizing_creates_nothing_and_materialises_no_dict():
+    items = [Plain(i) for i in range(100_000)]
+    had_dict = sum(any(isinstance(r, dict) for r in gc.get_referents(x))
+                   for x in items[:100])
+    memlens.asizeof(items)  # warm up
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        memlens.asizeof(items)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 1024
+    now_dict = sum(any(isinstance(r, dict) for r in gc.get_referents(x))
+                   for x in items[:100])
+    assert now_dict == had_dict
+
+
+@pytest.mark.slow
+def test_ten_million_long_chain_without_stack_overflow():
+    node = None
+    for _ in range(10**7):
+        node = (node,)
+    assert memlens.asizeof(node) == (10**7 * sys.getsizeof((None,))
+                                     + sys.getsizeof(None))
+    del node
+
+
+class BadSizeof:
+    def __sizeof__(self):
+        raise ValueError("no")
+
+
+class NonsenseSizeof:
+    def __sizeof__(self):
+        return "big"
+
+
+def test_failing_sizeof_counts_basic_size_and_is_reported():
+    objs = [BadSizeof(), NonsenseSizeof()]
+    with pytest.warns(memlens.SizeWarning, match="2 object"):
+        size = memlens.asizeof(objs)
+    basics = sum(type(o).__basicsize__ for o in objs)
+    assert size >= sys.getsizeof(objs) + basics
+
+
+def test_one_object_size_matches_sys_getsizeof():
+    samples = [0, 1, 255, 256, 2**30, 2**64, -5, "abc", "é", "€x", b"xx",
+               bytearray(10), [1, 2], list(range(100)), (1, 2), {1, 2},
+               frozenset(range(50)), {"a": 1}, 1.5, 1j, True, None, object(),
+               Plain(1), np.ones(3)]
+    for obj in samples:
+        assert _core._getsizeof(obj) == sys.getsizeof(obj), obj
