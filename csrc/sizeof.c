@@ -517,7 +517,288 @@ sizeof_py_getsizeof(PyObject *m, PyObject *o)
     return PyLong_FromSsize_t(n);
 }
 
+/* ---- Heap census -------------------------------------------------------- *
+ * Every live object the GC knows of, and every object they refer to (the
+ * untracked ones: strings, numbers, dict keys), each counted once and
+ * partitioned by type. A dict is "dict of C" when it is an instance
+ * dictionary of class C: a split dict sharing the keys C caches for its
+ * instances, or (before 3.11) the dict an instance points at. */
+
+typedef struct {
+    uintptr_t key; /* type pointer << 1 | 1 for "dict of"; 0 empty. */
+    int64_t count, size;
+} census_row;
+
+typedef struct {
+    census_row *rows; /* Owned (libc). */
+    size_t mask, used;
+} census_map;
+
+static census_row *
+census_row_for(census_map *m, uintptr_t key)
+{
+    if (m->rows == NULL || (m->used + 1) * 2 > m->mask + 1) {
+        size_t cap = m->rows ? (m->mask + 1) * 2 : 256;
+        census_row *rows = calloc(cap, sizeof(census_row));
+        if (rows == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; m->rows != NULL && i <= m->mask; i++) {
+            if (m->rows[i].key != 0) {
+                size_t j = sizeof_hash(m->rows[i].key) & (cap - 1);
+                while (rows[j].key != 0) {
+                    j = (j + 1) & (cap - 1);
+                }
+                rows[j] = m->rows[i];
+            }
+        }
+        free(m->rows);
+        m->rows = rows;
+        m->mask = cap - 1;
+    }
+    size_t i = sizeof_hash(key) & m->mask;
+    while (m->rows[i].key != 0 && m->rows[i].key != key) {
+        i = (i + 1) & m->mask;
+    }
+    if (m->rows[i].key == 0) {
+        m->rows[i].key = key;
+        m->used++;
+    }
+    return &m->rows[i];
+}
+
+/* A dict whose owner is decided after the walk. */
+typedef struct {
+    uintptr_t dict;
+    uintptr_t keys; /* ma_keys when split, else 0. */
+    int64_t size;
+} census_dict;
+
+typedef struct {
+    sizeof_walk w;
+    census_map kinds;
+    census_dict *dicts; /* Owned (libc). */
+    size_t ndicts, capdicts;
+    sizeof_set owned_keys; /* ht_cached_keys of heap types seen. */
+    census_map owners;     /* dict or keys pointer -> owner type. */
+    int program;           /* Count modules, classes, functions, code. */
+    int64_t total_count, total_size;
+} census;
+
+static int
+census_push_root(PyObject *o, void *arg)
+{
+    census *c = arg;
+    c->w.level = 0;
+    return sizeof_push(&c->w, o) < 0 ? 0 : 1;
+}
+
+/* Records that `dict` (or dicts with `keys`) belong to instances of tp. */
+static int
+census_note_owner(census *c, uintptr_t ptr, PyTypeObject *tp)
+{
+    census_row *r = census_row_for(&c->owners, ptr);
+    if (r == NULL) {
+        return -1;
+    }
+    r->count = (int64_t)(uintptr_t)tp;
+    return 0;
+}
+
+/* Counts one object into the census. 0 or -1 (out of memory). */
+static int
+census_count(census *c, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    int64_t size = sizeof_one(&c->w, o);
+    c->total_count++;
+    c->total_size += size;
+    if (PyType_Check(o)
+        && PyType_HasFeature((PyTypeObject *)o, Py_TPFLAGS_HEAPTYPE)) {
+        PyHeapTypeObject *ht = (PyHeapTypeObject *)o;
+        if (ht->ht_cached_keys != NULL
+            && census_note_owner(c, (uintptr_t)ht->ht_cached_keys,
+                                 (PyTypeObject *)o)
+                   < 0) {
+            return -1;
+        }
+    }
+#if PY_VERSION_HEX < 0x030B0000
+    /* Before 3.11 an instance points at its dict from a fixed offset. */
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE) && tp->tp_dictoffset > 0) {
+        PyObject *d = *(PyObject **)((char *)o + tp->tp_dictoffset);
+        if (d != NULL && census_note_owner(c, (uintptr_t)d, tp) < 0) {
+            return -1;
+        }
+    }
+#endif
+    if (PyDict_CheckExact(o)) {
+        if (memlens_grow((void **)&c->dicts, &c->capdicts, c->ndicts,
+                         sizeof(census_dict), 1024)
+            < 0) {
+            return -1;
+        }
+        PyDictObject *d = (PyDictObject *)o;
+        census_dict *cd = &c->dicts[c->ndicts++];
+        cd->dict = (uintptr_t)o;
+        cd->keys = d->ma_values != NULL ? (uintptr_t)d->ma_keys : 0;
+        cd->size = size;
+        return 0;
+    }
+    census_row *r = census_row_for(&c->kinds, (uintptr_t)tp << 1);
+    if (r == NULL) {
+        return -1;
+    }
+    r->count++;
+    r->size += size;
+    return 0;
+}
+
+static PyTypeObject *
+census_owner(census *c, uintptr_t ptr)
+{
+    if (ptr == 0 || c->owners.rows == NULL) {
+        return NULL;
+    }
+    size_t i = sizeof_hash(ptr) & c->owners.mask;
+    while (c->owners.rows[i].key != 0) {
+        if (c->owners.rows[i].key == ptr) {
+            return (PyTypeObject *)(uintptr_t)c->owners.rows[i].count;
+        }
+        i = (i + 1) & c->owners.mask;
+    }
+    return NULL;
+}
+
+/* Walks every live object. 0, or -1 with an exception. */
+static int
+census_run(census *c, PyObject *self_list)
+{
+    sizeof_walk *w = &c->w;
+    w->object_sizeof =
+        PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
+    if (w->object_sizeof == NULL) {
+        return -1;
+    }
+    w->limit = -1;
+    if (self_list != NULL
+        && sizeof_set_add(&w->seen, (uintptr_t)self_list) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyUnstable_GC_VisitObjects(census_push_root, c);
+#else
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self_list); i++) {
+        census_push_root(PyList_GET_ITEM(self_list, i), c);
+    }
+#endif
+    if (w->oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (w->depth > 0) {
+        PyObject *o = w->stack[--w->depth];
+        w->level = 0;
+        int added = sizeof_set_add(&w->seen, (uintptr_t)o);
+        int rc = 0;
+        if (added > 0 && (c->program || !sizeof_excluded(o))) {
+            rc = census_count(c, o);
+            if (rc == 0) {
+                rc = sizeof_follow(w, o);
+            }
+        }
+        Py_DECREF(o);
+        if (added < 0 || rc < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    /* Now that every class has been seen, decide whose each dict is. */
+    for (size_t i = 0; i < c->ndicts; i++) {
+        census_dict *cd = &c->dicts[i];
+        PyTypeObject *owner = census_owner(c, cd->dict);
+        if (owner == NULL) {
+            owner = census_owner(c, cd->keys);
+        }
+        uintptr_t key = owner != NULL ? ((uintptr_t)owner << 1) | 1
+                                      : (uintptr_t)&PyDict_Type << 1;
+        census_row *r = census_row_for(&c->kinds, key);
+        if (r == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->count++;
+        r->size += cd->size;
+    }
+    return 0;
+}
+
+static void
+census_clear(census *c)
+{
+    sizeof_walk_clear(&c->w);
+    free(c->kinds.rows);
+    free(c->owners.rows);
+    free(c->dicts);
+}
+
+/* _heap_census(objects, program) -> (count, size, errors, [(type,
+ * dict_of, count, size)]). `objects`: gc.get_objects() before 3.12, None
+ * after (the census visits the GC's objects itself); it is left out. With
+ * `program` false, modules, classes, functions and code objects are
+ * neither counted nor followed (MEMORY()). */
+static PyObject *
+sizeof_py_heap_census(PyObject *m, PyObject *args)
+{
+    PyObject *objects;
+    int program;
+    census c;
+    memset(&c, 0, sizeof(c));
+    if (!PyArg_ParseTuple(args, "Op:_heap_census", &objects, &program)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyList_Check(objects)) {
+        PyErr_SetString(PyExc_TypeError, "objects must be gc.get_objects()");
+        return NULL;
+    }
+#endif
+    c.program = program;
+    PyObject *result = NULL;
+    if (census_run(&c, objects != Py_None ? objects : NULL) < 0) {
+        goto done;
+    }
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; c.kinds.rows != NULL && i <= c.kinds.mask; i++) {
+        census_row *r = &c.kinds.rows[i];
+        if (r->key == 0) {
+            continue;
+        }
+        PyObject *row = Py_BuildValue("(OiLL)", (PyObject *)(r->key >> 1),
+                                      (int)(r->key & 1), (long long)r->count,
+                                      (long long)r->size);
+        if (row == NULL || PyList_Append(rows, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(rows);
+            goto done;
+        }
+        Py_DECREF(row);
+    }
+    result = Py_BuildValue("(LLKN)", (long long)c.total_count,
+                           (long long)c.total_size,
+                           (unsigned long long)c.w.errors, rows);
+done:
+    census_clear(&c);
+    return result;
+}
+
 static PyMethodDef sizeof_methods[] = {
+    {"_heap_census", sizeof_py_heap_census, METH_VARARGS,
+     "_heap_census(objects, program) -> (count, size, errors, rows)."},
     {"_asizesof", sizeof_py_asizesof, METH_VARARGS,
      "_asizesof(objs) -> (sizes, errors): deep sizes, one per object."},
     {"_getsizeof", sizeof_py_getsizeof, METH_O,

@@ -434,3 +434,12 @@ def test_memsize_prints_the_deep_size(ip, capsys):
         ip.run_line_magic("memsize", "x = 1")
     result = run(ip, "%memsize undefined_name")
     assert isinstance(result.error_in_exec, NameError)
+
+
+def test_memheap_prints_the_census(ip, capsys):
+    result = ip.run_line_magic("memheap", "-n 3 -o")
+    out = capsys.readouterr().out
+    assert out.startswith("Partition of a set of ")
+    assert len(result.rows) > 3
+    with pytest.raises(UsageError):
+        ip.run_line_magic("memheap", "-n -1")

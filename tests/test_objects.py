@@ -161,3 +161,138 @@ def test_one_object_size_matches_sys_getsizeof():
                Plain(1), np.ones(3)]
     for obj in samples:
         assert _core._getsizeof(obj) == sys.getsizeof(obj), obj
+
+
+# --------------------------------------------------------------------------
+# Heap census
+# --------------------------------------------------------------------------
+
+class Census:
+    def __init__(self, i):
+        self.a = i
+        self.b = str(i)
+
+
+KIND = f"{Census.__module__}.Census"  # kinds name classes with their module
+
+
+def test_census_counts_every_object_once_and_totals_add_up():
+    keep = [Census(i) for i in range(5000)]
+    key_only = {("k" * 30 + str(i)): None for i in range(1000)}
+    census = memlens.heap()
+    assert census.count == sum(r.count for r in census.rows)
+    assert census.size == sum(r.size for r in census.rows)
+    assert census[KIND].count == 5000
+    assert census[KIND].size == 5000 * sys.getsizeof(keep[0])
+    # strings that are only dict keys are untracked by the GC, and counted
+    assert census["str"].count >= 1000 + 5000
+    text = census.format(limit=3)
+    lines = text.splitlines()
+    assert lines[0] == (f"Partition of a set of {census.count} objects. "
+                        f"Total size = {census.size} bytes.")
+    assert lines[1] == (" Index  Count   %     Size   % Cumulative  % "
+                        "Kind (class / dict of class)")
+    assert lines[2].startswith("     0 ")
+    del keep, key_only
+
+
+def test_census_names_instance_dicts_dict_of_class():
+    keep = [Census(i) for i in range(300)]
+    dicts = [x.__dict__ for x in keep]  # materialised and held
+    census = memlens.heap()
+    assert census["dict of " + KIND].count == 300
+    del keep, dicts
+
+
+def test_census_diff_shows_what_grew_and_only_the_census_objects_else():
+    first = memlens.heap()
+    second = memlens.heap()
+    grown = {r.kind for r in second.diff(first).rows if r.count > 0}
+    # the first census's own result objects: HeapCensus, its rows, their
+    # kind strings and numbers, the lists holding them
+    assert grown <= {"memlens._objects.HeapCensus",
+                     "dict of memlens._objects.HeapCensus",
+                     "memlens._objects.HeapRow", "str", "int", "list", "dict",
+                     "tuple"}, grown
+    keep = [Census(i) for i in range(1000)]
+    third = memlens.heap()
+    growth = third.diff(second)
+    assert growth[KIND].count == 1000
+    assert growth.rows[0].size > 0
+    with pytest.raises(TypeError):
+        third.diff("x")
+    assert "<table" in third._repr_html_() and third.to_dict()["rows"]
+    del keep
+
+
+def test_census_changes_nothing():
+    keep = [Census(i) for i in range(1000)]
+    had_dict = sum(any(isinstance(r, dict) for r in gc.get_referents(x))
+                   for x in keep)
+    memlens.heap()
+    assert had_dict == sum(any(isinstance(r, dict) for r in
+                               gc.get_referents(x)) for x in keep)
+    del keep
+
+
+# --------------------------------------------------------------------------
+# Memory points
+# --------------------------------------------------------------------------
+
+def test_memlogs_is_read_only_and_ids_are_made_unique():
+    from memlens import points
+
+    logs = points.MemLogs()
+    logs._record(points.MemLog("a", 1))
+    for attempt in (lambda: logs.append(1), lambda: logs.extend([1]),
+                    lambda: logs.__setitem__(0, 1), lambda: logs + [1],
+                    lambda: logs * 2):
+        with pytest.raises(TypeError, match="read-only"):
+            attempt()
+    with pytest.raises(TypeError):
+        logs += [1]
+    first = points.MEMPOINT("same")
+    second = points.MEMPOINT("same")
+    third = points.MEMPOINT("same")
+    assert (first.ID, second.ID, third.ID) == ("same", "same-2", "same-3")
+    assert points.MemLog._fields == ("ID", "memory")
+    assert isinstance(points.MEMLOGS.filter(lambda log: True), list)
+    assert points.MEMLOGS.map(lambda log: log.ID)[-1] == "same-3"
+    assert points.MEMLOGS.memories[-1] == third.memory
+    count = len(points.MEMLOGS)
+    assert points.MEMORY() > 0 and len(points.MEMLOGS) == count
+
+
+def test_memtrace_records_before_and_after():
+    from memlens import points
+
+    @points.MEMTRACE
+    def work():
+        return 7
+
+    assert work() == 7
+    assert points.MEMLOGS.IDs[-2:] == ["Before work()", "After work()"]
+    with pytest.raises(TypeError):
+        points.MEMPOINT(3)
+
+
+def test_builtins_and_a_ten_million_list(tmp_path):
+    import subprocess
+
+    script = tmp_path / "points.py"
+    script.write_text(
+        "import memlens.builtins\n"
+        "import builtins\n"
+        "assert builtins.MEMLOGS.IDs == ['memlens import']\n"
+        "data = list(range(10**7))\n"
+        "MEMPOINT('with list')\n"
+        "del data\n"
+        "MEMPOINT('without')\n"
+        "MEMPRINT()\n"
+        "big, small = MEMLOGS.memories[1:]\n"
+        "print('ratio', big / small)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "with list" in out
+    ratio = float(out.split("ratio")[1])
+    assert ratio > 100

@@ -31,6 +31,8 @@ _LAZY = {
     "asizeof": "memlens._objects",
     "asizesof": "memlens._objects",
     "SizeWarning": "memlens._objects",
+    "heap": "memlens._objects",
+    "HeapCensus": "memlens._objects",
 }
 
 __all__ = sorted(_LAZY)

@@ -248,7 +248,7 @@ def _children_peak_since(rusage_before):
 
 @magics_class
 class MemlensMagics(Magics):
-    """%memlens, %memit, %mprun, %memtop and %memsize."""
+    """%memlens, %memit, %mprun, %memtop, %memsize and %memheap."""
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -487,6 +487,25 @@ class MemlensMagics(Magics):
         size = asizeof(value, limit=args.limit)
         print(f"{expression}: {mib(size)} MiB ({size:,} bytes)")
         return None
+
+    # ---- %memheap -----------------------------------------------------
+
+    @magic_arguments()
+    @argument("-n", dest="limit", type=int, default=20, metavar="N",
+              help="how many kinds to show (default 20)")
+    @argument("-o", dest="return_result", action="store_true",
+              help="return the HeapCensus")
+    @line_magic
+    def memheap(self, line=""):
+        """A census of every live object, by kind (heapy's layout)."""
+        from memlens._objects import heap
+
+        args = _parse(self.memheap, line)
+        if args.limit < 0:
+            raise UsageError("%memheap: -n must not be negative")
+        census = heap()
+        print(census.format(limit=args.limit))
+        return census if args.return_result else None
 
     def _compile_eval(self, expression):
         try:
