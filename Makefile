@@ -32,6 +32,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_readings.py
 	$(PY) bench/bench_ipython.py
 	$(PY) bench/bench_line.py
+	$(PY) bench/bench_tracing.py
 	$(PY) bench/bench_objects.py
 
 # AddressSanitizer + UBSan build in its own environment. The build is made

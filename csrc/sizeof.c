@@ -57,11 +57,118 @@ enum {
     SIZE_CALL,      /* ask __sizeof__ */
 };
 
+/* The set of objects already seen: a bit per 16 bytes of address space,
+ * in bitmaps of 64 KiB regions found through a small hash table. Objects
+ * made one after the other sit in the same region, so a walk touches a
+ * few hot bitmaps instead of a cache line of a big table per object. Two
+ * distinct objects (at least 16 bytes each, never overlapping) never share
+ * a bit. */
+#define SEEN_REGION_SHIFT 16
+#define SEEN_WORDS ((1 << (SEEN_REGION_SHIFT - 4)) / 64)
+
 typedef struct {
-    uintptr_t *slots; /* Owned (libc): a set of addresses; 0 empty. */
+    uintptr_t base; /* address >> SEEN_REGION_SHIFT */
+    uint64_t bits[SEEN_WORDS];
+} sizeof_region;
+
+typedef struct {
+    sizeof_region **slots; /* Owned (libc), and each region. */
     size_t mask;
     size_t used;
+    sizeof_region *last; /* Borrowed: the region hit last. */
 } sizeof_set;
+
+static inline size_t
+sizeof_hash(uintptr_t p)
+{
+    uint64_t h = (uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 17);
+}
+
+/* The region of `base`, made if `make`; NULL if absent (or no memory). */
+static sizeof_region *
+sizeof_region_of(sizeof_set *s, uintptr_t base, int make)
+{
+    if (s->last != NULL && s->last->base == base) {
+        return s->last;
+    }
+    if (s->slots != NULL) {
+        size_t i =
+            (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
+        while (s->slots[i] != NULL) {
+            if (s->slots[i]->base == base) {
+                return s->last = s->slots[i];
+            }
+            i = (i + 1) & s->mask;
+        }
+    }
+    if (!make) {
+        return NULL;
+    }
+    if (s->slots == NULL || (s->used + 1) * 2 > s->mask + 1) {
+        size_t cap = s->slots ? (s->mask + 1) * 2 : 256;
+        sizeof_region **slots = calloc(cap, sizeof(sizeof_region *));
+        if (slots == NULL) {
+            return NULL;
+        }
+        for (size_t k = 0; s->slots != NULL && k <= s->mask; k++) {
+            sizeof_region *r = s->slots[k];
+            if (r != NULL) {
+                size_t j =
+                    (size_t)(r->base * UINT64_C(0x9E3779B97F4A7C15) >> 20)
+                    & (cap - 1);
+                while (slots[j] != NULL) {
+                    j = (j + 1) & (cap - 1);
+                }
+                slots[j] = r;
+            }
+        }
+        free(s->slots);
+        s->slots = slots;
+        s->mask = cap - 1;
+    }
+    sizeof_region *r = calloc(1, sizeof(sizeof_region));
+    if (r == NULL) {
+        return NULL;
+    }
+    r->base = base;
+    size_t i = (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
+    while (s->slots[i] != NULL) {
+        i = (i + 1) & s->mask;
+    }
+    s->slots[i] = r;
+    s->used++;
+    return s->last = r;
+}
+
+/* Adds p; 1 if it was new, 0 if already there, -1 out of memory. */
+static int
+sizeof_set_add(sizeof_set *s, uintptr_t p)
+{
+    sizeof_region *r = sizeof_region_of(s, p >> SEEN_REGION_SHIFT, 1);
+    if (r == NULL) {
+        return -1;
+    }
+    size_t bit = (p >> 4) & (SEEN_WORDS * 64 - 1);
+    uint64_t mask = UINT64_C(1) << (bit & 63);
+    if (r->bits[bit >> 6] & mask) {
+        return 0;
+    }
+    r->bits[bit >> 6] |= mask;
+    return 1;
+}
+
+static void
+sizeof_set_clear(sizeof_set *s)
+{
+    for (size_t k = 0; s->slots != NULL && k <= s->mask; k++) {
+        free(s->slots[k]);
+    }
+    free(s->slots);
+    s->slots = NULL;
+    s->last = NULL;
+    s->used = 0;
+}
 
 typedef struct {
     sizeof_set seen;
@@ -79,70 +186,20 @@ typedef struct {
     long limit; /* Objects this deep are counted, not followed; -1: none. */
 } sizeof_walk;
 
-static inline size_t
-sizeof_hash(uintptr_t p)
-{
-    uint64_t h = (uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 17);
-}
-
-/* Adds p; 1 if it was new, 0 if already there, -1 out of memory. */
-static int
-sizeof_set_add(sizeof_set *s, uintptr_t p)
-{
-    if (s->slots == NULL || (s->used + 1) * 2 > s->mask + 1) {
-        size_t cap = s->slots ? (s->mask + 1) * 2 : 1024;
-        uintptr_t *slots = calloc(cap, sizeof(uintptr_t));
-        if (slots == NULL) {
-            return -1;
-        }
-        for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
-            if (s->slots[i] != 0) {
-                size_t j = sizeof_hash(s->slots[i]) & (cap - 1);
-                while (slots[j] != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                slots[j] = s->slots[i];
-            }
-        }
-        free(s->slots);
-        s->slots = slots;
-        s->mask = cap - 1;
-    }
-    size_t i = sizeof_hash(p) & s->mask;
-    while (s->slots[i] != 0) {
-        if (s->slots[i] == p) {
-            return 0;
-        }
-        i = (i + 1) & s->mask;
-    }
-    s->slots[i] = p;
-    s->used++;
-    return 1;
-}
-
-static int
-sizeof_set_has(const sizeof_set *s, uintptr_t p)
-{
-    if (s->slots == NULL) {
-        return 0;
-    }
-    size_t i = sizeof_hash(p) & s->mask;
-    while (s->slots[i] != 0) {
-        if (s->slots[i] == p) {
-            return 1;
-        }
-        i = (i + 1) & s->mask;
-    }
-    return 0;
-}
-
-/* Pushes a new reference to o (unless seen). 0, or -1 out of memory. */
+/* Marks o seen and pushes a new reference to it, unless it was seen
+ * already: each object is pushed once. 0, or -1 out of memory. */
 static int
 sizeof_push(sizeof_walk *w, PyObject *o)
 {
-    if (o == NULL || sizeof_set_has(&w->seen, (uintptr_t)o)) {
+    if (o == NULL) {
         return 0;
+    }
+    int added = sizeof_set_add(&w->seen, (uintptr_t)o);
+    if (added <= 0) {
+        if (added < 0) {
+            w->oom = 1;
+        }
+        return added;
     }
     if (memlens_grow((void **)&w->stack, &w->cap, w->depth, sizeof(PyObject *),
                      1024)
@@ -418,15 +475,13 @@ sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
     while (w->depth > 0) {
         PyObject *o = w->stack[--w->depth];
         w->level = w->levels[w->depth];
-        added = sizeof_set_add(&w->seen, (uintptr_t)o);
-        if (added > 0 && !sizeof_excluded(o)) {
+        int rc = 0;
+        if (!sizeof_excluded(o)) {
             *total += sizeof_one(w, o);
-            if (sizeof_follow(w, o) < 0) {
-                added = -1;
-            }
+            rc = sizeof_follow(w, o);
         }
         Py_DECREF(o);
-        if (added < 0) {
+        if (rc < 0) {
             PyErr_NoMemory();
             return -1;
         }
@@ -442,7 +497,7 @@ sizeof_walk_clear(sizeof_walk *w)
     }
     free(w->stack);
     free(w->levels);
-    free(w->seen.slots);
+    sizeof_set_clear(&w->seen);
     free(w->types);
     free(w->strategy);
     Py_XDECREF(w->object_sizeof);
@@ -579,9 +634,8 @@ typedef struct {
     census_map kinds;
     census_dict *dicts; /* Owned (libc). */
     size_t ndicts, capdicts;
-    sizeof_set owned_keys; /* ht_cached_keys of heap types seen. */
-    census_map owners;     /* dict or keys pointer -> owner type. */
-    int program;           /* Count modules, classes, functions, code. */
+    census_map owners; /* dict or keys pointer -> owner type. */
+    int program;       /* Count modules, classes, functions, code. */
     int64_t total_count, total_size;
 } census;
 
@@ -700,16 +754,15 @@ census_run(census *c, PyObject *self_list)
     while (w->depth > 0) {
         PyObject *o = w->stack[--w->depth];
         w->level = 0;
-        int added = sizeof_set_add(&w->seen, (uintptr_t)o);
         int rc = 0;
-        if (added > 0 && (c->program || !sizeof_excluded(o))) {
+        if (c->program || !sizeof_excluded(o)) {
             rc = census_count(c, o);
             if (rc == 0) {
                 rc = sizeof_follow(w, o);
             }
         }
         Py_DECREF(o);
-        if (added < 0 || rc < 0) {
+        if (rc < 0) {
             PyErr_NoMemory();
             return -1;
         }
