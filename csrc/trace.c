@@ -1078,17 +1078,9 @@ trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
         Py_RETURN_NONE;
     }
     trace_maybe_drain();
-    for (uint32_t i = 0; i < trace_nsites; i++) {
-        trace_site *s = trace_site_at(i);
-        s->peak_size = s->size;
-        s->peak_count = s->count;
-        s->peak_allocated = s->allocated;
-        s->peak_allocations = s->allocations;
-        s->dirty = 0;
-    }
-    trace_ndirty = 0;
+    trace_dirty_overflow = 1; /* every site's peak becomes its now */
+    trace_copy_peak();
     trace_peak = trace_total;
-    trace_at_peak = 0;
     Py_RETURN_NONE;
 }
 
