@@ -57,6 +57,10 @@ enum {
     SIZE_CALL,      /* ask __sizeof__ */
 };
 
+/* Or-ed into a strategy: instances are NumPy arrays (follow their base). */
+#define SIZE_NDARRAY 0x80
+#define SIZE_HOW(s) ((s)&0x7f)
+
 /* The set of objects already seen: a bit per 16 bytes of address space,
  * in bitmaps of 64 KiB regions found through a small hash table. Objects
  * made one after the other sit in the same region, so a walk touches a
@@ -181,7 +185,9 @@ typedef struct {
     unsigned char *strategy;
     size_t types_mask, types_used;
     PyObject *object_sizeof; /* Owned: object.__sizeof__. */
-    uint64_t errors;         /* __sizeof__ that failed. */
+    uintptr_t last_type;     /* One-entry cache of the table below. */
+    unsigned char last_strategy;
+    uint64_t errors; /* __sizeof__ that failed. */
     int oom;
     long limit; /* Objects this deep are counted, not followed; -1: none. */
 } sizeof_walk;
@@ -264,12 +270,30 @@ sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
         }
         Py_DECREF(meth);
     }
+    if (strcmp(tp->tp_name, "numpy.ndarray") == 0) {
+        s |= SIZE_NDARRAY;
+    }
     return s;
 }
 
 /* The strategy of a type, cached for the walk. */
+static unsigned char sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp);
+
 static unsigned char
 sizeof_strategy(sizeof_walk *w, PyTypeObject *tp)
+{
+    uintptr_t key = (uintptr_t)tp;
+    if (key == w->last_type) {
+        return w->last_strategy;
+    }
+    w->last_type = key;
+    w->last_strategy = sizeof_strategy_lookup(w, tp);
+    return w->last_strategy;
+}
+
+/* The strategy of a type from the walk's table, computed once. */
+static unsigned char
+sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp)
 {
     uintptr_t key = (uintptr_t)tp;
     if (w->types != NULL) {
@@ -346,7 +370,7 @@ sizeof_one(sizeof_walk *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     Py_ssize_t n;
-    switch (sizeof_strategy(w, tp)) {
+    switch (SIZE_HOW(sizeof_strategy(w, tp))) {
         case SIZE_LIST:
             n = tp->tp_basicsize
                 + ((PyListObject *)o)->allocated * (Py_ssize_t)sizeof(void *);
@@ -435,7 +459,7 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
             }
         }
     }
-    else if (strcmp(Py_TYPE(o)->tp_name, "numpy.ndarray") == 0) {
+    else if (sizeof_strategy(w, Py_TYPE(o)) & SIZE_NDARRAY) {
         /* An array's base (the owner of a view's buffer) is no GC
          * referent: follow it, so that the buffer counts once. */
         PyObject *base = PyObject_GetAttrString(o, "base");
