@@ -432,7 +432,7 @@ def big_source():
     """A function keeping one small list per line, from BIG_LINES lines,
     for m iterations: about 2 blocks per list (object, item array) plus
     one int per iteration."""
-    body = "\n".join(f"        keep.append([i])" for _ in range(BIG_LINES))
+    body = "\n".join("        keep.append([i])" for _ in range(BIG_LINES))
     src = ("def big(m):\n"
            "    keep = []\n"
            "    for i in range(1000, 1000 + m):\n"

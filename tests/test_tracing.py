@@ -250,7 +250,7 @@ def test_forked_child_can_go_on_or_stop(child_action):
 def test_keyboard_interrupt_inside_traced_code_leaves_a_usable_state():
     def interrupted():
         keep = [bytes(100) for _ in range(1000)]
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(len(keep))
 
     memlens.start_tracing()
     try:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from memlens import _core
 from memlens._npdata import numpy_hook_acquire, numpy_hook_release
