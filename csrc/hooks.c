@@ -205,6 +205,19 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
     }
 }
 
+/* Tracing alone, with sampling: most allocations fall between two marks
+ * and need nothing but the countdown. */
+static inline int
+hooks_unsampled(int mode, size_t size)
+{
+    if (mode != HOOKS_TRACE || memlens_trace_sample_bytes == 0
+        || memlens_hooks_tls.busy || size >= memlens_hooks_tls.countdown) {
+        return 0;
+    }
+    memlens_hooks_tls.countdown -= size;
+    return 1;
+}
+
 static void *
 hooks_malloc(void *ctx, size_t size)
 {
@@ -212,6 +225,9 @@ hooks_malloc(void *ctx, size_t size)
     int mode = hooks_mode_now();
     if (mode == HOOKS_OFF) {
         hooks_see_probe(d);
+        return d->prev.malloc(d->prev.ctx, size);
+    }
+    if (hooks_unsampled(mode, size)) {
         return d->prev.malloc(d->prev.ctx, size);
     }
     if (!hooks_records_here(mode)) {
@@ -237,6 +253,10 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     int mode = hooks_mode_now();
     if (mode == HOOKS_OFF) {
         hooks_see_probe(d);
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    }
+    if (nelem != 0 && elsize <= SIZE_MAX / nelem
+        && hooks_unsampled(mode, nelem * elsize)) {
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
     if (!hooks_records_here(mode)) {
@@ -319,7 +339,10 @@ hooks_free(void *ctx, void *ptr)
 {
     hooks_domain *d = ctx;
     int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
-    if (mode == HOOKS_OFF) {
+    if (mode == HOOKS_OFF
+        || (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0
+            && !memlens_trace_bloom_maybe((uintptr_t)ptr))) {
+        /* Off, or a block that sampling did not record. */
         d->prev.free(d->prev.ctx, ptr);
         return;
     }

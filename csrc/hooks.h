@@ -10,6 +10,8 @@ typedef struct {
     int probe;          /* Probing which domains still reach our hooks. */
     uint64_t allocated; /* Bytes handed out to this thread (exact mode). */
     uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
+    uint64_t countdown; /* Tracing with sampling: bytes before the next
+                           mark (trace.c). */
 } memlens_hooks_thread;
 
 extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;

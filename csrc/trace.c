@@ -227,7 +227,8 @@ trace_site_at(uint32_t i)
 /* ---- State (GIL unless said) -------------------------------------------- */
 
 static int trace_nframes = 1;
-static uint64_t trace_sample_bytes = 0;
+uint64_t memlens_trace_sample_bytes = 0;
+#define trace_sample_bytes memlens_trace_sample_bytes
 static trace_table trace_gil_table;
 static trace_table trace_raw_table; /* trace_raw_lock. */
 static pthread_mutex_t trace_raw_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -245,7 +246,8 @@ static uint64_t trace_failures = 0;  /* Lost records. */
  * Bits are set atomically (the GIL side and the raw side both set them)
  * and cleared by rebuilding from the tables when a quarter are set. */
 #define TRACE_BLOOM_BITS (1u << 20)
-static uint64_t *trace_bloom = NULL;  /* Owned (libc); NULL when exact. */
+uint64_t *memlens_trace_bloom = NULL; /* Owned (libc); NULL when exact. */
+#define trace_bloom memlens_trace_bloom
 static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
 
 static inline size_t
@@ -258,13 +260,7 @@ trace_bloom_bit(uintptr_t ptr)
 static inline int
 trace_bloom_maybe(uintptr_t ptr)
 {
-    if (trace_bloom == NULL) {
-        return 1;
-    }
-    size_t b = trace_bloom_bit(ptr);
-    return (int)((__atomic_load_n(&trace_bloom[b >> 6], __ATOMIC_RELAXED)
-                  >> (b & 63))
-                 & 1);
+    return memlens_trace_bloom_maybe(ptr);
 }
 
 static inline void
@@ -292,7 +288,6 @@ static uint64_t trace_queue_lost = 0;
 #define TRACE_RECENT 4
 
 typedef struct {
-    uint64_t countdown; /* Bytes before the next sampling mark. */
     uint64_t rng;
     /* A small cache of (frame, code, lasti) -> site: a loop alternates a
      * few allocating instructions. Identities only, never dereferenced. */
@@ -386,19 +381,19 @@ trace_weight_of(uint64_t size)
     if (t->generation != trace_generation) {
         /* A fresh start: a random phase, so threads do not march in
          * step. */
-        t->countdown = trace_next_gap(t) / 2 + 1;
+        memlens_hooks_tls.countdown = trace_next_gap(t) / 2 + 1;
         t->generation = trace_generation;
         memset(t->recent, 0, sizeof(t->recent));
     }
-    if (size < t->countdown) {
-        t->countdown -= size;
+    if (size < memlens_hooks_tls.countdown) {
+        memlens_hooks_tls.countdown -= size;
         return 0;
     }
-    uint64_t rest = size - t->countdown;
+    uint64_t rest = size - memlens_hooks_tls.countdown;
     uint64_t marks = 1;
     if (rest >= 64 * trace_sample_bytes) {
         marks += rest / trace_sample_bytes;
-        t->countdown = trace_next_gap(t);
+        memlens_hooks_tls.countdown = trace_next_gap(t);
     }
     else {
         uint64_t gap = trace_next_gap(t);
@@ -407,7 +402,7 @@ trace_weight_of(uint64_t size)
             marks++;
             gap = trace_next_gap(t);
         }
-        t->countdown = gap - rest;
+        memlens_hooks_tls.countdown = gap - rest;
     }
     return marks * trace_sample_bytes;
 }
