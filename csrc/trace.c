@@ -246,7 +246,11 @@ static uint64_t trace_failures = 0;  /* Lost records. */
  * Bits are set atomically (the GIL side and the raw side both set them)
  * and cleared by rebuilding from the tables when a quarter are set. */
 #define TRACE_BLOOM_BITS (1u << 20)
-uint64_t *memlens_trace_bloom = NULL; /* Owned (libc); NULL when exact. */
+/* NULL when exact. The array itself (trace_bloom_store) is made once and
+ * never freed: a raw free on another thread may still be reading it when
+ * tracing stops, so stopping only lets go of the pointer. */
+uint64_t *memlens_trace_bloom = NULL;
+static uint64_t *trace_bloom_store = NULL;
 #define trace_bloom memlens_trace_bloom
 static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
 
@@ -971,8 +975,7 @@ trace_clear_all(void)
     free(trace_dirty);
     trace_dirty = NULL;
     trace_ndirty = trace_capdirty = 0;
-    free(trace_bloom);
-    trace_bloom = NULL;
+    __atomic_store_n(&memlens_trace_bloom, NULL, __ATOMIC_SEQ_CST);
     trace_bloom_sets = 0;
     trace_total = trace_peak = 0;
     trace_at_peak = 0;
@@ -1019,7 +1022,14 @@ trace_py_start(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     if (sample > 0) {
-        trace_bloom = calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
+        if (trace_bloom_store == NULL) {
+            trace_bloom_store =
+                calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
+        }
+        else {
+            memset(trace_bloom_store, 0, TRACE_BLOOM_BITS / 8);
+        }
+        trace_bloom = trace_bloom_store;
         if (trace_bloom == NULL) {
             trace_clear_all();
             return PyErr_NoMemory();
