@@ -41,9 +41,34 @@ memlens_newref(PyObject *o)
  * first instruction. */
 #if PY_VERSION_HEX >= 0x030B0000
 #define MEMLENS_FRAME_LASTI(f) PyFrame_GetLasti(f)
+#elif PY_VERSION_HEX >= 0x030A0000
+/* 3.10 counts f_lasti in instructions of two bytes. */
+#include <frameobject.h>
+#define MEMLENS_FRAME_LASTI(f) ((f)->f_lasti < 0 ? -1 : (f)->f_lasti * 2)
 #else
 #include <frameobject.h>
 #define MEMLENS_FRAME_LASTI(f) ((f)->f_lasti)
+#endif
+
+/* This thread's state if it holds a GIL, else NULL, without the fatal
+ * error of PyThreadState_Get. PyGILState_Check cannot tell once a
+ * subinterpreter has existed (it then always says yes). The unchecked
+ * getter became public in 3.13. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define MEMLENS_CURRENT_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define MEMLENS_CURRENT_TSTATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* Creating a frame object (3.11: PyThreadState_GetFrame, PyFrame_GetBack)
+ * is a GC allocation, and on 3.11 a GC allocation may run a collection,
+ * and any __del__, at once: inside an allocator hook that must not
+ * happen. 3.12 only schedules the collection; 3.9 and 3.10 make no frame
+ * objects there. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define MEMLENS_FRAMES_MAY_COLLECT 1
+#else
+#define MEMLENS_FRAMES_MAY_COLLECT 0
 #endif
 
 /* sys.monitoring (PEP 669) arrived in 3.12: from there the line tracer
@@ -77,6 +102,9 @@ memlens_grow(void **array, size_t *cap, size_t used, size_t size, size_t first)
         return 0;
     }
     size_t n = *cap ? *cap * 2 : first;
+    if (n > SIZE_MAX / size) {
+        return -1;
+    }
     void *p = realloc(*array, n * size);
     if (p == NULL) {
         return -1;

@@ -315,9 +315,8 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
             }
             pthread_mutex_unlock(&hooks_lock);
         }
-        if (ptr != NULL && (mode & HOOKS_TRACE)) {
-            memlens_trace_alloc(d->domain, ptr, old);
-        }
+        /* A traced block whose resize failed stays untraced: its record
+         * went with the attempt (a later free finds nothing). */
     }
     else {
         if (ptr != NULL) {

@@ -58,7 +58,7 @@ npmem_note_alloc(void *p, size_t size)
 {
     memlens_hooks_note_external(size, 0);
     if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
-        && PyGILState_Check()) {
+        && memlens_trace_gil_here()) {
         memlens_hooks_tls.busy++;
         memlens_trace_external_alloc(p, size);
         memlens_hooks_tls.busy--;
@@ -73,7 +73,7 @@ npmem_note_free(void *p, size_t size)
         memlens_hooks_note_external(0, size);
     }
     if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
-        && PyGILState_Check()) {
+        && memlens_trace_gil_here()) {
         memlens_hooks_tls.busy++;
         memlens_trace_external_free(p, size);
         memlens_hooks_tls.busy--;

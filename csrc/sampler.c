@@ -187,6 +187,11 @@ memlens_sampler_start(memlens_sampler *s)
     if (s->running) {
         return 0;
     }
+    if (s->stopping) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the Sampler is being stopped in another thread");
+        return -1;
+    }
     if (s->fd >= 0) {
         close(s->fd);
     }
@@ -229,15 +234,21 @@ memlens_sampler_stop(memlens_sampler *s)
     if (!s->running) {
         return;
     }
+    /* The GIL is released while joining: another thread may call start()
+     * or stop() meanwhile. `stopping` turns start() away and makes stop()
+     * a no-op, and the thread is this call's own copy. */
     s->running = 0;
+    s->stopping = 1;
+    pthread_t thread = s->thread;
     pthread_mutex_lock(&s->lock);
     s->stop_requested = 1;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
-    Py_BEGIN_ALLOW_THREADS pthread_join(s->thread, NULL);
+    Py_BEGIN_ALLOW_THREADS pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS sampler_take(s);
     close(s->fd);
     s->fd = -1;
+    s->stopping = 0;
 }
 
 void

@@ -14,6 +14,7 @@ typedef struct {
     pthread_t thread; /* Valid while `running`. */
     pid_t owner_pid;  /* The process that started the thread. */
     int running;      /* GIL (owner's side only). */
+    int stopping;     /* stop() is joining the thread. GIL. */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* Signalled by stop. */
     int stop_requested;  /* Protected by lock. */

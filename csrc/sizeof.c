@@ -679,7 +679,12 @@ census_note_owner(census *c, uintptr_t ptr, PyTypeObject *tp)
     if (r == NULL) {
         return -1;
     }
-    r->count = (int64_t)(uintptr_t)tp;
+    if (r->count == 0) {
+        /* Held until the census ends: a __sizeof__ run meanwhile could
+         * let a class be freed. */
+        Py_INCREF(tp);
+        r->count = (int64_t)(uintptr_t)tp;
+    }
     return 0;
 }
 
@@ -726,6 +731,9 @@ census_count(census *c, PyObject *o)
     census_row *r = census_row_for(&c->kinds, (uintptr_t)tp << 1);
     if (r == NULL) {
         return -1;
+    }
+    if (r->count == 0) {
+        Py_INCREF(tp); /* held until the census ends */
     }
     r->count++;
     r->size += size;
@@ -805,6 +813,9 @@ census_run(census *c, PyObject *self_list)
             PyErr_NoMemory();
             return -1;
         }
+        if (r->count == 0) {
+            Py_INCREF((PyObject *)(key >> 1));
+        }
         r->count++;
         r->size += cd->size;
     }
@@ -815,6 +826,16 @@ static void
 census_clear(census *c)
 {
     sizeof_walk_clear(&c->w);
+    for (size_t i = 0; c->kinds.rows != NULL && i <= c->kinds.mask; i++) {
+        if (c->kinds.rows[i].key != 0 && c->kinds.rows[i].count != 0) {
+            Py_DECREF((PyObject *)(c->kinds.rows[i].key >> 1));
+        }
+    }
+    for (size_t i = 0; c->owners.rows != NULL && i <= c->owners.mask; i++) {
+        if (c->owners.rows[i].key != 0 && c->owners.rows[i].count != 0) {
+            Py_DECREF((PyObject *)(uintptr_t)c->owners.rows[i].count);
+        }
+    }
     free(c->kinds.rows);
     free(c->owners.rows);
     free(c->dicts);

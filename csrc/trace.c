@@ -246,11 +246,12 @@ static uint64_t trace_failures = 0;  /* Lost records. */
  * Bits are set atomically (the GIL side and the raw side both set them)
  * and cleared by rebuilding from the tables when a quarter are set. */
 #define TRACE_BLOOM_BITS (1u << 20)
-/* NULL when exact. The array itself (trace_bloom_store) is made once and
- * never freed: a raw free on another thread may still be reading it when
- * tracing stops, so stopping only lets go of the pointer. */
+/* NULL when exact. The arrays themselves (trace_bloom_store, two so that
+ * a refresh can fill one aside) are made once and never freed: a raw free
+ * on another thread may still be reading one when tracing stops, so
+ * stopping only lets go of the pointer. */
 uint64_t *memlens_trace_bloom = NULL;
-static uint64_t *trace_bloom_store = NULL;
+static uint64_t *trace_bloom_store[2] = {NULL, NULL};
 #define trace_bloom memlens_trace_bloom
 static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
 
@@ -270,9 +271,10 @@ trace_bloom_maybe(uintptr_t ptr)
 static inline void
 trace_bloom_add(uintptr_t ptr)
 {
-    if (trace_bloom != NULL) {
+    uint64_t *bloom = __atomic_load_n(&memlens_trace_bloom, __ATOMIC_RELAXED);
+    if (bloom != NULL) {
         size_t b = trace_bloom_bit(ptr);
-        __atomic_fetch_or(&trace_bloom[b >> 6], UINT64_C(1) << (b & 63),
+        __atomic_fetch_or(&bloom[b >> 6], UINT64_C(1) << (b & 63),
                           __ATOMIC_RELAXED);
         __atomic_fetch_add(&trace_bloom_sets, 1, __ATOMIC_RELAXED);
     }
@@ -284,7 +286,7 @@ typedef struct {
     int64_t bytes;
     int64_t count;
 } trace_pending;
-#define TRACE_PENDING_MAX 4096
+#define TRACE_PENDING_MAX 16384
 static trace_pending trace_queue[TRACE_PENDING_MAX];
 static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
 static uint64_t trace_queue_lost = 0;
@@ -492,6 +494,19 @@ trace_maybe_drain(void)
     }
 }
 
+/* The interpreter that started tracing. Only its threads are traced: a
+ * subinterpreter's blocks and frames are not ours to record. GIL. */
+static PyInterpreterState *trace_interp = NULL;
+
+/* Whether this thread holds the GIL of the traced interpreter. Any
+ * thread, with or without a GIL. */
+static inline int
+trace_gil_here(void)
+{
+    PyThreadState *ts = MEMLENS_CURRENT_TSTATE();
+    return ts != NULL && PyThreadState_GetInterpreter(ts) == trace_interp;
+}
+
 /* ---- Sites from frames (GIL) --------------------------------------------- */
 
 /* The line of (code, lasti); *skip says whether the code's frames are
@@ -629,9 +644,26 @@ trace_intern(const trace_frame *frames, int n)
     return i;
 }
 
+static uint32_t trace_current_site_walk(void);
+
 /* The site of the current Python stack. GIL held. */
 static uint32_t
 trace_current_site(void)
+{
+#if MEMLENS_FRAMES_MAY_COLLECT
+    int collecting = PyGC_Disable();
+    uint32_t site = trace_current_site_walk();
+    if (collecting) {
+        PyGC_Enable();
+    }
+    return site;
+#else
+    return trace_current_site_walk();
+#endif
+}
+
+static uint32_t
+trace_current_site_walk(void)
 {
     trace_thread *t = &trace_tls;
     PyThreadState *ts = PyThreadState_Get();
@@ -717,13 +749,13 @@ trace_current_site(void)
 }
 
 static void
-trace_bloom_fill(const trace_table *t)
+trace_bloom_fill(uint64_t *bloom, const trace_table *t)
 {
     for (size_t i = 0; t->slots != NULL && i <= t->mask; i++) {
         if (t->slots[i].key != 0) {
             uintptr_t ptr = (uintptr_t)(trace_key_ptr(t->slots[i].key) << 4);
             size_t b = trace_bloom_bit(ptr);
-            trace_bloom[b >> 6] |= UINT64_C(1) << (b & 63);
+            bloom[b >> 6] |= UINT64_C(1) << (b & 63);
         }
     }
 }
@@ -737,10 +769,19 @@ trace_bloom_refresh(void)
                < TRACE_BLOOM_BITS / 4) {
         return;
     }
+    /* Filled aside, then swapped in: a raw free reading the filter
+     * without the lock always sees a complete one. */
+    uint64_t *next = trace_bloom == trace_bloom_store[0]
+                         ? trace_bloom_store[1]
+                         : trace_bloom_store[0];
+    if (next == NULL) {
+        return;
+    }
     pthread_mutex_lock(&trace_raw_lock);
-    memset(trace_bloom, 0, TRACE_BLOOM_BITS / 8);
-    trace_bloom_fill(&trace_gil_table);
-    trace_bloom_fill(&trace_raw_table);
+    memset(next, 0, TRACE_BLOOM_BITS / 8);
+    trace_bloom_fill(next, &trace_gil_table);
+    trace_bloom_fill(next, &trace_raw_table);
+    __atomic_store_n(&memlens_trace_bloom, next, __ATOMIC_SEQ_CST);
     __atomic_store_n(&trace_bloom_sets,
                      trace_gil_table.used + trace_raw_table.used,
                      __ATOMIC_RELAXED);
@@ -828,18 +869,20 @@ trace_forget_gil(trace_table *table, void *ptr)
     }
 }
 
-static void
+/* Queues a change for the GIL side; 0 when the queue is full (counted).
+ * Caller holds trace_raw_lock. */
+static int
 trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
 {
-    if (trace_nqueue < TRACE_PENDING_MAX) {
-        trace_queue[trace_nqueue].site = site;
-        trace_queue[trace_nqueue].bytes = bytes;
-        trace_queue[trace_nqueue].count = count;
-        __atomic_store_n(&trace_nqueue, trace_nqueue + 1, __ATOMIC_RELAXED);
-    }
-    else {
+    if (trace_nqueue >= TRACE_PENDING_MAX) {
         trace_queue_lost++;
+        return 0;
     }
+    trace_queue[trace_nqueue].site = site;
+    trace_queue[trace_nqueue].bytes = bytes;
+    trace_queue[trace_nqueue].count = count;
+    __atomic_store_n(&trace_nqueue, trace_nqueue + 1, __ATOMIC_RELAXED);
+    return 1;
 }
 
 /* A raw-domain block: under the lock; sites only with the GIL. Weights
@@ -848,7 +891,7 @@ trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
 static void
 trace_record_raw(void *ptr, size_t size)
 {
-    int gil = PyGILState_Check();
+    int gil = trace_gil_here();
     if (gil) {
         trace_maybe_drain();
     }
@@ -867,8 +910,11 @@ trace_record_raw(void *ptr, size_t size)
     if (ok) {
         trace_bloom_add((uintptr_t)ptr);
     }
-    if (ok && !gil) {
-        trace_enqueue(site, (int64_t)weight, 1);
+    if (ok && !gil && !trace_enqueue(site, (int64_t)weight, 1)) {
+        /* No room to apply it later: do not keep the record either, so
+         * that its free finds nothing to take back. */
+        uint32_t w2, s2;
+        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &w2, &s2);
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
@@ -885,7 +931,7 @@ trace_forget_raw(void *ptr)
     if (!trace_bloom_maybe((uintptr_t)ptr)) {
         return;
     }
-    int gil = PyGILState_Check();
+    int gil = trace_gil_here();
     uint32_t weight, site;
     pthread_mutex_lock(&trace_raw_lock);
     int found =
@@ -906,7 +952,7 @@ memlens_trace_alloc(int domain, void *ptr, size_t size)
     if (domain == PYMEM_DOMAIN_RAW) {
         trace_record_raw(ptr, size);
     }
-    else {
+    else if (trace_gil_here()) {
         trace_record_gil(&trace_gil_table, ptr, size);
     }
 }
@@ -917,9 +963,15 @@ memlens_trace_free(int domain, void *ptr)
     if (domain == PYMEM_DOMAIN_RAW) {
         trace_forget_raw(ptr);
     }
-    else {
+    else if (trace_gil_here()) {
         trace_forget_gil(&trace_gil_table, ptr);
     }
+}
+
+int
+memlens_trace_gil_here(void)
+{
+    return trace_gil_here();
 }
 
 void
@@ -1022,14 +1074,16 @@ trace_py_start(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     if (sample > 0) {
-        if (trace_bloom_store == NULL) {
-            trace_bloom_store =
-                calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
+        for (int k = 0; k < 2; k++) {
+            if (trace_bloom_store[k] == NULL) {
+                trace_bloom_store[k] =
+                    calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
+            }
+            else {
+                memset(trace_bloom_store[k], 0, TRACE_BLOOM_BITS / 8);
+            }
         }
-        else {
-            memset(trace_bloom_store, 0, TRACE_BLOOM_BITS / 8);
-        }
-        trace_bloom = trace_bloom_store;
+        trace_bloom = trace_bloom_store[1] ? trace_bloom_store[0] : NULL;
         if (trace_bloom == NULL) {
             trace_clear_all();
             return PyErr_NoMemory();
@@ -1041,6 +1095,7 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_generation++;
     trace_failures = 0;
     trace_queue_lost = 0;
+    trace_interp = PyInterpreterState_Get();
     __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
     memlens_hooks_trace(1);
     Py_RETURN_NONE;
@@ -1231,8 +1286,33 @@ static PyMethodDef trace_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* A fork while a thread without the GIL holds trace_raw_lock would leave
+ * the child's copy locked: hold it across the fork. */
+static void
+trace_atfork_prepare(void)
+{
+    pthread_mutex_lock(&trace_raw_lock);
+}
+
+static void
+trace_atfork_release(void)
+{
+    pthread_mutex_unlock(&trace_raw_lock);
+}
+
 int
 memlens_trace_init(PyObject *module)
 {
+    static int registered = 0;
+    if (!registered) {
+        int rc = pthread_atfork(trace_atfork_prepare, trace_atfork_release,
+                                trace_atfork_release);
+        if (rc != 0) {
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        registered = 1;
+    }
     return PyModule_AddFunctions(module, trace_methods);
 }

@@ -27,6 +27,9 @@ memlens_trace_bloom_maybe(uintptr_t ptr)
              & 1);
 }
 
+/* Whether this thread holds the GIL of the interpreter being traced. */
+int memlens_trace_gil_here(void);
+
 /* A block was handed out / is about to be given back, in `domain`. Called
  * from the hooks with their busy flag raised; with the GIL for the mem and
  * obj domains, maybe without it for the raw domain. Never raise. */

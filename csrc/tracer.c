@@ -92,6 +92,7 @@ tracer_thread_free(void *p)
         free(t->frames);
         free(t);
     }
+    tracer_tls = NULL; /* destructors run in the exiting thread */
 }
 
 /* This thread's frame stack, created on first use; NULL if out of
@@ -289,6 +290,8 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     f->code = c;
     f->frame = frame;
     f->line = -1;
+    f->alloc0 = memlens_hooks_tls.allocated;
+    f->freed0 = memlens_hooks_tls.freed;
     if (fresh) {
         tracer_start_line(f, c->first_line);
     }
@@ -502,7 +505,8 @@ tracer_py_end(PyObject *m, PyObject *arg)
     if (alloc < 0) {
         return NULL;
     }
-    if (tracer_begun == 0 || (alloc && tracer_alloc_users == 0)) {
+    if (tracer_begun == 0 || (alloc && tracer_alloc_users == 0)
+        || (!alloc && tracer_begun == tracer_alloc_users)) {
         PyErr_SetString(PyExc_RuntimeError, "_line_end without _line_begin");
         return NULL;
     }

@@ -431,3 +431,12 @@ def test_equal_code_objects_are_different_functions(line_backend):
     hits = [r.occurrences for r in p2.results[0].lines if r.occurrences]
     assert max(hits) == 1
     assert max(r.occurrences for r in p1.results[0].lines) == 7
+
+
+def test_mismatched_line_end_is_refused():
+    _core._line_begin(True)
+    try:
+        with pytest.raises(RuntimeError):
+            _core._line_end(False)
+    finally:
+        _core._line_end(True)

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sys
 import threading
 import tracemalloc
 
@@ -367,3 +368,55 @@ def test_snapshot_reprs():
     assert "Snapshot current" in repr(t.snapshot)
     assert t.snapshot.top(1)[0].to_dict()["line"]
     del x
+
+
+def test_no_collection_runs_inside_a_traced_allocation():
+    # On 3.11 making a frame object may start a collection; if the hook
+    # let it, this __del__ would clear the list in the middle of a resize.
+    import gc
+
+    held = []
+    items = tuple(range(300))
+
+    class Bomb:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            held.clear()
+
+    def grow():
+        held.extend(items)
+
+    threshold = gc.get_threshold()
+    memlens.start_tracing()
+    gc.set_threshold(1)
+    try:
+        for _ in range(300):
+            held[:] = [object() for _ in range(50)]
+            Bomb()
+            grow()
+    finally:
+        gc.set_threshold(*threshold)
+        memlens.stop_tracing()
+    gc.collect()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="no subinterpreters")
+def test_a_subinterpreter_does_not_confuse_the_raw_hooks():
+    import subprocess
+
+    code = (
+        "import os\n"
+        "try:\n    import _interpreters as I\n"
+        "except ImportError:\n    import _xxsubinterpreters as I\n"
+        "import memlens\n"
+        "iid = I.create()\n"
+        "memlens.start_tracing()\n"
+        "for _ in range(3):\n    os.getcwd()\n"
+        "memlens.stop_tracing()\n"
+        "I.destroy(iid)\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

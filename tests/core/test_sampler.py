@@ -129,3 +129,37 @@ def test_forked_child_never_hangs_on_the_samplers_lock():
                 os._exit(0 if ok else 1)
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_start_while_another_thread_stops_is_refused_or_works():
+    import threading
+
+    for _ in range(30):
+        s = memlens.Sampler(interval=0.001)
+        s.start()
+        go = threading.Barrier(2)
+        errors = []
+
+        def stopper():
+            go.wait()
+            s.stop()
+
+        def starter():
+            go.wait()
+            try:
+                s.start()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=stopper),
+                   threading.Thread(target=starter)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert not any(t.is_alive() for t in threads)
+        assert all("being stopped" in str(e) for e in errors)
+        failures = s.failures
+        time.sleep(0.01)
+        assert s.failures == failures  # its descriptor is its own
+        s.stop()
