@@ -500,11 +500,25 @@ static PyInterpreterState *trace_interp = NULL;
 
 /* Whether this thread holds the GIL of the traced interpreter. Any
  * thread, with or without a GIL. */
+static MEMLENS_TLS const void *trace_tstate_ok = NULL; /* Checked once. */
+static MEMLENS_TLS unsigned long trace_tstate_generation = 0;
+
 static inline int
 trace_gil_here(void)
 {
     PyThreadState *ts = MEMLENS_CURRENT_TSTATE();
-    return ts != NULL && PyThreadState_GetInterpreter(ts) == trace_interp;
+    if (ts == NULL) {
+        return 0;
+    }
+    if (ts == trace_tstate_ok && trace_tstate_generation == trace_generation) {
+        return 1;
+    }
+    if (PyThreadState_GetInterpreter(ts) != trace_interp) {
+        return 0;
+    }
+    trace_tstate_ok = ts;
+    trace_tstate_generation = trace_generation;
+    return 1;
 }
 
 /* ---- Sites from frames (GIL) --------------------------------------------- */
