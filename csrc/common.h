@@ -56,8 +56,19 @@ memlens_newref(PyObject *o)
  * getter became public in 3.13. */
 #if PY_VERSION_HEX >= 0x030D0000
 #define MEMLENS_CURRENT_TSTATE() PyThreadState_GetUnchecked()
-#else
+#elif PY_VERSION_HEX >= 0x030C0000
+/* 3.12 keeps the current thread state in a thread-local. */
 #define MEMLENS_CURRENT_TSTATE() _PyThreadState_UncheckedGet()
+#else
+/* Before 3.12 the "current" thread state is the GIL holder's, process
+ * wide: it is this thread's only if it is this thread's own. */
+static inline PyThreadState *
+memlens_current_tstate(void)
+{
+    PyThreadState *ts = _PyThreadState_UncheckedGet();
+    return (ts != NULL && ts == PyGILState_GetThisThreadState()) ? ts : NULL;
+}
+#define MEMLENS_CURRENT_TSTATE() memlens_current_tstate()
 #endif
 
 /* Creating a frame object (3.11: PyThreadState_GetFrame, PyFrame_GetBack)
