@@ -28,16 +28,22 @@ def _limit(limit):
     return limit
 
 
-def asizesof(*objs, limit=None):
-    """One deep size per argument, in bytes; an object reachable from two
-    arguments is counted with the first. `limit`: objects that many
-    references away from an argument are counted but not followed."""
+def _walk(objs, limit):
+    """The C walk; warns (at the caller of the public function) when some
+    __sizeof__ failed."""
     sizes, errors = _core._asizesof(objs, _limit(limit))
     if errors:
         warnings.warn(f"{errors} object(s) had a __sizeof__ that failed; "
                       "they were counted with their basic size",
-                      SizeWarning, stacklevel=2)
+                      SizeWarning, stacklevel=3)
     return sizes
+
+
+def asizesof(*objs, limit=None):
+    """One deep size per argument, in bytes; an object reachable from two
+    arguments is counted with the first. `limit`: objects that many
+    references away from an argument are counted but not followed."""
+    return _walk(objs, limit)
 
 
 def asizeof(*objs, limit=None):
@@ -46,12 +52,7 @@ def asizeof(*objs, limit=None):
     every key and value of a dict, a NumPy view's base. Not counted nor
     followed when reached: modules, classes, functions, code objects (the
     arguments always count). Creates nothing while it walks."""
-    sizes, errors = _core._asizesof(objs, _limit(limit))
-    if errors:
-        warnings.warn(f"{errors} object(s) had a __sizeof__ that failed; "
-                      "they were counted with their basic size",
-                      SizeWarning, stacklevel=2)
-    return sum(sizes)
+    return sum(_walk(objs, limit))
 
 
 # --------------------------------------------------------------------------
