@@ -90,6 +90,168 @@ memlens_current_tstate(void)
 #define MEMLENS_HAS_SYS_MONITORING 0
 #endif
 
+/* ---- Instance attribute values (3.11+) ---------------------------------
+ *
+ * From 3.11 an instance of a class with a managed dict keeps its attribute
+ * values outside any dict until someone asks for __dict__, and
+ * sys.getsizeof does not count them. The public API says nothing of these
+ * layouts; what follows reads them from the object itself, read-only,
+ * under the GIL, and is checked against tracemalloc by the tests on each
+ * version.
+ *
+ * 3.11 and 3.12: the values are an array of PyMem memory apart from the
+ * object, its pointer in the pre-header (3.11: the fourth word before the
+ * object; 3.12: the third word, tagged with its low bit, which holds the
+ * dict instead once there is one). The array is led by a prefix of
+ * insertion-order bytes whose last byte is the prefix's length, the
+ * capacity plus two rounded up to a pointer. The capacity itself is the
+ * usable size of the class's shared keys when the array was made; CPython
+ * shrinks that by one per instance made, down to what the attributes
+ * need, so the keys' size now is a lower bound, and exact for all but the
+ * class's first few dozen instances. The shared keys' header starts with
+ * a refcount, four small fields in one word, then the usable and used
+ * entry counts (the same on 3.11 to 3.13 without free threading).
+ *
+ * 3.13: the values are inline, at tp_basicsize within the object's own
+ * allocation (Py_TPFLAGS_INLINE_VALUES), led by a pointer-sized header
+ * whose first byte is the capacity and third says "embedded in an
+ * object", and followed by the capacity's order bytes rounded up to a
+ * pointer. A materialised __dict__ shares them, and the GC traversal then
+ * visits the values but not the dict, which sits in the third word before
+ * the object. */
+#if PY_VERSION_HEX >= 0x030B0000
+typedef struct {
+    Py_ssize_t refcnt;
+    uint8_t log2_size, log2_index_bytes, kind;
+    uint32_t version;
+    Py_ssize_t usable, nentries;
+} memlens_keys_head;
+
+/* The usable size of shared keys `keys` (borrowed), or 0 if none. */
+static inline Py_ssize_t
+memlens_keys_usable(const void *keys)
+{
+    if (keys == NULL) {
+        return 0;
+    }
+    const memlens_keys_head *k = keys;
+    return k->usable + k->nentries;
+}
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define MEMLENS_VALUES_HEADER ((Py_ssize_t)sizeof(PyObject *))
+
+/* Bytes of a 3.13 values block of `capacity` entries. */
+static inline Py_ssize_t
+memlens_values13_bytes(Py_ssize_t capacity)
+{
+    Py_ssize_t p = (Py_ssize_t)sizeof(PyObject *);
+    return MEMLENS_VALUES_HEADER + capacity * p + (capacity + p - 1) / p * p;
+}
+#elif PY_VERSION_HEX >= 0x030B0000
+/* Bytes of a 3.11/3.12 values array (`values` points past its prefix),
+ * its capacity bounded by the prefix and estimated from `keys`. */
+static inline Py_ssize_t
+memlens_values11_bytes(const uint8_t *values, const void *keys)
+{
+    Py_ssize_t p = (Py_ssize_t)sizeof(PyObject *);
+    Py_ssize_t prefix = values[-1];
+    /* prefix == roundup(capacity + 2, p) */
+    Py_ssize_t lo = prefix - p - 1, hi = prefix - 2;
+    Py_ssize_t cap = memlens_keys_usable(keys);
+    cap = cap < lo ? lo : cap > hi ? hi : cap;
+    return prefix + (cap > 0 ? cap : 0) * p;
+}
+#endif
+
+/* Bytes of o's attribute values that sys.getsizeof(o) leaves out: 0 but
+ * for instances of classes with a managed dict, from 3.11. */
+static inline Py_ssize_t
+memlens_instance_values_bytes(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTypeObject *tp = Py_TYPE(o);
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_INLINE_VALUES)) {
+        return 0;
+    }
+    return memlens_values13_bytes(((uint8_t *)o + tp->tp_basicsize)[0]);
+#elif PY_VERSION_HEX >= 0x030B0000
+    PyTypeObject *tp = Py_TYPE(o);
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)
+        || !PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    uintptr_t word = ((uintptr_t *)o)[-3];
+    if (!(word & 1)) {
+        return 0; /* a dict, or nothing */
+    }
+    const uint8_t *values = (const uint8_t *)(word + 1);
+#else
+    const uint8_t *values = ((uint8_t **)o)[-4];
+    if (values == NULL) {
+        return 0;
+    }
+#endif
+    return memlens_values11_bytes(values,
+                                  ((PyHeapTypeObject *)tp)->ht_cached_keys);
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
+/* The dict of an instance with a managed dict, if made (borrowed), else
+ * NULL; from 3.11. */
+static inline PyObject *
+memlens_managed_dict(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    if (!PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_MANAGED_DICT)) {
+        return NULL;
+    }
+    uintptr_t word = ((uintptr_t *)o)[-3];
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    if (word & 1) {
+        return NULL; /* values, no dict */
+    }
+#endif
+    return (PyObject *)word;
+#else
+    (void)o;
+    return NULL;
+#endif
+}
+
+/* What a split dict (an instance's __dict__ sharing its class's keys)
+ * holds beyond what sys.getsizeof says, which is the keys' usable size in
+ * pointers: negative on 3.13 when the values are the instance's inline
+ * ones (counted with the instance). 0 for any other dict. */
+static inline Py_ssize_t
+memlens_split_dict_correction(PyObject *d)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyDictObject *mp = (PyDictObject *)d;
+    if (mp->ma_values == NULL) {
+        return 0;
+    }
+    Py_ssize_t said =
+        memlens_keys_usable(mp->ma_keys) * (Py_ssize_t)sizeof(PyObject *);
+#if PY_VERSION_HEX >= 0x030D0000
+    const uint8_t *values = (const uint8_t *)mp->ma_values;
+    Py_ssize_t own = values[2] ? 0 : memlens_values13_bytes(values[0]);
+#else
+    Py_ssize_t own =
+        memlens_values11_bytes((const uint8_t *)mp->ma_values, mp->ma_keys);
+#endif
+    return own - said;
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
 /* The GIL is what serialises the window list and the hook installation.
  * A free-threaded build (3.13t) has none, so we refuse to build there
  * rather than race. */

@@ -434,6 +434,11 @@ sizeof_one(sizeof_walk *w, PyObject *o)
     if (PyType_HasFeature(tp, SIZEOF_PREHEADER_FLAGS)) {
         n += 2 * (Py_ssize_t)sizeof(PyObject *);
     }
+    /* What getsizeof leaves out from 3.11 (see common.h). */
+    n += memlens_instance_values_bytes(o);
+    if (tp == &PyDict_Type) {
+        n += memlens_split_dict_correction(o);
+    }
     return n;
 }
 
@@ -449,6 +454,11 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
         if (traverse(o, sizeof_visit, w) < 0 || w->oom) {
             return -1;
         }
+    }
+    /* 3.13's traversal skips a made __dict__ whose values are still the
+     * instance's inline ones. */
+    if (sizeof_push(w, memlens_managed_dict(o)) < 0) {
+        return -1;
     }
     if (PyDict_Check(o)) {
         Py_ssize_t pos = 0;
@@ -705,6 +715,11 @@ census_count(census *c, PyObject *o)
                    < 0) {
             return -1;
         }
+    }
+    PyObject *managed = memlens_managed_dict(o);
+    if (managed != NULL
+        && census_note_owner(c, (uintptr_t)managed, tp) < 0) {
+        return -1;
     }
 #if PY_VERSION_HEX < 0x030B0000
     /* Before 3.11 an instance points at its dict from a fixed offset. */

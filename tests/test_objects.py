@@ -158,9 +158,90 @@ def test_one_object_size_matches_sys_getsizeof():
     samples = [0, 1, 255, 256, 2**30, 2**64, -5, "abc", "é", "€x", b"xx",
                bytearray(10), [1, 2], list(range(100)), (1, 2), {1, 2},
                frozenset(range(50)), {"a": 1}, 1.5, 1j, True, None, object(),
-               Plain(1), np.ones(3)]
+               Slotted(1), np.ones(3)]
     for obj in samples:
         assert _core._getsizeof(obj) == sys.getsizeof(obj), obj
+
+
+def test_instance_size_adds_the_inline_values_from_3_11():
+    plain = Plain(1)
+    extra = _core._getsizeof(plain) - sys.getsizeof(plain)
+    if sys.version_info < (3, 11):
+        assert extra == 0
+    else:
+        # an array of a few pointers with its order bytes, never counted
+        # by sys.getsizeof
+        assert 3 * 8 <= extra <= 40 * 8
+
+
+# --------------------------------------------------------------------------
+# Instance-heavy structures against what tracemalloc saw being allocated
+# --------------------------------------------------------------------------
+
+class Slotted:
+    __slots__ = ("a", "b", "c")
+
+    def __init__(self, i):
+        self.a, self.b, self.c = i, str(i), i * 0.5
+
+
+class WithDict:
+    def __init__(self, i):
+        self.a, self.b, self.c = i, str(i), i * 0.5
+
+
+class MixedSlots(Slotted):  # slots below, a managed dict above
+    def __init__(self, i):
+        super().__init__(i)
+        self.d = (i,)
+
+
+class Wide:
+    def __init__(self, i):
+        for k in range(12):
+            setattr(self, f"f{k}", i + k + 0.5)
+
+
+def _made_dicts(n):
+    objs = [WithDict(i) for i in range(n)]
+    for o in objs:
+        o.__dict__  # materialised: held by the instance alone
+    return objs
+
+
+def _grown(n):
+    objs = [WithDict(i) for i in range(n)]
+    for o in objs:
+        o.extra = str(-o.a)  # an attribute added later
+    return objs
+
+
+STRUCTURES = {
+    "__dict__": lambda n: [WithDict(i) for i in range(n)],
+    "__slots__": lambda n: [Slotted(i) for i in range(n)],
+    "slots and dict": lambda n: [MixedSlots(i) for i in range(n)],
+    "mixed in a dict": lambda n: {i: (WithDict(i) if i % 2 else Slotted(i))
+                                  for i in range(n)},
+    "materialised __dict__": _made_dicts,
+    "attribute added later": _grown,
+    "twelve attributes": lambda n: [Wide(i) for i in range(n)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURES))
+def test_instance_structures_within_3_percent_of_tracemalloc(name):
+    build = STRUCTURES[name]
+    build(100)  # the classes' first instances get larger value arrays
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        objs = build(20_000)
+        allocated = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    size = memlens.asizeof(objs)
+    assert abs(size - allocated) <= 0.03 * allocated, (size, allocated)
 
 
 # --------------------------------------------------------------------------
@@ -183,7 +264,7 @@ def test_census_counts_every_object_once_and_totals_add_up():
     assert census.count == sum(r.count for r in census.rows)
     assert census.size == sum(r.size for r in census.rows)
     assert census[KIND].count == 5000
-    assert census[KIND].size == 5000 * sys.getsizeof(keep[0])
+    assert census[KIND].size == sum(_core._getsizeof(k) for k in keep)
     # strings that are only dict keys are untracked by the GC, and counted
     assert census["str"].count >= 1000 + 5000
     text = census.format(limit=3)
@@ -222,6 +303,15 @@ def test_census_diff_shows_what_grew_and_only_the_census_objects_else():
     with pytest.raises(TypeError):
         third.diff("x")
     assert "<table" in third._repr_html_() and third.to_dict()["rows"]
+    del keep
+
+
+def test_census_finds_instance_dicts_held_by_their_instance_only():
+    keep = _made_dicts(400)
+    census = memlens.heap()
+    kind = f"dict of {WithDict.__module__}.WithDict"
+    assert census[kind].count == 400
+    assert census[kind].size >= 400 * sys.getsizeof({})
     del keep
 
 
