@@ -112,9 +112,12 @@ trace_table_grow(trace_table *t)
     return 0;
 }
 
-/* Records a new block (its address must not be in the table). 0 or -1. */
+/* Records a new block. 0; 1 when an entry of the same address was there
+ * (a block freed where no hook saw it), replaced, its size and site in
+ * *old_size and *old_site for the caller to take back; -1 out of memory. */
 static int
-trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site)
+trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site,
+                uint32_t *old_size, uint32_t *old_site)
 {
     if (t->slots == NULL || (t->used + 1) * 4 > (t->mask + 1) * 3) {
         if (trace_table_grow(t) < 0) {
@@ -129,12 +132,17 @@ trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site)
         }
         i = (i + 1) & t->mask;
     }
-    if (t->slots[i].key == 0) {
+    int replaced = t->slots[i].key != 0;
+    if (replaced) {
+        *old_size = t->slots[i].size;
+        *old_site = (uint32_t)(t->slots[i].key & TRACE_MAX_SITES);
+    }
+    else {
         t->used++;
     }
     t->slots[i].key = (p4 << TRACE_SITE_BITS) | site;
     t->slots[i].size = size;
-    return 0;
+    return replaced;
 }
 
 /* Removes a block; 1 with its size and site, or 0 when absent. */
@@ -227,6 +235,7 @@ trace_site_at(uint32_t i)
 /* ---- State (GIL unless said) -------------------------------------------- */
 
 static int trace_nframes = 1;
+#define TRACE_MAX_SAMPLE_BYTES (INT64_C(1) << 40)
 uint64_t memlens_trace_sample_bytes = 0;
 #define trace_sample_bytes memlens_trace_sample_bytes
 static trace_table trace_gil_table;
@@ -831,16 +840,6 @@ trace_big_pop(uintptr_t ptr)
     return 0;
 }
 
-static inline uint32_t
-trace_stored_size(uintptr_t ptr, size_t size)
-{
-    if (size >= TRACE_BIG_SIZE) {
-        trace_big_put(ptr, size);
-        return TRACE_BIG_SIZE;
-    }
-    return (uint32_t)size;
-}
-
 static inline uint64_t
 trace_real_size(uintptr_t ptr, uint32_t stored)
 {
@@ -858,11 +857,22 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
     }
     trace_table_prefetch(table, (uintptr_t)ptr);
     uint32_t site = trace_current_site();
-    if (trace_table_put(table, (uintptr_t)ptr,
-                        trace_stored_size((uintptr_t)ptr, weight), site)
-        < 0) {
+    uint32_t stored = weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE
+                                               : (uint32_t)weight;
+    uint32_t old_stored, old_site;
+    int rc = trace_table_put(table, (uintptr_t)ptr, stored, site,
+                             &old_stored, &old_site);
+    if (rc < 0) {
         trace_failures++;
         return;
+    }
+    if (rc == 1) {
+        /* Its big size, if any, first: the new one goes in after. */
+        uint64_t old = trace_real_size((uintptr_t)ptr, old_stored);
+        trace_apply(old_site, -(int64_t)old, -1);
+    }
+    if (stored == TRACE_BIG_SIZE) {
+        trace_big_put((uintptr_t)ptr, weight);
     }
     trace_bloom_add((uintptr_t)ptr);
     trace_bloom_refresh();
@@ -917,12 +927,16 @@ trace_record_raw(void *ptr, size_t size)
         weight = TRACE_BIG_SIZE - 1;
     }
     uint32_t site = gil ? trace_current_site() : TRACE_UNKNOWN_SITE;
+    uint32_t old_weight = 0, old_site = 0;
     pthread_mutex_lock(&trace_raw_lock);
-    int ok = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
-                             (uint32_t)weight, site)
-             == 0;
+    int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
+                             (uint32_t)weight, site, &old_weight, &old_site);
+    int ok = rc >= 0;
     if (ok) {
         trace_bloom_add((uintptr_t)ptr);
+    }
+    if (rc == 1 && !gil) {
+        trace_enqueue(old_site, -(int64_t)old_weight, -1);
     }
     if (ok && !gil && !trace_enqueue(site, (int64_t)weight, 1)) {
         /* No room to apply it later: do not keep the record either, so
@@ -933,8 +947,12 @@ trace_record_raw(void *ptr, size_t size)
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
         trace_failures++;
+        return;
     }
-    else if (gil) {
+    if (gil) {
+        if (rc == 1) {
+            trace_apply(old_site, -(int64_t)old_weight, -1);
+        }
         trace_apply(site, (int64_t)weight, 1);
     }
 }
@@ -1061,9 +1079,13 @@ trace_py_start(PyObject *m, PyObject *args)
                             "nframes must be between 1 and %d, got %d",
                             MEMLENS_TRACE_MAX_FRAMES, nframes);
     }
-    if (sample < 0) {
+    /* The bound keeps every estimate (marks times sample_bytes) far from
+     * overflowing. */
+    if (sample < 0 || sample > TRACE_MAX_SAMPLE_BYTES) {
         return PyErr_Format(PyExc_ValueError,
-                            "sample_bytes must be >= 0, got %lld", sample);
+                            "sample_bytes must be between 0 and %lld, "
+                            "got %lld",
+                            (long long)TRACE_MAX_SAMPLE_BYTES, sample);
     }
     if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is already running");
@@ -1288,7 +1310,45 @@ trace_py_skip(PyObject *m, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* _trace_block(domain, address, size): records a block at `address` as
+ * the hooks would (size < 0: its free), for tests of what the tables do
+ * with addresses no real block has. */
+static PyObject *
+trace_py_block(PyObject *m, PyObject *args)
+{
+    int domain;
+    unsigned long long address;
+    long long size;
+    if (!PyArg_ParseTuple(args, "iKL:_trace_block", &domain, &address,
+                          &size)) {
+        return NULL;
+    }
+    if (!memlens_trace_on) {
+        PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
+        return NULL;
+    }
+    if (domain != PYMEM_DOMAIN_RAW && domain != PYMEM_DOMAIN_MEM) {
+        PyErr_SetString(PyExc_ValueError, "domain must be raw or mem");
+        return NULL;
+    }
+    if (address == 0 || address % 16 != 0 || address >= 4096) {
+        /* The first page is never mapped: no real block can be there. */
+        PyErr_SetString(PyExc_ValueError,
+                        "address must be 16-aligned, in the first page");
+        return NULL;
+    }
+    if (size < 0) {
+        memlens_trace_free(domain, (void *)(uintptr_t)address);
+    }
+    else {
+        memlens_trace_alloc(domain, (void *)(uintptr_t)address,
+                            (size_t)size);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef trace_methods[] = {
+    {"_trace_block", trace_py_block, METH_VARARGS, NULL},
     {"_trace_skip", trace_py_skip, METH_O, NULL},
     {"_trace_start", trace_py_start, METH_VARARGS, NULL},
     {"_trace_stop", trace_py_stop, METH_NOARGS, NULL},

@@ -58,6 +58,8 @@ def test_start_twice_and_bad_arguments():
         memlens.start_tracing(0)
     with pytest.raises(ValueError, match="sample_bytes"):
         memlens.start_tracing(1, -1)
+    with pytest.raises(ValueError, match="sample_bytes"):
+        memlens.start_tracing(1, 2**50)
     with pytest.raises(TypeError):
         memlens.start_tracing("1")
     with pytest.raises(RuntimeError, match="not tracing"):
@@ -420,3 +422,22 @@ def test_a_subinterpreter_does_not_confuse_the_raw_hooks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("domain", [0, 1], ids=["raw", "mem"])
+def test_an_address_reused_after_an_unseen_free_is_not_counted_twice(domain):
+    # A block freed where no hook saw it (another interpreter's thread, for
+    # one) leaves its entry; a new block at that address replaces it and
+    # takes its bytes back from the old line.
+    with memlens.tracing():
+        base = memlens.traced_memory()[0]
+        _core._trace_block(domain, 0x40, 1000)
+        assert memlens.traced_memory()[0] == base + 1000
+        _core._trace_block(domain, 0x40, 300)  # the 1000 were freed unseen
+        assert memlens.traced_memory()[0] == base + 300
+        _core._trace_block(domain, 0x40, -1)
+        assert memlens.traced_memory()[0] == base
+        with pytest.raises(ValueError):
+            _core._trace_block(domain, 0x41, 10)
+    with pytest.raises(RuntimeError):
+        _core._trace_block(domain, 0x40, 10)
