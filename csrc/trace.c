@@ -874,6 +874,10 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
     if (stored == TRACE_BIG_SIZE) {
         trace_big_put((uintptr_t)ptr, weight);
     }
+    /* pymalloc hands out the blocks of a size class one after the other
+     * in a pool: the next one of this size is likely right after this
+     * one, and its slot can be on its way meanwhile. */
+    trace_table_prefetch(table, (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
     trace_bloom_add((uintptr_t)ptr);
     trace_bloom_refresh();
     trace_apply(site, (int64_t)weight, 1);
