@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int memlens_trace_on = 0;
 
@@ -87,13 +88,52 @@ trace_table_prefetch(const trace_table *t, uintptr_t ptr)
     }
 }
 
+/* Tables this big are mapped apart and asked for huge pages: every
+ * lookup lands at random in them, and with 4 KiB pages each would also
+ * miss the TLB. */
+#define TRACE_HUGE_TABLE ((size_t)2 << 20)
+
+/* Zeroed room for `cap` entries (libc or mapped); NULL if none. */
+static trace_entry *
+trace_slots_alloc(size_t cap)
+{
+    size_t bytes = cap * sizeof(trace_entry);
+    if (bytes < TRACE_HUGE_TABLE) {
+        return calloc(cap, sizeof(trace_entry));
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: failure is fine */
+#endif
+    return p;
+}
+
+static void
+trace_slots_free(trace_entry *slots, size_t cap)
+{
+    if (slots == NULL) {
+        return;
+    }
+    size_t bytes = cap * sizeof(trace_entry);
+    if (bytes < TRACE_HUGE_TABLE) {
+        free(slots);
+    }
+    else {
+        munmap(slots, bytes);
+    }
+}
+
 static int
 trace_table_grow(trace_table *t)
 {
     size_t old_cap = t->slots ? t->mask + 1 : 0;
     size_t cap = old_cap ? old_cap * 2 : 4096;
     trace_entry *old = t->slots;
-    trace_entry *slots = calloc(cap, sizeof(trace_entry));
+    trace_entry *slots = trace_slots_alloc(cap);
     if (slots == NULL) {
         return -1;
     }
@@ -108,7 +148,7 @@ trace_table_grow(trace_table *t)
             slots[j] = old[i];
         }
     }
-    free(old);
+    trace_slots_free(old, old_cap);
     return 0;
 }
 
@@ -190,7 +230,7 @@ trace_table_pop(trace_table *t, uintptr_t ptr, uint32_t *size, uint32_t *site)
 static void
 trace_table_clear(trace_table *t)
 {
-    free(t->slots);
+    trace_slots_free(t->slots, t->slots ? t->mask + 1 : 0);
     t->slots = NULL;
     t->mask = 0;
     t->used = 0;
@@ -893,6 +933,14 @@ trace_forget_gil(trace_table *table, void *ptr)
     trace_maybe_drain();
     if (trace_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
         uint64_t weight = trace_real_size((uintptr_t)ptr, stored);
+        /* Blocks made one after the other tend to go together too (a
+         * container freeing what it held, in either order): a neighbour's
+         * slot is likely next. */
+        if (stored < TRACE_BIG_SIZE && trace_sample_bytes == 0) {
+            uintptr_t step = (stored + 15) & ~(uintptr_t)15;
+            trace_table_prefetch(table, (uintptr_t)ptr + step);
+            trace_table_prefetch(table, (uintptr_t)ptr - step);
+        }
         trace_apply(site, -(int64_t)weight, -1);
     }
 }
