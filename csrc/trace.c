@@ -304,6 +304,33 @@ static uint64_t *trace_bloom_store[2] = {NULL, NULL};
 #define trace_bloom memlens_trace_bloom
 static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
 
+MEMLENS_TLS memlens_trace_absent_cache memlens_trace_absent;
+uint64_t memlens_trace_generation = 1;
+
+/* Something was recorded (or tracing started or stopped): every thread's
+ * cache of misses is out of date. */
+static inline void
+trace_records_changed(void)
+{
+    __atomic_fetch_add(&memlens_trace_generation, 1, __ATOMIC_RELEASE);
+}
+
+/* Remembers that `ptr` passed the filter but is in no table. */
+static inline void
+trace_note_absent(uintptr_t ptr)
+{
+    if (memlens_trace_bloom == NULL) {
+        return;
+    }
+    memlens_trace_absent_cache *c = &memlens_trace_absent;
+    uint64_t g = __atomic_load_n(&memlens_trace_generation, __ATOMIC_ACQUIRE);
+    if (c->generation != g) {
+        memset(c->ptr, 0, sizeof(c->ptr));
+        c->generation = g;
+    }
+    c->ptr[c->next++ % MEMLENS_TRACE_ABSENT] = ptr;
+}
+
 static inline size_t
 trace_bloom_bit(uintptr_t ptr)
 {
@@ -919,6 +946,9 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
      * one, and its slot can be on its way meanwhile. */
     trace_table_prefetch(table, (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
     trace_bloom_add((uintptr_t)ptr);
+    if (trace_bloom != NULL) {
+        trace_records_changed();
+    }
     trace_bloom_refresh();
     trace_apply(site, (int64_t)weight, 1);
 }
@@ -942,6 +972,9 @@ trace_forget_gil(trace_table *table, void *ptr)
             trace_table_prefetch(table, (uintptr_t)ptr - step);
         }
         trace_apply(site, -(int64_t)weight, -1);
+    }
+    else {
+        trace_note_absent((uintptr_t)ptr);
     }
 }
 
@@ -986,6 +1019,9 @@ trace_record_raw(void *ptr, size_t size)
     int ok = rc >= 0;
     if (ok) {
         trace_bloom_add((uintptr_t)ptr);
+        if (trace_bloom != NULL) {
+            trace_records_changed();
+        }
     }
     if (rc == 1 && !gil) {
         trace_enqueue(old_site, -(int64_t)old_weight, -1);
@@ -1024,6 +1060,9 @@ trace_forget_raw(void *ptr)
         trace_enqueue(site, -(int64_t)weight, -1);
     }
     pthread_mutex_unlock(&trace_raw_lock);
+    if (!found) {
+        trace_note_absent((uintptr_t)ptr);
+    }
     if (found && gil) {
         trace_maybe_drain();
         trace_apply(site, -(int64_t)weight, -1);
@@ -1184,6 +1223,7 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_failures = 0;
     trace_queue_lost = 0;
     trace_interp = PyInterpreterState_Get();
+    trace_records_changed();
     __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
     memlens_hooks_trace(1);
     Py_RETURN_NONE;
@@ -1195,6 +1235,7 @@ trace_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
 {
     memlens_hooks_trace(0);
     __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
+    trace_records_changed();
     trace_clear_all();
     Py_RETURN_NONE;
 }

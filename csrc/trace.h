@@ -13,6 +13,25 @@ extern int memlens_trace_on; /* Atomic. */
 extern uint64_t memlens_trace_sample_bytes;
 extern uint64_t *memlens_trace_bloom;
 
+/* The last few addresses this thread freed that the filter let through
+ * but the tables did not have. pymalloc hands a freed block out again at
+ * once, so in a loop that makes and drops objects the same few addresses
+ * come back; when a sampled block was once there, its filter bit stays set
+ * and every later free of that address would look it up in vain. Valid
+ * while memlens_trace_generation is unchanged: it moves whenever a block
+ * is recorded, so a block recorded anywhere since is never hidden by it. */
+#define MEMLENS_TRACE_ABSENT 4
+typedef struct {
+    uint64_t generation;
+    uintptr_t ptr[MEMLENS_TRACE_ABSENT];
+    unsigned next;
+} memlens_trace_absent_cache;
+
+extern MEMLENS_TLS memlens_trace_absent_cache memlens_trace_absent;
+extern uint64_t memlens_trace_generation; /* Atomic. */
+
+/* Whether `ptr` may be a recorded block: 1 when exact (every block is);
+ * when sampling, by the bit filter and this thread's misses. */
 static inline int
 memlens_trace_bloom_maybe(uintptr_t ptr)
 {
@@ -22,9 +41,21 @@ memlens_trace_bloom_maybe(uintptr_t ptr)
     }
     size_t b = (size_t)((((uint64_t)ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15))
                         >> (64 - 20));
-    return (
-        int)((__atomic_load_n(&bloom[b >> 6], __ATOMIC_RELAXED) >> (b & 63))
-             & 1);
+    if (!((__atomic_load_n(&bloom[b >> 6], __ATOMIC_RELAXED) >> (b & 63))
+          & 1)) {
+        return 0;
+    }
+    memlens_trace_absent_cache *c = &memlens_trace_absent;
+    if (c->generation
+        != __atomic_load_n(&memlens_trace_generation, __ATOMIC_ACQUIRE)) {
+        return 1;
+    }
+    for (int k = 0; k < MEMLENS_TRACE_ABSENT; k++) {
+        if (c->ptr[k] == ptr) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Whether this thread holds the GIL of the interpreter being traced. */
