@@ -266,8 +266,7 @@ def test_skips_itself():
 
 def test_limits_fail_with_figure_limit_and_lines(pytester):
     pytester.makepyfile(test_limits=LIMITS)
-    result = pytester.runpytest_subprocess("--memlens", "--memlens-top", "0",
-                                           "-rA")
+    result = pytester.runpytest_subprocess("--memlens", "--memlens-top", "0")
     result.assert_outcomes(passed=3, failed=4, skipped=2, xfailed=1)
     sections = failures(result)
 
@@ -301,7 +300,7 @@ def test_limits_fail_with_figure_limit_and_lines(pytester):
     traced = int(match[1].replace(",", ""))
     assert 50_000_000 < traced < 50_000_000 + 256 * 1024, text
     assert re.search(r"Top lines alive at the peak of traced allocations:\n"
-                     r"\s+47.68 MiB  test_limits.py:(\d+)\n"
+                     r"\s+47\.68 MiB  test_limits\.py:(\d+)\n"
                      r"\s+block = np.ones\(50 \* MB // 8\)\n", text), text
     assert "sampled" not in text
 
