@@ -5,6 +5,8 @@ import threading
 import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]
+
 MiB = 1024 * 1024
 
 #: Set by `make asan` and `make valgrind`: the allocator there keeps freed

@@ -1,0 +1,446 @@
+"""pytest plugin (SPEC 8): memory limits that fail tests, and a report of
+the tests with the highest peaks.
+
+Registered through the ``pytest11`` entry point. Importing it loads no C
+code and installs nothing: the core is imported the first time a test that
+carries a limit marker runs, or when ``--memlens`` asks for the report.
+
+Only the call phase of a test is measured (the test function itself), not
+the setup or teardown of its fixtures: a shared fixture is set up by
+whichever test needs it first, and counting it would make a test's figure
+depend on the order of the tests and, under pytest-xdist, on the worker.
+"""
+
+import argparse
+import gc
+import os
+import re
+from decimal import Decimal
+
+import pytest
+
+from memlens._format import mib
+
+#: The units a size may be written in: decimal and binary multiples.
+UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+}
+
+#: limit_memory traces allocations sampled at one mark per this many bytes
+#: on average, to name the lines in its failure message.
+LINES_SAMPLE_BYTES = 256 * 1024
+
+#: How many lines a failure message shows.
+LINES_SHOWN = 5
+
+#: How many tests the --memlens report shows unless --memlens-top says.
+DEFAULT_TOP = 10
+
+MARKERS = ("limit_memory", "limit_allocations")
+
+_UNIT_LIST = ", ".join(UNITS)
+_SIZE = re.compile(
+    r"\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[A-Za-z]*)\s*\Z")
+
+# user_properties names: they carry the figures from the process that ran
+# the test (an xdist worker) to the one that prints the report.
+_PROP_RSS = "memlens_peak_rss"
+_PROP_TRACED = "memlens_peak_allocations"
+
+_STATE = pytest.StashKey()
+_LIMITS = pytest.StashKey()
+
+
+def parse_size(size):
+    """Bytes in `size`: an int (bytes) or a string such as "24 MB", "1.5
+    GiB" or "512 KiB" (units B, KB, MB, GB powers of 1000; KiB, MiB, GiB
+    powers of 1024; written as here). Fractions of a byte are dropped.
+
+    TypeError for anything but an int or a string, ValueError for a string
+    that is not a size or a size below one byte.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"a size is an int (bytes) or a string such as "
+                        f"'24 MB', not {type(size).__name__}")
+    if isinstance(size, int):
+        nbytes = size
+    else:
+        match = _SIZE.match(size)
+        if match is None:
+            raise ValueError(f"{size!r} is not a size: write a number and a "
+                             f"unit, such as '24 MB' (units: {_UNIT_LIST})")
+        unit = match["unit"] or "B"
+        factor = UNITS.get(unit)
+        if factor is None:
+            close = [u for u in UNITS if u.lower() == unit.lower()]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{size!r}: unknown unit {unit!r}{hint}; the "
+                             f"units are {_UNIT_LIST}")
+        nbytes = int(Decimal(match["number"]) * factor)
+    if nbytes < 0:
+        raise ValueError(f"{size!r}: a size cannot be negative")
+    if nbytes < 1:
+        raise ValueError(f"{size!r}: a limit must be at least 1 byte")
+    return nbytes
+
+
+def _marker_text(marker):
+    args = [repr(a) for a in marker.args]
+    args += [f"{k}={v!r}" for k, v in marker.kwargs.items()]
+    return f"@pytest.mark.{marker.name}({', '.join(args)})"
+
+
+def _item_limits(item):
+    """{marker name: (bytes, size as written)} from the closest marker of
+    each name on `item`. Every marker found is checked; ValueError with
+    the test, the marker and the problem for a malformed one."""
+    limits = {}
+    for name in MARKERS:
+        for marker in item.iter_markers(name):
+            try:
+                if marker.kwargs or len(marker.args) != 1:
+                    raise ValueError(f"takes one size, such as "
+                                     f"@pytest.mark.{name}(\"24 MB\")")
+                nbytes = parse_size(marker.args[0])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{item.nodeid}: {_marker_text(marker)}: "
+                                 f"{exc}") from None
+            limits.setdefault(name, (nbytes, marker.args[0]))
+    return limits
+
+
+def _top_type(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of tests (0 for all), not {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Configuration and collection
+# --------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    group = parser.getgroup("memlens", "memlens memory measurement")
+    group.addoption(
+        "--memlens", action="store_true", default=False,
+        help="measure the peak RSS of every test (call phase) and print "
+             "the tests with the highest peaks at the end")
+    group.addoption(
+        "--memlens-top", type=_top_type, default=None, metavar="N",
+        help=f"how many tests the --memlens report shows (default "
+             f"{DEFAULT_TOP}, 0 for all); implies --memlens")
+
+
+class _State:
+    """What one pytest run (one config) asked for and measured."""
+
+    def __init__(self, report, top):
+        self.report = report
+        self.top = top
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "limit_memory(size): fail the test when its peak RSS rises more "
+        "than size (\"24 MB\", \"1.5 GiB\", bytes as an int) above its "
+        "start; measured by memlens over the test function")
+    config.addinivalue_line(
+        "markers",
+        "limit_allocations(size): fail the test when its traced Python and "
+        "NumPy allocations peak above size; exact and deterministic "
+        "(memlens allocation tracing over the test function)")
+    top = config.getoption("memlens_top")
+    report = bool(config.getoption("memlens")) or top is not None
+    config.stash[_STATE] = _State(report, DEFAULT_TOP if top is None
+                                  else top)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A malformed limit marker makes its collector (the module or class)
+    a collection error that names the test, the marker and the problem."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.passed:
+        return
+    problems = []
+    for node in report.result:
+        if isinstance(node, pytest.Item):
+            try:
+                _item_limits(node)
+            except ValueError as exc:
+                problems.append(str(exc))
+    if problems:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(problems)
+        report.result = []
+
+
+# --------------------------------------------------------------------------
+# Measuring a test
+# --------------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Markers added after collection (a conftest's modifyitems) are checked
+    # here: a malformed one errors the test before it runs.
+    try:
+        item.stash[_LIMITS] = _item_limits(item)
+    except ValueError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+class _Meter:
+    """The measurements of one test's call: an exact RSS peak window, and
+    allocation tracing when a limit needs it."""
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.window = None
+        self.tracing = False
+        # Exact tracing gives limit_allocations its figure; limit_memory
+        # alone only needs the lines, which sampling gives cheaply.
+        if "limit_allocations" in limits:
+            self.sample_bytes = 0
+        elif "limit_memory" in limits:
+            self.sample_bytes = LINES_SAMPLE_BYTES
+        else:
+            self.sample_bytes = None
+        self.lines_note = None
+        self.peak_rss = None
+        self.traced_peak = None
+        self.snapshot = None
+
+    def start(self):
+        from memlens import _readings, _tracing
+
+        # Made before tracing starts, so that it is not one of the lines.
+        window = _readings.peak()
+        if self.sample_bytes is not None:
+            if _tracing.is_tracing():
+                if self.sample_bytes == 0:
+                    raise RuntimeError(
+                        "limit_allocations needs memlens's allocation "
+                        "tracing, and it was already running when the "
+                        "test started (started by a fixture or a plugin)")
+                self.lines_note = ("no lines: memlens's allocation tracing "
+                                   "was already in use")
+            else:
+                if self.sample_bytes == 0:
+                    # The collector's schedule inside the test then does
+                    # not depend on what ran before it.
+                    gc.collect()
+                _tracing.start_tracing(1, self.sample_bytes)
+                self.tracing = True
+        self.window = window
+        window.__enter__()
+        if self.tracing:
+            _tracing.reset_peak()
+
+    def stop(self):
+        """Close what start() opened and keep the figures; a limit's
+        overrun keeps the snapshot of the traced peak too."""
+        from memlens import _tracing
+
+        try:
+            if self.window is not None and self.window.open:
+                self.window.__exit__(None, None, None)
+                self.peak_rss = self.window.peak_delta
+        finally:
+            if self.tracing:
+                self.tracing = False
+                try:
+                    self._read_tracing(_tracing)
+                finally:
+                    _tracing.stop_tracing()
+
+    def _read_tracing(self, tracing):
+        if not tracing.is_tracing():
+            self.lines_note = "no lines: the test stopped memlens's tracing"
+            if self.sample_bytes == 0:
+                raise RuntimeError(
+                    "limit_allocations has no figure: the test stopped "
+                    "memlens's allocation tracing")
+            return
+        peak = tracing.traced_memory()[1]
+        if self.sample_bytes == 0:
+            self.traced_peak = peak
+        if self.overruns():
+            self.snapshot = tracing.peak_snapshot()
+
+    def overruns(self):
+        """One sentence per limit exceeded."""
+        out = []
+        limit = self.limits.get("limit_memory")
+        if limit is not None and self.peak_rss is not None \
+                and self.peak_rss > limit[0]:
+            source = self.window.source
+            how = "" if source == "kernel" else f" (source: {source})"
+            out.append(
+                f"limit_memory: the peak RSS rose {mib(self.peak_rss)} MiB "
+                f"({self.peak_rss:,} bytes) above the test's start{how}, "
+                f"over the limit of {_limit_text(limit)}")
+        limit = self.limits.get("limit_allocations")
+        if limit is not None and self.traced_peak is not None \
+                and self.traced_peak > limit[0]:
+            out.append(
+                f"limit_allocations: traced allocations peaked at "
+                f"{mib(self.traced_peak)} MiB ({self.traced_peak:,} bytes), "
+                f"over the limit of {_limit_text(limit)}")
+        return out
+
+    def message(self, rootpath):
+        """The failure text: the overruns, then the top lines."""
+        out = self.overruns()
+        if self.snapshot is not None:
+            if self.sample_bytes == 0:
+                out.append("Top lines alive at the peak of traced "
+                           "allocations:")
+            else:
+                out.append(
+                    f"Top lines alive at the peak of traced allocations "
+                    f"(sampled, one mark per {self.sample_bytes // 1024} "
+                    f"KiB: estimates; RSS also holds memory the tracer does "
+                    f"not see):")
+            out.extend(_format_lines(self.snapshot, rootpath))
+        elif self.lines_note:
+            out.append(self.lines_note)
+        return "\n".join(out)
+
+
+def _limit_text(limit):
+    nbytes, written = limit
+    if isinstance(written, int):
+        return f"{nbytes:,} bytes ({mib(nbytes)} MiB)"
+    return f"{written.strip()} ({nbytes:,} bytes, {mib(nbytes)} MiB)"
+
+
+def _format_lines(snapshot, rootpath):
+    """The largest lines of `snapshot`, at most LINES_SHOWN, leaving out
+    those under 1% of its total (pytest's own few bytes, mostly)."""
+    stats = snapshot.top(limit=None)
+    total = sum(s.size for s in stats)
+    if total <= 0:
+        return ["  (no traced allocation was alive at the peak)"]
+    if total >= 2**20:
+        unit, scale, digits = "MiB", 2**20, 2
+    else:
+        unit, scale, digits = "KiB", 2**10, 1
+    shown = [s for s in stats[:LINES_SHOWN] if s.size * 100 >= total]
+    shown = shown or stats[:1]
+    out = []
+    for stat in shown:
+        where = stat.filename
+        if os.path.isabs(where):
+            relative = os.path.relpath(where, rootpath)
+            if not relative.startswith(os.pardir):
+                where = relative
+        out.append(f"  {stat.size / scale:>10.{digits}f} {unit}  "
+                   f"{where}:{stat.lineno}")
+        if stat.line:
+            out.append(f"  {'':>14}  {stat.line}")
+    rest = stats[len(shown):]
+    if rest:
+        noun = "line" if len(rest) == 1 else "lines"
+        out.append(f"  {sum(s.size for s in rest) / scale:>10.{digits}f} "
+                   f"{unit}  {len(rest)} other {noun}")
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    """Measures the call: trylast makes this the innermost wrapper, so as
+    little as possible of pytest's own work falls inside."""
+    state = item.config.stash[_STATE]
+    limits = item.stash.get(_LIMITS, None)
+    if limits is None:
+        limits = _item_limits(item)
+    if not limits and not state.report:
+        yield
+        return
+    meter = _Meter(limits)
+    problem = None
+    try:
+        meter.start()
+    except Exception as exc:
+        problem = exc
+    outcome = yield
+    try:
+        meter.stop()
+    except Exception as exc:
+        problem = problem or exc
+    if meter.peak_rss is not None:
+        item.user_properties.append((_PROP_RSS, meter.peak_rss))
+    if meter.traced_peak is not None:
+        item.user_properties.append((_PROP_TRACED, meter.traced_peak))
+    message = None
+    if problem is not None:
+        message = f"memlens could not measure the test: {problem}"
+    elif meter.overruns():
+        message = meter.message(item.config.rootpath)
+    if message is None:
+        return
+    if outcome.excinfo is None:
+        outcome.force_exception(pytest.fail.Exception(message,
+                                                      pytrace=False))
+    else:
+        # The test's own failure (or skip, or xfail) stands; the overrun is
+        # shown with it.
+        item.add_report_section("call", "memlens", message)
+
+
+# --------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.report or hasattr(config, "workerinput"):
+        return
+    # The figures ride on the call reports (user_properties), so that
+    # those coming back from pytest-xdist workers carry them too.
+    rows = []
+    for category, reports in terminalreporter.stats.items():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            props = dict(getattr(report, "user_properties", ()))
+            if _PROP_RSS in props:
+                rows.append((props[_PROP_RSS], props.get(_PROP_TRACED),
+                             report.nodeid, category))
+    rows.sort(key=lambda row: (-row[0], row[2]))
+    shown = rows if state.top == 0 else rows[:state.top]
+    tr = terminalreporter
+    if not rows:
+        tr.write_sep("=", "memlens: no test was measured")
+        return
+    tests = f"{len(rows)} test" + ("s" if len(rows) != 1 else "")
+    if len(shown) == len(rows):
+        title = f"memlens: {tests} measured, highest peak first"
+    else:
+        title = (f"memlens: the {len(shown)} highest peaks of {tests} "
+                 f"measured")
+    tr.write_sep("=", title)
+    tr.write_line(f"{'peak RSS':>14}  {'allocations':>14}  test")
+    for rss, traced, nodeid, category in shown:
+        traced_text = "-" if traced is None else f"{mib(traced)} MiB"
+        note = "" if category == "passed" else f" ({category})"
+        tr.write_line(f"{mib(rss) + ' MiB':>14}  {traced_text:>14}  "
+                      f"{nodeid}{note}")
+    tr.write_line("peak RSS: how far RSS rose above the test's start; "
+                  "allocations: the peak of traced allocations "
+                  "(limit_allocations tests). The test function only, not "
+                  "its fixtures.")
