@@ -112,6 +112,8 @@ hooks_note_alloc(void *ptr, size_t size)
     if (memlens_ptrtable_put(&hooks_table, (uintptr_t)ptr, size) < 0) {
         hooks_failures++;
     }
+    memlens_ptrtable_prefetch(&hooks_table,
+                              (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
     pthread_mutex_unlock(&hooks_lock);
 }
 
@@ -126,6 +128,11 @@ hooks_forget(void *ptr)
     pthread_mutex_lock(&hooks_lock);
     if (!memlens_ptrtable_pop(&hooks_table, (uintptr_t)ptr, &size)) {
         size = 0;
+    }
+    else {
+        uintptr_t step = (size + 15) & ~(uintptr_t)15;
+        memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr + step);
+        memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr - step);
     }
     pthread_mutex_unlock(&hooks_lock);
     return size;

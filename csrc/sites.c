@@ -11,19 +11,12 @@
 
 #define SITES_MIN_CAPACITY 1024
 
-static size_t
-sites_slot(const memlens_ptrtable *t, uintptr_t ptr)
-{
-    /* Blocks are 16-byte aligned: drop the always-zero bits, then mix. */
-    uint64_t h = (uint64_t)(ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h ^ (h >> 29)) & t->mask;
-}
 
 /* Inserts into a table known to have room and no entry for ptr. */
 static void
 sites_insert_new(memlens_ptrtable *t, uintptr_t ptr, size_t size)
 {
-    size_t i = sites_slot(t, ptr);
+    size_t i = memlens_ptrtable_slot(t, ptr);
     while (t->slots[i].ptr != 0) {
         i = (i + 1) & t->mask;
     }
@@ -59,7 +52,7 @@ int
 memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size)
 {
     if (t->slots != NULL) {
-        size_t i = sites_slot(t, ptr);
+        size_t i = memlens_ptrtable_slot(t, ptr);
         while (t->slots[i].ptr != 0) {
             if (t->slots[i].ptr == ptr) {
                 t->slots[i].size = size;
@@ -85,7 +78,7 @@ sites_find(const memlens_ptrtable *t, uintptr_t ptr)
     if (t->slots == NULL) {
         return -1;
     }
-    size_t i = sites_slot(t, ptr);
+    size_t i = memlens_ptrtable_slot(t, ptr);
     while (t->slots[i].ptr != ptr) {
         if (t->slots[i].ptr == 0) {
             return -1;
@@ -124,7 +117,7 @@ memlens_ptrtable_pop(memlens_ptrtable *t, uintptr_t ptr, size_t *size)
         if (t->slots[j].ptr == 0) {
             break;
         }
-        size_t home = sites_slot(t, t->slots[j].ptr);
+        size_t home = memlens_ptrtable_slot(t, t->slots[j].ptr);
         int movable = (hole <= j) ? (home <= hole || home > j)
                                   : (home <= hole && home > j);
         if (movable) {

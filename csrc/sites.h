@@ -20,6 +20,26 @@ typedef struct {
 } memlens_ptrtable;
 
 /* Records ptr -> size (replacing any entry). 0, or -1 when out of memory. */
+/* The slot where `ptr` is looked for first. */
+static inline size_t
+memlens_ptrtable_slot(const memlens_ptrtable *t, uintptr_t ptr)
+{
+    /* Blocks are 16-byte aligned: drop the always-zero bits, then mix. */
+    uint64_t h = (uint64_t)(ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h ^ (h >> 29)) & t->mask;
+}
+
+/* Starts loading the slot of `ptr`, so that a lookup soon after finds it
+ * in the cache: blocks of a size class are handed out, and often given
+ * back, one next to the other. */
+static inline void
+memlens_ptrtable_prefetch(const memlens_ptrtable *t, uintptr_t ptr)
+{
+    if (t->slots != NULL) {
+        __builtin_prefetch(&t->slots[memlens_ptrtable_slot(t, ptr)], 1);
+    }
+}
+
 int memlens_ptrtable_put(memlens_ptrtable *t, uintptr_t ptr, size_t size);
 
 /* Looks ptr up; returns 1 and its size in *size, or 0 when absent. */
