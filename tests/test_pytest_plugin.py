@@ -18,6 +18,8 @@ import memlens._tracing  # noqa: F401  which unload what they import)
 from memlens import pytest_plugin
 from memlens.pytest_plugin import parse_size
 
+from conftest import figures
+
 MiB = 2**20
 
 
@@ -264,6 +266,7 @@ def test_skips_itself():
 """
 
 
+@figures
 def test_limits_fail_with_figure_limit_and_lines(pytester):
     pytester.makepyfile(test_limits=LIMITS)
     result = pytester.runpytest_subprocess("--memlens", "--memlens-top", "0")
@@ -422,6 +425,7 @@ def test_allocations_on_a_worker():
 """
 
 
+@figures
 def test_xdist_workers_measure_their_tests_and_the_report_shows_them(
         pytester):
     pytester.makepyfile(test_spread=SPREAD)
