@@ -9,10 +9,14 @@
  *                               children are counted
  *     CHLD <pid> <MiB> <time>   each living descendant, same <time>
  *
- * One write(2) per sample: a run killed at any moment (SIGKILL, the OOM
- * killer) leaves every sample taken before in the file. Python adds its
- * own lines (CMDLINE, FUNC) through Recorder.write(), under the same lock,
- * so that lines never interleave. On a terminal the same thread redraws a
+ * Samples are written as they are taken, at least every 10 ms: one
+ * write(2) per sample at the default interval (0.01 s) and longer ones, so
+ * that a run killed at any moment (SIGKILL, the OOM killer) leaves every
+ * sample taken before in the file; shorter intervals gather the samples
+ * of 10 ms into one write, which spares the thread most of a system call
+ * per sample. Python adds its own lines (CMDLINE, FUNC) through
+ * Recorder.write(), which writes the pending samples first, under the
+ * same lock, so that lines never interleave and stay in time order. On a terminal the same thread redraws a
  * one-line meter (now, peak, elapsed) on its own copy of stderr a few
  * times a second; stop() clears it.
  *
@@ -41,6 +45,9 @@
 /* Seconds between two redraws of the meter. */
 #define RECORD_METER_PERIOD 0.1
 
+/* Samples wait at most this long (seconds) before they are written. */
+#define RECORD_FLUSH_PERIOD 0.01
+
 /* Room kept in front of a sample's CHLD lines for its MEM line, which is
  * formatted last (it carries their total). */
 #define RECORD_MEM_ROOM 64
@@ -55,6 +62,12 @@ typedef struct {
     int children;    /* Count the descendants. Read-only after init. */
     pid_t owner_pid; /* The process that made the recorder. */
     pthread_mutex_t write_lock; /* Orders the writes to fd. */
+    char *pending;              /* Owned (libc): samples not yet written.
+                                   Protected by write_lock. */
+    size_t pending_len;         /* write_lock. */
+    size_t pending_cap;         /* write_lock. */
+    double pending_since;       /* Time of the oldest pending sample,
+                                   seconds since start. write_lock. */
     int meter_on;               /* Draw the meter. Atomic. */
     uint64_t last_children;     /* Descendants' RSS at the last sample.
                                    Atomic. */
@@ -97,14 +110,13 @@ record_seconds(char *buf, size_t size, double seconds)
     return snprintf(buf, size, "%lld.%06lld", us / 1000000, us % 1000000);
 }
 
-/* Makes the sample's buffer hold at least `need` bytes. 0, or -1 when
- * out of memory (the buffer is left as it was). */
+/* Makes a libc buffer of *cap bytes hold at least `need`. 0, or -1
+ * when out of memory (the buffer is left as it was). */
 static int
-record_reserve(RecorderObject *r, size_t need)
+record_reserve(char **buf, size_t *cap, size_t need)
 {
-    while (need > r->line_cap) {
-        if (memlens_grow((void **)&r->line, &r->line_cap, r->line_cap, 1, 1024)
-            < 0) {
+    while (need > *cap) {
+        if (memlens_grow((void **)buf, cap, *cap, 1, 1024) < 0) {
             return -1;
         }
     }
@@ -116,7 +128,7 @@ record_reserve(RecorderObject *r, size_t need)
 static int
 record_append(RecorderObject *r, size_t *len, const char *text, size_t n)
 {
-    if (record_reserve(r, *len + n) < 0) {
+    if (record_reserve(&r->line, &r->line_cap, *len + n) < 0) {
         return -1;
     }
     memcpy(r->line + *len, text, n);
@@ -142,18 +154,68 @@ record_write_all(int fd, const char *data, size_t n)
     return 0;
 }
 
-/* Writes to the data file under the lock. 0, or -1 (counted) when the
- * write failed or the file is closed. Any thread, no GIL needed. */
+/* Writes n bytes to the data file. 0, or -1 (counted) when the write
+ * failed or the file is closed. The caller holds write_lock. */
 static int
-record_write_locked(RecorderObject *r, const char *data, size_t n)
+record_write_unlocked(RecorderObject *r, const char *data, size_t n)
 {
-    pthread_mutex_lock(&r->write_lock);
     int rc = r->fd >= 0 ? record_write_all(r->fd, data, n) : -1;
-    pthread_mutex_unlock(&r->write_lock);
     if (rc < 0) {
         __atomic_add_fetch(&r->write_failures, 1, __ATOMIC_RELAXED);
     }
     return rc;
+}
+
+/* Writes the pending samples. 0 or -1. The caller holds write_lock. */
+static int
+record_flush_unlocked(RecorderObject *r)
+{
+    if (r->pending_len == 0) {
+        return 0;
+    }
+    int rc = record_write_unlocked(r, r->pending, r->pending_len);
+    r->pending_len = 0;
+    return rc;
+}
+
+/* Writes the pending samples, then `data` (n bytes; none if NULL). 0 or
+ * -1. Any thread, no GIL needed. */
+static int
+record_write_through(RecorderObject *r, const char *data, size_t n)
+{
+    pthread_mutex_lock(&r->write_lock);
+    int rc = record_flush_unlocked(r);
+    if (data != NULL && record_write_unlocked(r, data, n) < 0) {
+        rc = -1;
+    }
+    pthread_mutex_unlock(&r->write_lock);
+    return rc;
+}
+
+/* Queues one sample's lines (taken at t), writing them out with the
+ * others pending once the oldest has waited long enough: at once when
+ * the interval is as long as the flush period. Sampler thread. */
+static void
+record_queue(RecorderObject *r, double t, const char *data, size_t n)
+{
+    pthread_mutex_lock(&r->write_lock);
+    if (r->pending_len == 0) {
+        r->pending_since = t;
+    }
+    if (record_reserve(&r->pending, &r->pending_cap, r->pending_len + n) < 0) {
+        /* Out of memory: what is there goes out first, then this. */
+        (void)record_flush_unlocked(r);
+        (void)record_write_unlocked(r, data, n);
+    }
+    else {
+        memcpy(r->pending + r->pending_len, data, n);
+        r->pending_len += n;
+        if (r->s.interval >= RECORD_FLUSH_PERIOD
+            || t + r->s.interval >= r->pending_since + RECORD_FLUSH_PERIOD) {
+            (void)record_flush_unlocked(r);
+        }
+    }
+    pthread_mutex_unlock(&r->write_lock);
 }
 
 /* Writes bytes as MiB with two decimals. Returns the length. */
@@ -216,7 +278,7 @@ recorder_sample(memlens_sink *sink, double t, uint64_t rss)
     uint64_t total = rss;
     int failed = 0;
 
-    if (record_reserve(r, RECORD_MEM_ROOM) < 0) {
+    if (record_reserve(&r->line, &r->line_cap, RECORD_MEM_ROOM) < 0) {
         /* No room even for the MEM line: the sample is counted lost. */
         __atomic_add_fetch(&r->write_failures, 1, __ATOMIC_RELAXED);
         return rss;
@@ -255,7 +317,7 @@ recorder_sample(memlens_sink *sink, double t, uint64_t rss)
     if (n > 0 && n < RECORD_MEM_ROOM) {
         char *start = r->line + RECORD_MEM_ROOM - n;
         memcpy(start, mem, (size_t)n);
-        (void)record_write_locked(r, start, len - RECORD_MEM_ROOM + (size_t)n);
+        record_queue(r, t, start, len - RECORD_MEM_ROOM + (size_t)n);
     }
     else {
         failed = 1;
@@ -377,12 +439,16 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)r;
 }
 
-/* Stops the thread (taking a last sample) and clears the meter. GIL. */
+/* Stops the thread (taking a last sample), writes what is pending and
+ * clears the meter. GIL. */
 static void
 recorder_halt(RecorderObject *r)
 {
     __atomic_store_n(&r->meter_on, 0, __ATOMIC_RELAXED);
     memlens_sampler_stop(&r->s);
+    if (recorder_is_owner(r)) {
+        (void)record_write_through(r, NULL, 0);
+    }
     if (r->meter_drawn && recorder_is_owner(r) && r->meter_fd >= 0) {
         (void)record_write_all(r->meter_fd, "\r\033[K", 4);
         r->meter_drawn = 0;
@@ -410,6 +476,7 @@ recorder_tp_dealloc(PyObject *self)
         close(r->meter_fd);
     }
     free(r->line);
+    free(r->pending);
     free(r->pids.pids);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -511,7 +578,7 @@ recorder_write(PyObject *self, PyObject *arg)
     if (recorder_is_owner(r)) {
         /* The sampler thread may hold the lock for a moment. */
         PyThreadState *ts = PyEval_SaveThread();
-        rc = record_write_locked(r, view.buf, (size_t)view.len);
+        rc = record_write_through(r, view.buf, (size_t)view.len);
         PyEval_RestoreThread(ts);
     }
     PyBuffer_Release(&view);

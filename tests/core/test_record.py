@@ -54,17 +54,38 @@ def test_each_sample_is_a_mem_line_written_at_once(data):
     assert 0 <= rec.peak_time <= after - before
 
 
-def test_write_keeps_lines_in_order_with_the_samples(data):
+@pytest.mark.parametrize("interval", [0.0001, 0.001, 0.02])
+def test_every_sample_is_in_the_file_after_stop(data, interval):
     path, fd = data
-    rec = _core.Recorder(fd, 0.001)
+    rec = _core.Recorder(fd, interval)
+    with rec:
+        time.sleep(0.15)
+    mem = [line for line in lines(path) if MEM.match(line)]
+    assert len(mem) == rec.count == len(lines(path))
+
+
+@pytest.mark.parametrize("interval", [0.0005, 0.01])
+def test_write_keeps_lines_in_order_with_the_samples(data, interval):
+    path, fd = data
+    rec = _core.Recorder(fd, interval)
     assert rec.write(b"CMDLINE python x.py\n")
     with rec:
         for i in range(50):
-            assert rec.write(f"FUNC f{i} 1.0 2.0 3.0 4.0 0\n".encode())
+            time.sleep(0.002)
+            _, when = rec.mark()
+            assert rec.write(f"FUNC f{i} 1 2 3 {when:.6f} 0\n".encode())
     text = lines(path)
     assert text[0] == "CMDLINE python x.py"
-    funcs = [line for line in text if line.startswith("FUNC")]
-    assert funcs == [f"FUNC f{i} 1.0 2.0 3.0 4.0 0" for i in range(50)]
+    funcs = [line.rsplit(" ", 2)[0] for line in text
+             if line.startswith("FUNC")]
+    assert funcs == [f"FUNC f{i} 1 2 3" for i in range(50)]
+    # Samples pending when a line is written go out before it.
+    latest = 0.0
+    for line in text[1:]:
+        if line.startswith("FUNC"):
+            latest = float(line.split()[5])
+        else:
+            assert float(MEM.match(line).group(2)) > latest - 0.001
     assert all(MEM.match(line) for line in text
                if not line.startswith(("FUNC", "CMDLINE")))
 
