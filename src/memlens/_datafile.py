@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from memlens._errors import UsageError
+
 #: What ``memlens list``, ``peak``, ``plot`` and ``report`` look for when
 #: no file is named: ours first, then mprof's.
 PATTERNS = ("memlens_*.dat", "mprofile_*.dat")
@@ -30,7 +32,7 @@ _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
 _STAMP = re.compile(r"_(\d{14})(?:-(\d+))?\.dat\Z")
 
 
-class DataFileError(Exception):
+class DataFileError(UsageError):
     """A data file that cannot be read: one line, with the line number."""
 
 

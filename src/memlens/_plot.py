@@ -10,6 +10,8 @@ import html
 import io
 import os
 
+from memlens._errors import UsageError
+
 FORMATS = (".png", ".svg", ".pdf", ".html")
 
 #: Colours: the memory line, the children, the function spans.
@@ -25,7 +27,7 @@ _MAX_CHILD_LINES = 8
 _MAX_SPAN_NAMES = 8
 
 
-class PlotError(Exception):
+class PlotError(UsageError):
     """One line for the user."""
 
 

@@ -8,22 +8,22 @@ Bad input gets one line, ``memlens: error: ...``, and exit status 2.
 
 import argparse
 import builtins
-import json
 import os
-import runpy
-import shlex
 import sys
 import threading
 import time
-import traceback
 import types
 
+from memlens._errors import UsageError
 from memlens._format import mib
 
 COMMANDS = ("run", "plot", "peak", "list", "clean", "report")
 
+# Modules only some commands need are imported where they are used:
+# memlens run's start-up is part of the time it adds to a program.
 
-class CommandError(Exception):
+
+class CommandError(UsageError):
     """A bad input: one clear line, exit status 2."""
 
 
@@ -187,6 +187,8 @@ def _compile_target(args):
         argv = [args.module] + args.program
 
         def run_module():
+            import runpy
+
             runpy.run_module(args.module, run_name="__main__",
                              alter_sys=True)
         return f"-m {args.module}", ["python", "-m"] + argv, run_module, argv
@@ -218,9 +220,12 @@ def _exit_status(exc):
 def _print_program_error(exc):
     """The program's own error, shown as Python would show it, without
     memlens's frames."""
+    import traceback
+
+    runpy = sys.modules.get("runpy")
+    ours = (__file__, getattr(runpy, "__file__", __file__))
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename in (
-            __file__, runpy.__file__):
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb)
 
@@ -242,6 +247,8 @@ def _run(args):
     try:
         label, cmdline, body, argv = _compile_target(args)
     except SyntaxError as exc:
+        import traceback
+
         traceback.print_exception(type(exc), exc, None)
         return 1
     try:
@@ -257,7 +264,9 @@ def _run(args):
                        meter=meter)
     finally:
         os.close(fd)
-    text = " ".join(shlex.quote(a) for a in cmdline)
+    from shlex import quote
+
+    text = " ".join(quote(a) for a in cmdline)
     rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
                + "\n").encode())
     line_profiler = None
@@ -428,6 +437,8 @@ def _report(args):
     run, = _read_all([args.file] if args.file is not None else [])
     summary = run.summary()
     if args.json:
+        import json
+
         print(json.dumps(summary, indent=2))
     else:
         print(_report_text(summary))
@@ -439,9 +450,6 @@ _ACTIONS = {"run": _run, "plot": _plot, "peak": _peak, "list": _list,
 
 
 def main(argv=None):
-    from memlens._datafile import DataFileError
-    from memlens._plot import PlotError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS + ("-h", "--help", "--version"):
         argv.insert(0, "run")  # python -m memlens [--line] script.py
@@ -451,7 +459,7 @@ def main(argv=None):
         parser.error("--precision must not be negative")
     try:
         return _ACTIONS[args.command](args)
-    except (CommandError, DataFileError, PlotError) as exc:
+    except UsageError as exc:
         print(f"memlens: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
