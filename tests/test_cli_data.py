@@ -474,6 +474,25 @@ def test_report_text_and_json(recorded):
     assert s["children"] and s["children"][0]["samples"] >= 1
 
 
+def test_report_csv_timeline(recorded):
+    import csv
+
+    result = memlens("report", recorded, "--csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(result.stdout.splitlines()))
+    data = _datafile.read(recorded)
+    head = rows[0]
+    assert head[:2] == ["time_s", "memory_mib"]
+    assert head[2:] == [f"child_{pid}_mib" for pid in data.children]
+    assert len(rows) == 1 + data.samples
+    assert float(rows[1][0]) >= 0
+    assert [float(r[1]) for r in rows[1:]] == data.memory.mem
+    pid = next(iter(data.children))
+    filled = [r for r in rows[1:] if r[2]]
+    assert len(filled) == len(data.children[pid].mem)
+    assert memlens("report", recorded, "--csv", "--json").returncode == 2
+
+
 def test_report_reads_mprofs_own_format(in_tmp):
     write(in_tmp / "m.dat",
           "CMDLINE python x.py\n"

@@ -129,11 +129,16 @@ def build_parser():
         "report", help="summarise a data file (text or JSON)",
         description="Summarise a data file: samples, duration, memory at "
                     "start, peak and end, the peak's time, calls of "
-                    "profiled functions and child processes.")
+                    "profiled functions and child processes; or print its "
+                    "timeline as CSV.")
     report.add_argument("file", nargs="?", metavar="FILE",
                         help="data file or index (default: the newest)")
-    report.add_argument("--json", action="store_true",
-                        help="print JSON instead of text")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
+                      help="print JSON instead of text")
+    form.add_argument("--csv", action="store_true",
+                      help="print the timeline as CSV: seconds, MiB, and "
+                           "a column per child process")
     return parser
 
 
@@ -433,8 +438,29 @@ def _report_text(s):
     return "\n".join(lines)
 
 
+def _report_csv(run):
+    """The samples as CSV rows: seconds since the first, MiB, and a
+    column per child (empty where it had no line of that time)."""
+    import csv
+
+    t0 = run.start_time or 0.0
+    kids = list(run.children)
+    at = {pid: dict(zip(series.times, series.mem))
+          for pid, series in run.children.items()}
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["time_s", "memory_mib"] + [f"child_{pid}_mib"
+                                             for pid in kids])
+    for when, mem in zip(run.memory.times, run.memory.mem):
+        out.writerow([f"{when - t0:.6f}", f"{mem:.6f}"]
+                     + [f"{at[pid][when]:.6f}" if when in at[pid] else ""
+                        for pid in kids])
+
+
 def _report(args):
     run, = _read_all([args.file] if args.file is not None else [])
+    if args.csv:
+        _report_csv(run)
+        return 0
     summary = run.summary()
     if args.json:
         import json
