@@ -17,10 +17,10 @@ FORMATS = (".png", ".svg", ".pdf", ".html")
 #: Colours: the memory line, the children, the function spans.
 _MAIN = "#1f4e8c"
 _PEAK = "#c0392b"
-_CHILDREN = ("#2e8b57", "#d4a017", "#8e44ad", "#e67e22", "#16a085",
-             "#7f8c8d", "#c71585", "#556b2f")
-_SPANS = ("#4c9be8", "#f39c12", "#27ae60", "#e74c3c", "#9b59b6", "#1abc9c",
-          "#e84393", "#95a5a6")
+_CHILDREN = ("#8e44ad", "#a0522d", "#2c3e50", "#c71585", "#556b2f",
+             "#b8860b", "#7f8c8d", "#d35400")
+_SPANS = ("#4c9be8", "#f39c12", "#27ae60", "#e74c3c", "#1abc9c", "#e84393",
+          "#95a5a6", "#f1c40f")
 
 #: Legend entries beyond these are folded into "+N more".
 _MAX_CHILD_LINES = 8

@@ -421,9 +421,9 @@ def _report_text(s):
                          f"{'' if f['calls'] == 1 else 's'}, "
                          f"{_seconds(f['total_s'])} in all")
             for sp in f["spans"][:10]:
-                lines.append(f"      {sp['start_s']:8.2f} - "
-                             f"{sp['end_s']:8.2f} s  {sp['start_mib']:9.2f}"
-                             f" -> {sp['end_mib']:9.2f} MiB"
+                when = f"{sp['start_s']:.2f} - {sp['end_s']:.2f} s"
+                lines.append(f"      {when:<20} {sp['start_mib']:9.2f} -> "
+                             f"{sp['end_mib']:9.2f} MiB"
                              + (f"  (depth {sp['depth']})"
                                 if sp["depth"] else ""))
             if len(f["spans"]) > 10:
