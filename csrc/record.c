@@ -2,8 +2,7 @@
  *
  * A Recorder owns a native sampler (sampler.c) and is its sink: the
  * sampler's thread hands it every sample, and it writes the sample to the
- * data file at once, in memory_profiler's mprof format (MiB, epoch
- * seconds):
+ * data file in memory_profiler's mprof format (MiB, epoch seconds):
  *
  *     MEM <MiB> <time>          this process, plus its descendants when
  *                               children are counted
@@ -16,9 +15,11 @@
  * of 10 ms into one write, which spares the thread most of a system call
  * per sample. Python adds its own lines (CMDLINE, FUNC) through
  * Recorder.write(), which writes the pending samples first, under the
- * same lock, so that lines never interleave and stay in time order. On a terminal the same thread redraws a
- * one-line meter (now, peak, elapsed) on its own copy of stderr a few
- * times a second; stop() clears it.
+ * same lock, so that lines never interleave and stay in time order.
+ *
+ * On a terminal the same thread redraws a one-line meter (now, peak,
+ * elapsed) on its own copy of stderr ten times a second; stop() clears
+ * it.
  *
  * Numbers are formatted from integers: printf's %f follows LC_NUMERIC,
  * which the profiled program may set to a locale with a decimal comma.

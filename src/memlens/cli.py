@@ -164,17 +164,14 @@ def _check_script(path):
 
 def _exec_as_main(code, **names):
     """Runs `code` as the __main__ module, as Python runs a script:
-    pickle (and multiprocessing's spawn) look functions up there."""
+    pickle (and multiprocessing's spawn) look functions up there. The
+    module stays __main__ until the process exits, as it would: the
+    program's threads and atexit functions may still need it."""
     main = types.ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, __spec__=None,
                          __package__=None, **names)
-    saved = sys.modules.get("__main__")
     sys.modules["__main__"] = main
-    try:
-        exec(code, main.__dict__)
-    finally:
-        if saved is not None:
-            sys.modules["__main__"] = saved
+    exec(code, main.__dict__)
 
 
 def _compile_target(args):
@@ -325,7 +322,8 @@ def _run(args):
     else:
         what = (f"peak {mib(window.peak)} MiB{when} "
                 f"({mib(window.peak_delta)} MiB above start)")
-    lost = f", {rec.failures} samples lost" if rec.failures else ""
+    lost = (f", {rec.failures} failed reads or writes" if rec.failures
+            else "")
     print(f"memlens: {label}: {what}, ran {elapsed:.2f} s, exit status "
           f"{status}; data in {path}{lost}", file=sys.stderr)
     return status

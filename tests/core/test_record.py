@@ -64,6 +64,7 @@ def test_every_sample_is_in_the_file_after_stop(data, interval):
     assert len(mem) == rec.count == len(lines(path))
 
 
+@pytest.mark.valgrind
 @pytest.mark.parametrize("interval", [0.0005, 0.01])
 def test_write_keeps_lines_in_order_with_the_samples(data, interval):
     path, fd = data
@@ -103,6 +104,7 @@ def test_mark_is_on_the_samples_clock(data):
     assert when <= last + 0.001
 
 
+@pytest.mark.valgrind
 def test_closed_recorder_refuses_writes_and_starts(data):
     path, fd = data
     rec = _core.Recorder(fd, 0.01)
