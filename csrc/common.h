@@ -290,8 +290,9 @@ memlens_grow(void **array, size_t *cap, size_t used, size_t size, size_t first)
 /* ---- Module state ----------------------------------------------------- */
 
 typedef struct {
-    PyTypeObject *sampler_type; /* Owned. */
-    PyTypeObject *window_type;  /* Owned. */
+    PyTypeObject *sampler_type;  /* Owned. */
+    PyTypeObject *window_type;   /* Owned. */
+    PyTypeObject *recorder_type; /* Owned. */
 } memlens_state;
 
 extern PyModuleDef memlens_module_def;

@@ -9,6 +9,7 @@
 #include "hooks.h"
 #include "npmem.h"
 #include "peak.h"
+#include "record.h"
 #include "rss.h"
 #include "sampler.h"
 #include "sizeof.h"
@@ -78,7 +79,8 @@ module_exec(PyObject *module)
         || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
         || memlens_trace_init(module) < 0 || memlens_sizeof_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
-        || memlens_peak_init_type(module, st) < 0) {
+        || memlens_peak_init_type(module, st) < 0
+        || memlens_record_init_type(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -91,6 +93,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     if (st != NULL) {
         Py_VISIT(st->sampler_type);
         Py_VISIT(st->window_type);
+        Py_VISIT(st->recorder_type);
     }
     return 0;
 }
@@ -102,6 +105,7 @@ module_clear(PyObject *module)
     if (st != NULL) {
         Py_CLEAR(st->sampler_type);
         Py_CLEAR(st->window_type);
+        Py_CLEAR(st->recorder_type);
     }
     return 0;
 }
@@ -120,7 +124,8 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef memlens_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "memlens._core",
-    .m_doc = "The C core of memlens: readings, peaks, sampler, hooks.",
+    .m_doc =
+        "The C core of memlens: readings, peaks, sampler, recorder, hooks.",
     .m_size = sizeof(memlens_state),
     .m_methods = module_methods,
     .m_slots = module_slots,

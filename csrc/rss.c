@@ -386,28 +386,17 @@ rss_py_set_proc_dir(PyObject *module, PyObject *arg)
 
 /* ---- Child processes ------------------------------------------------- */
 
-typedef struct {
-    pid_t *pids; /* Owned (libc). */
-    size_t count;
-    size_t cap;
-} rss_pidlist;
-
 static int
-rss_pidlist_add(rss_pidlist *l, pid_t pid)
+rss_pidlist_add(memlens_pidlist *l, pid_t pid)
 {
     for (size_t i = 0; i < l->count; i++) {
         if (l->pids[i] == pid) {
             return 0;
         }
     }
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        pid_t *pids = realloc(l->pids, cap * sizeof(pid_t));
-        if (pids == NULL) {
-            return -1;
-        }
-        l->pids = pids;
-        l->cap = cap;
+    if (memlens_grow((void **)&l->pids, &l->cap, l->count, sizeof(pid_t), 16)
+        < 0) {
+        return -1;
     }
     l->pids[l->count++] = pid;
     return 0;
@@ -416,7 +405,7 @@ rss_pidlist_add(rss_pidlist *l, pid_t pid)
 /* Appends the children of every thread of `pid` to `l`. A process that
  * exits meanwhile is skipped. 0, or -1 when out of memory. */
 static int
-rss_add_children(pid_t pid, rss_pidlist *l)
+rss_add_children(pid_t pid, memlens_pidlist *l)
 {
     char path[MEMLENS_PATH_MAX];
     char buf[4096];
@@ -458,34 +447,50 @@ rss_add_children(pid_t pid, rss_pidlist *l)
     return rc;
 }
 
+int
+memlens_descendants(pid_t pid, memlens_pidlist *l)
+{
+    int rc = rss_add_children(pid, l);
+    /* The list grows as we go: each descendant's children join it. */
+    for (size_t i = 0; rc == 0 && i < l->count; i++) {
+        rc = rss_add_children(l->pids[i], l);
+    }
+    return rc;
+}
+
+int
+memlens_rss_of_pid(pid_t pid, uint64_t *rss)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = memlens_rss_from_fd(fd, rss);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return rc;
+}
+
 /* children_rss() -> (bytes, count): the summed RSS of every living
  * descendant process (children, grandchildren, ...). memlens starts none
  * of its own. GIL held, but released while walking /proc. */
 PyObject *
 memlens_children_rss(void)
 {
-    rss_pidlist l = {NULL, 0, 0};
+    memlens_pidlist l = {NULL, 0, 0};
     uint64_t total = 0;
     size_t alive = 0;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = rss_add_children(getpid(), &l);
-    /* The list grows as we go: each descendant's children join it. */
+    Py_BEGIN_ALLOW_THREADS rc = memlens_descendants(getpid(), &l);
     for (size_t i = 0; rc == 0 && i < l.count; i++) {
-        rc = rss_add_children(l.pids[i], &l);
-    }
-    for (size_t i = 0; rc == 0 && i < l.count; i++) {
-        char path[64];
         uint64_t rss;
-        snprintf(path, sizeof(path), "/proc/%d/statm", (int)l.pids[i]);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            continue;
-        }
-        if (memlens_rss_from_fd(fd, &rss) == 0) {
+        if (memlens_rss_of_pid(l.pids[i], &rss) == 0) {
             total += rss;
             alive++;
         }
-        close(fd);
     }
     Py_END_ALLOW_THREADS free(l.pids);
     if (rc < 0) {

@@ -4,6 +4,8 @@
 
 #include "common.h"
 
+#include <sys/types.h>
+
 #define MEMLENS_PATH_MAX 512
 
 /* Opens <proc dir>/<name> read-only and close-on-exec; -1 with errno set.
@@ -38,6 +40,22 @@ int memlens_lifetime_peak(uint64_t *peak);
 /* (bytes, count): summed RSS of every living descendant process, as a
  * new tuple, or NULL with an exception. GIL held (released inside). */
 PyObject *memlens_children_rss(void);
+
+/* A growable list of process ids (libc memory). */
+typedef struct {
+    pid_t *pids; /* Owned (libc). */
+    size_t count;
+    size_t cap;
+} memlens_pidlist;
+
+/* Appends every living descendant of `pid` (children, grandchildren, ...)
+ * to `l`, each once, from /proc/<pid>/task/<tid>/children. 0, or -1 when
+ * out of memory. Touches no Python object: safe without the GIL. */
+int memlens_descendants(pid_t pid, memlens_pidlist *l);
+
+/* Resident set size of process `pid` in bytes, from /proc/<pid>/statm.
+ * 0, or -1 with errno set (the process is gone, ...). No GIL needed. */
+int memlens_rss_of_pid(pid_t pid, uint64_t *rss);
 
 /* Bumped when tests point the readers at another folder. GIL. */
 extern unsigned long memlens_proc_generation;

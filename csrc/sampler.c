@@ -9,6 +9,10 @@
  * The owner (Python, GIL held) starts and stops it; stop() releases the
  * GIL while joining. After fork the thread does not exist in the child:
  * stop() there only marks the sampler stopped.
+ *
+ * A sink (sampler.h) may be attached before start: each sample is handed
+ * to it first, outside the lock, and what it returns is what is kept. The
+ * recorder of `memlens run` (record.c) is one.
  */
 #include "sampler.h"
 #include "rss.h"
@@ -58,26 +62,43 @@ sampler_atfork_child(void)
     __atomic_store_n(&sampler_live_threads, 0, __ATOMIC_SEQ_CST);
 }
 
+double
+memlens_sampler_since(const memlens_sampler *s, const struct timespec *mono)
+{
+    return (double)(mono->tv_sec - s->t0.tv_sec)
+           + (double)(mono->tv_nsec - s->t0.tv_nsec) * 1e-9;
+}
+
 static double
-sampler_elapsed(const struct timespec *t0)
+sampler_elapsed(const memlens_sampler *s)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec)
-           + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
+    return memlens_sampler_since(s, &now);
 }
 
-/* Takes one sample and appends it. Called by the thread, or by the owner
- * after join; never raises. */
+/* Takes one sample, hands it to the sink and keeps it. Called by the
+ * thread, or by the owner after join; never raises. */
 static void
 sampler_take(memlens_sampler *s)
 {
     uint64_t rss;
     int ok = memlens_rss_from_fd(s->fd, &rss) == 0;
-    double t = sampler_elapsed(&s->t0);
+    double t = sampler_elapsed(s);
+    if (ok && s->sink != NULL) {
+        rss = s->sink->sample(s->sink, t, rss);
+    }
     pthread_mutex_lock(&s->lock);
     if (!ok) {
         s->failures++;
+        goto done;
+    }
+    s->taken++;
+    if (rss > s->peak || s->taken == 1) {
+        s->peak = rss;
+        s->peak_time = t;
+    }
+    if (!s->keep) {
         goto done;
     }
     if (s->count == s->cap) {
@@ -99,9 +120,6 @@ sampler_take(memlens_sampler *s)
     s->times[s->count] = t;
     s->values[s->count] = rss;
     s->count++;
-    if (rss > s->peak) {
-        s->peak = rss;
-    }
 done:
     pthread_mutex_unlock(&s->lock);
 }
@@ -163,6 +181,7 @@ memlens_sampler_init(memlens_sampler *s, double interval)
     memset(s, 0, sizeof(*s));
     s->fd = -1;
     s->interval = interval;
+    s->keep = 1;
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_mutex_init failed");
         return -1;
@@ -204,7 +223,9 @@ memlens_sampler_start(memlens_sampler *s)
     }
     pthread_mutex_lock(&s->lock);
     s->count = 0;
+    s->taken = 0;
     s->peak = 0;
+    s->peak_time = 0.0;
     s->failures = 0;
     s->stop_requested = 0;
     pthread_mutex_unlock(&s->lock);
@@ -281,9 +302,8 @@ typedef struct {
     int ready; /* memlens_sampler_init succeeded. */
 } SamplerObject;
 
-/* Converts a Python interval to seconds: a finite real number > 0. */
-static int
-sampler_parse_interval(PyObject *obj, double *out)
+int
+memlens_sampler_parse_interval(PyObject *obj, double *out)
 {
     if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
         PyErr_Format(PyExc_TypeError,
@@ -324,7 +344,7 @@ sampler_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (interval_obj != NULL
-        && sampler_parse_interval(interval_obj, &interval) < 0) {
+        && memlens_sampler_parse_interval(interval_obj, &interval) < 0) {
         return -1;
     }
     if (so->ready) {

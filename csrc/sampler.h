@@ -7,14 +7,30 @@
 #include <pthread.h>
 #include <time.h>
 
+/* What a sampler hands each sample to, besides its own arrays: the
+ * recorder (record.c) writes it to a data file and draws the live meter.
+ * `sample` is called by the sampler thread, without the GIL and without
+ * the sampler's lock, or by stop() once the thread is joined; it must not
+ * touch Python objects, must not raise, and returns the value the sampler
+ * keeps (for example the RSS with the children's added). `t` is seconds
+ * since the start (CLOCK_MONOTONIC). */
+typedef struct memlens_sink {
+    uint64_t (*sample)(struct memlens_sink *sink, double t, uint64_t rss);
+} memlens_sink;
+
 typedef struct {
-    double interval;  /* Seconds. Set before start, then read-only. */
-    int fd;           /* Owned. statm; opened by start, closed by
-                                   stop, read by the thread in between. */
-    pthread_t thread; /* Valid while `running`. */
-    pid_t owner_pid;  /* The process that started the thread. */
-    int running;      /* GIL (owner's side only). */
-    int stopping;     /* stop() is joining the thread. GIL. */
+    double interval;    /* Seconds. Set before start, then read-only. */
+    memlens_sink *sink; /* Borrowed (its owner outlives the thread); NULL
+                           for none. Set before start, then read-only. */
+    int keep;           /* Keep every sample in times/values (the default;
+                           a recorder writes them out instead). Set before
+                           start, then read-only. */
+    int fd;             /* Owned. statm; opened by start, closed by
+                           stop, read by the thread in between. */
+    pthread_t thread;   /* Valid while `running`. */
+    pid_t owner_pid;    /* The process that started the thread. */
+    int running;        /* GIL (owner's side only). */
+    int stopping;       /* stop() is joining the thread. GIL. */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* Signalled by stop. */
     int stop_requested;  /* Protected by lock. */
@@ -22,7 +38,9 @@ typedef struct {
     double start_epoch;  /* time.time() at start. Read-only. */
     double *times;       /* Owned (libc). Protected by lock. */
     uint64_t *values;    /* Owned (libc). Protected by lock. */
-    size_t count;        /* Protected by lock. */
+    size_t count;        /* Samples kept in times/values. lock. */
+    uint64_t taken;      /* Samples taken, kept or not. lock. */
+    double peak_time;    /* Seconds since start of the peak. lock. */
     size_t cap;          /* Protected by lock. */
     uint64_t peak;       /* Protected by lock. */
     uint64_t failures;   /* Reads or growths that failed. lock. */
@@ -44,6 +62,15 @@ void memlens_sampler_fini(memlens_sampler *s);
 
 /* Highest RSS sampled so far (0 before any). Any thread. */
 uint64_t memlens_sampler_peak(memlens_sampler *s);
+
+/* Seconds since start of `mono` (a CLOCK_MONOTONIC reading), on the
+ * samples' clock. Any thread. */
+double memlens_sampler_since(const memlens_sampler *s,
+                             const struct timespec *mono);
+
+/* Converts a Python interval to seconds: a finite real number between
+ * 1e-06 and 86400. 0, or -1 with TypeError / ValueError. GIL held. */
+int memlens_sampler_parse_interval(PyObject *obj, double *out);
 
 /* Live sampler threads in this process (for the leak checks). Atomic. */
 long memlens_sampler_threads(void);

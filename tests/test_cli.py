@@ -10,6 +10,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MEMLENS = [sys.executable, "-m", "memlens"]
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Each run's data file lands in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(*args, **kwargs):
     return subprocess.run(list(args), capture_output=True, text=True,
                           timeout=120, **kwargs)

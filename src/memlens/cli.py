@@ -1,57 +1,72 @@
-"""The command line: ``memlens run ...`` (also ``python -m memlens``).
+"""The command line: ``memlens run|plot|peak|list|clean|report``, also
+``python -m memlens``.
 
 ``python -m memlens --line script.py`` is short for ``memlens run --line
 script.py``, as ``python -m memory_profiler script.py`` is for its users.
+Bad input gets one line, ``memlens: error: ...``, and exit status 2.
 """
 
 import argparse
 import builtins
 import os
-import runpy
 import sys
+import threading
 import time
-import traceback
+import types
 
+from memlens._errors import UsageError
 from memlens._format import mib
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "plot", "peak", "list", "clean", "report")
+
+# Modules only some commands need are imported where they are used:
+# memlens run's start-up is part of the time it adds to a program.
 
 
-class CommandError(Exception):
+class CommandError(UsageError):
     """A bad input: one clear line, exit status 2."""
 
 
-def _positive_float(text):
+def _interval(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not 1e-6 <= value <= 86400:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1e-06 and 86400 seconds: {text!r}")
     return value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="memlens",
-        description="Exact, fast memory profiling for Python programs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def _add_run(sub):
     run = sub.add_parser(
-        "run", help="run a program and report its memory",
+        "run", help="run a program, recording its memory to a data file",
         description="Run a Python program (a script, -m module or -c code) "
-                    "and report its peak memory at exit. With --line, "
-                    "functions decorated with @profile get a line-by-line "
-                    "table (profile is a builtin, as with memory_profiler).")
+                    "sampling its memory in a native thread. Every sample "
+                    "is written at once to a data file in memory_profiler's "
+                    "mprof format; a summary (peak, when, duration) is "
+                    "printed at exit, and on a terminal a live meter shows "
+                    "on stderr. `profile` is a builtin: each call of a "
+                    "function it decorates is recorded as a FUNC span "
+                    "(with --line, also profiled line by line). The "
+                    "program's own exit status is returned.")
+    run.add_argument("-o", "--output", metavar="FILE",
+                     help="data file to write (default: "
+                          "memlens_YYYYMMDDhhmmss.dat here)")
+    run.add_argument("--interval", type=_interval, default=0.01,
+                     metavar="S", help="seconds between samples "
+                                       "(default 0.01)")
+    run.add_argument("--include-children", action="store_true",
+                     help="add the memory of child processes (and theirs); "
+                          "each gets its own CHLD series")
     run.add_argument("--line", action="store_true",
                      help="line-by-line tables of @profile functions")
     run.add_argument("--alloc", action="store_true",
                      help="with --line: Allocated and Net columns")
     run.add_argument("--precision", type=int, default=1, metavar="P",
                      help="decimals in the line tables (default 1)")
-    run.add_argument("--interval", type=_positive_float, default=0.01,
-                     metavar="S", help="seconds between RSS samples "
-                                       "(default 0.01)")
+    run.add_argument("--no-meter", action="store_true",
+                     help="no live meter, even on a terminal")
     target = run.add_mutually_exclusive_group()
     target.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a library module as a script")
@@ -60,35 +75,76 @@ def build_parser():
     run.add_argument("program", nargs=argparse.REMAINDER,
                      help="script.py [args ...] (or the module's or code's "
                           "arguments)")
+
+
+_FILES_HELP = ("data files, or their indexes in `memlens list` (0 the "
+               "oldest, -1 the newest); default: the newest")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="memlens",
+        description="Exact, fast memory profiling for Python programs.")
+    from memlens import __version__
+
+    parser.add_argument("--version", action="version",
+                        version=f"memlens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_run(sub)
+
+    plot = sub.add_parser(
+        "plot", help="plot memory over time (PNG, SVG, PDF or HTML)",
+        description="Plot memory over time from data files: the peak "
+                    "marked, calls of profiled functions shaded, children "
+                    "as lines of their own. Needs matplotlib "
+                    "(pip install 'memlens[plot]').")
+    plot.add_argument("files", nargs="*", metavar="FILE", help=_FILES_HELP)
+    plot.add_argument("-o", "--output", metavar="OUT",
+                      help="image to write: .png, .svg, .pdf or .html "
+                           "(default: the data file's name with .png)")
+    plot.add_argument("--title", metavar="T",
+                      help="title (default: the command that ran)")
+
+    peak = sub.add_parser(
+        "peak", help="print the peak memory of data files",
+        description="Print the peak memory of each data file (and of each "
+                    "child process), as mprof peak does.")
+    peak.add_argument("files", nargs="*", metavar="FILE", help=_FILES_HELP)
+
+    sub.add_parser(
+        "list", help="list the data files here, with indexes",
+        description="List the data files in this directory (memlens_*.dat "
+                    "and mprof's mprofile_*.dat), oldest first, with the "
+                    "indexes the other commands accept.")
+
+    clean = sub.add_parser(
+        "clean", help="delete memlens's data files here",
+        description="Delete the memlens_*.dat files in this directory "
+                    "(mprof's own files are left alone).")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="only print what would be deleted")
+
+    report = sub.add_parser(
+        "report", help="summarise a data file (text or JSON)",
+        description="Summarise a data file: samples, duration, memory at "
+                    "start, peak and end, the peak's time, calls of "
+                    "profiled functions and child processes; or print its "
+                    "timeline as CSV.")
+    report.add_argument("file", nargs="?", metavar="FILE",
+                        help="data file or index (default: the newest)")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
+                      help="print JSON instead of text")
+    form.add_argument("--csv", action="store_true",
+                      help="print the timeline as CSV: seconds, MiB, and "
+                           "a column per child process")
     return parser
 
 
 # --------------------------------------------------------------------------
-# Running a program
+# run
 # --------------------------------------------------------------------------
-
-class _RunProfile:
-    """The `profile` builtin under ``run --line``: decorates functions into
-    one shared LineProfiler whose tables are printed at exit."""
-
-    def __init__(self, alloc, precision):
-        from memlens._line import LineProfiler
-
-        self.profiler = LineProfiler(alloc=alloc)
-        self.precision = precision
-
-    def __call__(self, func=None, **options):
-        if func is None:
-            # @profile(precision=...) as with memory_profiler; the options
-            # of the command line win.
-            return self
-        return self.profiler(func)
-
-    def print_stats(self, stream):
-        if self.profiler.codes:
-            self.profiler.print_stats(stream=stream,
-                                      precision=self.precision)
-
 
 def _check_script(path):
     """Raises CommandError unless `path` is a readable Python source."""
@@ -106,23 +162,38 @@ def _check_script(path):
                            "(binary content)")
 
 
+def _exec_as_main(code, **names):
+    """Runs `code` as the __main__ module, as Python runs a script:
+    pickle (and multiprocessing's spawn) look functions up there. The
+    module stays __main__ until the process exits, as it would: the
+    program's threads and atexit functions may still need it."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __spec__=None,
+                         __package__=None, **names)
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
 def _compile_target(args):
-    """(description, callable running the program, argv) or CommandError.
-    Syntax errors are raised here, before anything runs."""
+    """(label, command line, callable running the program, argv) or
+    CommandError. Syntax errors are raised here, before anything runs."""
     if args.code is not None:
         code = compile(args.code, "<string>", "exec")
         argv = ["-c"] + args.program
 
         def run_code():
-            exec(code, {"__name__": "__main__", "__builtins__": builtins})
-        return "-c", run_code, argv
+            _exec_as_main(code)
+        return "-c", ["python"] + argv[:1] + [args.code] + argv[1:], \
+            run_code, argv
     if args.module is not None:
         argv = [args.module] + args.program
 
         def run_module():
+            import runpy
+
             runpy.run_module(args.module, run_name="__main__",
                              alter_sys=True)
-        return f"-m {args.module}", run_module, argv
+        return f"-m {args.module}", ["python", "-m"] + argv, run_module, argv
     if not args.program:
         raise CommandError("run: give a script, -m module or -c code")
     path = args.program[0]
@@ -134,86 +205,302 @@ def _compile_target(args):
 
     def run_script():
         sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-        globs = {"__name__": "__main__", "__file__": path,
-                 "__builtins__": builtins, "__cached__": None,
-                 "__package__": None, "__spec__": None}
-        exec(code, globs)
-    return path, run_script, argv
+        _exec_as_main(code, __file__=path, __cached__=None)
+    return path, ["python"] + argv, run_script, argv
+
+
+def _exit_status(exc):
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_program_error(exc):
+    """The program's own error, shown as Python would show it, without
+    memlens's frames."""
+    import traceback
+
+    runpy = sys.modules.get("runpy")
+    ours = (__file__, getattr(runpy, "__file__", __file__))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
+
+
+def _join_program_threads():
+    """Waits for the program's non-daemon threads, as the interpreter
+    would at exit, so that their memory is recorded too."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
 
 
 def _run(args):
-    from memlens._readings import Sampler, peak
+    from memlens._readings import peak
+    from memlens._record import RunProfile, open_output, recorder
 
-    try:
-        label, body, argv = _compile_target(args)
-    except SyntaxError:
-        traceback.print_exception(*sys.exc_info()[:2], None)
-        return 1
-    run_profile = None
-    if args.line:
-        run_profile = _RunProfile(args.alloc, args.precision)
-        builtins.profile = run_profile
-    elif args.alloc:
+    if args.alloc and not args.line:
         raise CommandError("run: --alloc goes with --line")
+    try:
+        label, cmdline, body, argv = _compile_target(args)
+    except SyntaxError as exc:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, None)
+        return 1
+    try:
+        path, fd = open_output(args.output)
+    except OSError as exc:
+        name = exc.filename or args.output
+        raise CommandError(f"cannot write the data file {name!r}: "
+                           f"{exc.strerror or exc}") from None
+    meter = (not args.no_meter and os.isatty(2)
+             and os.environ.get("TERM") != "dumb")
+    try:
+        rec = recorder(fd, args.interval, children=args.include_children,
+                       meter=meter)
+    finally:
+        os.close(fd)
+    from shlex import quote
+
+    text = " ".join(quote(a) for a in cmdline)
+    rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
+               + "\n").encode())
+    line_profiler = None
+    if args.line:
+        from memlens._line import LineProfiler
+
+        line_profiler = LineProfiler(alloc=args.alloc)
+    run_profile = RunProfile(rec, line_profiler)
+    had_profile = hasattr(builtins, "profile")
+    saved_profile = getattr(builtins, "profile", None)
+    builtins.profile = run_profile
     sys.argv = argv
-    status = 0
-    sampler = Sampler(interval=args.interval)
+    status, error = 0, None
+    pid = os.getpid()
     window = peak()
-    start = time.time()
-    with sampler, window:
-        try:
-            body()
-        except SystemExit as exc:
-            code = exc.code
-            if code is None:
-                status = 0
-            elif isinstance(code, int):
-                status = code
-            else:
-                print(code, file=sys.stderr)
-                status = 1
-        except KeyboardInterrupt:
-            status = 130
-        except BaseException:
-            # The program's own error, shown as Python would show it.
-            etype, value, tb = sys.exc_info()
-            while tb is not None and tb.tb_frame.f_code.co_filename in (
-                    __file__, runpy.__file__):
-                tb = tb.tb_next
-            traceback.print_exception(etype, value, tb)
-            status = 1
-        finally:
-            if run_profile is not None:
-                del builtins.profile
-    elapsed = time.time() - start
-    if run_profile is not None:
-        run_profile.print_stats(sys.stdout)
-    times, values = sampler.arrays()
-    when = ""
-    if len(values):
-        top = max(range(len(values)), key=values.__getitem__)
-        when = f" at {times[top]:.2f} s"
-    print(f"memlens: {label}: peak {mib(window.peak)} MiB{when} "
-          f"({mib(window.peak_delta)} MiB above start), ran {elapsed:.2f} s, "
-          f"exit status {status}", file=sys.stderr)
+    start = time.monotonic()
+    try:
+        with rec, window:
+            try:
+                body()
+                _join_program_threads()
+            except SystemExit as exc:
+                status = _exit_status(exc)
+            except KeyboardInterrupt:
+                status = 130
+            except BaseException as exc:
+                status, error = 1, exc
+    finally:
+        elapsed = time.monotonic() - start
+        if had_profile:
+            builtins.profile = saved_profile
+        else:
+            builtins.__dict__.pop("profile", None)
+    if os.getpid() != pid:
+        # A child the program forked, leaving through here: the parent
+        # reports.
+        if error is not None:
+            _print_program_error(error)
+        return status if error is None else 1
+    # The meter is cleared now: what follows starts on a clean line.
+    if error is not None:
+        _print_program_error(error)
+        error = None
+    run_profile.print_stats(sys.stdout, args.precision)
+    sys.stdout.flush()
+    rec.close()
+    when = "" if rec.peak_time is None else f" at {rec.peak_time:.2f} s"
+    if args.include_children and rec.peak is not None:
+        what = (f"peak {mib(rec.peak)} MiB with children{when} (this "
+                f"process {mib(window.peak)} MiB)")
+    else:
+        what = (f"peak {mib(window.peak)} MiB{when} "
+                f"({mib(window.peak_delta)} MiB above start)")
+    lost = (f", {rec.failures} failed reads or writes" if rec.failures
+            else "")
+    print(f"memlens: {label}: {what}, ran {elapsed:.2f} s, exit status "
+          f"{status}; data in {path}{lost}", file=sys.stderr)
     return status
+
+
+# --------------------------------------------------------------------------
+# The data-file commands
+# --------------------------------------------------------------------------
+
+def _read_all(names, newest=True):
+    from memlens import _datafile
+
+    return [_datafile.read(p) for p in _datafile.select(names, newest)]
+
+
+def _need_samples(run):
+    if not run.samples:
+        raise CommandError(f"{run.path}: no MEM samples in this data file")
+
+
+def _plot(args):
+    from memlens import _plot
+
+    if args.output is not None:
+        _plot.check_output(args.output)
+    runs = _read_all(args.files)
+    for run in runs:
+        _need_samples(run)
+    out = args.output
+    if out is None:
+        out = os.path.splitext(os.path.basename(runs[0].path))[0] + ".png"
+    _plot.save(runs, out, args.title)
+    print(f"memlens: plot saved to {out}", file=sys.stderr)
+    return 0
+
+
+def _peak(args):
+    for run in _read_all(args.files):
+        _need_samples(run)
+        print(f"{run.path}\t{max(run.memory.mem):.2f} MiB")
+        for pid, series in run.children.items():
+            print(f"  child {pid}\t{max(series.mem):.2f} MiB")
+    return 0
+
+
+def _list(args):
+    from memlens import _datafile
+
+    for n, path in enumerate(_datafile.data_files()):
+        print(f"{n} {path} {_datafile.started(path)}")
+    return 0
+
+
+def _clean(args):
+    from memlens import _datafile
+
+    paths = [p for p in _datafile.data_files()
+             if os.path.basename(p).startswith("memlens_")]
+    for path in paths:
+        if args.dry_run:
+            print(f"would delete {path}")
+        else:
+            os.remove(path)
+            print(f"deleted {path}")
+    return 0
+
+
+def _seconds(s):
+    return f"{s:.2f} s"
+
+
+def _report_text(s):
+    lines = [f"{s['file']}: {s['command'] or '(no command line)'}"]
+    n = s["samples"]
+    if n:
+        every = (f" (one every {s['duration_s'] / (n - 1) * 1e3:.1f} ms)"
+                 if n > 1 else "")
+        lines.append(f"  samples    {n} over {_seconds(s['duration_s'])}"
+                     f"{every}")
+        lines.append(f"  memory     start {s['start_mib']:.2f} MiB, peak "
+                     f"{s['peak_mib']:.2f} MiB at "
+                     f"{_seconds(s['peak_time_s'])}, end "
+                     f"{s['end_mib']:.2f} MiB")
+    else:
+        lines.append("  samples    none")
+    if s["truncated"]:
+        lines.append("  note       the last line was cut short (the run "
+                     "was killed while writing it)")
+    if s["functions"]:
+        lines.append("  functions")
+        for f in s["functions"]:
+            lines.append(f"    {f['name']}: {f['calls']} call"
+                         f"{'' if f['calls'] == 1 else 's'}, "
+                         f"{_seconds(f['total_s'])} in all")
+            for sp in f["spans"][:10]:
+                when = f"{sp['start_s']:.2f} - {sp['end_s']:.2f} s"
+                lines.append(f"      {when:<20} {sp['start_mib']:9.2f} -> "
+                             f"{sp['end_mib']:9.2f} MiB"
+                             + (f"  (depth {sp['depth']})"
+                                if sp["depth"] else ""))
+            if len(f["spans"]) > 10:
+                lines.append(f"      ... {len(f['spans']) - 10} more")
+    if s["children"]:
+        lines.append("  children")
+        for c in s["children"]:
+            lines.append(f"    {c['id']}: peak {c['peak_mib']:.2f} MiB at "
+                         f"{_seconds(c['peak_time_s'])}, seen "
+                         f"{c['first_s']:.2f} - {c['last_s']:.2f} s "
+                         f"({c['samples']} samples)")
+    return "\n".join(lines)
+
+
+def _report_csv(run):
+    """The samples as CSV rows: seconds since the first, MiB, and a
+    column per child (empty where it had no line of that time)."""
+    import csv
+
+    t0 = run.start_time or 0.0
+    kids = list(run.children)
+    at = {pid: dict(zip(series.times, series.mem))
+          for pid, series in run.children.items()}
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["time_s", "memory_mib"] + [f"child_{pid}_mib"
+                                             for pid in kids])
+    for when, mem in zip(run.memory.times, run.memory.mem):
+        out.writerow([f"{when - t0:.6f}", f"{mem:.6f}"]
+                     + [f"{at[pid][when]:.6f}" if when in at[pid] else ""
+                        for pid in kids])
+
+
+def _report(args):
+    run, = _read_all([args.file] if args.file is not None else [])
+    if args.csv:
+        _report_csv(run)
+        return 0
+    summary = run.summary()
+    if args.json:
+        import json
+
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_report_text(summary))
+    return 0
+
+
+_ACTIONS = {"run": _run, "plot": _plot, "peak": _peak, "list": _list,
+            "clean": _clean, "report": _report}
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS + ("-h", "--help"):
+    if argv and argv[0] not in COMMANDS + ("-h", "--help", "--version"):
         argv.insert(0, "run")  # python -m memlens [--line] script.py
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.precision < 0:
+    if args.command == "run" and args.precision < 0:
         parser.error("--precision must not be negative")
     try:
-        if args.command == "run":
-            return _run(args)
-    except CommandError as exc:
+        return _ACTIONS[args.command](args)
+    except UsageError as exc:
         print(f"memlens: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except BrokenPipeError:
+        # `memlens report | head`: the reader left; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except OSError as exc:
+        # Files of ours: a plot or a data file we could not write or
+        # delete (the program's own errors never get here).
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"memlens: error:{where} {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def main_exit():

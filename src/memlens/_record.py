@@ -1,0 +1,146 @@
+"""What ``memlens run`` records: the data file and the ``profile`` builtin.
+
+The samples are written by the native recorder (``_core.Recorder``: a
+thread without the GIL, one write per sample). This module opens the file,
+writes the CMDLINE line and, through the ``profile`` builtin, one FUNC line
+per call of a decorated function, written as the call ends.
+"""
+
+import functools
+import os
+import re
+import threading
+import time
+
+from memlens import _core
+
+_MIB = 1024 * 1024
+_SPACE = re.compile(r"\s+")
+
+
+def open_output(path=None):
+    """(path, fd) of a new data file: `path`, truncated, or else
+    ``memlens_YYYYMMDDhhmmss.dat`` in the current directory (``-2``,
+    ``-3``... appended when a run of the same second has it). OSError
+    when it cannot be created."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    if path is not None:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "is a directory", path)
+        return path, os.open(path, flags | os.O_TRUNC, 0o644)
+    stem = "memlens_" + time.strftime("%Y%m%d%H%M%S")
+    for n in range(1, 1000):
+        name = f"{stem}.dat" if n == 1 else f"{stem}-{n}.dat"
+        try:
+            return name, os.open(name, flags | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "too many data files of the same second",
+                          f"{stem}.dat")
+
+
+def _mib(nbytes):
+    return f"{nbytes / _MIB:.6f}"
+
+
+def span_name(func):
+    """module.qualname, with no blank (mprof splits lines on spaces)."""
+    module = getattr(func, "__module__", None) or "?"
+    name = getattr(func, "__qualname__", None) or getattr(
+        func, "__name__", repr(func))
+    return _SPACE.sub("_", f"{module}.{name}")
+
+
+class RunProfile:
+    """The ``profile`` builtin under ``memlens run``.
+
+    Each call of a decorated function becomes a FUNC line (its name, the
+    memory and the time at its start and end, its depth among decorated
+    calls in the thread), written when the call ends, so that a run killed
+    later keeps it. With a LineProfiler (``--line``), the function is also
+    profiled line by line. ``@profile(precision=...)`` is accepted as with
+    memory_profiler; the options of the command line win.
+    """
+
+    def __init__(self, recorder, line_profiler=None):
+        self.recorder = recorder
+        self.line_profiler = line_profiler
+        self._depth = threading.local()
+
+    def __call__(self, func=None, **options):
+        if func is None:
+            return self
+        if not callable(func):
+            raise TypeError(f"profile() decorates functions, not "
+                            f"{type(func).__name__}")
+        target = func
+        if self.line_profiler is not None:
+            target = self.line_profiler(func)
+        return self._wrap(func, target)
+
+    # A failure here must never reach the program: the span is dropped.
+    def _enter(self):
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        try:
+            mem, when = self.recorder.mark()
+        except Exception:
+            return None
+        return mem, when, depth
+
+    def _leave(self, name, begin):
+        self._depth.n -= 1
+        if begin is None:
+            return
+        try:
+            mem, when = self.recorder.mark()
+        except Exception:
+            return
+        mem0, start, depth = begin
+        self.recorder.write(
+            f"FUNC {name} {_mib(mem0)} {start:.6f} {_mib(mem)} {when:.6f} "
+            f"{depth}\n".encode())
+
+    def _wrap(self, func, target):
+        import inspect  # not at import: memlens run starts faster
+
+        name = span_name(func)
+        enter, leave = self._enter, self._leave
+        if inspect.isgeneratorfunction(func):
+            # The span runs from the first next() to the end.
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                begin = enter()
+                try:
+                    return (yield from target(*args, **kwargs))
+                finally:
+                    leave(name, begin)
+        elif inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def wrapper(*args, **kwargs):
+                begin = enter()
+                try:
+                    return await target(*args, **kwargs)
+                finally:
+                    leave(name, begin)
+        else:
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                begin = enter()
+                try:
+                    return target(*args, **kwargs)
+                finally:
+                    leave(name, begin)
+        return wrapper
+
+    def print_stats(self, stream, precision):
+        """The line tables of ``--line``, if any function was profiled."""
+        profiler = self.line_profiler
+        if profiler is not None and profiler.codes:
+            profiler.print_stats(stream=stream, precision=precision)
+
+
+def recorder(fd, interval, children=False, meter=False):
+    """A native Recorder writing to `fd` (which it duplicates)."""
+    return _core.Recorder(fd, interval, children=children,
+                          meter_fd=2 if meter else -1)
