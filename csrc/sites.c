@@ -11,7 +11,6 @@
 
 #define SITES_MIN_CAPACITY 1024
 
-
 /* Inserts into a table known to have room and no entry for ptr. */
 static void
 sites_insert_new(memlens_ptrtable *t, uintptr_t ptr, size_t size)

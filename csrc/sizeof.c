@@ -717,8 +717,7 @@ census_count(census *c, PyObject *o)
         }
     }
     PyObject *managed = memlens_managed_dict(o);
-    if (managed != NULL
-        && census_note_owner(c, (uintptr_t)managed, tp) < 0) {
+    if (managed != NULL && census_note_owner(c, (uintptr_t)managed, tp) < 0) {
         return -1;
     }
 #if PY_VERSION_HEX < 0x030B0000

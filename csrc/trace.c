@@ -924,11 +924,11 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
     }
     trace_table_prefetch(table, (uintptr_t)ptr);
     uint32_t site = trace_current_site();
-    uint32_t stored = weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE
-                                               : (uint32_t)weight;
+    uint32_t stored =
+        weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored, old_site;
-    int rc = trace_table_put(table, (uintptr_t)ptr, stored, site,
-                             &old_stored, &old_site);
+    int rc = trace_table_put(table, (uintptr_t)ptr, stored, site, &old_stored,
+                             &old_site);
     if (rc < 0) {
         trace_failures++;
         return;
@@ -1434,8 +1434,7 @@ trace_py_block(PyObject *m, PyObject *args)
         memlens_trace_free(domain, (void *)(uintptr_t)address);
     }
     else {
-        memlens_trace_alloc(domain, (void *)(uintptr_t)address,
-                            (size_t)size);
+        memlens_trace_alloc(domain, (void *)(uintptr_t)address, (size_t)size);
     }
     Py_RETURN_NONE;
 }
