@@ -576,7 +576,7 @@ static PyInterpreterState *trace_interp = NULL;
 
 /* Whether this thread holds the GIL of the traced interpreter. Any
  * thread, with or without a GIL. */
-static MEMLENS_TLS const void *trace_tstate_ok = NULL; /* Checked once. */
+static MEMLENS_TLS PyThreadState *trace_tstate_ok = NULL; /* Checked once. */
 static MEMLENS_TLS unsigned long trace_tstate_generation = 0;
 
 static inline int
@@ -734,29 +734,30 @@ trace_intern(const trace_frame *frames, int n)
     return i;
 }
 
-static uint32_t trace_current_site_walk(void);
+static uint32_t trace_current_site_walk(PyThreadState *ts);
 
-/* The site of the current Python stack. GIL held. */
+/* The site of the Python stack of `ts`, this thread's state (borrowed),
+ * passed in: the caller has just read it, and reading it costs a call
+ * into libpython's thread-local storage. GIL held. */
 static uint32_t
-trace_current_site(void)
+trace_current_site(PyThreadState *ts)
 {
 #if MEMLENS_FRAMES_MAY_COLLECT
     int collecting = PyGC_Disable();
-    uint32_t site = trace_current_site_walk();
+    uint32_t site = trace_current_site_walk(ts);
     if (collecting) {
         PyGC_Enable();
     }
     return site;
 #else
-    return trace_current_site_walk();
+    return trace_current_site_walk(ts);
 #endif
 }
 
 static uint32_t
-trace_current_site_walk(void)
+trace_current_site_walk(PyThreadState *ts)
 {
     trace_thread *t = &trace_tls;
-    PyThreadState *ts = PyThreadState_Get();
     PyFrameObject *frame = PyThreadState_GetFrame(ts);
     if (frame == NULL) {
         return TRACE_UNKNOWN_SITE;
@@ -915,7 +916,7 @@ trace_real_size(uintptr_t ptr, uint32_t stored)
 
 /* With the GIL: a traced block into the GIL table. */
 static void
-trace_record_gil(trace_table *table, void *ptr, size_t size)
+trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
 {
     trace_maybe_drain();
     uint64_t weight = trace_weight_of(size);
@@ -923,7 +924,7 @@ trace_record_gil(trace_table *table, void *ptr, size_t size)
         return;
     }
     trace_table_prefetch(table, (uintptr_t)ptr);
-    uint32_t site = trace_current_site();
+    uint32_t site = trace_current_site(ts);
     uint32_t stored =
         weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored, old_site;
@@ -1011,7 +1012,8 @@ trace_record_raw(void *ptr, size_t size)
     if (weight >= TRACE_BIG_SIZE) {
         weight = TRACE_BIG_SIZE - 1;
     }
-    uint32_t site = gil ? trace_current_site() : TRACE_UNKNOWN_SITE;
+    uint32_t site =
+        gil ? trace_current_site(trace_tstate_ok) : TRACE_UNKNOWN_SITE;
     uint32_t old_weight = 0, old_site = 0;
     pthread_mutex_lock(&trace_raw_lock);
     int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
@@ -1076,7 +1078,8 @@ memlens_trace_alloc(int domain, void *ptr, size_t size)
         trace_record_raw(ptr, size);
     }
     else if (trace_gil_here()) {
-        trace_record_gil(&trace_gil_table, ptr, size);
+        /* trace_gil_here() has just checked this thread's state. */
+        trace_record_gil(&trace_gil_table, trace_tstate_ok, ptr, size);
     }
 }
 
@@ -1109,7 +1112,7 @@ memlens_trace_realloc(int domain, void *old, void *ptr, size_t size)
 void
 memlens_trace_external_alloc(void *ptr, size_t size)
 {
-    trace_record_gil(&trace_gil_table, ptr, size);
+    trace_record_gil(&trace_gil_table, PyThreadState_Get(), ptr, size);
 }
 
 void
