@@ -10,7 +10,12 @@ import os
 from setuptools import Extension, setup
 
 compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                "-Wno-missing-field-initializers", "-D_GNU_SOURCE"]
+                "-Wno-missing-field-initializers", "-D_GNU_SOURCE",
+                "-Werror=implicit-function-declaration",
+                # Only PyInit__core is exported (PyMODINIT_FUNC says so):
+                # the globals the allocator hooks read on every call are
+                # then reached directly, not through the GOT.
+                "-fvisibility=hidden"]
 link_args = []
 undef = []
 
