@@ -552,8 +552,9 @@ def test_malformed_markers_are_collection_errors(pytester):
         "size is an int (bytes) or a string such as '24 MB', not float",
         "test_malformed.py::test_param[[]2]: "
         "@pytest.mark.limit_memory('much'): 'much' is not a size*",
-        "ERROR test_group.py::TestGroup - *",
-        "ERROR test_malformed.py - *",
+        # the reason after " - " is left out by some pytest versions
+        "ERROR test_group.py::TestGroup*",
+        "ERROR test_malformed.py*",
         "*Interrupted: 2 errors during collection*",
     ])
     # The class's module collected its other test.
