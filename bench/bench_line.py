@@ -118,10 +118,20 @@ class Plain:
     def __init__(self, func):
         self.func = func
 
+    def start(self):
+        """Installs what the tool measures with (inside the timed block)."""
+
+    def stop(self):
+        """Takes it away again (inside the timed block too)."""
+
     def run(self, n):
         func = self.func
         t0 = time.perf_counter()
-        result = func(n)
+        self.start()
+        try:
+            result = func(n)
+        finally:
+            self.stop()
         t1 = time.perf_counter()
         del result
         return t1 - t0
@@ -208,143 +218,84 @@ class Memlens:
                     for rec in fp.lines), default=0)
 
 
-class SettraceFloor:
+class SettraceFloor(Plain):
     """memlens's C trace function installed, nothing registered: the cost
     of the trace events themselves on the settrace backend."""
 
     label = "C trace function alone (no profiled code)"
-    divisor = 1
 
-    def __init__(self, func):
-        self.func = func
-
-    def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
+    def start(self):
         _core._line_settrace(True)
-        try:
-            result = func(n)
-        finally:
-            _core._line_settrace(False)
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
 
-    def hits(self):
-        return None
+    def stop(self):
+        _core._line_settrace(False)
 
 
-class TracingModeFloor:
+class TracingModeFloor(Plain):
     """sys.settrace with a global trace function that returns None: one
     Python call per function call, no line callback at all. What remains is
     the interpreter's own tracing mode (before 3.12 it also runs every
     instruction in its generic, unspecialized form)."""
 
     label = "sys.settrace, no line callback (tracing mode)"
-    divisor = 1
-
-    def __init__(self, func):
-        self.func = func
 
     @staticmethod
     def _global_trace(frame, event, arg):
         return None
 
-    def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
+    def start(self):
         sys.settrace(self._global_trace)
-        try:
-            result = func(n)
-        finally:
-            sys.settrace(None)
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
 
-    def hits(self):
-        return None
+    def stop(self):
+        sys.settrace(None)
 
 
-class HooksFloor:
+class HooksFloor(Plain):
     """memlens's allocator hooks in light mode (what every line profile
     installs, to know when RSS may have moved), with no tracing."""
 
     label = "memlens allocator hooks alone (no tracing)"
-    divisor = 1
 
-    def __init__(self, func):
-        self.func = func
-
-    def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
+    def start(self):
         _core._line_begin(False)
-        try:
-            result = func(n)
-        finally:
-            _core._line_end(False)
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
 
-    def hits(self):
-        return None
+    def stop(self):
+        _core._line_end(False)
 
 
-class MonitoringFloor:
+class MonitoringFloor(Plain):
     """sys.monitoring LINE events on this copy only, delivered to memlens's
     C LINE callback with no profiled frame open (it returns at once): the
     cost of the events themselves on the monitoring backend."""
 
     label = "sys.monitoring LINE -> no-op C callback"
-    divisor = 1
     TOOL_NAME = "memlens-bench-floor"
 
-    def __init__(self, func):
-        self.func = func
+    def start(self):
+        M, code = sys.monitoring, self.func.__code__
+        self.tool = next(t for t in (5, 4, 3, 2) if M.get_tool(t) is None)
+        M.use_tool_id(self.tool, self.TOOL_NAME)
+        M.register_callback(self.tool, M.events.LINE, _core._line_mon_line)
+        M.set_local_events(self.tool, code, M.events.LINE)
 
-    def run(self, n):
-        M = sys.monitoring
-        func, code = self.func, self.func.__code__
-        t0 = time.perf_counter()
-        tool = next(t for t in (5, 4, 3, 2) if M.get_tool(t) is None)
-        M.use_tool_id(tool, self.TOOL_NAME)
-        M.register_callback(tool, M.events.LINE, _core._line_mon_line)
-        M.set_local_events(tool, code, M.events.LINE)
-        try:
-            result = func(n)
-        finally:
-            M.set_local_events(tool, code, 0)
-            M.register_callback(tool, M.events.LINE, None)
-            M.free_tool_id(tool)
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
-
-    def hits(self):
-        return None
+    def stop(self):
+        M, code = sys.monitoring, self.func.__code__
+        M.set_local_events(self.tool, code, 0)
+        M.register_callback(self.tool, M.events.LINE, None)
+        M.free_tool_id(self.tool)
 
 
-class LineProfilerTool:
-    divisor = 1
-
+class LineProfilerTool(Plain):
     def __init__(self, func):
         self.func = func
         self.prof = line_profiler.LineProfiler(func)
         self.label = f"line_profiler {line_profiler.__version__} (time)"
 
-    def run(self, n):
-        func, prof = self.func, self.prof
-        t0 = time.perf_counter()
-        prof.enable_by_count()
-        try:
-            result = func(n)
-        finally:
-            prof.disable_by_count()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+    def start(self):
+        self.prof.enable_by_count()
+
+    def stop(self):
+        self.prof.disable_by_count()
 
     def hits(self):
         timings = self.prof.get_stats().timings
@@ -352,7 +303,7 @@ class LineProfilerTool:
                     for _, nhits, _ in lines), default=0)
 
 
-class MemoryProfilerTool:
+class MemoryProfilerTool(Plain):
     divisor = MP_DIVISOR
 
     def __init__(self, func):
@@ -364,17 +315,11 @@ class MemoryProfilerTool:
                                f"{func.__name__}")
         self.label = f"memory_profiler {memory_profiler.__version__}"
 
-    def run(self, n):
-        func, prof = self.func, self.prof
-        t0 = time.perf_counter()
-        prof.enable_by_count()
-        try:
-            result = func(n)
-        finally:
-            prof.disable_by_count()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+    def start(self):
+        self.prof.enable_by_count()
+
+    def stop(self):
+        self.prof.disable_by_count()
 
     def hits(self):
         lines = self.prof.code_map.get(self.func.__code__, {})
