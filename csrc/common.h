@@ -265,6 +265,10 @@ memlens_split_dict_correction(PyObject *d)
  * later, so memlens keeps its thread-locals to a few hundred bytes. */
 #define MEMLENS_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
+/* The rest of a function whose first lines are a fast path: kept out of
+ * line, so that the fast path needs no saved registers or stack frame. */
+#define MEMLENS_SLOW_PATH __attribute__((noinline))
+
 /* Makes room for one more item in a libc array of `*cap` items of `size`
  * bytes (doubling, from `first`). 0, or -1 when out of memory (the array
  * is left as it was). For code that must not touch Python's allocators. */

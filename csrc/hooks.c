@@ -225,18 +225,12 @@ hooks_unsampled(int mode, size_t size)
     return 1;
 }
 
-static void *
-hooks_malloc(void *ctx, size_t size)
+/* Each hook below starts with its fast path (off, or a block that sampling
+ * passes over) and leaves the rest to a function of its own. */
+
+static MEMLENS_SLOW_PATH void *
+hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
 {
-    hooks_domain *d = ctx;
-    int mode = hooks_mode_now();
-    if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
-        return d->prev.malloc(d->prev.ctx, size);
-    }
-    if (hooks_unsampled(mode, size)) {
-        return d->prev.malloc(d->prev.ctx, size);
-    }
     if (!hooks_records_here(mode)) {
         void *ptr = d->prev.malloc(d->prev.ctx, size);
         if (ptr != NULL) {
@@ -254,18 +248,23 @@ hooks_malloc(void *ctx, size_t size)
 }
 
 static void *
-hooks_calloc(void *ctx, size_t nelem, size_t elsize)
+hooks_malloc(void *ctx, size_t size)
 {
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
     if (mode == HOOKS_OFF) {
         hooks_see_probe(d);
-        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+        return d->prev.malloc(d->prev.ctx, size);
     }
-    if (nelem != 0 && elsize <= SIZE_MAX / nelem
-        && hooks_unsampled(mode, nelem * elsize)) {
-        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    if (hooks_unsampled(mode, size)) {
+        return d->prev.malloc(d->prev.ctx, size);
     }
+    return hooks_malloc_slow(d, mode, size);
+}
+
+static MEMLENS_SLOW_PATH void *
+hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
+{
     if (!hooks_records_here(mode)) {
         void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
         if (ptr != NULL) {
@@ -281,6 +280,23 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     }
     memlens_hooks_tls.busy = 0;
     return ptr;
+}
+
+static void *
+hooks_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    hooks_domain *d = ctx;
+    int mode = hooks_mode_now();
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    }
+    size_t size;
+    if (!__builtin_mul_overflow(nelem, elsize, &size)
+        && hooks_unsampled(mode, size)) {
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    }
+    return hooks_calloc_slow(d, mode, nelem, elsize);
 }
 
 static void *
@@ -340,18 +356,9 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     return res;
 }
 
-static void
-hooks_free(void *ctx, void *ptr)
+static MEMLENS_SLOW_PATH void
+hooks_free_slow(hooks_domain *d, int mode, void *ptr)
 {
-    hooks_domain *d = ctx;
-    int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
-    if (mode == HOOKS_OFF
-        || (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0
-            && !memlens_trace_bloom_maybe((uintptr_t)ptr))) {
-        /* Off, or a block that sampling did not record. */
-        d->prev.free(d->prev.ctx, ptr);
-        return;
-    }
     if (!hooks_records_here(mode)) {
         d->prev.free(d->prev.ctx, ptr);
         hooks_moved_free(d, 0);
@@ -371,6 +378,21 @@ hooks_free(void *ctx, void *ptr)
     }
     hooks_moved_free(d, size);
     memlens_hooks_tls.busy = 0;
+}
+
+static void
+hooks_free(void *ctx, void *ptr)
+{
+    hooks_domain *d = ctx;
+    int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
+    if (mode == HOOKS_OFF
+        || (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0
+            && !memlens_trace_maybe_recorded((uintptr_t)ptr))) {
+        /* Off, or a block that sampling did not record. */
+        d->prev.free(d->prev.ctx, ptr);
+        return;
+    }
+    hooks_free_slow(d, mode, ptr);
 }
 
 /* Whether the current allocator of a domain is our hook. GIL. */

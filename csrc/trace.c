@@ -291,69 +291,50 @@ static int trace_dirty_overflow = 0; /* A mark was lost: copy all. */
 static uint64_t trace_failures = 0;  /* Lost records. */
 
 /* When sampling, most blocks are not recorded, and their frees should not
- * pay for a table lookup: a bit per hashed address says "maybe recorded".
- * Bits are set atomically (the GIL side and the raw side both set them)
- * and cleared by rebuilding from the tables when a quarter are set. */
-#define TRACE_BLOOM_BITS (1u << 20)
-/* NULL when exact. The arrays themselves (trace_bloom_store, two so that
- * a refresh can fill one aside) are made once and never freed: a raw free
- * on another thread may still be reading one when tracing stops, so
- * stopping only lets go of the pointer. */
-uint64_t *memlens_trace_bloom = NULL;
-static uint64_t *trace_bloom_store[2] = {NULL, NULL};
-#define trace_bloom memlens_trace_bloom
-static uint64_t trace_bloom_sets = 0; /* Atomic, approximate. */
+ * pay for a table lookup: the filter (trace.h) says "maybe recorded". Its
+ * counts move atomically (the GIL side and the raw side both move them),
+ * the raw side's under trace_raw_lock. NULL when exact. The array is made
+ * once and never freed: a raw free on another thread may still be reading
+ * it when tracing stops, so stopping only lets go of the pointer. */
+#define TRACE_FILTER_SLOTS ((size_t)1 << MEMLENS_TRACE_FILTER_BITS)
+uint8_t *memlens_trace_filter = NULL;
+static uint8_t *trace_filter_store = NULL;
+#define trace_filter memlens_trace_filter
 
-MEMLENS_TLS memlens_trace_absent_cache memlens_trace_absent;
-uint64_t memlens_trace_generation = 1;
-
-/* Something was recorded (or tracing started or stopped): every thread's
- * cache of misses is out of date. */
+/* A record of a block at `ptr` was made: count it. */
 static inline void
-trace_records_changed(void)
+trace_filter_count(uintptr_t ptr)
 {
-    __atomic_fetch_add(&memlens_trace_generation, 1, __ATOMIC_RELEASE);
-}
-
-/* Remembers that `ptr` passed the filter but is in no table. */
-static inline void
-trace_note_absent(uintptr_t ptr)
-{
-    if (memlens_trace_bloom == NULL) {
+    uint8_t *filter = __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
+    if (filter == NULL) {
         return;
     }
-    memlens_trace_absent_cache *c = &memlens_trace_absent;
-    uint64_t g = __atomic_load_n(&memlens_trace_generation, __ATOMIC_ACQUIRE);
-    if (c->generation != g) {
-        memset(c->ptr, 0, sizeof(c->ptr));
-        c->generation = g;
-    }
-    c->ptr[c->next++ % MEMLENS_TRACE_ABSENT] = ptr;
+    uint8_t *c = &filter[memlens_trace_filter_slot(ptr)];
+    uint8_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
+    do {
+        if (v == MEMLENS_TRACE_FILTER_FULL) {
+            return;
+        }
+    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v + 1), 1,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-static inline size_t
-trace_bloom_bit(uintptr_t ptr)
-{
-    return (size_t)((((uint64_t)ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15))
-                    >> (64 - 20));
-}
-
-static inline int
-trace_bloom_maybe(uintptr_t ptr)
-{
-    return memlens_trace_bloom_maybe(ptr);
-}
-
+/* The record of a block at `ptr` went: uncount it (a full count stays). */
 static inline void
-trace_bloom_add(uintptr_t ptr)
+trace_filter_uncount(uintptr_t ptr)
 {
-    uint64_t *bloom = __atomic_load_n(&memlens_trace_bloom, __ATOMIC_RELAXED);
-    if (bloom != NULL) {
-        size_t b = trace_bloom_bit(ptr);
-        __atomic_fetch_or(&bloom[b >> 6], UINT64_C(1) << (b & 63),
-                          __ATOMIC_RELAXED);
-        __atomic_fetch_add(&trace_bloom_sets, 1, __ATOMIC_RELAXED);
+    uint8_t *filter = __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
+    if (filter == NULL) {
+        return;
     }
+    uint8_t *c = &filter[memlens_trace_filter_slot(ptr)];
+    uint8_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
+    do {
+        if (v == 0 || v == MEMLENS_TRACE_FILTER_FULL) {
+            return;
+        }
+    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v - 1), 1,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
 /* Changes made without the GIL, applied later. trace_raw_lock. */
@@ -839,46 +820,6 @@ trace_current_site_walk(PyThreadState *ts)
     return site;
 }
 
-static void
-trace_bloom_fill(uint64_t *bloom, const trace_table *t)
-{
-    for (size_t i = 0; t->slots != NULL && i <= t->mask; i++) {
-        if (t->slots[i].key != 0) {
-            uintptr_t ptr = (uintptr_t)(trace_key_ptr(t->slots[i].key) << 4);
-            size_t b = trace_bloom_bit(ptr);
-            bloom[b >> 6] |= UINT64_C(1) << (b & 63);
-        }
-    }
-}
-
-/* Clears the stale bits once a quarter are set. GIL held. */
-static void
-trace_bloom_refresh(void)
-{
-    if (trace_bloom == NULL
-        || __atomic_load_n(&trace_bloom_sets, __ATOMIC_RELAXED)
-               < TRACE_BLOOM_BITS / 4) {
-        return;
-    }
-    /* Filled aside, then swapped in: a raw free reading the filter
-     * without the lock always sees a complete one. */
-    uint64_t *next = trace_bloom == trace_bloom_store[0]
-                         ? trace_bloom_store[1]
-                         : trace_bloom_store[0];
-    if (next == NULL) {
-        return;
-    }
-    pthread_mutex_lock(&trace_raw_lock);
-    memset(next, 0, TRACE_BLOOM_BITS / 8);
-    trace_bloom_fill(next, &trace_gil_table);
-    trace_bloom_fill(next, &trace_raw_table);
-    __atomic_store_n(&memlens_trace_bloom, next, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&trace_bloom_sets,
-                     trace_gil_table.used + trace_raw_table.used,
-                     __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&trace_raw_lock);
-}
-
 /* ---- Recording -------------------------------------------------------- */
 
 static void
@@ -946,11 +887,10 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
      * in a pool: the next one of this size is likely right after this
      * one, and its slot can be on its way meanwhile. */
     trace_table_prefetch(table, (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
-    trace_bloom_add((uintptr_t)ptr);
-    if (trace_bloom != NULL) {
-        trace_records_changed();
+    if (rc == 0) {
+        /* A replaced record was counted already, at the same address. */
+        trace_filter_count((uintptr_t)ptr);
     }
-    trace_bloom_refresh();
     trace_apply(site, (int64_t)weight, 1);
 }
 
@@ -958,7 +898,7 @@ static void
 trace_forget_gil(trace_table *table, void *ptr)
 {
     uint32_t stored, site;
-    if (!trace_bloom_maybe((uintptr_t)ptr)) {
+    if (!memlens_trace_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
     trace_maybe_drain();
@@ -972,10 +912,8 @@ trace_forget_gil(trace_table *table, void *ptr)
             trace_table_prefetch(table, (uintptr_t)ptr + step);
             trace_table_prefetch(table, (uintptr_t)ptr - step);
         }
+        trace_filter_uncount((uintptr_t)ptr);
         trace_apply(site, -(int64_t)weight, -1);
-    }
-    else {
-        trace_note_absent((uintptr_t)ptr);
     }
 }
 
@@ -1019,12 +957,7 @@ trace_record_raw(void *ptr, size_t size)
     int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
                              (uint32_t)weight, site, &old_weight, &old_site);
     int ok = rc >= 0;
-    if (ok) {
-        trace_bloom_add((uintptr_t)ptr);
-        if (trace_bloom != NULL) {
-            trace_records_changed();
-        }
-    }
+    int kept = ok;
     if (rc == 1 && !gil) {
         trace_enqueue(old_site, -(int64_t)old_weight, -1);
     }
@@ -1033,6 +966,14 @@ trace_record_raw(void *ptr, size_t size)
          * that its free finds nothing to take back. */
         uint32_t w2, s2;
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &w2, &s2);
+        kept = 0;
+    }
+    /* A replaced record was counted already, at the same address. */
+    if (rc == 0 && kept) {
+        trace_filter_count((uintptr_t)ptr);
+    }
+    else if (rc == 1 && !kept) {
+        trace_filter_uncount((uintptr_t)ptr);
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
@@ -1050,7 +991,7 @@ trace_record_raw(void *ptr, size_t size)
 static void
 trace_forget_raw(void *ptr)
 {
-    if (!trace_bloom_maybe((uintptr_t)ptr)) {
+    if (!memlens_trace_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
     int gil = trace_gil_here();
@@ -1058,13 +999,13 @@ trace_forget_raw(void *ptr)
     pthread_mutex_lock(&trace_raw_lock);
     int found =
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &weight, &site);
+    if (found) {
+        trace_filter_uncount((uintptr_t)ptr);
+    }
     if (found && !gil) {
         trace_enqueue(site, -(int64_t)weight, -1);
     }
     pthread_mutex_unlock(&trace_raw_lock);
-    if (!found) {
-        trace_note_absent((uintptr_t)ptr);
-    }
     if (found && gil) {
         trace_maybe_drain();
         trace_apply(site, -(int64_t)weight, -1);
@@ -1153,8 +1094,7 @@ trace_clear_all(void)
     free(trace_dirty);
     trace_dirty = NULL;
     trace_ndirty = trace_capdirty = 0;
-    __atomic_store_n(&memlens_trace_bloom, NULL, __ATOMIC_SEQ_CST);
-    trace_bloom_sets = 0;
+    __atomic_store_n(&memlens_trace_filter, NULL, __ATOMIC_SEQ_CST);
     trace_total = trace_peak = 0;
     trace_at_peak = 0;
 }
@@ -1204,17 +1144,18 @@ trace_py_start(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     if (sample > 0) {
-        for (int k = 0; k < 2; k++) {
-            if (trace_bloom_store[k] == NULL) {
-                trace_bloom_store[k] =
-                    calloc(TRACE_BLOOM_BITS / 64, sizeof(uint64_t));
-            }
-            else {
-                memset(trace_bloom_store[k], 0, TRACE_BLOOM_BITS / 8);
-            }
+        if (trace_filter_store == NULL) {
+            trace_filter_store = calloc(TRACE_FILTER_SLOTS, 1);
         }
-        trace_bloom = trace_bloom_store[1] ? trace_bloom_store[0] : NULL;
-        if (trace_bloom == NULL) {
+        else {
+            /* Under the lock: a raw free of the last run may still be
+             * uncounting a block it found there. */
+            pthread_mutex_lock(&trace_raw_lock);
+            memset(trace_filter_store, 0, TRACE_FILTER_SLOTS);
+            pthread_mutex_unlock(&trace_raw_lock);
+        }
+        trace_filter = trace_filter_store;
+        if (trace_filter == NULL) {
             trace_clear_all();
             return PyErr_NoMemory();
         }
@@ -1226,7 +1167,6 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_failures = 0;
     trace_queue_lost = 0;
     trace_interp = PyInterpreterState_Get();
-    trace_records_changed();
     __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
     memlens_hooks_trace(1);
     Py_RETURN_NONE;
@@ -1238,7 +1178,6 @@ trace_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
 {
     memlens_hooks_trace(0);
     __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
-    trace_records_changed();
     trace_clear_all();
     Py_RETURN_NONE;
 }
@@ -1373,12 +1312,22 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
                        * sizeof(trace_entry);
     size_t blocks = trace_gil_table.used + trace_raw_table.used;
     uint64_t lost = trace_queue_lost;
+    /* The filter's counts: their sum equals `blocks` while none is full. */
+    size_t counted = 0, full = 0;
+    const uint8_t *filter = trace_filter;
+    for (size_t i = 0; filter != NULL && i < TRACE_FILTER_SLOTS; i++) {
+        uint8_t v = __atomic_load_n(&filter[i], __ATOMIC_RELAXED);
+        counted += v;
+        full += v == MEMLENS_TRACE_FILTER_FULL;
+    }
     pthread_mutex_unlock(&trace_raw_lock);
-    return Py_BuildValue("{s:n,s:n,s:I,s:K,s:K}", "blocks", (Py_ssize_t)blocks,
-                         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes),
-                         "sites", (unsigned int)trace_nsites, "failures",
+    return Py_BuildValue("{s:n,s:n,s:I,s:K,s:K,s:n,s:n}", "blocks",
+                         (Py_ssize_t)blocks, "table_bytes",
+                         (Py_ssize_t)(table_bytes + raw_bytes), "sites",
+                         (unsigned int)trace_nsites, "failures",
                          (unsigned long long)trace_failures, "queue_lost",
-                         (unsigned long long)lost);
+                         (unsigned long long)lost, "filter_counted",
+                         (Py_ssize_t)counted, "filter_full", (Py_ssize_t)full);
 }
 
 /* _trace_skip(prefixes): folders whose frames sites pass over. */

@@ -7,55 +7,41 @@
 /* 1 while tracing (the hooks then call the two functions below). */
 extern int memlens_trace_on; /* Atomic. */
 
-/* Sampling (0: exact) and the "maybe recorded" bit filter of sampled
- * blocks; the hooks test them inline to pass unsampled blocks straight
- * through. Set at start, cleared at stop, with the GIL. */
+/* Sampling (0: exact) and the filter of sampled blocks; the hooks test
+ * them inline to pass unsampled blocks straight through. Set at start,
+ * cleared at stop, with the GIL. */
 extern uint64_t memlens_trace_sample_bytes;
-extern uint64_t *memlens_trace_bloom;
+extern uint8_t *memlens_trace_filter;
 
-/* The last few addresses this thread freed that the filter let through
- * but the tables did not have. pymalloc hands a freed block out again at
- * once, so in a loop that makes and drops objects the same few addresses
- * come back; when a sampled block was once there, its filter bit stays set
- * and every later free of that address would look it up in vain. Valid
- * while memlens_trace_generation is unchanged: it moves whenever a block
- * is recorded, so a block recorded anywhere since is never hidden by it. */
-#define MEMLENS_TRACE_ABSENT 4
-typedef struct {
-    uint64_t generation;
-    uintptr_t ptr[MEMLENS_TRACE_ABSENT];
-    unsigned next;
-} memlens_trace_absent_cache;
+/* The filter is a counting Bloom filter with one hash: for each hash of an
+ * address, how many recorded blocks have an address with that hash. A
+ * block is counted when its record is made and uncounted when the record
+ * goes, so a freed sample leaves nothing behind: in a loop that makes and
+ * drops objects, pymalloc hands the same few addresses out again and again,
+ * and once the sample taken at one of them is freed, their frees pass
+ * straight through again. A count that reaches MEMLENS_TRACE_FILTER_FULL
+ * stays there (maybe recorded, looked up) until tracing stops. */
+#define MEMLENS_TRACE_FILTER_BITS 18
+#define MEMLENS_TRACE_FILTER_FULL 255
 
-extern MEMLENS_TLS memlens_trace_absent_cache memlens_trace_absent;
-extern uint64_t memlens_trace_generation; /* Atomic. */
+static inline size_t
+memlens_trace_filter_slot(uintptr_t ptr)
+{
+    return (size_t)((((uint64_t)ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15))
+                    >> (64 - MEMLENS_TRACE_FILTER_BITS));
+}
 
 /* Whether `ptr` may be a recorded block: 1 when exact (every block is);
- * when sampling, by the bit filter and this thread's misses. */
+ * when sampling, whether a recorded block has its hash. */
 static inline int
-memlens_trace_bloom_maybe(uintptr_t ptr)
+memlens_trace_maybe_recorded(uintptr_t ptr)
 {
-    uint64_t *bloom = memlens_trace_bloom;
-    if (bloom == NULL) {
-        return 1;
-    }
-    size_t b = (size_t)((((uint64_t)ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15))
-                        >> (64 - 20));
-    if (!((__atomic_load_n(&bloom[b >> 6], __ATOMIC_RELAXED) >> (b & 63))
-          & 1)) {
-        return 0;
-    }
-    memlens_trace_absent_cache *c = &memlens_trace_absent;
-    if (c->generation
-        != __atomic_load_n(&memlens_trace_generation, __ATOMIC_ACQUIRE)) {
-        return 1;
-    }
-    for (int k = 0; k < MEMLENS_TRACE_ABSENT; k++) {
-        if (c->ptr[k] == ptr) {
-            return 0;
-        }
-    }
-    return 1;
+    const uint8_t *filter =
+        __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
+    return filter == NULL
+           || __atomic_load_n(&filter[memlens_trace_filter_slot(ptr)],
+                              __ATOMIC_RELAXED)
+                  != 0;
 }
 
 /* Whether this thread holds the GIL of the interpreter being traced. */

@@ -449,3 +449,44 @@ def test_an_address_reused_after_an_unseen_free_is_not_counted_twice(domain):
             _core._trace_block(domain, 0x41, 10)
     with pytest.raises(RuntimeError):
         _core._trace_block(domain, 0x40, 10)
+
+
+def _filter_matches_the_tables():
+    stats = _core._trace_stats()
+    assert stats["filter_full"] == 0
+    assert stats["filter_counted"] == stats["blocks"]
+    return stats["blocks"]
+
+
+def test_sampling_filter_counts_exactly_the_recorded_blocks():
+    # The free path skips the tables for any address whose filter count is
+    # 0; a record left uncounted would never be taken back, and a count
+    # left behind would send every later free at that address to the
+    # tables. So the counts must add up to the records, always.
+    def churn(n):
+        for i in range(n):
+            x = [i, i, i]
+        return x
+
+    with memlens.tracing(sample_bytes=256):
+        keep = [[i, i] for i in range(50_000)]
+        many = _filter_matches_the_tables()
+        assert many > 1_000
+        worker = threading.Thread(target=churn, args=(100_000,))
+        worker.start()
+        churn(100_000)
+        worker.join()
+        _filter_matches_the_tables()
+        del keep
+        churn(10_000)
+        assert _filter_matches_the_tables() < many // 10
+        # a record replaced at a reused address, and one taken back
+        for domain in (0, 1):  # raw, mem
+            _core._trace_block(domain, 0x40, 100_000)
+            _filter_matches_the_tables()
+            _core._trace_block(domain, 0x40, 200_000)
+            _filter_matches_the_tables()
+            _core._trace_block(domain, 0x40, -1)
+            _filter_matches_the_tables()
+    stats = _core._trace_stats()
+    assert stats["filter_counted"] == stats["filter_full"] == 0
