@@ -82,6 +82,149 @@ memlens_current_tstate(void)
 #define MEMLENS_FRAMES_MAY_COLLECT 0
 #endif
 
+/* ---- Frames read in place ------------------------------------------------
+ *
+ * The allocation hooks need, for each frame of the current thread, its
+ * code and where it stands. From 3.11 a function's frame is a struct on
+ * the interpreter's own stack, and a frame object exists only once asked
+ * for: PyThreadState_GetFrame and PyFrame_GetBack make one, which is an
+ * allocation (inside an allocator hook), references, and on 3.11 maybe a
+ * collection. So where the layout is known, the frames are read in place,
+ * read-only, with the GIL, the way the interpreter's own tracemalloc reads
+ * them. Each mirror below follows its version's struct _PyInterpreterFrame
+ * up to the last field read. trace.c checks the reading against the API
+ * when tracing starts, and uses the API instead if they disagree (and on
+ * versions not listed here).
+ *
+ * Before 3.11 the frames are objects with public fields: in place too. */
+
+typedef struct {
+    const void *id;     /* The frame's identity, for caches. */
+    PyCodeObject *code; /* Borrowed: the frame holds it. */
+    int lasti;          /* In bytes; -1 before the first instruction. */
+    const void *at;     /* Where the walk stands (the frame itself). */
+} memlens_frame;
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#define MEMLENS_FRAMES_IN_PLACE 1
+typedef struct memlens_iframe memlens_iframe;
+#if PY_VERSION_HEX < 0x030C0000
+struct memlens_iframe { /* 3.11 */
+    PyObject *func, *globals, *builtins, *locals;
+    PyCodeObject *code;
+    PyObject *frame_obj;
+    memlens_iframe *previous;
+    uint16_t *instr; /* prev_instr; code units are two bytes */
+    int stacktop;
+    char is_entry;
+    char owner;
+};
+#else
+struct memlens_iframe { /* 3.12: f_code; 3.13: f_executable */
+    PyObject *executable;
+    memlens_iframe *previous;
+    PyObject *funcobj, *globals, *builtins, *locals, *frame_obj;
+    uint16_t *instr; /* 3.12: prev_instr; 3.13: instr_ptr */
+    int stacktop;
+    uint16_t return_offset;
+    char owner;
+};
+#endif
+#define MEMLENS_IFRAME_GENERATOR 1 /* owner: a generator's frame */
+#define MEMLENS_IFRAME_CSTACK 3    /* owner (3.12+): an entry shim */
+
+static inline memlens_iframe *
+memlens_iframe_top(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return (memlens_iframe *)ts->current_frame;
+#else
+    return (memlens_iframe *)ts->cframe->current_frame;
+#endif
+}
+
+static inline PyCodeObject *
+memlens_iframe_code(const memlens_iframe *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *x = f->executable;
+    return (x != NULL && PyCode_Check(x)) ? (PyCodeObject *)x : NULL;
+#else
+    return f->code;
+#endif
+}
+
+/* The first frame from `f` on that has started running its code, as
+ * PyThreadState_GetFrame and PyFrame_GetBack see them, into *out; 0 if
+ * none. */
+static inline int
+memlens_iframe_settle(const memlens_iframe *f, memlens_frame *out)
+{
+    for (; f != NULL; f = f->previous) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (f->owner == MEMLENS_IFRAME_CSTACK) {
+            continue;
+        }
+#endif
+        PyCodeObject *code = memlens_iframe_code(f);
+        if (code == NULL) {
+            continue;
+        }
+        const uint16_t *start = (const uint16_t *)code->co_code_adaptive;
+        if (f->owner != MEMLENS_IFRAME_GENERATOR
+            && f->instr < start + code->_co_firsttraceable) {
+            continue;
+        }
+        out->id = f;
+        out->code = code;
+        out->lasti = f->instr < start ? -1 : (int)(f->instr - start) * 2;
+        out->at = f;
+        return 1;
+    }
+    return 0;
+}
+
+static inline int
+memlens_frame_top(PyThreadState *ts, memlens_frame *out)
+{
+    return memlens_iframe_settle(memlens_iframe_top(ts), out);
+}
+
+static inline int
+memlens_frame_back(memlens_frame *f)
+{
+    return memlens_iframe_settle(((const memlens_iframe *)f->at)->previous, f);
+}
+#elif PY_VERSION_HEX < 0x030B0000
+#define MEMLENS_FRAMES_IN_PLACE 1
+static inline int
+memlens_frame_settle(PyFrameObject *f, memlens_frame *out)
+{
+    if (f == NULL) {
+        return 0;
+    }
+    out->id = f;
+    out->code = f->f_code;
+    out->lasti = MEMLENS_FRAME_LASTI(f);
+    out->at = f;
+    return 1;
+}
+
+static inline int
+memlens_frame_top(PyThreadState *ts, memlens_frame *out)
+{
+    return memlens_frame_settle(ts->frame, out);
+}
+
+static inline int
+memlens_frame_back(memlens_frame *f)
+{
+    return memlens_frame_settle(((PyFrameObject *)f->at)->f_back, f);
+}
+#else
+#define MEMLENS_FRAMES_IN_PLACE 0
+#endif
+
 /* sys.monitoring (PEP 669) arrived in 3.12: from there the line tracer
  * listens to LINE events on the profiled code objects only. */
 #if PY_VERSION_HEX >= 0x030C0000

@@ -715,99 +715,171 @@ trace_intern(const trace_frame *frames, int n)
     return i;
 }
 
+/* Frames are read in place (common.h) when the reading agrees with the
+ * API; decided at each start, with the GIL. */
+static int trace_in_place = 0;
+static int trace_frames_api = 0; /* Tests: always the API. */
+
+/* A walk up the current thread's frames, in place or through the API (which
+ * holds a reference to the frame it stands on). */
+typedef struct {
+    memlens_frame f;
+    int in_place;
+    PyFrameObject *owned; /* Through the API: the frame it stands on. */
+} trace_cursor;
+
+static int
+trace_cursor_fill(trace_cursor *c)
+{
+    PyFrameObject *frame = c->owned;
+    if (frame == NULL) {
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    Py_DECREF(code); /* The running frame holds it. */
+    c->f.id = frame;
+    c->f.code = code;
+    c->f.lasti = MEMLENS_FRAME_LASTI(frame);
+    c->f.at = frame;
+    return 1;
+}
+
+static int
+trace_cursor_top(PyThreadState *ts, trace_cursor *c, int in_place)
+{
+    c->in_place = in_place;
+    c->owned = NULL;
+#if MEMLENS_FRAMES_IN_PLACE
+    if (in_place) {
+        return memlens_frame_top(ts, &c->f);
+    }
+#endif
+    c->owned = PyThreadState_GetFrame(ts);
+    return trace_cursor_fill(c);
+}
+
+/* Moves to the caller; 0 (and stays put) when there is none. */
+static int
+trace_cursor_back(trace_cursor *c)
+{
+#if MEMLENS_FRAMES_IN_PLACE
+    if (c->in_place) {
+        return memlens_frame_back(&c->f);
+    }
+#endif
+    if (c->owned == NULL) {
+        return 0;
+    }
+    PyFrameObject *back = PyFrame_GetBack(c->owned);
+    if (back == NULL) {
+        return 0;
+    }
+    Py_SETREF(c->owned, back);
+    return trace_cursor_fill(c);
+}
+
+static void
+trace_cursor_done(trace_cursor *c)
+{
+    Py_CLEAR(c->owned);
+}
+
+/* Whether reading this thread's frames in place finds what the API finds,
+ * frame by frame. GIL held. */
+static int
+trace_frames_agree(PyThreadState *ts)
+{
+#if MEMLENS_FRAMES_IN_PLACE
+    trace_cursor api, here;
+    int a = trace_cursor_top(ts, &api, 0);
+    int h = trace_cursor_top(ts, &here, 1);
+    int same = 1;
+    for (int depth = 0; same && a && h && depth < 256; depth++) {
+        same = api.f.code == here.f.code && api.f.lasti == here.f.lasti;
+        a = trace_cursor_back(&api);
+        h = trace_cursor_back(&here);
+    }
+    int agree = same && a == h;
+    trace_cursor_done(&api);
+    return agree;
+#else
+    (void)ts;
+    return 0;
+#endif
+}
+
 static uint32_t trace_current_site_walk(PyThreadState *ts);
 
 /* The site of the Python stack of `ts`, this thread's state (borrowed),
  * passed in: the caller has just read it, and reading it costs a call
- * into libpython's thread-local storage. GIL held. */
+ * into libpython's thread-local storage. GIL held. Making frame objects
+ * through the API may run a collection on 3.11 (common.h); reading in
+ * place makes none. */
 static uint32_t
 trace_current_site(PyThreadState *ts)
 {
 #if MEMLENS_FRAMES_MAY_COLLECT
-    int collecting = PyGC_Disable();
-    uint32_t site = trace_current_site_walk(ts);
-    if (collecting) {
-        PyGC_Enable();
+    if (!trace_in_place) {
+        int collecting = PyGC_Disable();
+        uint32_t site = trace_current_site_walk(ts);
+        if (collecting) {
+            PyGC_Enable();
+        }
+        return site;
     }
-    return site;
-#else
-    return trace_current_site_walk(ts);
 #endif
+    return trace_current_site_walk(ts);
 }
 
 static uint32_t
 trace_current_site_walk(PyThreadState *ts)
 {
     trace_thread *t = &trace_tls;
-    PyFrameObject *frame = PyThreadState_GetFrame(ts);
-    if (frame == NULL) {
+    trace_cursor cur;
+    if (!trace_cursor_top(ts, &cur, trace_in_place)) {
         return TRACE_UNKNOWN_SITE;
     }
-    int lasti = MEMLENS_FRAME_LASTI(frame);
-    PyCodeObject *code = PyFrame_GetCode(frame);
+    const void *frame = cur.f.id;
+    PyCodeObject *code = cur.f.code;
+    int lasti = cur.f.lasti;
     if (t->generation != trace_generation) {
         memset(t->recent, 0, sizeof(t->recent));
         t->generation = trace_generation;
     }
     if (trace_nframes == 1) {
         for (int k = 0; k < TRACE_RECENT; k++) {
-            if (t->recent[k].frame == (const void *)frame
+            if (t->recent[k].frame == frame
                 && t->recent[k].code == (const void *)code
                 && t->recent[k].lasti == lasti) {
-                Py_DECREF(code);
-                Py_DECREF(frame);
+                trace_cursor_done(&cur);
                 return t->recent[k].site;
             }
         }
     }
+    /* Codes borrowed from running frames, which hold them. */
     trace_frame frames[MEMLENS_TRACE_MAX_FRAMES];
-    int n = 0, skip;
-    int line = trace_line_of((PyObject *)code, lasti, &skip);
+    int skip;
+    frames[0].code = (PyObject *)code;
+    frames[0].line = trace_line_of((PyObject *)code, lasti, &skip);
     /* A site found past skipped frames depends on the callers: not for
      * the one-entry cache. */
     int cacheable = !skip;
-    PyFrameObject *f = frame;
-    PyCodeObject *c = code;
-    Py_INCREF(f);
-    Py_INCREF(c);
     /* Frames of skipped code are passed over, unless nothing else is
-     * left: then the first one stands. */
-    frames[0].code = (PyObject *)c;
-    frames[0].line = line;
-    while (skip) {
-        PyFrameObject *back = PyFrame_GetBack(f);
-        if (back == NULL) {
-            break;
-        }
-        PyCodeObject *bc = PyFrame_GetCode(back);
-        int bline =
-            trace_line_of((PyObject *)bc, MEMLENS_FRAME_LASTI(back), &skip);
-        Py_DECREF(f);
-        Py_DECREF(c);
-        f = back;
-        c = bc;
-        frames[0].code = (PyObject *)c;
-        frames[0].line = bline;
+     * left: then the last one stands. */
+    while (skip && trace_cursor_back(&cur)) {
+        frames[0].code = (PyObject *)cur.f.code;
+        frames[0].line =
+            trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
     }
-    n = 1;
-    while (n < trace_nframes) {
-        PyFrameObject *back = PyFrame_GetBack(f);
-        Py_DECREF(f);
-        f = back;
-        if (f == NULL) {
-            break;
-        }
-        PyCodeObject *bc = PyFrame_GetCode(f);
-        frames[n].code = (PyObject *)bc;
+    int n = 1;
+    while (n < trace_nframes && trace_cursor_back(&cur)) {
+        frames[n].code = (PyObject *)cur.f.code;
         frames[n].line =
-            trace_line_of((PyObject *)bc, MEMLENS_FRAME_LASTI(f), &skip);
+            trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
         n++;
     }
-    Py_XDECREF(f);
+    trace_cursor_done(&cur);
     uint32_t site = trace_intern(frames, n);
-    for (int k = 0; k < n; k++) {
-        Py_DECREF(frames[k].code);
-    }
     if (cacheable && trace_nframes == 1) {
         unsigned k = t->next_recent++ % TRACE_RECENT;
         t->recent[k].frame = frame;
@@ -815,8 +887,6 @@ trace_current_site_walk(PyThreadState *ts)
         t->recent[k].lasti = lasti;
         t->recent[k].site = site;
     }
-    Py_DECREF(code);
-    Py_DECREF(frame);
     return site;
 }
 
@@ -1167,6 +1237,8 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_failures = 0;
     trace_queue_lost = 0;
     trace_interp = PyInterpreterState_Get();
+    trace_in_place =
+        !trace_frames_api && trace_frames_agree(PyThreadState_Get());
     __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
     memlens_hooks_trace(1);
     Py_RETURN_NONE;
@@ -1321,13 +1393,14 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
         full += v == MEMLENS_TRACE_FILTER_FULL;
     }
     pthread_mutex_unlock(&trace_raw_lock);
-    return Py_BuildValue("{s:n,s:n,s:I,s:K,s:K,s:n,s:n}", "blocks",
-                         (Py_ssize_t)blocks, "table_bytes",
-                         (Py_ssize_t)(table_bytes + raw_bytes), "sites",
-                         (unsigned int)trace_nsites, "failures",
-                         (unsigned long long)trace_failures, "queue_lost",
-                         (unsigned long long)lost, "filter_counted",
-                         (Py_ssize_t)counted, "filter_full", (Py_ssize_t)full);
+    return Py_BuildValue(
+        "{s:n,s:n,s:I,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
+        "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes), "sites",
+        (unsigned int)trace_nsites, "failures",
+        (unsigned long long)trace_failures, "queue_lost",
+        (unsigned long long)lost, "filter_counted", (Py_ssize_t)counted,
+        "filter_full", (Py_ssize_t)full, "frames_in_place",
+        trace_in_place ? Py_True : Py_False);
 }
 
 /* _trace_skip(prefixes): folders whose frames sites pass over. */
@@ -1352,6 +1425,19 @@ trace_py_skip(PyObject *m, PyObject *arg)
                TRACE_LINE_CACHE * sizeof(trace_line_entry));
     }
     trace_generation++;
+    Py_RETURN_NONE;
+}
+
+/* _trace_frames_api(flag): from the next start, read frames through the
+ * API only (flag true) or in place where that agrees (false). Tests. */
+static PyObject *
+trace_py_frames_api(PyObject *m, PyObject *arg)
+{
+    int flag = PyObject_IsTrue(arg);
+    if (flag < 0) {
+        return NULL;
+    }
+    trace_frames_api = flag;
     Py_RETURN_NONE;
 }
 
@@ -1393,6 +1479,7 @@ trace_py_block(PyObject *m, PyObject *args)
 
 static PyMethodDef trace_methods[] = {
     {"_trace_block", trace_py_block, METH_VARARGS, NULL},
+    {"_trace_frames_api", trace_py_frames_api, METH_O, NULL},
     {"_trace_skip", trace_py_skip, METH_O, NULL},
     {"_trace_start", trace_py_start, METH_VARARGS, NULL},
     {"_trace_stop", trace_py_stop, METH_NOARGS, NULL},

@@ -490,3 +490,63 @@ def test_sampling_filter_counts_exactly_the_recorded_blocks():
             _filter_matches_the_tables()
     stats = _core._trace_stats()
     assert stats["filter_counted"] == stats["filter_full"] == 0
+
+
+def _gen_blocks(n):
+    for i in range(n):
+        yield bytearray(100_000)  # a generator's frame
+
+
+class _Holder:
+    def fill(self, n):
+        return [bytearray(50_000) for _ in range(n)]  # a comprehension
+
+
+async def _coro_blocks(n):
+    return [bytearray(70_000) for _ in range(n)]
+
+
+def _mixed_workload():
+    kept = [deep(2), list(_gen_blocks(20)), _Holder().fill(20)]
+    coro = _coro_blocks(10)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        kept.append(done.value)
+    return kept
+
+
+def _tracebacks(api):
+    _core._trace_frames_api(api)
+    try:
+        with memlens.tracing(nframes=4) as t:
+            kept = _mixed_workload()
+            in_place = _core._trace_stats()["frames_in_place"]
+    finally:
+        _core._trace_frames_api(False)
+    del kept
+    here = os.path.abspath(__file__)
+    rows = {}
+    for stat in t.snapshot.statistics("traceback"):
+        frames = tuple((f.filename, f.lineno) for f in stat.traceback)
+        if stat.size >= 500_000 and os.path.abspath(frames[0][0]) == here:
+            rows[frames] = stat.size
+    return in_place, rows
+
+
+def test_frames_read_in_place_agree_with_the_api():
+    # The hooks read the interpreter's frames in place where the layout is
+    # known; the sites must be those the frame API gives, to the line.
+    # (both from this one line, so that their last frames agree too)
+    (in_place, rows), (api_in_place, api_rows) = [
+        _tracebacks(api) for api in (False, True)]
+    assert in_place and not api_in_place
+    assert rows == api_rows
+    lines = {frames[0][1] for frames in rows}
+    for func, offset in ((_gen_blocks, 2), (_Holder.fill, 1),
+                         (_coro_blocks, 1), (deep, 2)):
+        assert func.__code__.co_firstlineno + offset in lines, func
+    # the generator's caller is the list() line of _mixed_workload
+    gen_line = _gen_blocks.__code__.co_firstlineno + 2
+    callers = {frames[1][1] for frames in rows if frames[0][1] == gen_line}
+    assert callers == {_mixed_workload.__code__.co_firstlineno + 1}
