@@ -51,11 +51,19 @@ static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
 static long hooks_exact_users = 0; /* GIL. */
 static long hooks_light_users = 0; /* GIL. */
 
-/* 0 pass through, 1 churn only, 2 exact. Atomic. */
-static int hooks_mode = 0;
 /* Bits of hooks_mode: the churn is kept whenever anyone listens; exact
- * records for measure() and alloc columns; tracing records (trace.c). */
-enum { HOOKS_OFF = 0, HOOKS_LIGHT = 1, HOOKS_EXACT = 2, HOOKS_TRACE = 4 };
+ * records for measure() and alloc columns; tracing records (trace.c).
+ * HOOKS_SAMPLED goes with HOOKS_TRACE alone when tracing samples: the one
+ * mode whose fast path does any work, told by one comparison. */
+enum {
+    HOOKS_OFF = 0,
+    HOOKS_LIGHT = 1,
+    HOOKS_EXACT = 2,
+    HOOKS_TRACE = 4,
+    HOOKS_SAMPLED = 8
+};
+#define HOOKS_SAMPLING_ALONE (HOOKS_TRACE | HOOKS_SAMPLED)
+static int hooks_mode = 0;    /* Atomic. */
 static int hooks_tracing = 0; /* GIL. */
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -217,8 +225,8 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
 static inline int
 hooks_unsampled(int mode, size_t size)
 {
-    if (mode != HOOKS_TRACE || memlens_trace_sample_bytes == 0
-        || memlens_hooks_tls.busy || size >= memlens_hooks_tls.countdown) {
+    if (mode != HOOKS_SAMPLING_ALONE || memlens_hooks_tls.busy
+        || size >= memlens_hooks_tls.countdown) {
         return 0;
     }
     memlens_hooks_tls.countdown -= size;
@@ -386,7 +394,7 @@ hooks_free(void *ctx, void *ptr)
     hooks_domain *d = ctx;
     int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
     if (mode == HOOKS_OFF
-        || (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0
+        || (mode == HOOKS_SAMPLING_ALONE
             && !memlens_trace_maybe_recorded((uintptr_t)ptr))) {
         /* Off, or a block that sampling did not record. */
         d->prev.free(d->prev.ctx, ptr);
@@ -448,6 +456,9 @@ hooks_set_mode(void)
     int mode = (hooks_exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
                | (hooks_light_users ? HOOKS_LIGHT : 0)
                | (hooks_tracing ? HOOKS_TRACE : 0);
+    if (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0) {
+        mode |= HOOKS_SAMPLED;
+    }
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
 }
 
