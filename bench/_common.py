@@ -14,11 +14,14 @@ import sys
 import types
 
 
-def parse_args(doc, quick_help):
-    """The command line of every script: ``--quick`` and nothing else. The
-    description is the first paragraph of the script's docstring `doc`."""
+def parse_args(doc, quick_help, more=None):
+    """The command line of every script: ``--quick``, and whatever
+    `more(parser)` adds. The description is the first paragraph of the
+    script's docstring `doc`."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    if more is not None:
+        more(parser)
     return parser.parse_args()
 
 

@@ -1,9 +1,9 @@
 """Benchmark memlens's allocation tracing against tracemalloc and memray.
 
 Run with ``.venv/bin/python bench/bench_tracing.py`` (``--quick`` for a
-smoke run). In one run of one interpreter it measures the slowdown, traced
-time / plain time (each the median over the repeats), of three loops of
-n = 200,000 iterations:
+smoke run). In one run of one interpreter version it measures the slowdown,
+traced time / plain time (each the median over the repeats), of three loops
+of n = 200,000 iterations:
 
 (1) keep: ``keep.append([i, i])``: a list, its item array and an int per
     iteration, all kept alive (the traced memory, and its peak, grow all
@@ -31,7 +31,12 @@ untimed (warm-up), and that run is checked to have traced the loop (at least
 n live blocks for memlens exact and tracemalloc, a positive traced size for
 memlens sampled, at least n allocations in memray's file). The tools take
 turns within each repeat, each round starting one place further on, so that
-any drift of the machine affects them all alike.
+any drift of the machine affects them all alike. All of that is done in
+three fresh processes, one after the other (``--processes``), and each
+slowdown is the median of the three: how fast even the plain loop runs
+varies from one process to the next by up to 15% (where its few blocks and
+their pool land), and the hooks' share varies with it, so one process is
+one draw. Each process's slowdown is shown too.
 
 Then:
 
@@ -53,10 +58,13 @@ target still exits 0, but a real error (an import that fails, a tool that
 raises or traces nothing) raises and exits non-zero.
 """
 
+import argparse
 import gc
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,8 +74,8 @@ import memlens
 from memlens import _core
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_of, measure, parse_args,  # noqa: E402
-                     print_header as print_common_header, report_slowdowns,
+from _common import (copy_of, measure, min_max,  # noqa: E402
+                     parse_args, print_header as print_common_header,
                      section, target_line)
 
 try:
@@ -95,7 +103,14 @@ TARGET_BYTES_PER_BLOCK = 32.0  # memlens exact bookkeeping per live block
 TARGET_SNAPSHOT_S = 0.5        # peak_snapshot() + statistics('lineno')
 
 
-QUICK_HELP = "5 repeats instead of 15 (a smoke run)"
+QUICK_HELP = ("5 repeats in this process instead of 15 in each of "
+              "3 fresh ones (a smoke run)")
+
+#: Fresh interpreters the loops are timed in (the slowdowns are the median
+#: over them): how fast the plain loop itself runs depends on where a
+#: process's blocks happen to land, by up to 15%, and one process is one
+#: draw of that.
+PROCESSES = 3
 
 
 # --------------------------------------------------------------------------
@@ -357,19 +372,22 @@ def source_commit():
     return f"\n         (this script's git tree: {commit})"
 
 
-def print_header(repeat, memray_problem):
+def print_header(repeat, processes, memray_problem):
     print_common_header("memlens allocation tracing benchmark",
                         ("memlens", "memray", "numpy", "psutil"), 72)
     print(f"memlens  {_core.__file__}" + source_commit())
     if memray_problem:
         print(f"memray   unavailable: {memray_problem}")
-    print(f"n = {N:,}; {repeat} repeats, tools taking turns; timed: start, "
-          "loop, stop")
-    print("slowdown = median time / plain median; +ns/iter = time added "
-          "per loop")
-    print("iteration (medians); by min = fastest run / fastest plain run, "
-          "a cross-check")
-    print("for a busy machine")
+    where = (f"in each of {processes} fresh processes" if processes > 1
+             else "in this process")
+    print(f"n = {N:,}; {repeat} repeats {where}, tools taking turns;")
+    print("timed: start, loop, stop. slowdown = median time / plain median "
+          "of the same")
+    print("process, then the median over the processes; +ns/iter = time "
+          "added per loop")
+    print("iteration; by min = fastest run / fastest plain run, a "
+          "cross-check for a busy")
+    print("machine")
     print()
 
 
@@ -387,9 +405,65 @@ def base_of(tool):
     return "plain"
 
 
-def report(letter, title, tools, medians, samples):
-    return report_slowdowns(f"({letter}) {title}", tools, medians, samples,
-                            72, 34, n_of, base_of)
+def time_loops(repeat, memray_folder):
+    """Times every tool on every loop in this process: the samples in
+    seconds, by loop letter and tool key; and the tools' labels."""
+    runs, labels = {}, {}
+    for letter, _, func in LOOPS:
+        tools = make_tools(func, memray_folder)
+        for tool in tools.values():
+            gc.collect()
+            tool.check(N)
+        _, runs[letter] = measure(tools, repeat, n_of)
+        labels.update((key, tool.label) for key, tool in tools.items())
+    return runs, labels
+
+
+def time_loops_apart(processes, repeat, memray_folder):
+    """time_loops() in `processes` fresh interpreters, one after the other;
+    a list of their results."""
+    results = []
+    for _ in range(processes):
+        argv = [sys.executable, os.path.abspath(__file__), "--child",
+                "--repeat", str(repeat)]
+        if memray_folder is not None:
+            argv += ["--memray-folder", memray_folder]
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True,
+                              check=True)
+        runs, labels = json.loads(done.stdout)
+        results.append((runs, labels))
+    return results
+
+
+def report(letter, title, results):
+    """The table of one loop over the processes' results: for each tool
+    the median over the processes of its median time, and of its slowdown
+    (its median / the plain median of the same process); the time that
+    adds per iteration; fastest run / fastest plain run; the spread; and
+    each process's slowdown. Returns the slowdowns, by key."""
+    section(f"({letter}) {title}", 72)
+    print(f"  {'':<32} {'median ms':>9} {'slowdown':>8} {'+ns/iter':>8}"
+          f" {'by min':>6}  {'min-max ms':<13} per process")
+    runs = [r[letter] for r, _ in results]
+    labels = results[0][1]
+    plain = statistics.median(statistics.median(r[base_of(None)])
+                              for r in runs)
+    fastest_plain = min(min(r["plain"]) for r in runs)
+    slowdowns = {}
+    for key in runs[0]:
+        each = [statistics.median(r[key]) / statistics.median(r["plain"])
+                for r in runs]
+        slowdowns[key] = statistics.median(each)
+        median = statistics.median(statistics.median(r[key]) for r in runs)
+        extra = (slowdowns[key] - 1) * plain / N * 1e9
+        every = [t for r in runs for t in r[key]]
+        by_min = min(every) / fastest_plain
+        per = " ".join(f"{x:.2f}" for x in each) if len(each) > 1 else ""
+        print(f"  {labels[key]:<32} {median * 1e3:>9.2f} "
+              f"{slowdowns[key]:>7.2f}x {extra:>8.1f} {by_min:>5.2f}x"
+              f"  {min_max(every, 2, 1e3):<13} {per}")
+    print()
+    return slowdowns
 
 
 def bookkeeping():
@@ -512,24 +586,40 @@ def snapshot_costs(repeat):
 
 # --------------------------------------------------------------------------
 
+def more_args(parser):
+    parser.add_argument("--processes", type=int, default=PROCESSES,
+                        help="fresh processes the loops are timed in "
+                        f"(default {PROCESSES}; 1: this one)")
+    # One process's share of the work, for the parent (not for users).
+    parser.add_argument("--child", action="store_true",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memray-folder", help=argparse.SUPPRESS)
+
+
 def main():
-    args = parse_args(__doc__, QUICK_HELP)
+    args = parse_args(__doc__, QUICK_HELP, more_args)
+    if args.child:
+        print(json.dumps(time_loops(args.repeat, args.memray_folder)))
+        return 0
+    if args.processes < 1:
+        print("--processes must be at least 1", file=sys.stderr)
+        return 2
     repeat = 5 if args.quick else 15
+    processes = 1 if args.quick else args.processes
 
     folder = tempfile.mkdtemp(prefix="memlens-bench-memray-")
     try:
         memray_problem = memray_status(folder)
         memray_folder = None if memray_problem else folder
-        print_header(repeat, memray_problem)
-
+        print_header(repeat, processes, memray_problem)
+        if processes == 1:
+            runs = [time_loops(repeat, memray_folder)]
+        else:
+            runs = time_loops_apart(processes, repeat, memray_folder)
         results = {}
-        for letter, title, func in LOOPS:
-            tools = make_tools(func, memray_folder)
-            for tool in tools.values():
-                gc.collect()
-                tool.check(N)
-            medians, samples = measure(tools, repeat, n_of)
-            results[letter] = report(letter, title, tools, medians, samples)
+        for letter, title, _ in LOOPS:
+            results[letter] = report(letter, title, runs)
             if memray_problem:
                 print(f"  memray: unavailable ({memray_problem})\n")
     finally:
