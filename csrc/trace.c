@@ -301,9 +301,10 @@ uint8_t *memlens_trace_filter = NULL;
 static uint8_t *trace_filter_store = NULL;
 #define trace_filter memlens_trace_filter
 
-/* A record of a block at `ptr` was made: count it. */
+/* A record of a block at `ptr` was made (step +1) or went (-1): moves its
+ * count. A full count stays full. */
 static inline void
-trace_filter_count(uintptr_t ptr)
+trace_filter_step(uintptr_t ptr, int step)
 {
     uint8_t *filter = __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
     if (filter == NULL) {
@@ -312,30 +313,15 @@ trace_filter_count(uintptr_t ptr)
     uint8_t *c = &filter[memlens_trace_filter_slot(ptr)];
     uint8_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
     do {
-        if (v == MEMLENS_TRACE_FILTER_FULL) {
+        if (v == MEMLENS_TRACE_FILTER_FULL || (step < 0 && v == 0)) {
             return;
         }
-    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v + 1), 1,
+    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v + step), 1,
                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-/* The record of a block at `ptr` went: uncount it (a full count stays). */
-static inline void
-trace_filter_uncount(uintptr_t ptr)
-{
-    uint8_t *filter = __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
-    if (filter == NULL) {
-        return;
-    }
-    uint8_t *c = &filter[memlens_trace_filter_slot(ptr)];
-    uint8_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
-    do {
-        if (v == 0 || v == MEMLENS_TRACE_FILTER_FULL) {
-            return;
-        }
-    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v - 1), 1,
-                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-}
+#define trace_filter_count(ptr) trace_filter_step((ptr), 1)
+#define trace_filter_uncount(ptr) trace_filter_step((ptr), -1)
 
 /* Changes made without the GIL, applied later. trace_raw_lock. */
 typedef struct {
