@@ -1010,6 +1010,13 @@ trace_record_raw(void *ptr, size_t size)
         gil ? trace_current_site(trace_tstate_ok) : TRACE_UNKNOWN_SITE;
     uint32_t old_weight = 0, old_site = 0;
     pthread_mutex_lock(&trace_raw_lock);
+    if (!__atomic_load_n(&memlens_trace_on, __ATOMIC_SEQ_CST)) {
+        /* A thread without the GIL that came in before a stop: the tables
+         * (and the filter) may be cleared or not yet set up again. Start
+         * and stop change them under this lock while tracing is off. */
+        pthread_mutex_unlock(&trace_raw_lock);
+        return;
+    }
     int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
                              (uint32_t)weight, site, &old_weight, &old_site);
     int ok = rc >= 0;
