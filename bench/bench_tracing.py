@@ -18,9 +18,11 @@ under memlens exact (``memlens.start_tracing(1)``), memlens sampled
 and memray (``memray.Tracker(path, trace_python_allocators=True,
 native_traces=False)``, every allocation written to a temporary file that
 is deleted afterwards; "unavailable" if memray cannot be imported or its
-Tracker fails on this Python). Also timed, as a floor: memlens's exact
-allocator hooks alone (``_core._hooks_acquire(True)``: byte counters, no
-tracing).
+Tracker fails on this Python). Also timed, as floors: memlens's hooks
+linked on the three domains with nothing listening
+(``_core._hooks_bare(True)``: every call passed straight on, what being an
+allocator hook costs at all), and memlens's exact allocator hooks alone
+(``_core._hooks_acquire(True)``: byte counters, no tracing).
 
 The timed block is start, loop, stop (for memray: the ``with Tracker``
 block), so enabling and disabling are included; the kept lists are dropped
@@ -189,6 +191,25 @@ class HooksFloor(Plain):
         return t1 - t0
 
 
+class HooksBare(Plain):
+    """memlens's allocator hooks linked on all three domains with nothing
+    listening: every call passed straight on."""
+
+    label = "memlens hooks passing calls on"
+
+    def run(self, n):
+        func = self.func
+        t0 = time.perf_counter()
+        _core._hooks_bare(True)
+        try:
+            result = func(n)
+        finally:
+            _core._hooks_bare(False)
+        t1 = time.perf_counter()
+        del result
+        return t1 - t0
+
+
 class MemlensExact(Plain):
     label = "memlens exact"
     sample_bytes = 0
@@ -339,6 +360,7 @@ def make_tools(func, memray_folder):
     """The tools for one loop, each with its own copy; by key."""
     tools = {
         "plain": Plain(copy_of(func, "plain")),
+        "floor_bare": HooksBare(copy_of(func, "floor_bare")),
         "floor_hooks": HooksFloor(copy_of(func, "floor_hooks")),
         "exact": MemlensExact(copy_of(func, "exact")),
         "sampled": MemlensSampled(copy_of(func, "sampled")),
@@ -667,6 +689,9 @@ def main():
     floors = ", ".join(f"({k}) {results[k]['floor_hooks']:.2f}x"
                        for k, _, _ in LOOPS)
     print(f"  info  memlens exact hooks alone (no tracing): {floors}")
+    bare = ", ".join(f"({k}) {results[k]['floor_bare']:.2f}x"
+                     for k, _, _ in LOOPS)
+    print(f"  info  allocator hooks that pass every call on: {bare}")
     if memray_problem is None:
         mr = ", ".join(f"({k}) {results[k]['memray']:.2f}x"
                        for k, _, _ in LOOPS)

@@ -50,6 +50,7 @@ static hooks_domain hooks_domains[HOOKS_NDOMAINS] = {
 
 static long hooks_exact_users = 0; /* GIL. */
 static long hooks_light_users = 0; /* GIL. */
+static long hooks_bare_users = 0;  /* GIL. Linked, nothing listening. */
 
 /* Bits of hooks_mode: the churn is kept whenever anyone listens; exact
  * records for measure() and alloc columns; tracing records (trace.c).
@@ -92,7 +93,8 @@ memlens_hooks_installed(void)
 long
 memlens_hooks_users(void)
 {
-    return hooks_exact_users + hooks_light_users + hooks_tracing;
+    return hooks_exact_users + hooks_light_users + hooks_bare_users
+           + hooks_tracing;
 }
 
 static inline int
@@ -518,7 +520,7 @@ static int
 hooks_domain_wanted(const hooks_domain *d)
 {
     if (d->domain == PYMEM_DOMAIN_OBJ) {
-        return hooks_exact_users > 0 || hooks_tracing;
+        return hooks_exact_users > 0 || hooks_bare_users > 0 || hooks_tracing;
     }
     return memlens_hooks_users() > 0;
 }
@@ -654,6 +656,33 @@ hooks_py_release(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* _hooks_bare(on): links the hooks on all three domains with nothing
+ * listening, so that every call passes straight on (on=False undoes it):
+ * what being an allocator hook costs at all, for the benchmarks. */
+static PyObject *
+hooks_py_bare(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    if (!on && hooks_bare_users == 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "bare allocator hooks released more often than "
+                        "acquired");
+        return NULL;
+    }
+    if (on) {
+        hooks_fresh_start();
+        hooks_bare_users++;
+    }
+    else {
+        hooks_bare_users--;
+    }
+    hooks_sync();
+    Py_RETURN_NONE;
+}
+
 /* _hooks_relink(): put back hooks that another tool's stop removed from
  * a chain (tracemalloc.stop() restores what it saved, dropping whatever
  * chained above it meanwhile). */
@@ -680,6 +709,7 @@ hooks_py_counters(PyObject *module, PyObject *Py_UNUSED(args))
 }
 
 static PyMethodDef hooks_methods[] = {
+    {"_hooks_bare", hooks_py_bare, METH_O, NULL},
     {"_hooks_acquire", (PyCFunction)(void (*)(void))hooks_py_acquire,
      METH_FASTCALL, "Install the allocator hooks for one more user."},
     {"_hooks_release", (PyCFunction)(void (*)(void))hooks_py_release,

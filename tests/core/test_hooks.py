@@ -160,3 +160,24 @@ def test_light_users_count_no_bytes():
     del block
     with pytest.raises(RuntimeError):
         _core._hooks_release(False)
+
+
+def test_bare_hooks_pass_every_call_on_and_go_away():
+    # What the tracing benchmark times as the floor of being a hook at all.
+    before = _core.alloc_counters()
+    _core._hooks_bare(True)
+    try:
+        assert _core.state()["hooks_installed"]
+        tracemalloc.start()  # chained above ours: sees what passes through
+        try:
+            kept = [bytearray(1000) for _ in range(1000)]
+            assert tracemalloc.get_traced_memory()[0] >= 1000 * 1000
+        finally:
+            tracemalloc.stop()
+        assert _core.alloc_counters() == before  # nothing counted
+        del kept
+    finally:
+        _core._hooks_bare(False)
+    assert not _core.state()["hooks_installed"]
+    with pytest.raises(RuntimeError, match="more often than acquired"):
+        _core._hooks_bare(False)
