@@ -64,7 +64,11 @@ enum {
     HOOKS_SAMPLED = 8
 };
 #define HOOKS_SAMPLING_ALONE (HOOKS_TRACE | HOOKS_SAMPLED)
-static int hooks_mode = 0;    /* Atomic. */
+static int hooks_mode = 0; /* Atomic. */
+/* The free path's view of HOOKS_SAMPLING_ALONE: the filter of recorded
+ * blocks (trace.h) in that mode, NULL in any other, so that one load tells
+ * both. hooks_set_mode keeps it. Atomic. */
+static const uint8_t *hooks_sampling_filter = NULL;
 static int hooks_tracing = 0; /* GIL. */
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -262,11 +266,11 @@ hooks_malloc(void *ctx, size_t size)
 {
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
-    if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
+    if (hooks_unsampled(mode, size)) {
         return d->prev.malloc(d->prev.ctx, size);
     }
-    if (hooks_unsampled(mode, size)) {
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
         return d->prev.malloc(d->prev.ctx, size);
     }
     return hooks_malloc_slow(d, mode, size);
@@ -297,13 +301,13 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
-    if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
+    /* A product that wraps around counts down a wrong size, harmlessly:
+     * the allocator then fails. */
+    if (hooks_unsampled(mode, nelem * elsize)) {
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
-    size_t size;
-    if (!__builtin_mul_overflow(nelem, elsize, &size)
-        && hooks_unsampled(mode, size)) {
+    if (mode == HOOKS_OFF) {
+        hooks_see_probe(d);
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
     return hooks_calloc_slow(d, mode, nelem, elsize);
@@ -394,11 +398,17 @@ static void
 hooks_free(void *ctx, void *ptr)
 {
     hooks_domain *d = ctx;
+    const uint8_t *filter =
+        __atomic_load_n(&hooks_sampling_filter, __ATOMIC_RELAXED);
+    if (filter != NULL
+        && !__atomic_load_n(&filter[memlens_trace_filter_slot((uintptr_t)ptr)],
+                            __ATOMIC_RELAXED)) {
+        /* Sampling, and no recorded block has an address of this hash. */
+        d->prev.free(d->prev.ctx, ptr);
+        return;
+    }
     int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
-    if (mode == HOOKS_OFF
-        || (mode == HOOKS_SAMPLING_ALONE
-            && !memlens_trace_maybe_recorded((uintptr_t)ptr))) {
-        /* Off, or a block that sampling did not record. */
+    if (mode == HOOKS_OFF) {
         d->prev.free(d->prev.ctx, ptr);
         return;
     }
@@ -462,6 +472,10 @@ hooks_set_mode(void)
         mode |= HOOKS_SAMPLED;
     }
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hooks_sampling_filter,
+                     mode == HOOKS_SAMPLING_ALONE ? memlens_trace_filter
+                                                  : NULL,
+                     __ATOMIC_SEQ_CST);
 }
 
 /* ---- pymalloc's arenas -------------------------------------------------
