@@ -173,58 +173,63 @@ class Plain:
         self.run(n)
 
 
-class HooksFloor(Plain):
-    """memlens's exact allocator hooks (byte counters), no tracing."""
+class Bracketed(Plain):
+    """A tool that starts before the loop and stops after it, both inside
+    the timed block."""
 
-    label = "memlens exact hooks, no tracing"
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
 
     def run(self, n):
         func = self.func
         t0 = time.perf_counter()
-        _core._hooks_acquire(True)
+        self.start()
         try:
             result = func(n)
         finally:
-            _core._hooks_release(True)
+            self.stop()
         t1 = time.perf_counter()
         del result
         return t1 - t0
 
 
-class HooksBare(Plain):
+class HooksFloor(Bracketed):
+    """memlens's exact allocator hooks (byte counters), no tracing."""
+
+    label = "memlens exact hooks, no tracing"
+
+    def start(self):
+        _core._hooks_acquire(True)
+
+    def stop(self):
+        _core._hooks_release(True)
+
+
+class HooksBare(Bracketed):
     """memlens's allocator hooks linked on all three domains with nothing
     listening: every call passed straight on."""
 
     label = "memlens hooks passing calls on"
 
-    def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
+    def start(self):
         _core._hooks_bare(True)
-        try:
-            result = func(n)
-        finally:
-            _core._hooks_bare(False)
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+
+    def stop(self):
+        _core._hooks_bare(False)
 
 
-class MemlensExact(Plain):
+class MemlensExact(Bracketed):
     label = "memlens exact"
     sample_bytes = 0
 
-    def run(self, n):
-        func, sample_bytes = self.func, self.sample_bytes
-        t0 = time.perf_counter()
-        memlens.start_tracing(1, sample_bytes=sample_bytes)
-        try:
-            result = func(n)
-        finally:
-            memlens.stop_tracing()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+    def start(self):
+        memlens.start_tracing(1, sample_bytes=self.sample_bytes)
+
+    def stop(self):
+        memlens.stop_tracing()
 
     def check(self, n):
         memlens.start_tracing(1, sample_bytes=self.sample_bytes)
@@ -258,20 +263,14 @@ class MemlensSampled(MemlensExact):
                                f"(traced_memory() = {(current, peak)})")
 
 
-class Tracemalloc(Plain):
+class Tracemalloc(Bracketed):
     label = "tracemalloc (1 frame)"
 
-    def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
+    def start(self):
         tracemalloc.start(1)
-        try:
-            result = func(n)
-        finally:
-            tracemalloc.stop()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+
+    def stop(self):
+        tracemalloc.stop()
 
     def check(self, n):
         tracemalloc.start(1)
