@@ -120,19 +120,25 @@ def copy_of(func, tag):
                               func.__defaults__, func.__closure__)
 
 
-def measure(tools, repeat, n_of):
-    """`repeat` timed runs of each tool, ``tool.run(n_of(tool))``, a
-    collection before each. The tools take turns, starting each round one
-    place further on, so that no tool always runs right after the same
-    neighbour or first. Returns the medians and the samples, by key."""
-    samples = {key: [] for key in tools}
+def turns(tools, repeat):
+    """(round, key, tool) for `repeat` rounds of the tools (a dict) taking
+    turns, each round starting one place further on, so that no tool
+    always runs right after the same neighbour or first."""
     keys = list(tools)
     for r in range(repeat):
         start = r % len(keys)
         for key in keys[start:] + keys[:start]:
-            tool = tools[key]
-            gc.collect()
-            samples[key].append(tool.run(n_of(tool)))
+            yield r, key, tools[key]
+
+
+def measure(tools, repeat, n_of):
+    """`repeat` timed runs of each tool, ``tool.run(n_of(tool))``, a
+    collection before each, the tools taking turns (turns()). Returns the
+    medians and the samples, by key."""
+    samples = {key: [] for key in tools}
+    for _, key, tool in turns(tools, repeat):
+        gc.collect()
+        samples[key].append(tool.run(n_of(tool)))
     return medians_of(samples), samples
 
 

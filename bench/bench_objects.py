@@ -70,7 +70,7 @@ from pympler import asizeof as pympler_asizeof
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (min_max, parse_args,  # noqa: E402
                      print_header as print_common_header, print_warnings,
-                     section, target_line, version_of)
+                     section, target_line, turns, version_of)
 
 #: Items of each deep-size structure (keys, instances, small lists).
 N = 100_000
@@ -351,15 +351,12 @@ def census(repeat, heapy_repeat):
         del result
     samples = {key: [] for key in tools}
     last = {}
-    keys = list(tools)
-    for r in range(max(t[3] for t in tools.values())):
-        start = r % len(keys)
-        for key in keys[start:] + keys[:start]:
-            _, func, summary, repeat = tools[key]
-            if len(samples[key]) < repeat:
-                out, times = timed_runs(func, 1, summary)
-                samples[key] += times
-                last[key] = out
+    for _, key, tool in turns(tools, max(t[3] for t in tools.values())):
+        _, func, summary, repeat = tool
+        if len(samples[key]) < repeat:
+            out, times = timed_runs(func, 1, summary)
+            samples[key] += times
+            last[key] = out
     og_count = sum(objgraph.typestats().values())
     og_top = objgraph.most_common_types(limit=3)
     del keep
@@ -369,7 +366,7 @@ def census(repeat, heapy_repeat):
     section(f"Heap census, {built:,} objects built ({tracked:,} tracked by "
             "the GC)", WIDTH)
     print("  runs: " + ", ".join(f"{tools[k][0]} {len(samples[k])}"
-                                 for k in keys))
+                                 for k in tools))
     table_head("objects", "total bytes", label_width=21, runs=False)
     for key, count, size in (("memlens", ml_count, ml_size),
                              ("heapy", hp_count, hp_size),

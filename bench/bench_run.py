@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (min_max, parse_args, print_header,  # noqa: E402
-                     section, target_line)
+                     section, target_line, turns)
 
 #: Seconds the plain loop is calibrated to take.
 SECONDS = 2.0
@@ -139,20 +139,15 @@ def measure(tools, script, n, folder, repeat):
     walls = {key: [] for key in tools}
     counts = {key: [] for key in tools}
     rates = {key: [] for key in tools}
-    keys = list(tools)
-    for r in range(repeat):
-        start = r % len(keys)
-        for key in keys[start:] + keys[:start]:
-            tool = tools[key]
-            out = os.path.join(folder, f"run-{r}-{key.replace(' ', '-')}"
-                                       ".dat")
-            wall, _ = run_once(tool.argv(script, n, out))
-            walls[key].append(wall)
-            if tool.interval is not None:
-                count, rate = recorded(out)
-                counts[key].append(count)
-                rates[key].append(rate)
-                os.remove(out)
+    for r, key, tool in turns(tools, repeat):
+        out = os.path.join(folder, f"run-{r}-{key.replace(' ', '-')}.dat")
+        wall, _ = run_once(tool.argv(script, n, out))
+        walls[key].append(wall)
+        if tool.interval is not None:
+            count, rate = recorded(out)
+            counts[key].append(count)
+            rates[key].append(rate)
+            os.remove(out)
     return walls, counts, rates
 
 
