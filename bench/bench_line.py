@@ -24,8 +24,10 @@ function that memlens's ``settrace`` backend installs, with no profiled
 code; ``sys.settrace`` with no line callback at all (the interpreter's
 tracing mode alone, which before 3.12 also runs every instruction
 unspecialized); memlens's allocator hooks in light mode, which every line
-profile installs, with no tracing; and (3.12+) sys.monitoring LINE events
-delivered to memlens's C callback with nothing to do.
+profile installs, with no tracing; (3.11) the instrumented copy of the
+code with no profile running, so that each hook returns at once; and
+(3.12+) sys.monitoring LINE events delivered to memlens's C callback with
+nothing to do.
 
 Every tool profiles its own copy of each workload (same bytecode, its own
 code object), so that no tool sees, or rewrites, another's code object;
@@ -70,12 +72,18 @@ TARGET_MONITORING_A = 2.0  # (a), Python 3.12+
 TARGET_VS_MEMORY_PROFILER = 300.0  # memory_profiler's slowdown / memlens's
 
 HAS_MONITORING = sys.version_info >= (3, 12)
+HAS_INSTRUMENT = _backend.HAS_INSTRUMENT
+
+#: memlens's own choice of backend here (the environment may force one).
+DEFAULT_BACKEND = _backend.choose().name
 
 #: How a failed target names the floor of the backend in use.
 FLOOR_WORDS = {
     "floor_settrace": "the C trace function alone (no profiled code) costs",
     "floor_monitoring": "sys.monitoring LINE events to a no-op C callback "
                         "cost",
+    "floor_instrument": "the instrumented code with hooks returning at once "
+                        "costs",
 }
 
 
@@ -285,6 +293,27 @@ class MonitoringFloor(Plain):
         M.free_tool_id(self.tool)
 
 
+class InstrumentFloor(Plain):
+    """This copy's code swapped for its instrumented copy, with no profile
+    running: each hook is called and returns at once. The cost of the calls
+    themselves on the instrument backend."""
+
+    label = "instrumented code, hooks returning at once"
+
+    def __init__(self, func):
+        from memlens import _instrument
+        super().__init__(func)
+        self.code = func.__code__
+        _core._line_add_code(self.code, _line._last_line(self.code))
+        self.copy = _instrument.instrument(self.code)
+
+    def start(self):
+        self.func.__code__ = self.copy
+
+    def stop(self):
+        self.func.__code__ = self.code
+
+
 class LineProfilerTool(Plain):
     def __init__(self, func):
         self.func = func
@@ -333,7 +362,7 @@ def make_tools(func):
         "memlens": Memlens(copy_of(func, "memlens")),
         "memlens_alloc": Memlens(copy_of(func, "memlens_alloc"), alloc=True),
     }
-    if HAS_MONITORING:
+    if DEFAULT_BACKEND != "settrace":
         tools["memlens_st"] = Memlens(copy_of(func, "memlens_st"),
                                       backend="settrace")
         tools["memlens_alloc_st"] = Memlens(
@@ -345,6 +374,9 @@ def make_tools(func):
     if HAS_MONITORING:
         tools["floor_monitoring"] = MonitoringFloor(
             copy_of(func, "floor_monitoring"))
+    if HAS_INSTRUMENT:
+        tools["floor_instrument"] = InstrumentFloor(
+            copy_of(func, "floor_instrument"))
     tools["line_profiler"] = LineProfilerTool(copy_of(func, "line_profiler"))
     tools["plain_small"] = PlainSmall(copy_of(func, "plain_small"))
     tools["memory_profiler"] = MemoryProfilerTool(
@@ -365,7 +397,7 @@ def print_header(repeat):
     print(f"memlens line backend: {chosen}"
           + (f" ({_backend.ENV}={env})" if env else " (auto)")
           + ("; also run with settrace forced, for comparison"
-             if HAS_MONITORING else ""))
+             if chosen != "settrace" else ""))
     print(f"n = {N:,} ({N // MP_DIVISOR:,} for memory_profiler); "
           f"{repeat} repeats, tools taking turns")
     print("slowdown = median time / plain median for the same n; "
@@ -446,7 +478,7 @@ def main():
     floor_key = f"floor_{chosen}"
     if not HAS_MONITORING:
         print("  (the targets before 3.12 are stated for 3.11; 3.9 and 3.10 "
-              "use the same settrace backend)")
+              "use the settrace backend)")
     for letter, target, when in slow_targets:
         got = results[letter]["memlens"]
         ok = target_line(got <= target, f"({letter}) memlens <= "

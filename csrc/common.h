@@ -225,6 +225,14 @@ memlens_frame_back(memlens_frame *f)
 #define MEMLENS_FRAMES_IN_PLACE 0
 #endif
 
+/* 3.11: the line tracer's instrumented bytecode calls hooks that know a
+ * frame by the interpreter frame on top of the thread state. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define MEMLENS_LINE_INSTRUMENT 1
+#else
+#define MEMLENS_LINE_INSTRUMENT 0
+#endif
+
 /* sys.monitoring (PEP 669) arrived in 3.12: from there the line tracer
  * listens to LINE events on the profiled code objects only. */
 #if PY_VERSION_HEX >= 0x030C0000

@@ -426,6 +426,154 @@ tracer_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---- Backend 3: hooks called by instrumented bytecode (3.11) ----------
+ *
+ * On 3.11 a trace function turns off the specializing interpreter for
+ * every instruction; src/memlens/_instrument.py instead gives each profiled
+ * code object a copy that calls the builtins below, each bound to the
+ * code's statistics (a capsule of its tracer_code). A frame is known by its
+ * interpreter frame, read from the thread state: generators keep theirs
+ * across resumptions, and a new call always enters before its lines. */
+
+#if MEMLENS_LINE_INSTRUMENT
+static const char tracer_hook_name[] = "memlens.line_hook";
+
+static inline tracer_code *
+tracer_hook_code(PyObject *self)
+{
+    return PyCapsule_GetPointer(self, tracer_hook_name);
+}
+
+static inline const void *
+tracer_hook_frame(void)
+{
+    return memlens_iframe_top(PyThreadState_Get());
+}
+
+/* A frame of `c` that is not on top of this thread's stack runs a line:
+ * one that began before profiling did, or a generator resumed by throw(). */
+static MEMLENS_SLOW_PATH void
+tracer_hook_adopt(tracer_code *c, const void *frame, int line)
+{
+    tracer_push(c, frame, 0);
+    tracer_frame *top = tracer_top(tracer_tls);
+    if (top != NULL && top->frame == frame) {
+        tracer_start_line(top, line);
+    }
+}
+
+static PyObject *
+tracer_hook_line(PyObject *self, PyObject *arg)
+{
+    if (tracer_begun) {
+        const void *frame = tracer_hook_frame();
+        tracer_frame *top = tracer_top(tracer_tls);
+        int line = (int)PyLong_AsLong(arg);
+        if (top != NULL && top->frame == frame) {
+            tracer_line(top, line);
+        }
+        else {
+            tracer_hook_adopt(tracer_hook_code(self), frame, line);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* The line starts only if it is not the one running (reached both from
+ * its own line and from another). */
+static PyObject *
+tracer_hook_line_changed(PyObject *self, PyObject *arg)
+{
+    if (tracer_begun) {
+        const void *frame = tracer_hook_frame();
+        tracer_frame *top = tracer_top(tracer_tls);
+        int line = (int)PyLong_AsLong(arg);
+        if (top != NULL && top->frame == frame) {
+            if (top->line != line) {
+                tracer_line(top, line);
+            }
+        }
+        else {
+            tracer_hook_adopt(tracer_hook_code(self), frame, line);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tracer_hook_enter(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    if (tracer_begun) {
+        const void *frame = tracer_hook_frame();
+        tracer_thread *t = tracer_tls;
+        /* A frame left here unclosed is gone: this one just began. */
+        while (t != NULL && t->depth > 0
+               && t->frames[t->depth - 1].frame == frame) {
+            tracer_pop(t);
+        }
+        tracer_push(tracer_hook_code(self), frame, 1);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tracer_hook_resume(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    if (tracer_begun) {
+        tracer_push(tracer_hook_code(self), tracer_hook_frame(), 0);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Return, yield, or an exception leaving the frame. Runs even when no
+ * profiler is on, so that no frame stays open. */
+static PyObject *
+tracer_hook_leave(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    tracer_frame *top = tracer_top(tracer_tls);
+    if (top != NULL && top->frame == tracer_hook_frame()) {
+        tracer_pop(tracer_tls);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef tracer_hook_defs[] = {
+    {"enter", tracer_hook_enter, METH_O, NULL},
+    {"line", tracer_hook_line, METH_O, NULL},
+    {"line_changed", tracer_hook_line_changed, METH_O, NULL},
+    {"leave", tracer_hook_leave, METH_O, NULL},
+    {"resume", tracer_hook_resume, METH_O, NULL},
+};
+
+/* _line_ins_hooks(code) -> (enter, line, line_changed, leave, resume),
+ * builtins bound to the statistics of a registered code object. */
+static PyObject *
+tracer_py_ins_hooks(PyObject *m, PyObject *code)
+{
+    tracer_code *c = tracer_lookup(code);
+    if (c == NULL) {
+        return PyErr_Format(PyExc_ValueError,
+                            "_line_ins_hooks: %R is not registered", code);
+    }
+    PyObject *capsule = PyCapsule_New(c, tracer_hook_name, NULL);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    size_t n = sizeof(tracer_hook_defs) / sizeof(tracer_hook_defs[0]);
+    PyObject *out = PyTuple_New((Py_ssize_t)n);
+    for (size_t i = 0; out != NULL && i < n; i++) {
+        PyObject *f = PyCFunction_New(&tracer_hook_defs[i], capsule);
+        if (f == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)i, f);
+    }
+    Py_DECREF(capsule);
+    return out;
+}
+#endif
+
 /* ---- Python API -------------------------------------------------------- */
 
 /* _line_add_code(code, last_line): profile this code object. */
@@ -670,6 +818,10 @@ static PyMethodDef tracer_methods[] = {
      "sys.monitoring LINE callback."},
     {"_line_mon_leave", FASTCALL(tracer_mon_leave), METH_FASTCALL,
      "sys.monitoring PY_RETURN / PY_YIELD / PY_UNWIND callback."},
+#if MEMLENS_LINE_INSTRUMENT
+    {"_line_ins_hooks", tracer_py_ins_hooks, METH_O,
+     "_line_ins_hooks(code): the hooks of instrumented bytecode."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -65,7 +65,8 @@ def proc_dir(tmp_path):
 
 
 LINE_BACKENDS = ["settrace"] + (
-    ["monitoring"] if sys.version_info >= (3, 12) else [])
+    ["monitoring"] if sys.version_info >= (3, 12) else []) + (
+    ["instrument"] if sys.version_info[:2] == (3, 11) else [])
 
 
 @pytest.fixture(params=LINE_BACKENDS)

@@ -410,8 +410,15 @@ def test_backend_override_fails_loudly(monkeypatch):
             _backend.choose()
     else:
         assert _backend.choose().name == "monitoring"
+    monkeypatch.setenv("MEMLENS_LINE_BACKEND", "instrument")
+    if sys.version_info[:2] != (3, 11):
+        with pytest.raises(RuntimeError, match="3.11"):
+            _backend.choose()
+    else:
+        assert _backend.choose().name == "instrument"
     monkeypatch.delenv("MEMLENS_LINE_BACKEND")
-    expected = "monitoring" if sys.version_info >= (3, 12) else "settrace"
+    expected = ("monitoring" if sys.version_info >= (3, 12) else
+                "instrument" if sys.version_info >= (3, 11) else "settrace")
     assert _backend.choose().name == expected
 
 

@@ -2,10 +2,15 @@
 
 - ``settrace``: the C trace function (PyEval_SetTrace), per thread; the only
   choice before Python 3.12, and still available after.
+- ``instrument`` (Python 3.11): each profiled function runs a copy of its
+  code that calls memlens's C hooks at each line start (see
+  ``_instrument``), in every thread; tracing stays off, so the rest of the
+  program and the function's own instructions stay specialized.
 - ``monitoring``: sys.monitoring (PEP 669, Python 3.12+), with LINE events
   switched on for the profiled code objects only, in every thread.
 
-``auto`` (the default) takes ``monitoring`` where it exists. The
+``auto`` (the default) takes ``monitoring`` where it exists, ``instrument``
+on 3.11 and ``settrace`` before. The
 MEMLENS_LINE_BACKEND environment variable forces one; asking for a backend
 that cannot load raises instead of silently falling back.
 """
@@ -17,9 +22,10 @@ import threading
 from memlens import _core
 
 ENV = "MEMLENS_LINE_BACKEND"
-NAMES = ("auto", "settrace", "monitoring")
+NAMES = ("auto", "settrace", "instrument", "monitoring")
 
 HAS_MONITORING = sys.version_info >= (3, 12)
+HAS_INSTRUMENT = sys.version_info[:2] == (3, 11)
 
 
 class SettraceBackend:
@@ -30,10 +36,10 @@ class SettraceBackend:
     def __init__(self):
         self._local = threading.local()
 
-    def start(self, codes):
+    def start(self, functions):
         pass
 
-    def add_code(self, code):
+    def add_function(self, code, functions):
         pass
 
     def stop(self):
@@ -73,7 +79,7 @@ class MonitoringBackend:
         E = sys.monitoring.events
         return E.LINE | E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
 
-    def start(self, codes):
+    def start(self, functions):
         M = sys.monitoring
         for tool in self.TOOL_IDS:
             if M.get_tool(tool) is None:
@@ -97,10 +103,10 @@ class MonitoringBackend:
             M.register_callback(tool, event, callback)
         # Unwinding and throwing cannot be asked per code object.
         M.set_events(tool, E.PY_UNWIND | E.PY_THROW)
-        for code in codes:
-            self.add_code(code)
+        for code, funcs in functions:
+            self.add_function(code, funcs)
 
-    def add_code(self, code):
+    def add_function(self, code, functions):
         if self.tool is not None:
             sys.monitoring.set_local_events(self.tool, code,
                                             self._local_events())
@@ -128,17 +134,79 @@ class MonitoringBackend:
         pass
 
 
+class InstrumentBackend:
+    """Profiled functions run an instrumented copy of their code."""
+
+    name = "instrument"
+
+    def __init__(self):
+        self.swapped = []  # (function, original code, instrumented code)
+
+    def start(self, functions):
+        for code, funcs in functions:
+            self.add_function(code, funcs)
+
+    def add_function(self, code, functions):
+        copy = _instrumented(code)
+        for func in functions or _functions_running(code):
+            if func.__code__ is code:
+                func.__code__ = copy
+                self.swapped.append((func, code, copy))
+
+    def stop(self):
+        swapped, self.swapped = self.swapped, []
+        for func, code, copy in swapped:
+            # Unless someone gave the function other code meanwhile.
+            if func.__code__ is copy:
+                func.__code__ = code
+
+    def thread_on(self):
+        pass
+
+    def thread_off(self):
+        pass
+
+
+def _functions_running(code):
+    """The functions whose code is `code` (a code object was registered
+    without its function): found once, through the garbage collector."""
+    import gc
+    import types
+    return [obj for obj in gc.get_referrers(code)
+            if isinstance(obj, types.FunctionType) and obj.__code__ is code]
+
+
+#: Instrumented copy of each code object, made once.
+_COPIES = {}
+
+
+def _instrumented(code):
+    copy = _COPIES.get(id(code))
+    if copy is None or copy[0] is not code:
+        from memlens._instrument import instrument
+        copy = (code, instrument(code))
+        _COPIES[id(code)] = copy
+    return copy[1]
+
+
 def choose(name=None):
     """The backend asked by `name` or the environment, or the best one."""
     name = name or os.environ.get(ENV) or "auto"
     if name not in NAMES:
         raise ValueError(f"{ENV}={name!r}: must be one of {', '.join(NAMES)}")
     if name == "auto":
-        name = "monitoring" if HAS_MONITORING else "settrace"
+        name = ("monitoring" if HAS_MONITORING else
+                "instrument" if HAS_INSTRUMENT else "settrace")
     if name == "monitoring":
         if not HAS_MONITORING:
             raise RuntimeError(
                 f"the 'monitoring' line backend needs Python 3.12 or newer "
                 f"(this is {sys.version.split()[0]}); use 'settrace'")
         return MonitoringBackend()
+    if name == "instrument":
+        if not HAS_INSTRUMENT:
+            raise RuntimeError(
+                f"the 'instrument' line backend is for Python 3.11 (this is "
+                f"{sys.version.split()[0]}); use 'auto'")
+        return InstrumentBackend()
     return SettraceBackend()

@@ -28,6 +28,21 @@ MIB = 1024 * 1024
 # The engine: one per process, shared by every LineProfiler
 # --------------------------------------------------------------------------
 
+class _CodeKey:
+    """A code object as a dict key by identity."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code):
+        self.code = code
+
+    def __hash__(self):
+        return id(self.code)
+
+    def __eq__(self, other):
+        return self.code is other.code
+
+
 def _last_line(code):
     lines = [line for _, line in dis.findlinestarts(code) if line]
     return max(lines, default=code.co_firstlineno)
@@ -38,20 +53,24 @@ class _Engine:
 
     def __init__(self):
         self.lock = threading.RLock()
-        self.codes = []
+        # Each registered code object, with the functions that run it
+        # (the instrument backend swaps their code).
+        self.functions = {}
         self.count = 0
         self.backend = None
 
-    def add_code(self, code):
+    def add_code(self, code, func=None):
         with self.lock:
-            # Identity, not equality: equal code objects (the same source
-            # run twice) are different functions to trace.
-            if any(known is code for known in self.codes):
-                return
-            _core._line_add_code(code, _last_line(code))
-            self.codes.append(code)
+            # Equal code objects (the same source run twice) are different
+            # functions to trace: the dict is keyed by identity.
+            known = self.functions.get(_CodeKey(code))
+            if known is None:
+                _core._line_add_code(code, _last_line(code))
+                known = self.functions[_CodeKey(code)] = []
+            if func is not None and not any(f is func for f in known):
+                known.append(func)
             if self.backend is not None:
-                self.backend.add_code(code)
+                self.backend.add_function(code, known)
 
     def enable(self, alloc):
         with self.lock:
@@ -59,7 +78,8 @@ class _Engine:
                 backend = _backend.choose()
                 _core._line_begin(alloc)
                 try:
-                    backend.start(self.codes)
+                    backend.start([(key.code, funcs) for key, funcs
+                                   in self.functions.items()])
                 except BaseException:
                     _core._line_end(alloc)
                     raise
@@ -223,13 +243,16 @@ def show_results(profiler, stream=None, precision=1):
 # --------------------------------------------------------------------------
 
 def _code_of(func):
-    """The code object to profile for `func`, or TypeError."""
+    """The code object to profile for `func` and the function that runs it
+    (None for a code object), or TypeError."""
     if isinstance(func, types.CodeType):
-        return func
+        return func, None
     for candidate in (func, getattr(func, "__func__", None)):
         code = getattr(candidate, "__code__", None)
         if isinstance(code, types.CodeType):
-            return code
+            if not isinstance(candidate, types.FunctionType):
+                candidate = None
+            return code, candidate
     raise TypeError(f"cannot profile {func!r}: not a Python function")
 
 
@@ -256,9 +279,9 @@ class LineProfiler:
             self.add_function(func)
 
     def add_function(self, func):
-        code = _code_of(func)
+        code, function = _code_of(func)
         if not any(known is code for known in self.codes):
-            _ENGINE.add_code(code)
+            _ENGINE.add_code(code, function)
             # Statistics live per code object in the C engine: a profiler
             # starts its functions from zero.
             _core._line_clear(code)
@@ -322,8 +345,13 @@ class LineProfiler:
         if inspect.isgeneratorfunction(func):
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                # Traced only while the generator runs, not while it waits.
-                gen = func(*args, **kwargs)
+                # Traced only while the generator runs, not while it waits;
+                # made while enabled, so that it runs the code being traced.
+                self.enable()
+                try:
+                    gen = func(*args, **kwargs)
+                finally:
+                    self.disable()
                 enter(trace=False)
                 try:
                     value, error = None, None
