@@ -338,9 +338,11 @@ def test_trace_function_installed_before_is_kept(line_backend):
 
 
 def test_nothing_is_left_installed(line_backend):
+    code = known_sizes.__code__
     profiler = memlens.LineProfiler(known_sizes)
     with profiler:
-        pass
+        known_sizes()
+    assert known_sizes.__code__ is code
     state = _core.state()
     assert not state["line_profiling"] and not state["hooks_installed"]
     assert sys.gettrace() is None

@@ -184,7 +184,14 @@ def _instrumented(code):
     copy = _COPIES.get(id(code))
     if copy is None or copy[0] is not code:
         from memlens._instrument import instrument
-        copy = (code, instrument(code))
+        try:
+            copy = (code, instrument(code))
+        except Exception as exc:
+            raise RuntimeError(
+                f"memlens: cannot instrument {code.co_qualname} for the line "
+                f"profile ({type(exc).__name__}: {exc}); "
+                f"{ENV}=settrace profiles it with the trace function "
+                f"instead") from exc
         _COPIES[id(code)] = copy
     return copy[1]
 

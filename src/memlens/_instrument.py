@@ -42,6 +42,17 @@ _NO_FALL_THROUGH = frozenset({
     "JUMP_ABSOLUTE", "JUMP",
 })
 
+#: Backward jumps after which a hook can count the line they go back to:
+#: the unconditional one, and each conditional one with the forward jump
+#: of the opposite test that skips the hook and the jump.
+_OPPOSITE = {
+    "JUMP_BACKWARD": None,
+    "POP_JUMP_BACKWARD_IF_TRUE": "POP_JUMP_FORWARD_IF_FALSE",
+    "POP_JUMP_BACKWARD_IF_FALSE": "POP_JUMP_FORWARD_IF_TRUE",
+    "POP_JUMP_BACKWARD_IF_NONE": "POP_JUMP_FORWARD_IF_NOT_NONE",
+    "POP_JUMP_BACKWARD_IF_NOT_NONE": "POP_JUMP_FORWARD_IF_NONE",
+}
+
 #: Kinds of line hook.
 _ALWAYS, _IF_CHANGED = 1, 2
 
@@ -63,7 +74,7 @@ def _lineno(instr):
 
 def _line_hooks(items):
     """{index of an instruction in `items`: (kind, line)} for every line
-    start, and {index of a JUMP_BACKWARD: line} for the backward jumps to
+    start, and {index of a backward jump: line} for the backward jumps to
     an instruction of their own line that a conditional hook would miss."""
     index = {}     # id(instr) -> position in items
     label_at = {}  # id(label) -> position of the instruction it marks
@@ -94,7 +105,7 @@ def _line_hooks(items):
             target = label_at.get(id(item.arg))
             if target is not None:
                 edges[target].append((_lineno(item), target <= pos,
-                                      pos if item.name == "JUMP_BACKWARD"
+                                      pos if item.name in _OPPOSITE
                                       else None))
         previous = item
     hooks, back_jumps = {}, {}
@@ -154,7 +165,17 @@ def instrument(code):
             kind, at = hook
             out += _call(line if kind == _ALWAYS else line_changed, at, at)
         if pos in back_jumps:
-            out += _call(line, back_jumps[pos], lineno)
+            opposite = _OPPOSITE[item.name]
+            if opposite is None:
+                out += _call(line, back_jumps[pos], lineno)
+            else:
+                # Counted only when the jump is taken.
+                skip = Label()
+                out.append(Instr(opposite, skip, lineno=lineno))
+                out += _call(line, back_jumps[pos], lineno)
+                out.append(Instr("JUMP_BACKWARD", item.arg, lineno=lineno))
+                out.append(skip)
+                continue
         if item.name in ("RETURN_VALUE", "YIELD_VALUE"):
             out += _call(leave, None, lineno)
         out.append(item)

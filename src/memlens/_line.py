@@ -81,6 +81,7 @@ class _Engine:
                     backend.start([(key.code, funcs) for key, funcs
                                    in self.functions.items()])
                 except BaseException:
+                    backend.stop()  # what it had installed before failing
                     _core._line_end(alloc)
                     raise
                 self.backend = backend
