@@ -51,6 +51,8 @@ typedef struct {
     tracer_code *code; /* Borrowed from the engine. */
     const void *frame; /* Frame identity (trace backend), or NULL. */
     int line;          /* Line running, -1 none. */
+    int resumed;       /* The line runs on from before a yield: its
+                          occurrence was counted then. */
     uint64_t rss0;     /* RSS when the line (re)started. */
     uint64_t alloc0;   /* Thread's hook counters then. */
     uint64_t freed0;
@@ -252,13 +254,32 @@ static inline void
 tracer_line(tracer_frame *f, int line)
 {
     if (f->line >= 0) {
-        tracer_account(f, 1);
+        tracer_account(f, !f->resumed);
     }
+    f->resumed = 0;
     tracer_start_line(f, line);
 }
 
 /* A profiled frame starts (fresh: its first line is the def line, which
  * gets the call's own occurrence) or resumes. */
+static void tracer_push(tracer_code *c, const void *frame, int fresh);
+
+/* A frame resumes inside `line` (after a yield or await): what it does
+ * there is the line's, counted as the same occurrence. */
+static void
+tracer_push_resumed(tracer_code *c, const void *frame, int line)
+{
+    tracer_push(c, frame, 0);
+    tracer_thread *t = tracer_tls;
+    if (line >= 0 && t != NULL && t->depth > 0
+        && t->frames[t->depth - 1].frame == frame
+        && t->frames[t->depth - 1].code == c) {
+        tracer_frame *f = &t->frames[t->depth - 1];
+        tracer_start_line(f, line);
+        f->resumed = 1;
+    }
+}
+
 static void
 tracer_push(tracer_code *c, const void *frame, int fresh)
 {
@@ -290,6 +311,7 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     f->code = c;
     f->frame = frame;
     f->line = -1;
+    f->resumed = 0;
     f->alloc0 = memlens_hooks_tls.allocated;
     f->freed0 = memlens_hooks_tls.freed;
     if (fresh) {
@@ -304,7 +326,7 @@ tracer_pop(tracer_thread *t)
 {
     tracer_frame *f = &t->frames[--t->depth];
     if (f->line >= 0) {
-        tracer_account(f, 1);
+        tracer_account(f, !f->resumed);
     }
     if (t->depth > 0) {
         tracer_frame *caller = &t->frames[t->depth - 1];
@@ -323,6 +345,22 @@ tracer_top(tracer_thread *t)
 
 /* ---- Backend 1: the C trace function ----------------------------------- */
 
+/* Whether a frame's call event is its start, not a resumption. From 3.11
+ * a frame may run a few instructions before its RESUME (making cells,
+ * copying free variables; a generator's first steps), so "nothing ran
+ * yet" is "not past the first RESUME". */
+static inline int
+tracer_frame_fresh(PyFrameObject *frame, PyCodeObject *code)
+{
+    int lasti = MEMLENS_FRAME_LASTI(frame);
+#if PY_VERSION_HEX >= 0x030B0000
+    return lasti <= code->_co_firsttraceable * 2;
+#else
+    (void)code;
+    return lasti <= 0;
+#endif
+}
+
 static int
 tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
@@ -331,10 +369,16 @@ tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         case PyTrace_CALL: {
             PyCodeObject *code = PyFrame_GetCode(frame);
             tracer_code *c = tracer_lookup((PyObject *)code);
-            Py_DECREF(code);
             if (c != NULL) {
-                tracer_push(c, frame, MEMLENS_FRAME_LASTI(frame) <= 0);
+                if (tracer_frame_fresh(frame, code)) {
+                    tracer_push(c, frame, 1);
+                }
+                else {
+                    tracer_push_resumed(c, frame,
+                                        PyFrame_GetLineNumber(frame));
+                }
             }
+            Py_DECREF(code);
             break;
         }
         case PyTrace_LINE:
@@ -384,12 +428,17 @@ tracer_mon_start(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (tracer_check_args(nargs, 1, "_line_resume") < 0) {
+    if (tracer_check_args(nargs, 2, "_line_resume") < 0) {
         return NULL;
     }
     tracer_code *c = tracer_lookup(args[0]);
     if (c != NULL) {
-        tracer_push(c, NULL, 0);
+        long offset = PyLong_AsLong(args[1]);
+        if (offset == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        tracer_push_resumed(
+            c, NULL, PyCode_Addr2Line((PyCodeObject *)args[0], (int)offset));
     }
     Py_RETURN_NONE;
 }
@@ -516,11 +565,13 @@ tracer_hook_enter(PyObject *self, PyObject *Py_UNUSED(arg))
     Py_RETURN_NONE;
 }
 
+/* resume(line): after a yield or await, inside `line`. */
 static PyObject *
-tracer_hook_resume(PyObject *self, PyObject *Py_UNUSED(arg))
+tracer_hook_resume(PyObject *self, PyObject *arg)
 {
     if (tracer_begun) {
-        tracer_push(tracer_hook_code(self), tracer_hook_frame(), 0);
+        tracer_push_resumed(tracer_hook_code(self), tracer_hook_frame(),
+                            (int)PyLong_AsLong(arg));
     }
     Py_RETURN_NONE;
 }

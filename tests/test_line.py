@@ -226,6 +226,25 @@ def test_generators_are_attributed_per_resumption(line_backend):
     assert r["yield item"].occurrences == 3
 
 
+def consumer():
+    kept = []
+    while True:
+        kept.append([0] * ((yield len(kept)) or 0))
+
+
+def test_what_a_generator_does_after_resuming_is_its_lines(line_backend):
+    profiler = memlens.LineProfiler(consumer, alloc=True)
+    with profiler:
+        g = consumer()
+        next(g)
+        for _ in range(3):
+            g.send(10 ** 6)  # the list is made after the yield returns
+        g.close()
+    r = rows(profiler)["kept.append([0] * ((yield len(kept)) or 0))"]
+    assert r.allocated >= 3 * 8 * 10 ** 6
+    assert r.occurrences == 4  # counted as it starts, not as it resumes
+
+
 def test_coroutines(line_backend):
     profiler = memlens.LineProfiler(coro)
     with profiler:

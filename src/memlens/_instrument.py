@@ -187,7 +187,7 @@ def instrument(code):
                 ours = out[-1]
                 out += _call(enter, None, lineno)
             elif item.arg != 0:
-                out += _call(resume, None, lineno)
+                out += _call(resume, lineno, lineno)
     if covered:
         out.append(TryEnd(ours))
     # The handler: close the frame's line, then raise again from where the
