@@ -1,12 +1,17 @@
 /* tracer.c: line-by-line memory attribution.
  *
- * Line events come from one of two backends, chosen by the Python layer:
- *   - a C trace function (PyEval_SetTrace), per thread, before 3.12;
+ * Line events come from one of three backends, chosen by the Python layer:
+ *   - a C trace function (PyEval_SetTrace), per thread (3.9, 3.10; on
+ *     later versions when asked for);
+ *   - hooks called by instrumented bytecode (3.11): C builtins bound to a
+ *     code object's statistics, which a rewritten copy of the profiled
+ *     code calls at each line start, start, return, yield, resumption and
+ *     unwinding (src/memlens/_instrument.py);
  *   - sys.monitoring (3.12+): the callbacks below are C builtins that the
  *     Python layer registers for LINE, PY_START, PY_RESUME, PY_RETURN and
  *     PY_YIELD on the profiled code objects only, plus the global
  *     PY_UNWIND and PY_THROW.
- * Both feed the same per-line work: close the line that ran (its RSS
+ * All feed the same per-line work: close the line that ran (its RSS
  * change, its bytes allocated and freed), open the next.
  *
  * RSS is read only when it may have moved: the allocator hooks (in light
