@@ -140,6 +140,9 @@ class InstrumentBackend:
     name = "instrument"
 
     def __init__(self):
+        # Imported here, before the engine installs its allocator hooks:
+        # a first import is not something to profile.
+        from memlens import _instrument  # noqa: F401
         self.swapped = []  # (function, original code, instrumented code)
 
     def start(self, functions):
