@@ -516,34 +516,18 @@ tracer_hook_adopt(tracer_code *c, const void *frame, int line)
     }
 }
 
-static PyObject *
-tracer_hook_line(PyObject *self, PyObject *arg)
+/* line(n) starts line n; line_changed(n) only if n is not the line
+ * running (an instruction reached both from its own line and from
+ * another). */
+static inline PyObject *
+tracer_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
 {
     if (tracer_begun) {
         const void *frame = tracer_hook_frame();
         tracer_frame *top = tracer_top(tracer_tls);
         int line = (int)PyLong_AsLong(arg);
         if (top != NULL && top->frame == frame) {
-            tracer_line(top, line);
-        }
-        else {
-            tracer_hook_adopt(tracer_hook_code(self), frame, line);
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-/* The line starts only if it is not the one running (reached both from
- * its own line and from another). */
-static PyObject *
-tracer_hook_line_changed(PyObject *self, PyObject *arg)
-{
-    if (tracer_begun) {
-        const void *frame = tracer_hook_frame();
-        tracer_frame *top = tracer_top(tracer_tls);
-        int line = (int)PyLong_AsLong(arg);
-        if (top != NULL && top->frame == frame) {
-            if (top->line != line) {
+            if (!if_changed || top->line != line) {
                 tracer_line(top, line);
             }
         }
@@ -552,6 +536,18 @@ tracer_hook_line_changed(PyObject *self, PyObject *arg)
         }
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+tracer_hook_line(PyObject *self, PyObject *arg)
+{
+    return tracer_hook_line_at(self, arg, 0);
+}
+
+static PyObject *
+tracer_hook_line_changed(PyObject *self, PyObject *arg)
+{
+    return tracer_hook_line_at(self, arg, 1);
 }
 
 static PyObject *
