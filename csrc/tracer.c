@@ -690,6 +690,11 @@ tracer_py_begin(PyObject *m, PyObject *arg)
         tracer_fd = fd;
         tracer_fd_pid = getpid();
         tracer_read_rss();
+        /* Nothing was being profiled: frames still open here were left by
+         * an earlier run without their end (an error in a hook's call). */
+        if (tracer_tls != NULL) {
+            tracer_tls->depth = 0;
+        }
     }
     memlens_hooks_acquire(alloc);
     tracer_begun++;

@@ -468,3 +468,18 @@ def test_mismatched_line_end_is_refused():
             _core._line_end(False)
     finally:
         _core._line_end(True)
+
+
+def down(n):
+    return down(n + 1)
+
+
+def test_recursion_to_the_limit_leaves_a_usable_state(line_backend):
+    profiler = memlens.LineProfiler(down, known_sizes)
+    with pytest.raises(RecursionError):
+        with profiler:
+            down(0)
+    with profiler:
+        known_sizes()
+    assert _core._line_state()["depth"] == 0
+    assert rows(profiler, 1)["del b"].occurrences == 1
