@@ -269,10 +269,11 @@ tracer_line(tracer_frame *f, int line)
  * gets the call's own occurrence) or resumes. */
 static void tracer_push(tracer_code *c, const void *frame, int fresh);
 
-/* A frame resumes inside `line` (after a yield or await): what it does
- * there is the line's, counted as the same occurrence. */
+/* A frame goes on inside `line`: resumed (after a yield or await: what it
+ * does there is the line's, counted as the same occurrence) or adopted
+ * (seen first there: the line counts when it ends). */
 static void
-tracer_push_resumed(tracer_code *c, const void *frame, int line)
+tracer_push_in_line(tracer_code *c, const void *frame, int line, int resumed)
 {
     tracer_push(c, frame, 0);
     tracer_thread *t = tracer_tls;
@@ -281,7 +282,7 @@ tracer_push_resumed(tracer_code *c, const void *frame, int line)
         && t->frames[t->depth - 1].code == c) {
         tracer_frame *f = &t->frames[t->depth - 1];
         tracer_start_line(f, line);
-        f->resumed = 1;
+        f->resumed = resumed;
     }
 }
 
@@ -379,8 +380,8 @@ tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
                     tracer_push(c, frame, 1);
                 }
                 else {
-                    tracer_push_resumed(c, frame,
-                                        PyFrame_GetLineNumber(frame));
+                    tracer_push_in_line(c, frame, PyFrame_GetLineNumber(frame),
+                                        1);
                 }
             }
             Py_DECREF(code);
@@ -442,8 +443,9 @@ tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         if (offset == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        tracer_push_resumed(
-            c, NULL, PyCode_Addr2Line((PyCodeObject *)args[0], (int)offset));
+        tracer_push_in_line(
+            c, NULL, PyCode_Addr2Line((PyCodeObject *)args[0], (int)offset),
+            1);
     }
     Py_RETURN_NONE;
 }
@@ -504,18 +506,6 @@ tracer_hook_frame(void)
     return memlens_iframe_top(PyThreadState_Get());
 }
 
-/* A frame of `c` that is not on top of this thread's stack runs a line:
- * one that began before profiling did, or a generator resumed by throw(). */
-static MEMLENS_SLOW_PATH void
-tracer_hook_adopt(tracer_code *c, const void *frame, int line)
-{
-    tracer_push(c, frame, 0);
-    tracer_frame *top = tracer_top(tracer_tls);
-    if (top != NULL && top->frame == frame) {
-        tracer_start_line(top, line);
-    }
-}
-
 /* line(n) starts line n; line_changed(n) only if n is not the line
  * running (an instruction reached both from its own line and from
  * another). */
@@ -532,7 +522,9 @@ tracer_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
             }
         }
         else {
-            tracer_hook_adopt(tracer_hook_code(self), frame, line);
+            /* A frame not on top of this thread's stack: one that began
+             * before profiling did, or a generator resumed by throw(). */
+            tracer_push_in_line(tracer_hook_code(self), frame, line, 0);
         }
     }
     Py_RETURN_NONE;
@@ -571,8 +563,8 @@ static PyObject *
 tracer_hook_resume(PyObject *self, PyObject *arg)
 {
     if (tracer_begun) {
-        tracer_push_resumed(tracer_hook_code(self), tracer_hook_frame(),
-                            (int)PyLong_AsLong(arg));
+        tracer_push_in_line(tracer_hook_code(self), tracer_hook_frame(),
+                            (int)PyLong_AsLong(arg), 1);
     }
     Py_RETURN_NONE;
 }

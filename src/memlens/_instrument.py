@@ -76,19 +76,19 @@ def _line_hooks(items):
     """{index of an instruction in `items`: (kind, line)} for every line
     start, and {index of a backward jump: line} for the backward jumps to
     an instruction of their own line that a conditional hook would miss."""
-    index = {}     # id(instr) -> position in items
     label_at = {}  # id(label) -> position of the instruction it marks
     pending = []
+    # Every way into each instruction: (line it comes from, backwards?,
+    # position of the jump if it is one a hook can follow).
+    edges = {}
     for pos, item in enumerate(items):
         if isinstance(item, Label):
             pending.append(item)
         elif isinstance(item, Instr):
-            index[id(item)] = pos
+            edges[pos] = []
             for label in pending:
                 label_at[id(label)] = pos
             pending = []
-    # Every way into each instruction: (line it comes from, backwards?).
-    edges = {pos: [] for pos in index.values()}
     handlers = set()
     previous = None
     for pos, item in enumerate(items):
