@@ -61,7 +61,8 @@ enum {
     HOOKS_LIGHT = 1,
     HOOKS_EXACT = 2,
     HOOKS_TRACE = 4,
-    HOOKS_SAMPLED = 8
+    HOOKS_SAMPLED = 8,
+    HOOKS_PROBE = 16 /* Alone, while probing: see the probe, pass on. */
 };
 #define HOOKS_SAMPLING_ALONE (HOOKS_TRACE | HOOKS_SAMPLED)
 static int hooks_mode = 0; /* Atomic. */
@@ -171,7 +172,9 @@ memlens_hooks_note_external(uint64_t allocated, uint64_t freed)
     }
 }
 
-/* Marks the probe as seen by domain `d`. Only while probing, GIL held. */
+/* Marks the probe as seen by domain `d`: the probing thread's calls, in
+ * HOOKS_PROBE mode, with the GIL held. Every path that passes a call on
+ * without recording it comes here, so that the fast paths need not. */
 static inline void
 hooks_see_probe(hooks_domain *d)
 {
@@ -227,12 +230,16 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
 }
 
 /* Tracing alone, with sampling: most allocations fall between two marks
- * and need nothing but the countdown. */
+ * and need nothing but the countdown. Not a block over pymalloc's limit
+ * in the mem and obj domains: pymalloc hands those on to the raw domain,
+ * and the raw hook must find the busy flag raised, or the same bytes would
+ * count down twice and such blocks be marked twice as often. */
 static inline int
-hooks_unsampled(int mode, size_t size)
+hooks_unsampled(const hooks_domain *d, int mode, size_t size)
 {
     if (mode != HOOKS_SAMPLING_ALONE || memlens_hooks_tls.busy
-        || size >= memlens_hooks_tls.countdown) {
+        || size >= memlens_hooks_tls.countdown
+        || (size > MEMLENS_SMALL_BLOCK && d->domain != PYMEM_DOMAIN_RAW)) {
         return 0;
     }
     memlens_hooks_tls.countdown -= size;
@@ -246,6 +253,7 @@ static MEMLENS_SLOW_PATH void *
 hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
 {
     if (!hooks_records_here(mode)) {
+        hooks_see_probe(d);
         void *ptr = d->prev.malloc(d->prev.ctx, size);
         if (ptr != NULL) {
             hooks_moved_alloc(d, size);
@@ -266,11 +274,7 @@ hooks_malloc(void *ctx, size_t size)
 {
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
-    if (hooks_unsampled(mode, size)) {
-        return d->prev.malloc(d->prev.ctx, size);
-    }
-    if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
+    if (hooks_unsampled(d, mode, size) || mode == HOOKS_OFF) {
         return d->prev.malloc(d->prev.ctx, size);
     }
     return hooks_malloc_slow(d, mode, size);
@@ -280,6 +284,7 @@ static MEMLENS_SLOW_PATH void *
 hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
 {
     if (!hooks_records_here(mode)) {
+        hooks_see_probe(d);
         void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
         if (ptr != NULL) {
             hooks_moved_alloc(d, nelem * elsize);
@@ -303,11 +308,7 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     int mode = hooks_mode_now();
     /* A product that wraps around counts down a wrong size, harmlessly:
      * the allocator then fails. */
-    if (hooks_unsampled(mode, nelem * elsize)) {
-        return d->prev.calloc(d->prev.ctx, nelem, elsize);
-    }
-    if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
+    if (hooks_unsampled(d, mode, nelem * elsize) || mode == HOOKS_OFF) {
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     }
     return hooks_calloc_slow(d, mode, nelem, elsize);
@@ -319,10 +320,10 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
     if (mode == HOOKS_OFF) {
-        hooks_see_probe(d);
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
     if (!hooks_records_here(mode)) {
+        hooks_see_probe(d);
         void *res = d->prev.realloc(d->prev.ctx, ptr, size);
         if (res != NULL) {
             if (ptr != NULL) {
@@ -430,8 +431,8 @@ hooks_on_top(hooks_domain *d)
 static void
 hooks_probe_chains(void)
 {
-    /* The hooks see the probe only when they pass calls through. */
-    int mode = __atomic_exchange_n(&hooks_mode, HOOKS_OFF, __ATOMIC_SEQ_CST);
+    /* Recording paused; the probe goes through the hooks' slow paths. */
+    int mode = __atomic_exchange_n(&hooks_mode, HOOKS_PROBE, __ATOMIC_SEQ_CST);
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
         if (!d->in_chain || hooks_on_top(d)) {
