@@ -34,8 +34,8 @@ n live blocks for memlens exact and tracemalloc, a positive traced size for
 memlens sampled, at least n allocations in memray's file). The tools take
 turns within each repeat, each round starting one place further on, so that
 any drift of the machine affects them all alike. All of that is done in
-three fresh processes, one after the other (``--processes``), and each
-slowdown is the median of the three: how fast even the plain loop runs
+five fresh processes, one after the other (``--processes``), and each
+slowdown is the median of the five: how fast even the plain loop runs
 varies from one process to the next by up to 15% (where its few blocks and
 their pool land), and the hooks' share varies with it, so one process is
 one draw. Each process's slowdown is shown too.
@@ -105,14 +105,14 @@ TARGET_BYTES_PER_BLOCK = 32.0  # memlens exact bookkeeping per live block
 TARGET_SNAPSHOT_S = 0.5        # peak_snapshot() + statistics('lineno')
 
 
-QUICK_HELP = ("5 repeats in this process instead of 15 in each of "
-              "3 fresh ones (a smoke run)")
-
 #: Fresh interpreters the loops are timed in (the slowdowns are the median
 #: over them): how fast the plain loop itself runs depends on where a
 #: process's blocks happen to land, by up to 15%, and one process is one
 #: draw of that.
-PROCESSES = 3
+PROCESSES = 5
+
+QUICK_HELP = ("5 repeats in this process instead of 15 in each of "
+              f"{PROCESSES} fresh ones (a smoke run)")
 
 
 # --------------------------------------------------------------------------
