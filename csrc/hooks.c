@@ -230,15 +230,16 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
 }
 
 /* Tracing alone, with sampling: most allocations fall between two marks
- * and need nothing but the countdown. Not a block over pymalloc's limit
- * in the mem and obj domains: pymalloc hands those on to the raw domain,
- * and the raw hook must find the busy flag raised, or the same bytes would
- * count down twice and such blocks be marked twice as often. */
+ * and need nothing but the countdown. Calls made inside one of our hooks
+ * come here too, and count down: the hook puts the countdown back after
+ * the call below it (memlens_hooks_hold). Not a block over pymalloc's
+ * limit in the mem and obj domains: pymalloc hands those on to the raw
+ * domain, and only a slow path can put back what the raw hook counts
+ * down for them. */
 static inline int
 hooks_unsampled(const hooks_domain *d, int mode, size_t size)
 {
-    if (mode != HOOKS_SAMPLING_ALONE || memlens_hooks_tls.busy
-        || size >= memlens_hooks_tls.countdown
+    if (mode != HOOKS_SAMPLING_ALONE || size >= memlens_hooks_tls.countdown
         || (size > MEMLENS_SMALL_BLOCK && d->domain != PYMEM_DOMAIN_RAW)) {
         return 0;
     }
@@ -261,7 +262,9 @@ hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
         return ptr;
     }
     memlens_hooks_tls.busy = 1;
+    uint64_t held = memlens_hooks_hold();
     void *ptr = d->prev.malloc(d->prev.ctx, size);
+    memlens_hooks_unhold(held);
     if (ptr != NULL) {
         hooks_record_alloc(d, mode, ptr, size);
     }
@@ -292,7 +295,9 @@ hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
         return ptr;
     }
     memlens_hooks_tls.busy = 1;
+    uint64_t held = memlens_hooks_hold();
     void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
+    memlens_hooks_unhold(held);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
         hooks_record_alloc(d, mode, ptr, nelem * elsize);
@@ -343,7 +348,9 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     if (ptr != NULL && (mode & HOOKS_TRACE)) {
         memlens_trace_free(d->domain, ptr);
     }
+    uint64_t held = memlens_hooks_hold();
     void *res = d->prev.realloc(d->prev.ctx, ptr, size);
+    memlens_hooks_unhold(held);
     if (res == NULL) {
         /* The block is still there, unchanged: remember it again. */
         if (old != 0) {

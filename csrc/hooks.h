@@ -16,6 +16,27 @@ typedef struct {
 
 extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
 
+/* Around a call into an allocator below ours, made with the busy flag
+ * raised: what that call allocates through our hooks on the way (pymalloc
+ * handing a large block on to the raw domain) is not recorded, and must
+ * not count the sampling countdown down either, or the same bytes would
+ * count twice. The sampling fast path does not look at the busy flag;
+ * the countdown is put back instead:
+ *     uint64_t held = memlens_hooks_hold();
+ *     p = prev.malloc(prev.ctx, size);
+ *     memlens_hooks_unhold(held);                                        */
+static inline uint64_t
+memlens_hooks_hold(void)
+{
+    return memlens_hooks_tls.countdown;
+}
+
+static inline void
+memlens_hooks_unhold(uint64_t held)
+{
+    memlens_hooks_tls.countdown = held;
+}
+
 /* Bytes allocated or freed in the whole process since import, roughly
  * (updated with relaxed loads and stores, never a locked instruction, so
  * concurrent updates may be lost): RSS cannot move much while it stands

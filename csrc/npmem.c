@@ -12,8 +12,8 @@
  * `_multiarray_umath._ARRAY_API`, at the slots its ABI fixes.
  *
  * NumPy's own allocator may itself take memory from the Python allocators:
- * the hooks' busy flag is raised around it so that the block is counted
- * here, once.
+ * the hooks' busy flag is raised, and the sampling countdown held, around
+ * it so that the block is counted here, once.
  *
  * Threads: installation with the GIL held; the handler's functions run
  * wherever NumPy allocates and touch only thread-local counters.
@@ -84,7 +84,9 @@ static void *
 npmem_malloc(void *ctx, size_t size)
 {
     memlens_hooks_tls.busy++;
+    uint64_t held = memlens_hooks_hold();
     void *p = npmem_prev.malloc(npmem_prev.ctx, size);
+    memlens_hooks_unhold(held);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
         npmem_note_alloc(p, size);
@@ -96,7 +98,9 @@ static void *
 npmem_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     memlens_hooks_tls.busy++;
+    uint64_t held = memlens_hooks_hold();
     void *p = npmem_prev.calloc(npmem_prev.ctx, nelem, elsize);
+    memlens_hooks_unhold(held);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
         npmem_note_alloc(p, nelem * elsize);
@@ -111,7 +115,9 @@ npmem_realloc(void *ctx, void *ptr, size_t new_size)
     if (ptr != NULL) {
         npmem_note_free(ptr, 0);
     }
+    uint64_t held = memlens_hooks_hold();
     void *p = npmem_prev.realloc(npmem_prev.ctx, ptr, new_size);
+    memlens_hooks_unhold(held);
     memlens_hooks_tls.busy--;
     if (p != NULL) {
         /* NumPy does not tell the old size of a resize: the counters see
