@@ -267,25 +267,6 @@ tracer_line(tracer_frame *f, int line)
 
 /* A profiled frame starts (fresh: its first line is the def line, which
  * gets the call's own occurrence) or resumes. */
-static void tracer_push(tracer_code *c, const void *frame, int fresh);
-
-/* A frame goes on inside `line`: resumed (after a yield or await: what it
- * does there is the line's, counted as the same occurrence) or adopted
- * (seen first there: the line counts when it ends). */
-static void
-tracer_push_in_line(tracer_code *c, const void *frame, int line, int resumed)
-{
-    tracer_push(c, frame, 0);
-    tracer_thread *t = tracer_tls;
-    if (line >= 0 && t != NULL && t->depth > 0
-        && t->frames[t->depth - 1].frame == frame
-        && t->frames[t->depth - 1].code == c) {
-        tracer_frame *f = &t->frames[t->depth - 1];
-        tracer_start_line(f, line);
-        f->resumed = resumed;
-    }
-}
-
 static void
 tracer_push(tracer_code *c, const void *frame, int fresh)
 {
@@ -322,6 +303,23 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     f->freed0 = memlens_hooks_tls.freed;
     if (fresh) {
         tracer_start_line(f, c->first_line);
+    }
+}
+
+/* A frame goes on inside `line`: resumed (after a yield or await: what it
+ * does there is the line's, counted as the same occurrence) or adopted
+ * (seen first there: the line counts when it ends). */
+static void
+tracer_push_in_line(tracer_code *c, const void *frame, int line, int resumed)
+{
+    tracer_push(c, frame, 0);
+    tracer_thread *t = tracer_tls;
+    if (line >= 0 && t != NULL && t->depth > 0
+        && t->frames[t->depth - 1].frame == frame
+        && t->frames[t->depth - 1].code == c) {
+        tracer_frame *f = &t->frames[t->depth - 1];
+        tracer_start_line(f, line);
+        f->resumed = resumed;
     }
 }
 

@@ -179,13 +179,14 @@ def _functions_running(code):
             if isinstance(obj, types.FunctionType) and obj.__code__ is code]
 
 
-#: Instrumented copy of each code object, made once.
+#: Instrumented copy of each code object, made once: (code, copy) by
+#: id(code); the entry keeps the code alive, so the id stays its own.
 _COPIES = {}
 
 
 def _instrumented(code):
     copy = _COPIES.get(id(code))
-    if copy is None or copy[0] is not code:
+    if copy is None:
         from memlens._instrument import instrument
         try:
             copy = (code, instrument(code))
