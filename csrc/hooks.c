@@ -39,6 +39,8 @@ typedef struct {
     PyMemAllocatorEx prev; /* The allocator we chain to. GIL. */
     PyMemAllocatorEx ours; /* What we installed. GIL. */
     int in_chain;          /* Ours is somewhere in the chain. GIL. */
+    int lean;              /* Ours chains straight to pymalloc (see
+                              "Lean hooks" below). GIL. */
     int probed;            /* Saw the probe allocation. GIL. */
 } hooks_domain;
 
@@ -172,14 +174,30 @@ memlens_hooks_note_external(uint64_t allocated, uint64_t freed)
     }
 }
 
-/* Marks the probe as seen by domain `d`: the probing thread's calls, in
- * HOOKS_PROBE mode, with the GIL held. Every path that passes a call on
- * without recording it comes here, so that the fast paths need not. */
+/* Marks the probe as seen by domain `d`, with the block the call took in
+ * and the one it gave out: the probing thread's calls, in HOOKS_PROBE mode,
+ * with the GIL held. Every path that passes a call on without recording it
+ * comes here, so that the fast paths need not. */
 static inline void
-hooks_see_probe(hooks_domain *d)
+hooks_see_probe(hooks_domain *d, void *in, void *out)
 {
     if (memlens_hooks_tls.probe) {
         d->probed = 1;
+        memlens_hooks_tls.probe_in = in;
+        memlens_hooks_tls.probe_out = out;
+    }
+}
+
+/* A raw block freed or resized inside another hook of ours: pymalloc
+ * giving back through the raw domain a block it had handed on there. When
+ * sampling, its record may be in the raw table (made by the raw hook, or
+ * by a lean hook), and only this hook can take it back. */
+static inline void
+hooks_forget_inside(const hooks_domain *d, int mode, void *ptr)
+{
+    if ((mode & HOOKS_TRACE) && d->domain == PYMEM_DOMAIN_RAW && ptr != NULL
+        && memlens_trace_sample_bytes != 0) {
+        memlens_trace_free(PYMEM_DOMAIN_RAW, ptr);
     }
 }
 
@@ -254,8 +272,8 @@ static MEMLENS_SLOW_PATH void *
 hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
 {
     if (!hooks_records_here(mode)) {
-        hooks_see_probe(d);
         void *ptr = d->prev.malloc(d->prev.ctx, size);
+        hooks_see_probe(d, NULL, ptr);
         if (ptr != NULL) {
             hooks_moved_alloc(d, size);
         }
@@ -287,8 +305,8 @@ static MEMLENS_SLOW_PATH void *
 hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
 {
     if (!hooks_records_here(mode)) {
-        hooks_see_probe(d);
         void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
+        hooks_see_probe(d, NULL, ptr);
         if (ptr != NULL) {
             hooks_moved_alloc(d, nelem * elsize);
         }
@@ -328,8 +346,9 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
     if (!hooks_records_here(mode)) {
-        hooks_see_probe(d);
+        hooks_forget_inside(d, mode, ptr);
         void *res = d->prev.realloc(d->prev.ctx, ptr, size);
+        hooks_see_probe(d, ptr, res);
         if (res != NULL) {
             if (ptr != NULL) {
                 hooks_moved_free(d, 0);
@@ -382,7 +401,9 @@ static MEMLENS_SLOW_PATH void
 hooks_free_slow(hooks_domain *d, int mode, void *ptr)
 {
     if (!hooks_records_here(mode)) {
+        hooks_forget_inside(d, mode, ptr);
         d->prev.free(d->prev.ctx, ptr);
+        hooks_see_probe(d, ptr, NULL);
         hooks_moved_free(d, 0);
         return;
     }
@@ -423,13 +444,213 @@ hooks_free(void *ctx, void *ptr)
     hooks_free_slow(d, mode, ptr);
 }
 
+/* ---- Lean hooks -------------------------------------------------------
+ * Tracing alone with sampling spends nearly all its time passing calls
+ * on, and half the calls are frees, which sampling needs only for the few
+ * blocks it recorded. When the mem and obj domains chain to pymalloc, a
+ * lean hook leaves them their free (pymalloc's own, unhooked) and makes
+ * every block it records one that pymalloc hands on to the raw domain: a
+ * small block a mark falls in is asked for with MEMLENS_SMALL_BLOCK + 1
+ * bytes, and its free comes back through the raw hook, which forgets it
+ * (its record is in the raw table). Blocks over that size are left to the
+ * raw hook altogether, pymalloc handing them on, so that each byte counts
+ * once. A probe at link time checks that the allocator below does all this
+ * (hooks_pymalloc_below): not under the debug hooks, PYTHONMALLOC=malloc or
+ * another allocator. A small block costs MEMLENS_SMALL_BLOCK + 1 bytes
+ * while recorded, hence only for a sampling period of HOOKS_LEAN_MIN_SAMPLE
+ * bytes and more (at most 1/128 more memory).
+ *
+ * A lean hook sees no free: it serves sampling alone, and is relinked as a
+ * full hook when anyone else listens. If another hook chained above it
+ * since, it cannot be relinked, and a listener that needs frees is refused
+ * until that hook goes (hooks_check_lean); meanwhile it passes calls on. */
+
+#define HOOKS_LEAN_MIN_SAMPLE (64 * 1024)
+
+static int hooks_lean_allowed = 0; /* This tracing run may link lean. GIL. */
+
+enum { HOOKS_LEAN_MALLOC, HOOKS_LEAN_CALLOC, HOOKS_LEAN_REALLOC };
+
+/* A call a mark may fall in (or a resize, which may move a recorded raw
+ * block: the busy flag keeps the raw hook from counting it again and lets
+ * it forget the old record). */
+static MEMLENS_SLOW_PATH void *
+hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
+{
+    memlens_hooks_tls.busy = 1;
+    uint64_t weight = memlens_trace_weigh(size);
+    size_t asked = weight != 0 ? MEMLENS_SMALL_BLOCK + 1 : size;
+    uint64_t held = memlens_hooks_hold();
+    void *res;
+    switch (op) {
+        case HOOKS_LEAN_MALLOC:
+            res = d->prev.malloc(ctx, asked);
+            break;
+        case HOOKS_LEAN_CALLOC:
+            res = d->prev.calloc(ctx, 1, asked);
+            break;
+        default:
+            res = d->prev.realloc(ctx, ptr, asked);
+            break;
+    }
+    memlens_hooks_unhold(held);
+    if (res != NULL && weight != 0) {
+        memlens_trace_put_weighed(res, weight);
+    }
+    memlens_hooks_tls.busy = 0;
+    return res;
+}
+
+/* In any mode but sampling alone: pass on. */
+static MEMLENS_SLOW_PATH void *
+hooks_lean_pass(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
+                size_t size)
+{
+    void *res;
+    switch (op) {
+        case HOOKS_LEAN_MALLOC:
+            res = d->prev.malloc(ctx, size);
+            break;
+        case HOOKS_LEAN_CALLOC:
+            res = d->prev.calloc(ctx, nelem, size);
+            break;
+        default:
+            res = d->prev.realloc(ctx, ptr, size);
+            break;
+    }
+    hooks_see_probe(d, ptr, res);
+    return res;
+}
+
+static inline void *
+hooks_lean_malloc(hooks_domain *d, void *ctx, size_t size)
+{
+    if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
+        return hooks_lean_pass(d, ctx, HOOKS_LEAN_MALLOC, NULL, 1, size);
+    }
+    if (size > MEMLENS_SMALL_BLOCK) {
+        return d->prev.malloc(ctx, size); /* The raw hook counts it. */
+    }
+    if (size < memlens_hooks_tls.countdown) {
+        memlens_hooks_tls.countdown -= size;
+        return d->prev.malloc(ctx, size);
+    }
+    return hooks_lean_slow(d, ctx, HOOKS_LEAN_MALLOC, NULL, size);
+}
+
+static inline void *
+hooks_lean_calloc(hooks_domain *d, void *ctx, size_t nelem, size_t elsize)
+{
+    size_t size;
+    if (hooks_mode_now() != HOOKS_SAMPLING_ALONE
+        || __builtin_mul_overflow(nelem, elsize, &size)) {
+        return hooks_lean_pass(d, ctx, HOOKS_LEAN_CALLOC, NULL, nelem, elsize);
+    }
+    if (size > MEMLENS_SMALL_BLOCK) {
+        return d->prev.calloc(ctx, nelem, elsize);
+    }
+    if (size < memlens_hooks_tls.countdown) {
+        memlens_hooks_tls.countdown -= size;
+        return d->prev.calloc(ctx, nelem, elsize);
+    }
+    return hooks_lean_slow(d, ctx, HOOKS_LEAN_CALLOC, NULL, size);
+}
+
+static inline void *
+hooks_lean_realloc(hooks_domain *d, void *ctx, void *ptr, size_t size)
+{
+    if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
+        return hooks_lean_pass(d, ctx, HOOKS_LEAN_REALLOC, ptr, 1, size);
+    }
+    if (size > MEMLENS_SMALL_BLOCK) {
+        /* pymalloc moves a small block to a raw one, or resizes a raw
+         * one, through the raw domain: the raw hook counts it. */
+        return d->prev.realloc(ctx, ptr, size);
+    }
+    if (ptr == NULL && size < memlens_hooks_tls.countdown) {
+        memlens_hooks_tls.countdown -= size;
+        return d->prev.realloc(ctx, ptr, size);
+    }
+    return hooks_lean_slow(d, ctx, HOOKS_LEAN_REALLOC, ptr, size);
+}
+
+/* The entries of one domain's lean hook: its domain known statically, the
+ * context being pymalloc's. */
+#define HOOKS_LEAN_ENTRIES(name, index)                                       \
+    static void *name##_malloc(void *ctx, size_t size)                        \
+    {                                                                         \
+        return hooks_lean_malloc(&hooks_domains[index], ctx, size);           \
+    }                                                                         \
+    static void *name##_calloc(void *ctx, size_t nelem, size_t elsize)        \
+    {                                                                         \
+        return hooks_lean_calloc(&hooks_domains[index], ctx, nelem, elsize);  \
+    }                                                                         \
+    static void *name##_realloc(void *ctx, void *ptr, size_t size)            \
+    {                                                                         \
+        return hooks_lean_realloc(&hooks_domains[index], ctx, ptr, size);     \
+    }
+
+HOOKS_LEAN_ENTRIES(hooks_lean_mem, 1)
+HOOKS_LEAN_ENTRIES(hooks_lean_obj, 2)
+
+/* ---- Installation --------------------------------------------------- */
+
+/* Links our hook, full or lean, above d->prev. GIL. */
+static void
+hooks_link(hooks_domain *d, int lean)
+{
+    if (!lean) {
+        d->ours.ctx = d;
+        d->ours.malloc = hooks_malloc;
+        d->ours.calloc = hooks_calloc;
+        d->ours.realloc = hooks_realloc;
+        d->ours.free = hooks_free;
+    }
+    else {
+        int mem = d->domain == PYMEM_DOMAIN_MEM;
+        d->ours.ctx = d->prev.ctx;
+        d->ours.malloc = mem ? hooks_lean_mem_malloc : hooks_lean_obj_malloc;
+        d->ours.calloc = mem ? hooks_lean_mem_calloc : hooks_lean_obj_calloc;
+        d->ours.realloc =
+            mem ? hooks_lean_mem_realloc : hooks_lean_obj_realloc;
+        d->ours.free = d->prev.free;
+    }
+    PyMem_SetAllocator(d->domain, &d->ours);
+    d->in_chain = 1;
+    d->lean = lean;
+}
+
 /* Whether the current allocator of a domain is our hook. GIL. */
 static int
 hooks_on_top(hooks_domain *d)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator(d->domain, &cur);
-    return cur.ctx == (void *)d && cur.malloc == hooks_malloc;
+    return cur.ctx == d->ours.ctx && cur.malloc == d->ours.malloc;
+}
+
+/* Recording paused: calls go through the hooks' slow paths (the free's
+ * too), which see probes. */
+typedef struct {
+    int mode;
+    const uint8_t *filter;
+} hooks_paused;
+
+static hooks_paused
+hooks_pause(void)
+{
+    hooks_paused p;
+    p.mode = __atomic_exchange_n(&hooks_mode, HOOKS_PROBE, __ATOMIC_SEQ_CST);
+    p.filter =
+        __atomic_exchange_n(&hooks_sampling_filter, NULL, __ATOMIC_SEQ_CST);
+    return p;
+}
+
+static void
+hooks_resume(hooks_paused p)
+{
+    __atomic_store_n(&hooks_sampling_filter, p.filter, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hooks_mode, p.mode, __ATOMIC_SEQ_CST);
 }
 
 /* For each domain whose chain holds ours but not on top, checks that an
@@ -438,8 +659,7 @@ hooks_on_top(hooks_domain *d)
 static void
 hooks_probe_chains(void)
 {
-    /* Recording paused; the probe goes through the hooks' slow paths. */
-    int mode = __atomic_exchange_n(&hooks_mode, HOOKS_PROBE, __ATOMIC_SEQ_CST);
+    hooks_paused paused = hooks_pause();
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
         if (!d->in_chain || hooks_on_top(d)) {
@@ -465,20 +685,81 @@ hooks_probe_chains(void)
         memlens_hooks_tls.probe = 0;
         if (!d->probed) {
             d->in_chain = 0;
+            d->lean = 0;
         }
     }
-    __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
+    hooks_resume(paused);
+}
+
+/* Whether `a`, the allocator a mem or obj hook would chain to, hands its
+ * blocks over MEMLENS_SMALL_BLOCK bytes on to the raw domain unchanged and
+ * takes them back through there, as pymalloc does, while keeping small
+ * ones: the raw hook, linked first, watches calls made straight to `a`.
+ * GIL held. */
+static int
+hooks_pymalloc_below(const PyMemAllocatorEx *a)
+{
+    if (!hooks_domains[0].in_chain) {
+        return 0;
+    }
+    memlens_hooks_thread *t = &memlens_hooks_tls;
+    void *none = (void *)&hooks_domains; /* No call seen. */
+    const size_t big = MEMLENS_SMALL_BLOCK + 1;
+    hooks_paused paused = hooks_pause();
+    t->probe = 1;
+#define HOOKS_WATCH(call) (t->probe_in = t->probe_out = none, (call))
+#define HOOKS_SAW(in, out) (t->probe_in == (in) && t->probe_out == (out))
+    /* A large block, resized, freed. */
+    void *p = HOOKS_WATCH(a->malloc(a->ctx, big));
+    int ok = p != NULL && HOOKS_SAW(NULL, p);
+    if (p != NULL) {
+        void *q = HOOKS_WATCH(a->realloc(a->ctx, p, 2 * big));
+        ok = ok && q != NULL && HOOKS_SAW(p, q);
+        p = q != NULL ? q : p;
+        HOOKS_WATCH(a->free(a->ctx, p));
+        ok = ok && HOOKS_SAW(p, NULL);
+    }
+    /* A large zeroed one. */
+    p = HOOKS_WATCH(a->calloc(a->ctx, 1, big));
+    ok = ok && p != NULL && HOOKS_SAW(NULL, p);
+    if (p != NULL) {
+        HOOKS_WATCH(a->free(a->ctx, p));
+        ok = ok && HOOKS_SAW(p, NULL);
+    }
+    /* A small one, kept, then grown into a large one. */
+    p = HOOKS_WATCH(a->malloc(a->ctx, 16));
+    ok = ok && p != NULL && HOOKS_SAW(none, none);
+    if (p != NULL) {
+        void *q = HOOKS_WATCH(a->realloc(a->ctx, p, big));
+        ok = ok && q != NULL && HOOKS_SAW(NULL, q);
+        p = q != NULL ? q : p;
+        HOOKS_WATCH(a->free(a->ctx, p));
+        ok = ok && HOOKS_SAW(p, NULL);
+    }
+#undef HOOKS_WATCH
+#undef HOOKS_SAW
+    t->probe = 0;
+    hooks_resume(paused);
+    return ok;
+}
+
+/* The mode that these listeners make. */
+static int
+hooks_mode_for(long exact_users, long light_users, int tracing)
+{
+    int mode = (exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
+               | (light_users ? HOOKS_LIGHT : 0) | (tracing ? HOOKS_TRACE : 0);
+    if (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0) {
+        mode |= HOOKS_SAMPLED;
+    }
+    return mode;
 }
 
 static void
 hooks_set_mode(void)
 {
-    int mode = (hooks_exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
-               | (hooks_light_users ? HOOKS_LIGHT : 0)
-               | (hooks_tracing ? HOOKS_TRACE : 0);
-    if (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0) {
-        mode |= HOOKS_SAMPLED;
-    }
+    int mode =
+        hooks_mode_for(hooks_exact_users, hooks_light_users, hooks_tracing);
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
     __atomic_store_n(&hooks_sampling_filter,
                      mode == HOOKS_SAMPLING_ALONE ? memlens_trace_filter
@@ -534,8 +815,6 @@ hooks_arena_link(int wanted)
     }
 }
 
-/* ---- Installation --------------------------------------------------- */
-
 /* Whether a domain needs our hook for the listeners there are now: the
  * obj domain only for exact ones. */
 static int
@@ -554,22 +833,23 @@ hooks_sync(void)
 {
     hooks_set_mode();
     hooks_probe_chains();
+    int sampling_alone = hooks_mode_now() == HOOKS_SAMPLING_ALONE;
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
         int wanted = hooks_domain_wanted(d);
         if (wanted && !d->in_chain) {
             PyMem_GetAllocator(d->domain, &d->prev);
-            d->ours.ctx = d;
-            d->ours.malloc = hooks_malloc;
-            d->ours.calloc = hooks_calloc;
-            d->ours.realloc = hooks_realloc;
-            d->ours.free = hooks_free;
-            PyMem_SetAllocator(d->domain, &d->ours);
-            d->in_chain = 1;
+            hooks_link(d, d->domain != PYMEM_DOMAIN_RAW && hooks_lean_allowed
+                              && sampling_alone
+                              && hooks_pymalloc_below(&d->prev));
+        }
+        else if (wanted && d->lean && !sampling_alone && hooks_on_top(d)) {
+            hooks_link(d, 0); /* Frees are wanted now. */
         }
         else if (!wanted && d->in_chain && hooks_on_top(d)) {
             PyMem_SetAllocator(d->domain, &d->prev);
             d->in_chain = 0;
+            d->lean = 0;
         }
         /* Not wanted but someone chained above us: stay, passing
          * through. */
@@ -593,14 +873,46 @@ hooks_fresh_start(void)
         if (d->in_chain && hooks_on_top(d)) {
             PyMem_SetAllocator(d->domain, &d->prev);
             d->in_chain = 0;
+            d->lean = 0;
         }
     }
 }
 
-void
+/* Whether listeners that make `mode` can be served: not by a lean hook
+ * that another hook holds in its chain, unless they need no frees. Sets
+ * RuntimeError. GIL. */
+static int
+hooks_check_lean(int mode)
+{
+    if (mode == HOOKS_OFF || mode == HOOKS_LIGHT
+        || mode == HOOKS_SAMPLING_ALONE) {
+        return 0;
+    }
+    hooks_probe_chains();
+    for (int i = 0; i < HOOKS_NDOMAINS; i++) {
+        hooks_domain *d = &hooks_domains[i];
+        if (d->in_chain && d->lean && !hooks_on_top(d)) {
+            PyErr_SetString(
+                PyExc_RuntimeError,
+                "memlens cannot count frees while another allocator hook "
+                "(such as tracemalloc) that started during sampled "
+                "tracing is still installed above memlens's; stop that "
+                "hook first (tracemalloc.stop())");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
 memlens_hooks_acquire(int exact)
 {
     hooks_fresh_start();
+    int mode = hooks_mode_for(hooks_exact_users + (exact != 0),
+                              hooks_light_users + (exact == 0), hooks_tracing);
+    if (hooks_check_lean(mode) < 0) {
+        return -1;
+    }
     if (exact) {
         hooks_exact_users++;
     }
@@ -608,6 +920,7 @@ memlens_hooks_acquire(int exact)
         hooks_light_users++;
     }
     hooks_sync();
+    return 0;
 }
 
 void
@@ -627,18 +940,30 @@ memlens_hooks_release(int exact)
     }
 }
 
-void
+int
 memlens_hooks_trace(int on)
 {
     if (on && !hooks_tracing) {
+        int fresh = memlens_hooks_users() == 0;
         hooks_fresh_start();
+        if (hooks_check_lean(
+                hooks_mode_for(hooks_exact_users, hooks_light_users, 1))
+            < 0) {
+            return -1;
+        }
+        /* Lean hooks only where nothing else listens, from the start: a
+         * full hook's records of small blocks need their frees. */
+        hooks_lean_allowed =
+            fresh && memlens_trace_sample_bytes >= HOOKS_LEAN_MIN_SAMPLE;
         hooks_tracing = 1;
         hooks_sync();
     }
     else if (!on && hooks_tracing) {
         hooks_tracing = 0;
+        hooks_lean_allowed = 0;
         hooks_sync();
     }
+    return 0;
 }
 
 /* _hooks_acquire(exact=True): one more user of the hooks. */
@@ -653,7 +978,9 @@ hooks_py_acquire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs == 1 && (exact = PyObject_IsTrue(args[0])) < 0) {
         return NULL;
     }
-    memlens_hooks_acquire(exact);
+    if (memlens_hooks_acquire(exact) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -717,6 +1044,19 @@ hooks_py_relink(PyObject *module, PyObject *Py_UNUSED(args))
     Py_RETURN_NONE;
 }
 
+/* _hooks_lean() -> (mem, obj): whether each domain's hook is a lean one
+ * (tests). */
+static PyObject *
+hooks_py_lean(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    return Py_BuildValue(
+        "(OO)",
+        hooks_domains[1].in_chain && hooks_domains[1].lean ? Py_True
+                                                           : Py_False,
+        hooks_domains[2].in_chain && hooks_domains[2].lean ? Py_True
+                                                           : Py_False);
+}
+
 /* alloc_counters() -> (allocated, freed, failures): bytes since import. */
 static PyObject *
 hooks_py_counters(PyObject *module, PyObject *Py_UNUSED(args))
@@ -738,6 +1078,7 @@ static PyMethodDef hooks_methods[] = {
      METH_FASTCALL, "Release one user of the allocator hooks."},
     {"_hooks_relink", hooks_py_relink, METH_NOARGS,
      "Re-link hooks that another allocator hook's removal dropped."},
+    {"_hooks_lean", hooks_py_lean, METH_NOARGS, NULL},
     {"alloc_counters", hooks_py_counters, METH_NOARGS,
      "alloc_counters() -> (allocated, freed, failures), bytes."},
     {NULL, NULL, 0, NULL},

@@ -8,6 +8,8 @@
 typedef struct {
     int busy;           /* Inside one of our hooks: do not record again. */
     int probe;          /* Probing which domains still reach our hooks. */
+    void *probe_in;     /* While probing: the block the last call through */
+    void *probe_out;    /* a hook took in (freed, resized) and gave out. */
     uint64_t allocated; /* Bytes handed out to this thread (exact mode). */
     uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
     uint64_t countdown; /* Tracing with sampling: bytes before the next
@@ -67,13 +69,15 @@ memlens_small_net_add(int64_t n)
 
 /* Users of the hooks. `exact` users need every block sized on free (the
  * live-block table, a lock per call); the others only need the churn.
- * Install on the first user, uninstall after the last. GIL held. */
-void memlens_hooks_acquire(int exact);
+ * Install on the first user, uninstall after the last. GIL held. Acquiring
+ * fails (RuntimeError, -1) when hooks that cannot see frees are held in a
+ * chain by another hook above them and the new user needs frees. */
+int memlens_hooks_acquire(int exact);
 void memlens_hooks_release(int exact);
 
 /* Turns the tracing records on or off in the hooks (trace.c keeps them).
- * GIL held. */
-void memlens_hooks_trace(int on);
+ * GIL held. Turning on may fail as acquiring does. */
+int memlens_hooks_trace(int on);
 
 /* Counts an allocation or a free made outside the Python allocators (the
  * NumPy data handler), for the thread-local counters and the churn. */

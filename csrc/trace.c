@@ -281,7 +281,7 @@ uint64_t memlens_trace_sample_bytes = 0;
 static trace_table trace_gil_table;
 static trace_table trace_raw_table; /* trace_raw_lock. */
 static pthread_mutex_t trace_raw_lock = PTHREAD_MUTEX_INITIALIZER;
-static trace_big *trace_bigs = NULL; /* Owned; blocks >= 4 GiB. */
+static trace_big *trace_bigs = NULL; /* Owned; trace_raw_lock. */
 static size_t trace_nbigs = 0, trace_capbigs = 0;
 static int64_t trace_total = 0, trace_peak = 0;
 static int trace_at_peak = 0;
@@ -878,6 +878,8 @@ trace_current_site_walk(PyThreadState *ts)
 
 /* ---- Recording -------------------------------------------------------- */
 
+/* The list of weights of 4 GiB and more: both sides use it, under
+ * trace_raw_lock (it is touched only for such blocks). */
 static void
 trace_big_put(uintptr_t ptr, uint64_t size)
 {
@@ -905,10 +907,17 @@ trace_big_pop(uintptr_t ptr)
     return 0;
 }
 
+/* The weight an entry of the GIL table stands for. */
 static inline uint64_t
 trace_real_size(uintptr_t ptr, uint32_t stored)
 {
-    return stored == TRACE_BIG_SIZE ? trace_big_pop(ptr) : stored;
+    if (stored != TRACE_BIG_SIZE) {
+        return stored;
+    }
+    pthread_mutex_lock(&trace_raw_lock);
+    uint64_t weight = trace_big_pop(ptr);
+    pthread_mutex_unlock(&trace_raw_lock);
+    return weight;
 }
 
 /* With the GIL: a traced block into the GIL table. */
@@ -937,7 +946,9 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
         trace_apply(old_site, -(int64_t)old, -1);
     }
     if (stored == TRACE_BIG_SIZE) {
+        pthread_mutex_lock(&trace_raw_lock);
         trace_big_put((uintptr_t)ptr, weight);
+        pthread_mutex_unlock(&trace_raw_lock);
     }
     /* pymalloc hands out the blocks of a size class one after the other
      * in a pool: the next one of this size is likely right after this
@@ -989,26 +1000,17 @@ trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
     return 1;
 }
 
-/* A raw-domain block: under the lock; sites only with the GIL. Weights
- * that do not fit the entry (4 GiB and more) are capped: the big-block
- * list belongs to the GIL side. */
+/* A block of `weight` bytes into the raw table: under the lock; sites
+ * only with the GIL (`gil`). */
 static void
-trace_record_raw(void *ptr, size_t size)
+trace_put_raw(void *ptr, uint64_t weight, int gil)
 {
-    int gil = trace_gil_here();
-    if (gil) {
-        trace_maybe_drain();
-    }
-    uint64_t weight = trace_weight_of(size);
-    if (weight == 0) {
-        return;
-    }
-    if (weight >= TRACE_BIG_SIZE) {
-        weight = TRACE_BIG_SIZE - 1;
-    }
     uint32_t site =
         gil ? trace_current_site(trace_tstate_ok) : TRACE_UNKNOWN_SITE;
-    uint32_t old_weight = 0, old_site = 0;
+    uint32_t stored =
+        weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
+    uint32_t old_stored = 0, old_site = 0;
+    uint64_t old_weight = 0;
     pthread_mutex_lock(&trace_raw_lock);
     if (!__atomic_load_n(&memlens_trace_on, __ATOMIC_SEQ_CST)) {
         /* A thread without the GIL that came in before a stop: the tables
@@ -1017,12 +1019,17 @@ trace_record_raw(void *ptr, size_t size)
         pthread_mutex_unlock(&trace_raw_lock);
         return;
     }
-    int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr,
-                             (uint32_t)weight, site, &old_weight, &old_site);
+    int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr, stored, site,
+                             &old_stored, &old_site);
     int ok = rc >= 0;
     int kept = ok;
-    if (rc == 1 && !gil) {
-        trace_enqueue(old_site, -(int64_t)old_weight, -1);
+    if (rc == 1) {
+        old_weight = old_stored == TRACE_BIG_SIZE
+                         ? trace_big_pop((uintptr_t)ptr)
+                         : old_stored;
+        if (!gil) {
+            trace_enqueue(old_site, -(int64_t)old_weight, -1);
+        }
     }
     if (ok && !gil && !trace_enqueue(site, (int64_t)weight, 1)) {
         /* No room to apply it later: do not keep the record either, so
@@ -1030,6 +1037,9 @@ trace_record_raw(void *ptr, size_t size)
         uint32_t w2, s2;
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &w2, &s2);
         kept = 0;
+    }
+    if (kept && stored == TRACE_BIG_SIZE) {
+        trace_big_put((uintptr_t)ptr, weight);
     }
     /* A replaced record was counted already, at the same address. */
     if (rc == 0 && kept) {
@@ -1051,6 +1061,20 @@ trace_record_raw(void *ptr, size_t size)
     }
 }
 
+/* A raw-domain block, with or without the GIL. */
+static void
+trace_record_raw(void *ptr, size_t size)
+{
+    int gil = trace_gil_here();
+    if (gil) {
+        trace_maybe_drain();
+    }
+    uint64_t weight = trace_weight_of(size);
+    if (weight != 0) {
+        trace_put_raw(ptr, weight, gil);
+    }
+}
+
 static void
 trace_forget_raw(void *ptr)
 {
@@ -1058,12 +1082,15 @@ trace_forget_raw(void *ptr)
         return;
     }
     int gil = trace_gil_here();
-    uint32_t weight, site;
+    uint32_t stored, site;
+    uint64_t weight = 0;
     pthread_mutex_lock(&trace_raw_lock);
     int found =
-        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &weight, &site);
+        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &stored, &site);
     if (found) {
         trace_filter_uncount((uintptr_t)ptr);
+        weight =
+            stored == TRACE_BIG_SIZE ? trace_big_pop((uintptr_t)ptr) : stored;
     }
     if (found && !gil) {
         trace_enqueue(site, -(int64_t)weight, -1);
@@ -1113,6 +1140,20 @@ memlens_trace_realloc(int domain, void *old, void *ptr, size_t size)
     memlens_trace_alloc(domain, ptr, size);
 }
 
+uint64_t
+memlens_trace_weigh(size_t size)
+{
+    return trace_gil_here() ? trace_weight_of(size) : 0;
+}
+
+void
+memlens_trace_put_weighed(void *ptr, uint64_t weight)
+{
+    /* memlens_trace_weigh has just checked this thread's state. */
+    trace_maybe_drain();
+    trace_put_raw(ptr, weight, 1);
+}
+
 void
 memlens_trace_external_alloc(void *ptr, size_t size)
 {
@@ -1150,10 +1191,10 @@ trace_clear_all(void)
     pthread_mutex_lock(&trace_raw_lock);
     trace_table_clear(&trace_raw_table);
     trace_nqueue = 0;
-    pthread_mutex_unlock(&trace_raw_lock);
     free(trace_bigs);
     trace_bigs = NULL;
     trace_nbigs = trace_capbigs = 0;
+    pthread_mutex_unlock(&trace_raw_lock);
     free(trace_dirty);
     trace_dirty = NULL;
     trace_ndirty = trace_capdirty = 0;
@@ -1233,7 +1274,11 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_in_place =
         !trace_frames_api && trace_frames_agree(PyThreadState_Get());
     __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
-    memlens_hooks_trace(1);
+    if (memlens_hooks_trace(1) < 0) {
+        __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
+        trace_clear_all();
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 

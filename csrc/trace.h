@@ -59,6 +59,15 @@ void memlens_trace_free(int domain, void *ptr);
 /* The same for a resize, as one operation. */
 void memlens_trace_realloc(int domain, void *old, void *ptr, size_t size);
 
+/* Sampling in the mem and obj hooks that chain straight to pymalloc
+ * (hooks.c): the weight an allocation of `size` bytes gets (0: not
+ * recorded; the countdown moves either way), and the record of a block
+ * given that weight. The record goes to the raw domain's table: such a
+ * block is one pymalloc handed on to the raw domain, and its free comes
+ * back through there. GIL held. */
+uint64_t memlens_trace_weigh(size_t size);
+void memlens_trace_put_weighed(void *ptr, uint64_t weight);
+
 /* A block handed out outside the Python allocators (NumPy's data); its
  * free passes its size. GIL held. */
 void memlens_trace_external_alloc(void *ptr, size_t size);

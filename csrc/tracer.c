@@ -686,7 +686,13 @@ tracer_py_begin(PyObject *m, PyObject *arg)
             tracer_tls->depth = 0;
         }
     }
-    memlens_hooks_acquire(alloc);
+    if (memlens_hooks_acquire(alloc) < 0) {
+        if (tracer_begun == 0) {
+            close(tracer_fd);
+            tracer_fd = -1;
+        }
+        return NULL;
+    }
     tracer_begun++;
     tracer_alloc_users += alloc;
     Py_RETURN_NONE;

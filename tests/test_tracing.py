@@ -454,6 +454,25 @@ def test_an_address_reused_after_an_unseen_free_is_not_counted_twice(domain):
         _core._trace_block(domain, 0x40, 10)
 
 
+@pytest.mark.parametrize("domain", [0, 1], ids=["raw", "mem"])
+@pytest.mark.parametrize("sample_bytes", [0, 512 * 1024])
+def test_blocks_of_four_gib_and_more_keep_their_size(domain, sample_bytes):
+    # A record keeps 32 bits of size; bigger ones go to a list of their own,
+    # on the raw side too.
+    big = 5 * 1024 ** 3
+    with memlens.tracing(sample_bytes=sample_bytes):
+        start = memlens.traced_memory()[0]
+        _core._trace_block(domain, 0x40, big)
+        grown = memlens.traced_memory()[0] - start
+        _core._trace_block(domain, 0x80, big + 4096)
+        _core._trace_block(domain, 0x40, -1)
+        _core._trace_block(domain, 0x80, big)  # replaces its big record
+        _core._trace_block(domain, 0x80, -1)
+        left = memlens.traced_memory()[0] - start
+        assert grown == pytest.approx(big, rel=0.01)
+        assert abs(left) < 2 * 1024 * 1024
+
+
 def _filter_matches_the_tables():
     stats = _core._trace_stats()
     assert stats["filter_full"] == 0
