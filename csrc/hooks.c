@@ -11,6 +11,8 @@
  *   - light (the line profiler's RSS columns): only the process-wide churn
  *     is kept, with no lock and no table, so that the tracer knows when RSS
  *     may have moved and is worth reading.
+ * Tracing alone with sampling, over pymalloc, uses lean mem and obj hooks
+ * that leave frees to pymalloc (see "Lean hooks" below).
  * In exact mode a thread-local flag stays set across the call to the
  * previous allocator, so that pymalloc handing a large request on to the
  * raw domain is recorded once, not twice. The churn ignores the flag: a

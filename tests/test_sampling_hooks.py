@@ -4,6 +4,7 @@ raw domain, whose hook sees it go."""
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import tracemalloc
@@ -16,6 +17,11 @@ from memlens import _core
 from conftest import MiB
 
 SAMPLE = 512 * 1024
+# Lean hooks need pymalloc below: not under PYTHONMALLOC=malloc or debug
+# (the sanitizer runs), nor in a free-threaded build.
+PYMALLOC = (os.environ.get("PYTHONMALLOC", "") in ("", "pymalloc")
+            and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+LEAN = (PYMALLOC, PYMALLOC)
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +66,7 @@ def grown_lists():
 
 def test_sampling_alone_links_lean_hooks_whose_frees_leave_nothing():
     with memlens.tracing(sample_bytes=SAMPLE):
-        assert _core._hooks_lean() == (True, True)
+        assert _core._hooks_lean() == LEAN
         before = memlens.traced_memory()[0]
         keep = [bytes(100) for _ in range(300_000)]
         grown = memlens.traced_memory()[0] - before
@@ -84,7 +90,7 @@ def test_resized_blocks_are_estimated_within_ten_percent():
     exact_sizes = allocated_by_line(exact.snapshot)
     del kept
     with memlens.tracing(sample_bytes=SAMPLE) as sampled:
-        assert _core._hooks_lean() == (True, True)
+        assert _core._hooks_lean() == LEAN
         kept = grown_lists()
     estimates = allocated_by_line(sampled.snapshot)
     checked = 0
@@ -108,7 +114,7 @@ def test_resized_blocks_are_estimated_within_ten_percent():
 
 def test_a_listener_that_needs_frees_relinks_full_hooks():
     with memlens.tracing(sample_bytes=SAMPLE):
-        assert _core._hooks_lean() == (True, True)
+        assert _core._hooks_lean() == LEAN
         base = memlens.traced_memory()[0]
         keep = [bytes(200) for _ in range(200_000)]
         assert memlens.traced_memory()[0] - base > 30 * MiB
@@ -149,14 +155,15 @@ def test_tracemalloc_started_during_sampled_tracing():
             more = [bytes(100) for _ in range(100_000)]
             assert tracemalloc.get_traced_memory()[0] > 10 * MiB
             del more
-            # memlens's hooks, held under tracemalloc's, see no frees:
-            # what needs them is refused with a clear message
-            with pytest.raises(RuntimeError, match="tracemalloc.stop"):
-                memlens.start_tracing()
-            with pytest.raises(RuntimeError, match="tracemalloc.stop"):
-                with memlens.measure():
-                    pass
-            assert not memlens.is_tracing()
+            if PYMALLOC:
+                # memlens's lean hooks, held under tracemalloc's, see no
+                # frees: what needs them is refused with a clear message
+                with pytest.raises(RuntimeError, match="tracemalloc.stop"):
+                    memlens.start_tracing()
+                with pytest.raises(RuntimeError, match="tracemalloc.stop"):
+                    with memlens.measure():
+                        pass
+                assert not memlens.is_tracing()
             # sampled tracing needs no frees there: it can start again
             with memlens.tracing(sample_bytes=SAMPLE) as t:
                 again = [bytes(100) for _ in range(200_000)]
@@ -182,7 +189,7 @@ def test_sampled_tracing_started_over_tracemalloc():
     try:
         with memlens.tracing(sample_bytes=SAMPLE):
             # pymalloc is still what tracemalloc chains to: lean hooks
-            assert _core._hooks_lean() == (True, True)
+            assert _core._hooks_lean() == LEAN
             base = memlens.traced_memory()[0]
             keep = [bytes(100) for _ in range(200_000)]
             tracemalloc.stop()  # memlens's hooks are chained again
@@ -217,8 +224,11 @@ def test_four_threads_sampling_at_once():
         for th in threads:
             th.join()
         live = sum(x.__sizeof__() for r in results for x in r)
+        live += sum(r.__sizeof__() for r in results)
+        # a third of the blocks were dropped again: the live bytes take
+        # about a third of the marks, and scatter with them
         assert memlens.traced_memory()[0] - base == pytest.approx(live,
-                                                                  rel=0.15)
+                                                                  rel=0.25)
         results.clear()
         assert memlens.traced_memory()[0] - base < 2 * SAMPLE
         filter_matches_the_tables()
