@@ -473,6 +473,21 @@ static int hooks_lean_allowed = 0; /* This tracing run may link lean. GIL. */
 
 enum { HOOKS_LEAN_MALLOC, HOOKS_LEAN_CALLOC, HOOKS_LEAN_REALLOC };
 
+/* Passes a call on to the allocator below. */
+static void *
+hooks_lean_call(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
+                size_t size)
+{
+    switch (op) {
+        case HOOKS_LEAN_MALLOC:
+            return d->prev.malloc(ctx, size);
+        case HOOKS_LEAN_CALLOC:
+            return d->prev.calloc(ctx, nelem, size);
+        default:
+            return d->prev.realloc(ctx, ptr, size);
+    }
+}
+
 /* A call a mark may fall in (or a resize, which may move a recorded raw
  * block: the busy flag keeps the raw hook from counting it again and lets
  * it forget the old record). */
@@ -483,18 +498,7 @@ hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
     uint64_t weight = memlens_trace_weigh(size);
     size_t asked = weight != 0 ? MEMLENS_SMALL_BLOCK + 1 : size;
     uint64_t held = memlens_hooks_hold();
-    void *res;
-    switch (op) {
-        case HOOKS_LEAN_MALLOC:
-            res = d->prev.malloc(ctx, asked);
-            break;
-        case HOOKS_LEAN_CALLOC:
-            res = d->prev.calloc(ctx, 1, asked);
-            break;
-        default:
-            res = d->prev.realloc(ctx, ptr, asked);
-            break;
-    }
+    void *res = hooks_lean_call(d, ctx, op, ptr, 1, asked);
     memlens_hooks_unhold(held);
     if (res != NULL && weight != 0) {
         memlens_trace_put_weighed(res, weight);
@@ -508,18 +512,7 @@ static MEMLENS_SLOW_PATH void *
 hooks_lean_pass(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
                 size_t size)
 {
-    void *res;
-    switch (op) {
-        case HOOKS_LEAN_MALLOC:
-            res = d->prev.malloc(ctx, size);
-            break;
-        case HOOKS_LEAN_CALLOC:
-            res = d->prev.calloc(ctx, nelem, size);
-            break;
-        default:
-            res = d->prev.realloc(ctx, ptr, size);
-            break;
-    }
+    void *res = hooks_lean_call(d, ctx, op, ptr, nelem, size);
     hooks_see_probe(d, ptr, res);
     return res;
 }

@@ -17,6 +17,15 @@ figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
 
 
+def in_threads(target, args=(), n=4):
+    """Runs `target(*args)` in `n` threads at once and waits for them."""
+    threads = [threading.Thread(target=target, args=args) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     """Fail any test that leaves a thread, a trace or profile function, an

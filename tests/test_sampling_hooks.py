@@ -6,7 +6,6 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-import threading
 import tracemalloc
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 import memlens
 from memlens import _core
 
-from conftest import MiB
+from conftest import MiB, in_threads
 
 SAMPLE = 512 * 1024
 # Lean hooks need pymalloc below: not under PYTHONMALLOC=malloc or debug
@@ -207,22 +206,14 @@ def test_sampled_tracing_started_over_tracemalloc():
 
 def test_four_threads_sampling_at_once():
     def work(out):
-        keep = []
-        for i in range(100_000):
-            keep.append(bytearray(100 + i % 50))
-            if i % 3 == 0:
-                keep.pop()
+        keep = [bytearray(100 + i % 50) for i in range(100_000)]
+        del keep[::3]
         out.append(keep)
 
     results = []
     with memlens.tracing(sample_bytes=SAMPLE) as t:
         base = memlens.traced_memory()[0]
-        threads = [threading.Thread(target=work, args=(results,))
-                   for _ in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        in_threads(work, (results,))
         live = sum(x.__sizeof__() for r in results for x in r)
         live += sum(r.__sizeof__() for r in results)
         # a third of the blocks were dropped again: the live bytes take

@@ -12,7 +12,7 @@ import pytest
 import memlens
 from memlens import _core
 
-from conftest import MiB
+from conftest import MiB, in_threads
 
 HERE = os.path.abspath(__file__)
 
@@ -214,12 +214,7 @@ def test_four_threads_allocating_at_once():
 
     results = []
     with memlens.tracing() as t:
-        threads = [threading.Thread(target=work, args=(results,))
-                   for _ in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        in_threads(work, (results,))
     assert t.snapshot.total == sum(s.size for s in t.snapshot.statistics())
     row = line_of(t.snapshot, "keep.append(bytearray(100 + i % 50))")
     live = sum(len(r) for r in results)
