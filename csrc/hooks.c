@@ -517,17 +517,29 @@ hooks_lean_pass(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
     return res;
 }
 
+/* Sampling alone: whether a call passes on as it is, over pymalloc's
+ * limit (pymalloc hands it on to the raw domain, whose hook counts it) or
+ * between two marks (counted down here). */
+static inline int
+hooks_lean_passes(size_t size)
+{
+    if (size > MEMLENS_SMALL_BLOCK) {
+        return 1;
+    }
+    if (size < memlens_hooks_tls.countdown) {
+        memlens_hooks_tls.countdown -= size;
+        return 1;
+    }
+    return 0;
+}
+
 static inline void *
 hooks_lean_malloc(hooks_domain *d, void *ctx, size_t size)
 {
     if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
         return hooks_lean_pass(d, ctx, HOOKS_LEAN_MALLOC, NULL, 1, size);
     }
-    if (size > MEMLENS_SMALL_BLOCK) {
-        return d->prev.malloc(ctx, size); /* The raw hook counts it. */
-    }
-    if (size < memlens_hooks_tls.countdown) {
-        memlens_hooks_tls.countdown -= size;
+    if (hooks_lean_passes(size)) {
         return d->prev.malloc(ctx, size);
     }
     return hooks_lean_slow(d, ctx, HOOKS_LEAN_MALLOC, NULL, size);
@@ -541,29 +553,21 @@ hooks_lean_calloc(hooks_domain *d, void *ctx, size_t nelem, size_t elsize)
         || __builtin_mul_overflow(nelem, elsize, &size)) {
         return hooks_lean_pass(d, ctx, HOOKS_LEAN_CALLOC, NULL, nelem, elsize);
     }
-    if (size > MEMLENS_SMALL_BLOCK) {
-        return d->prev.calloc(ctx, nelem, elsize);
-    }
-    if (size < memlens_hooks_tls.countdown) {
-        memlens_hooks_tls.countdown -= size;
+    if (hooks_lean_passes(size)) {
         return d->prev.calloc(ctx, nelem, elsize);
     }
     return hooks_lean_slow(d, ctx, HOOKS_LEAN_CALLOC, NULL, size);
 }
 
+/* A resize of a small block to a small one goes the slow way: the block
+ * may be a recorded raw one. */
 static inline void *
 hooks_lean_realloc(hooks_domain *d, void *ctx, void *ptr, size_t size)
 {
     if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
         return hooks_lean_pass(d, ctx, HOOKS_LEAN_REALLOC, ptr, 1, size);
     }
-    if (size > MEMLENS_SMALL_BLOCK) {
-        /* pymalloc moves a small block to a raw one, or resizes a raw
-         * one, through the raw domain: the raw hook counts it. */
-        return d->prev.realloc(ctx, ptr, size);
-    }
-    if (ptr == NULL && size < memlens_hooks_tls.countdown) {
-        memlens_hooks_tls.countdown -= size;
+    if (ptr == NULL ? hooks_lean_passes(size) : size > MEMLENS_SMALL_BLOCK) {
         return d->prev.realloc(ctx, ptr, size);
     }
     return hooks_lean_slow(d, ctx, HOOKS_LEAN_REALLOC, ptr, size);
@@ -613,6 +617,22 @@ hooks_link(hooks_domain *d, int lean)
     PyMem_SetAllocator(d->domain, &d->ours);
     d->in_chain = 1;
     d->lean = lean;
+}
+
+/* Whether a lean hook of ours is in the domain's chain. GIL. */
+static inline int
+hooks_lean_linked(const hooks_domain *d)
+{
+    return d->in_chain && d->lean;
+}
+
+/* Puts back what our hook chained to. GIL. */
+static void
+hooks_unlink(hooks_domain *d)
+{
+    PyMem_SetAllocator(d->domain, &d->prev);
+    d->in_chain = 0;
+    d->lean = 0;
 }
 
 /* Whether the current allocator of a domain is our hook. GIL. */
@@ -686,54 +706,52 @@ hooks_probe_chains(void)
     hooks_resume(paused);
 }
 
+/* One block's life straight through `a`, watched by the raw hook: made
+ * with `size` bytes (zeroed or not), grown to a large one, freed. Whether
+ * the raw hook saw each step as pymalloc makes it: a large block handed on
+ * to the raw domain unchanged, a small one kept. Probing. */
+static int
+hooks_probe_life(const PyMemAllocatorEx *a, size_t size, int zeroed)
+{
+    memlens_hooks_thread *t = &memlens_hooks_tls;
+    void *none = (void *)&hooks_domains; /* No call seen. */
+    int large = size > MEMLENS_SMALL_BLOCK;
+    t->probe_in = t->probe_out = none;
+    void *p = zeroed ? a->calloc(a->ctx, 1, size) : a->malloc(a->ctx, size);
+    if (p == NULL) {
+        return 0;
+    }
+    int ok = large ? t->probe_in == NULL && t->probe_out == p
+                   : t->probe_in == none && t->probe_out == none;
+    t->probe_in = t->probe_out = none;
+    void *q = a->realloc(a->ctx, p, 2 * (MEMLENS_SMALL_BLOCK + 1));
+    if (q == NULL) {
+        a->free(a->ctx, p);
+        return 0;
+    }
+    /* A small block grown is a new raw block, the small one kept back. */
+    ok = ok && t->probe_in == (large ? p : NULL) && t->probe_out == q;
+    t->probe_in = t->probe_out = none;
+    a->free(a->ctx, q);
+    return ok && t->probe_in == q && t->probe_out == NULL;
+}
+
 /* Whether `a`, the allocator a mem or obj hook would chain to, hands its
  * blocks over MEMLENS_SMALL_BLOCK bytes on to the raw domain unchanged and
- * takes them back through there, as pymalloc does, while keeping small
- * ones: the raw hook, linked first, watches calls made straight to `a`.
- * GIL held. */
+ * takes them back through there, as pymalloc does: the raw hook, linked
+ * first, watches calls made straight to `a`. GIL held. */
 static int
 hooks_pymalloc_below(const PyMemAllocatorEx *a)
 {
     if (!hooks_domains[0].in_chain) {
         return 0;
     }
-    memlens_hooks_thread *t = &memlens_hooks_tls;
-    void *none = (void *)&hooks_domains; /* No call seen. */
     const size_t big = MEMLENS_SMALL_BLOCK + 1;
     hooks_paused paused = hooks_pause();
-    t->probe = 1;
-#define HOOKS_WATCH(call) (t->probe_in = t->probe_out = none, (call))
-#define HOOKS_SAW(in, out) (t->probe_in == (in) && t->probe_out == (out))
-    /* A large block, resized, freed. */
-    void *p = HOOKS_WATCH(a->malloc(a->ctx, big));
-    int ok = p != NULL && HOOKS_SAW(NULL, p);
-    if (p != NULL) {
-        void *q = HOOKS_WATCH(a->realloc(a->ctx, p, 2 * big));
-        ok = ok && q != NULL && HOOKS_SAW(p, q);
-        p = q != NULL ? q : p;
-        HOOKS_WATCH(a->free(a->ctx, p));
-        ok = ok && HOOKS_SAW(p, NULL);
-    }
-    /* A large zeroed one. */
-    p = HOOKS_WATCH(a->calloc(a->ctx, 1, big));
-    ok = ok && p != NULL && HOOKS_SAW(NULL, p);
-    if (p != NULL) {
-        HOOKS_WATCH(a->free(a->ctx, p));
-        ok = ok && HOOKS_SAW(p, NULL);
-    }
-    /* A small one, kept, then grown into a large one. */
-    p = HOOKS_WATCH(a->malloc(a->ctx, 16));
-    ok = ok && p != NULL && HOOKS_SAW(none, none);
-    if (p != NULL) {
-        void *q = HOOKS_WATCH(a->realloc(a->ctx, p, big));
-        ok = ok && q != NULL && HOOKS_SAW(NULL, q);
-        p = q != NULL ? q : p;
-        HOOKS_WATCH(a->free(a->ctx, p));
-        ok = ok && HOOKS_SAW(p, NULL);
-    }
-#undef HOOKS_WATCH
-#undef HOOKS_SAW
-    t->probe = 0;
+    memlens_hooks_tls.probe = 1;
+    int ok = hooks_probe_life(a, big, 0) && hooks_probe_life(a, big, 1)
+             && hooks_probe_life(a, 16, 0);
+    memlens_hooks_tls.probe = 0;
     hooks_resume(paused);
     return ok;
 }
@@ -842,9 +860,7 @@ hooks_sync(void)
             hooks_link(d, 0); /* Frees are wanted now. */
         }
         else if (!wanted && d->in_chain && hooks_on_top(d)) {
-            PyMem_SetAllocator(d->domain, &d->prev);
-            d->in_chain = 0;
-            d->lean = 0;
+            hooks_unlink(d);
         }
         /* Not wanted but someone chained above us: stay, passing
          * through. */
@@ -866,9 +882,7 @@ hooks_fresh_start(void)
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
         if (d->in_chain && hooks_on_top(d)) {
-            PyMem_SetAllocator(d->domain, &d->prev);
-            d->in_chain = 0;
-            d->lean = 0;
+            hooks_unlink(d);
         }
     }
 }
@@ -880,13 +894,15 @@ static int
 hooks_check_lean(int mode)
 {
     if (mode == HOOKS_OFF || mode == HOOKS_LIGHT
-        || mode == HOOKS_SAMPLING_ALONE) {
+        || mode == HOOKS_SAMPLING_ALONE
+        || !(hooks_lean_linked(&hooks_domains[1])
+             || hooks_lean_linked(&hooks_domains[2]))) {
         return 0;
     }
     hooks_probe_chains();
     for (int i = 0; i < HOOKS_NDOMAINS; i++) {
         hooks_domain *d = &hooks_domains[i];
-        if (d->in_chain && d->lean && !hooks_on_top(d)) {
+        if (hooks_lean_linked(d) && !hooks_on_top(d)) {
             PyErr_SetString(
                 PyExc_RuntimeError,
                 "memlens cannot count frees while another allocator hook "
@@ -1045,11 +1061,8 @@ static PyObject *
 hooks_py_lean(PyObject *module, PyObject *Py_UNUSED(args))
 {
     return Py_BuildValue(
-        "(OO)",
-        hooks_domains[1].in_chain && hooks_domains[1].lean ? Py_True
-                                                           : Py_False,
-        hooks_domains[2].in_chain && hooks_domains[2].lean ? Py_True
-                                                           : Py_False);
+        "(OO)", hooks_lean_linked(&hooks_domains[1]) ? Py_True : Py_False,
+        hooks_lean_linked(&hooks_domains[2]) ? Py_True : Py_False);
 }
 
 /* alloc_counters() -> (allocated, freed, failures): bytes since import. */

@@ -907,7 +907,15 @@ trace_big_pop(uintptr_t ptr)
     return 0;
 }
 
-/* The weight an entry of the GIL table stands for. */
+/* The weight an entry stands for, taking a big one off its list. Under
+ * trace_raw_lock. */
+static inline uint64_t
+trace_take_weight(uintptr_t ptr, uint32_t stored)
+{
+    return stored == TRACE_BIG_SIZE ? trace_big_pop(ptr) : stored;
+}
+
+/* The same for an entry of the GIL table, which holds no lock. */
 static inline uint64_t
 trace_real_size(uintptr_t ptr, uint32_t stored)
 {
@@ -915,7 +923,7 @@ trace_real_size(uintptr_t ptr, uint32_t stored)
         return stored;
     }
     pthread_mutex_lock(&trace_raw_lock);
-    uint64_t weight = trace_big_pop(ptr);
+    uint64_t weight = trace_take_weight(ptr, stored);
     pthread_mutex_unlock(&trace_raw_lock);
     return weight;
 }
@@ -1024,9 +1032,7 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
     int ok = rc >= 0;
     int kept = ok;
     if (rc == 1) {
-        old_weight = old_stored == TRACE_BIG_SIZE
-                         ? trace_big_pop((uintptr_t)ptr)
-                         : old_stored;
+        old_weight = trace_take_weight((uintptr_t)ptr, old_stored);
         if (!gil) {
             trace_enqueue(old_site, -(int64_t)old_weight, -1);
         }
@@ -1089,8 +1095,7 @@ trace_forget_raw(void *ptr)
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &stored, &site);
     if (found) {
         trace_filter_uncount((uintptr_t)ptr);
-        weight =
-            stored == TRACE_BIG_SIZE ? trace_big_pop((uintptr_t)ptr) : stored;
+        weight = trace_take_weight((uintptr_t)ptr, stored);
     }
     if (found && !gil) {
         trace_enqueue(site, -(int64_t)weight, -1);
