@@ -1,35 +1,117 @@
 """Memory points (SPEC 6): a log of the session's memory at chosen moments.
 
-``MEMPOINT(id)`` records a ``MemLog(ID, memory)`` in ``MEMLOGS``, where
+The names and their behaviour follow the session-memory tools these users
+know, so that a notebook written for one runs unchanged:
+
+- ``MEMPOINT(id=None)`` records ``MemLog(ID, memory)`` in ``MEMLOGS`` and
+  returns ``None`` (nothing is echoed at a prompt). Any object can be an
+  ID: its ``str()`` is kept, so the default ID is ``'None'``. A repeated ID
+  gets ``-2``, ``-3``, ... appended: ``'None'``, ``'None-2'``, ``'None-3'``.
+- ``MEMLOGS`` is the one ``MemLogsList``, a read-only
+  ``collections.UserList`` of the logs, with ``.memories``, ``.IDs``,
+  ``.filter(pred)`` and ``.map(fn)``.
+- ``MEMPRINT()`` prints one line per point: index, memory in MB, ``→``, ID.
+- ``MEMORY()`` returns the figure now without logging it.
+- ``@MEMTRACE`` records ``Before f()`` and ``After f()`` around each call.
+
 ``memory`` is the bytes held by the session's data: every live object,
 under the rule of asizeof (modules, classes, functions and code objects
-neither counted nor followed), walked in C. ``MEMORY()`` returns that
-figure without logging, ``MEMPRINT()`` prints the log, and ``@MEMTRACE``
-records "Before f()" and "After f()" around each call of a function.
+neither counted nor followed), walked in C. ``import memlens.builtins``
+makes these names builtins and records a first point, ``memlens import``.
 """
 
 import functools
-from collections import namedtuple
+from collections import UserList, namedtuple
 
-from memlens._format import mib
+from memlens._format import MIB
 from memlens._objects import session_memory
 
 __all__ = ["MEMPOINT", "MEMLOGS", "MEMPRINT", "MEMORY", "MEMTRACE", "MemLog",
-           "MemLogs"]
+           "MemLogsList", "MemLogs"]
 
 MemLog = namedtuple("MemLog", ["ID", "memory"])
 
 
-def _refuse(name):
+def _refused(what):
+    return TypeError(f"MEMLOGS is read-only: {what} is not allowed; "
+                     "add points with MEMPOINT()")
+
+
+def _refuse(what):
     def method(self, *args, **kwargs):
-        raise TypeError(f"MEMLOGS is read-only: {name} is not allowed; "
-                        "add points with MEMPOINT()")
-    method.__name__ = name
+        raise _refused(what)
+    method.__name__ = what if what.isidentifier() else "refused"
+    method.__doc__ = f"Refused: {what} would change the log."
     return method
 
 
-class MemLogs(list):
-    """The log of memory points: a list that only MEMPOINT can extend."""
+class MemLogsList(UserList):
+    """The log of memory points, ``MEMLOGS``: read like a list, changed
+    only by ``MEMPOINT()``.
+
+    Indexing, slicing (a plain list), ``len``, iteration, ``in`` and
+    comparison with a list work as on a list; the repr is the list's.
+    Every change is a TypeError: append, extend, insert, remove, pop,
+    clear, sort, reverse, item or slice assignment and deletion, ``+``,
+    ``*``, ``+=`` and ``*=``. ``.data`` is a copy, and copying or
+    pickling the log gives a plain list: there is one log per session.
+    """
+
+    _made = False
+
+    def __init__(self):
+        if MemLogsList._made:
+            raise TypeError("there is one MemLogsList, MEMLOGS; copy it "
+                            "with list(MEMLOGS)")
+        MemLogsList._made = True
+        self._logs = []
+
+    def _record(self, log):
+        self._logs.append(log)
+
+    @property
+    def data(self):
+        """A copy of the logs as a plain list."""
+        return list(self._logs)
+
+    @data.setter
+    def data(self, value):
+        raise _refused("assigning .data")
+
+    def __repr__(self):
+        return repr(self._logs)
+
+    def __len__(self):
+        return len(self._logs)
+
+    def __iter__(self):
+        return iter(self._logs)
+
+    def __reversed__(self):
+        return reversed(self._logs)
+
+    def __contains__(self, item):
+        return item in self._logs
+
+    def __getitem__(self, index):
+        return self._logs[index]
+
+    def __setitem__(self, index, value):
+        raise _refused("slice assignment" if isinstance(index, slice)
+                       else "item assignment")
+
+    def __delitem__(self, index):
+        raise _refused("slice deletion" if isinstance(index, slice)
+                       else "item deletion")
+
+    def copy(self):
+        """The logs as a plain list."""
+        return list(self._logs)
+
+    __copy__ = copy
+
+    def __reduce_ex__(self, protocol):
+        return (list, (list(self._logs),))
 
     append = _refuse("append")
     extend = _refuse("extend")
@@ -39,36 +121,36 @@ class MemLogs(list):
     clear = _refuse("clear")
     sort = _refuse("sort")
     reverse = _refuse("reverse")
-    __setitem__ = _refuse("item assignment")
-    __delitem__ = _refuse("item deletion")
-    __iadd__ = _refuse("+=")
-    __imul__ = _refuse("*=")
     __add__ = _refuse("+")
     __radd__ = _refuse("+")
+    __iadd__ = _refuse("+=")
     __mul__ = _refuse("*")
     __rmul__ = _refuse("*")
-
-    def _record(self, log):
-        list.append(self, log)
+    __imul__ = _refuse("*=")
 
     @property
     def memories(self):
-        return [log.memory for log in self]
+        """The memory of each point, in bytes, as a list."""
+        return [log.memory for log in self._logs]
 
     @property
     def IDs(self):
-        return [log.ID for log in self]
+        """The ID of each point, as a list."""
+        return [log.ID for log in self._logs]
 
     def filter(self, predicate):
         """The logs for which predicate(log) is true, as a list."""
-        return [log for log in self if predicate(log)]
+        return [log for log in self._logs if predicate(log)]
 
     def map(self, function):
         """function(log) for each log, as a list."""
-        return [function(log) for log in self]
+        return [function(log) for log in self._logs]
 
 
-MEMLOGS = MemLogs()
+# The name the class had before it was a UserList; kept for importers.
+MemLogs = MemLogsList
+
+MEMLOGS = MemLogsList()
 
 
 def MEMORY():
@@ -76,38 +158,39 @@ def MEMORY():
     return session_memory()
 
 
-def _unique(id_):
-    ids = set(MEMLOGS.IDs)
-    if id_ not in ids:
-        return id_
+def _unique(ID):
+    IDs = set(MEMLOGS.IDs)
+    if ID not in IDs:
+        return ID
     n = 2
-    while f"{id_}-{n}" in ids:
+    while f"{ID}-{n}" in IDs:
         n += 1
-    return f"{id_}-{n}"
+    return f"{ID}-{n}"
 
 
 def MEMPOINT(id=None):
-    """Log the session's memory now under `id` (default: "point N"); a
-    repeated id gets -2, -3, ... appended. Returns the MemLog."""
-    if id is None:
-        id = f"point {len(MEMLOGS) + 1}"
-    elif not isinstance(id, str):
-        raise TypeError(f"a memory point's id is a str, not "
-                        f"{type(id).__name__}")
-    log = MemLog(_unique(id), MEMORY())
-    MEMLOGS._record(log)
-    return log
+    """Log the session's memory now as ``MemLog(str(id), bytes)``.
+
+    Any object can be the ID; its ``str()`` is kept, so ``MEMPOINT()`` logs
+    ``'None'``. An ID already in the log gets ``-2``, ``-3``, ... appended
+    (``'None-2'``; ``MEMPOINT(3)`` twice gives ``'3'`` and ``'3-2'``).
+    Returns None, so nothing is echoed at a prompt; read the point back
+    as ``MEMLOGS[-1]``.
+    """
+    MEMLOGS._record(MemLog(_unique(str(id)), MEMORY()))
 
 
 def MEMPRINT():
-    """Print the log, one point a line."""
-    width = max((len(log.ID) for log in MEMLOGS), default=0)
+    """Print the log, one point a line: index, memory, an arrow and the ID,
+    as `` 0    2.03 MB → memlens import``. MB here is 2**20 bytes (a MiB),
+    as the session-memory tools this follows print it."""
     for i, log in enumerate(MEMLOGS):
-        print(f"{i:>3}  {log.ID:<{width}}  {mib(log.memory)} MiB")
+        print(f"{i:>2} {log.memory / MIB:7.2f} MB → {log.ID}")
 
 
 def MEMTRACE(func):
-    """Decorator: a memory point before and after each call."""
+    """Decorator: a point ``Before f()`` and one ``After f()`` around each
+    call, ``f`` being the function's ``__name__``."""
     if not callable(func):
         raise TypeError(f"MEMTRACE decorates callables, not "
                         f"{type(func).__name__}")
