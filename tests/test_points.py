@@ -1,8 +1,8 @@
 """Memory points (SPEC 6): MEMPOINT, MEMLOGS, MEMPRINT, MEMORY, MEMTRACE.
 
 MEMLOGS is one log per process, so the tests that need a known log (the
-IDs given to repeats, what ``import memlens.builtins`` logs) run in a
-fresh interpreter.
+IDs given to repeats, what ``import memlens.builtins`` logs, the README's
+session) run in a fresh interpreter.
 """
 import copy
 import pickle
@@ -10,11 +10,14 @@ import re
 import subprocess
 import sys
 from collections import UserList
+from pathlib import Path
 
 import pytest
 
 from memlens import points
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+SESSION_MARKER = "<!-- doctest: memory points session"
 MiB = 2**20
 
 
@@ -233,3 +236,39 @@ def test_builtins_and_a_ten_million_list(tmp_path):
     ratio = float(out.split("ratio")[1])
     assert ratio > 100
 
+
+def _readme_session():
+    """The README's memory points session: the fenced block after the
+    marker, and the README line its first line is on."""
+    text = README.read_text(encoding="utf-8")
+    assert SESSION_MARKER in text, "README.md lost the session's marker"
+    after = text[text.index(SESSION_MARKER):]
+    match = re.search(r"^```(?:pycon|python)\n(.*?)^```$", after,
+                      re.DOTALL | re.MULTILINE)
+    assert match, "no fenced block after the session's marker"
+    lineno = text[:text.index(SESSION_MARKER) + match.start(1)].count("\n")
+    return match[1], lineno
+
+
+RUN_SESSION = """\
+import doctest, sys
+text, lineno = sys.stdin.read(), int(sys.argv[1])
+test = doctest.DocTestParser().get_doctest(
+    text, {"__name__": "__main__"}, "README memory points session",
+    "README.md", lineno)
+runner = doctest.DocTestRunner(
+    optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+runner.run(test)
+print("examples", len(test.examples), "failed", runner.failures)
+"""
+
+
+def test_readme_memory_points_session_runs_as_written():
+    session, lineno = _readme_session()
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_SESSION, str(lineno)], input=session,
+        capture_output=True, text=True, encoding="utf-8")
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.splitlines()[-1].split()
+    assert last[0] == "examples" and int(last[1]) >= 10, done.stdout
+    assert last[2:] == ["failed", "0"], done.stdout
