@@ -15,6 +15,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,6 +335,23 @@ rss_py_rss(PyObject *module, PyObject *Py_UNUSED(args))
     return PyLong_FromUnsignedLongLong(rss);
 }
 
+int
+memlens_heap_trim(void)
+{
+#ifdef __GLIBC__
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}
+
+/* _trim_heap() -> bool: whether the C heap gave pages back. */
+static PyObject *
+rss_py_trim_heap(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    return PyBool_FromLong(memlens_heap_trim());
+}
+
 /* memory(detail) -> (rss, vms, shared, peak, uss, pss, swap); the last
  * three are None unless detail is true. New reference. */
 static PyObject *
@@ -512,6 +532,8 @@ PyMethodDef memlens_rss_methods[] = {
      "rss() -> int\n\nResident set size of this process, in bytes."},
     {"memory", rss_py_memory, METH_O,
      "memory(detail) -> tuple\n\n(rss, vms, shared, peak, uss, pss, swap)"},
+    {"_trim_heap", rss_py_trim_heap, METH_NOARGS,
+     "_trim_heap() -> bool: give the C heap's free pages back to the OS."},
     {"_set_proc_dir", rss_py_set_proc_dir, METH_O,
      "Read the process files from another folder (tests only)."},
     {NULL, NULL, 0, NULL},

@@ -41,6 +41,14 @@ int memlens_lifetime_peak(uint64_t *peak);
  * new tuple, or NULL with an exception. GIL held (released inside). */
 PyObject *memlens_children_rss(void);
 
+/* Gives the C heap's free pages back to the OS (glibc's malloc_trim(0):
+ * the free top of each arena and the whole free pages inside it), so that
+ * RSS figures taken next do not depend on pages that earlier work freed
+ * but the heap kept: reusing those makes no new page resident. Returns 1
+ * if memory was released, 0 if none was or the C library has no such
+ * call. Touches no Python object; GIL held or not. */
+int memlens_heap_trim(void);
+
 /* A growable list of process ids (libc memory). */
 typedef struct {
     pid_t *pids; /* Owned (libc). */

@@ -14,10 +14,21 @@
  * All feed the same per-line work: close the line that ran (its RSS
  * change, its bytes allocated and freed), open the next.
  *
- * RSS is read only when it may have moved: the allocator hooks (in light
- * mode, no table and no lock) keep a process-wide churn of the bytes of
- * large blocks allocated and freed and a net count of small blocks, and
- * the tracer reads statm when either moved by a step since the last read.
+ * RSS is read only when it may have moved, which is when either:
+ *   - the allocator hooks (in light mode, no table and no lock) saw churn:
+ *     a process-wide count of the bytes of large blocks allocated and
+ *     freed, or a net count of small blocks, moved by a step since the last
+ *     read; or
+ *   - the line that ends ran long. Memory that C code takes straight from
+ *     malloc or mmap (NumPy's buffers, any library's) never passes the
+ *     hooks, but the kernel charges it only as its pages are touched, and
+ *     touching pages takes time: a line that grows RSS by megabytes runs
+ *     for milliseconds. A line that ran TRACER_LONG_NS or more is read
+ *     after. Reading the clock costs as much as the rest of a line event,
+ *     so a line found quick TRACER_TRUST times in a row is then timed only
+ *     once every TRACER_TRUST occurrences (and again every time as soon as
+ *     it is found long); an outermost call always times its start and its
+ *     end, so every call's lines add up to its whole RSS change.
  * A tight loop that makes and drops small objects never pays for a read.
  *
  * Memory is attributed to the innermost profiled line running: when a
@@ -38,12 +49,21 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Read RSS again once this many bytes of large blocks were allocated or
  * freed, or the count of small blocks moved by this many. */
 #define TRACER_CHURN_STEP (32 * 1024)
 #define TRACER_SMALL_STEP 256
+
+/* A line that ran this long is followed by a read: a read costs about
+ * 1.5 us, so even a loop of lines just this long pays under 3%. */
+#define TRACER_LONG_NS (50 * 1000)
+
+/* Quick occurrences in a row after which a line is timed only once every
+ * this many occurrences (a power of two). */
+#define TRACER_TRUST 16
 
 typedef struct {
     PyObject *code;           /* Owned. */
@@ -87,6 +107,8 @@ static uint64_t tracer_rss = 0;        /* Last RSS read. */
 static uint64_t tracer_churn_mark = 0; /* Churn at that read. */
 static int64_t tracer_small_mark = 0;  /* Small-block count then. */
 static uint64_t tracer_failures = 0;   /* Reads or growths that failed. */
+static uint64_t tracer_clock_last = 0; /* Monotonic ns of the last timing. */
+static uint64_t tracer_reads = 0;      /* RSS reads made (for the tests). */
 
 static pthread_key_t tracer_key;
 static MEMLENS_TLS tracer_thread *tracer_tls = NULL;
@@ -141,10 +163,19 @@ tracer_children_rss(void)
     return total;
 }
 
+static inline uint64_t
+tracer_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void
 tracer_read_rss(void)
 {
     uint64_t rss;
+    tracer_reads++;
     if (tracer_fd < 0 || tracer_fd_pid != getpid()) {
         char path[MEMLENS_PATH_MAX];
         if (tracer_fd >= 0) {
@@ -166,11 +197,40 @@ tracer_read_rss(void)
         __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
     tracer_small_mark =
         __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
+    tracer_clock_last = tracer_clock();
 }
 
-/* The RSS now, read again only if the churn says it may have moved. */
+/* Whether the line whose statistics are `st` (NULL: no line, or one whose
+ * statistics could not grow; always timed) ran long, that is whether
+ * TRACER_LONG_NS passed since the last timing. Untimed occurrences of a
+ * trusted line make the next timing see a longer time: at worst an extra
+ * read. */
+static inline int
+tracer_ran_long(memlens_line_stat *st)
+{
+    if (st != NULL && st->quick >= TRACER_TRUST
+        && (++st->unchecked & (TRACER_TRUST - 1)) != 0) {
+        return 0;
+    }
+    uint64_t now = tracer_clock();
+    int ran_long = now - tracer_clock_last >= TRACER_LONG_NS;
+    tracer_clock_last = now;
+    if (st != NULL) {
+        if (ran_long) {
+            st->quick = 0;
+        }
+        else if (st->quick < TRACER_TRUST) {
+            st->quick++;
+        }
+    }
+    return ran_long;
+}
+
+/* The RSS now, read again only if it may have moved since the last read:
+ * churn through the hooks, or the line `st` (as tracer_ran_long) ran
+ * long. */
 static inline uint64_t
-tracer_rss_now(void)
+tracer_rss_now(memlens_line_stat *st)
 {
     uint64_t churn = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
     int64_t small =
@@ -178,7 +238,7 @@ tracer_rss_now(void)
     int64_t moved = small - tracer_small_mark;
     if (churn - tracer_churn_mark >= TRACER_CHURN_STEP
         || moved >= TRACER_SMALL_STEP || moved <= -TRACER_SMALL_STEP
-        || tracer_children) {
+        || tracer_children || tracer_ran_long(st)) {
         tracer_read_rss();
     }
     return tracer_rss;
@@ -233,12 +293,13 @@ tracer_start_line(tracer_frame *f, int line)
 }
 
 /* Adds what happened since the line (re)started to its statistics;
- * `hit` counts one more occurrence (0 when only pausing). */
+ * `hit` counts one more occurrence (0 when only pausing); `last` says
+ * that the outermost profiled call ends, which is always timed. */
 static inline void
-tracer_account(tracer_frame *f, int hit)
+tracer_account(tracer_frame *f, int hit, int last)
 {
-    uint64_t rss = tracer_rss_now();
     memlens_line_stat *st = tracer_stat(f->code, f->line);
+    uint64_t rss = tracer_rss_now(last ? NULL : st);
     if (st == NULL) {
         return;
     }
@@ -259,7 +320,7 @@ static inline void
 tracer_line(tracer_frame *f, int line)
 {
     if (f->line >= 0) {
-        tracer_account(f, !f->resumed);
+        tracer_account(f, !f->resumed, 0);
     }
     f->resumed = 0;
     tracer_start_line(f, line);
@@ -278,11 +339,11 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     if (t->depth > 0) {
         tracer_frame *caller = &t->frames[t->depth - 1];
         if (caller->line >= 0) {
-            tracer_account(caller, 0); /* paused until we return */
+            tracer_account(caller, 0, 0); /* paused until we return */
         }
     }
     else {
-        (void)tracer_rss_now();
+        (void)tracer_rss_now(NULL); /* the call's start, always timed */
     }
     if (t->depth == t->cap) {
         int cap = t->cap ? t->cap * 2 : 64;
@@ -330,7 +391,7 @@ tracer_pop(tracer_thread *t)
 {
     tracer_frame *f = &t->frames[--t->depth];
     if (f->line >= 0) {
-        tracer_account(f, !f->resumed);
+        tracer_account(f, !f->resumed, t->depth == 0);
     }
     if (t->depth > 0) {
         tracer_frame *caller = &t->frames[t->depth - 1];
@@ -670,6 +731,10 @@ tracer_py_begin(PyObject *m, PyObject *arg)
     }
     if (tracer_begun == 0) {
         char path[MEMLENS_PATH_MAX];
+        /* A line that reuses heap pages freed before the profile would
+         * show no growth: the figures must not depend on what ran
+         * before. */
+        (void)memlens_heap_trim();
         int fd = memlens_proc_open("statm", path);
         if (fd < 0) {
             return memlens_oserror_path(errno, path);
@@ -832,11 +897,12 @@ static PyObject *
 tracer_py_state(PyObject *m, PyObject *Py_UNUSED(args))
 {
     tracer_thread *t = tracer_tls;
-    return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K}", "begun", tracer_begun,
+    return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K,s:K}", "begun", tracer_begun,
                          "alloc_users", tracer_alloc_users, "codes",
                          (Py_ssize_t)tracer_ncodes, "depth",
                          t != NULL ? t->depth : 0, "failures",
-                         (unsigned long long)tracer_failures);
+                         (unsigned long long)tracer_failures, "reads",
+                         (unsigned long long)tracer_reads);
 }
 
 long
