@@ -29,6 +29,12 @@ code with no profile running, so that each hook returns at once; and
 (3.12+) sys.monitoring LINE events delivered to memlens's C callback with
 nothing to do.
 
+Last, the cost of what a profile does once before it starts: giving
+the C heap's free pages back to the OS (glibc's ``malloc_trim(0)``, so that
+a line's figures do not depend on pages freed before), with nothing to give
+back and after 40 MB of lists were built and freed, and a whole empty
+``with LineProfiler(f):`` block, that call included.
+
 Every tool profiles its own copy of each workload (same bytecode, its own
 code object), so that no tool sees, or rewrites, another's code object;
 before timing, each copy is run once under its tool (warm-up) and the
@@ -46,6 +52,7 @@ raises or traces nothing) raises and exits non-zero.
 """
 
 import os
+import statistics
 import sys
 import time
 
@@ -68,6 +75,7 @@ MP_DIVISOR = 100
 #: Targets. Slowdowns are profiled / plain time.
 TARGET_SETTRACE_A = 4.0    # (a), Python < 3.12 (settrace backend)
 TARGET_SETTRACE_B = 1.5    # (b), Python < 3.12
+TARGET_INSTRUMENT_A = 2.0  # (a), Python 3.11 (instrument backend)
 TARGET_MONITORING_A = 2.0  # (a), Python 3.12+
 TARGET_VS_MEMORY_PROFILER = 300.0  # memory_profiler's slowdown / memlens's
 
@@ -444,6 +452,46 @@ def warm_up_and_check(tools):
             tool.prof.clear()
 
 
+def median_us(func, repeat, setup=None):
+    """Median microseconds of `func()` over `repeat` runs, `setup()` before
+    each, untimed."""
+    times = []
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def free_forty_megabytes():
+    for _ in range(5):
+        x = [0] * 1_000_000
+        del x
+
+
+def report_start_costs(repeat):
+    """What a profile pays once, when it starts: the heap trim."""
+    section("Once per profile: the C heap's free pages given back "
+            "(malloc_trim(0))", 72)
+    idle = median_us(_core._trim_heap, repeat, setup=_core._trim_heap)
+    freed = median_us(_core._trim_heap, repeat, setup=free_forty_megabytes)
+    prof = memlens.LineProfiler(copy_of(tight_loop, "start_cost"))
+
+    def empty_profile():
+        with prof:
+            pass
+
+    whole = median_us(empty_profile, repeat)
+    print(f"  trim, nothing to give back       {idle:10.1f} us")
+    print(f"  trim, after 40 MB built and freed {freed:9.1f} us")
+    print(f"  empty `with LineProfiler(f):`    {whole:10.1f} us "
+          "(enable + disable, the trim included)")
+    print(f"  one RSS reading (memlens.rss())  "
+          f"{median_us(memlens.rss, repeat):10.1f} us")
+
+
 def report(letter, title, tools, medians, samples):
     return report_slowdowns(f"({letter}) {title}", tools, medians, samples,
                             72, 46, n_of, base_of, show_n=True)
@@ -466,12 +514,17 @@ def main():
         medians, samples = measure(tools, repeat, n_of)
         results[letter] = report(letter, title, tools, medians, samples)
 
+    report_start_costs(repeat)
+
     a, b = results["a"], results["b"]
     section("Targets (memlens = LineProfiler, alloc=False, backend "
             f"{chosen}; slowdown = profiled / plain median)", 72)
     # (workload, target, label): memlens's slowdown at most `target`.
     if HAS_MONITORING:
         slow_targets = [("a", TARGET_MONITORING_A, "on Python 3.12+")]
+    elif chosen == "instrument":
+        slow_targets = [("a", TARGET_INSTRUMENT_A, "on Python 3.11"),
+                        ("b", TARGET_SETTRACE_B, "before Python 3.12")]
     else:
         slow_targets = [("a", TARGET_SETTRACE_A, "before Python 3.12"),
                         ("b", TARGET_SETTRACE_B, "before Python 3.12")]
