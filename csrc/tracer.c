@@ -62,7 +62,7 @@
 #define TRACER_LONG_NS (50 * 1000)
 
 /* Quick occurrences in a row after which a line is timed only once every
- * this many occurrences (a power of two). */
+ * this many occurrences. */
 #define TRACER_TRUST 16
 
 typedef struct {
@@ -208,8 +208,8 @@ tracer_read_rss(void)
 static inline int
 tracer_ran_long(memlens_line_stat *st)
 {
-    if (st != NULL && st->quick >= TRACER_TRUST
-        && (++st->unchecked & (TRACER_TRUST - 1)) != 0) {
+    if (st != NULL && st->untimed > 0) {
+        st->untimed--;
         return 0;
     }
     uint64_t now = tracer_clock();
@@ -219,8 +219,9 @@ tracer_ran_long(memlens_line_stat *st)
         if (ran_long) {
             st->quick = 0;
         }
-        else if (st->quick < TRACER_TRUST) {
-            st->quick++;
+        else if (++st->quick >= TRACER_TRUST) {
+            st->quick = TRACER_TRUST;
+            st->untimed = TRACER_TRUST - 1;
         }
     }
     return ran_long;

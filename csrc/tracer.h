@@ -11,8 +11,8 @@ typedef struct {
     uint64_t mem_usage; /* Highest RSS seen after the line (bytes). */
     uint64_t allocated; /* Bytes handed out on the line (alloc mode). */
     uint64_t freed;     /* Bytes of those and earlier blocks given back. */
-    uint32_t quick;     /* Checked occurrences in a row that ran quick. */
-    uint32_t unchecked; /* Occurrences ended since the line was trusted. */
+    uint32_t quick;     /* Timed occurrences in a row that ran quick. */
+    uint32_t untimed;   /* Occurrences to end untimed before the next. */
 } memlens_line_stat;
 
 /* Profiling sessions open (for the leak checks). GIL. */
