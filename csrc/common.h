@@ -241,6 +241,27 @@ memlens_frame_back(memlens_frame *f)
 #define MEMLENS_HAS_SYS_MONITORING 0
 #endif
 
+/* A small int that the interpreter passes to a line event (a line
+ * number, an offset), read without a call: PyLong_AsLong costs a third
+ * of a line event. 3.12 made a compact int's value readable through
+ * PyUnstable_Long_*; on 3.11 an int of size 0 or 1 is its one digit
+ * (cpython/longintrepr.h, which Python.h includes there). Anything else
+ * goes through PyLong_AsLong: -1 with an exception set on failure. */
+static inline long
+memlens_small_int(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyLong_CheckExact(o) && PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+        return (long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+    }
+#elif PY_VERSION_HEX >= 0x030B0000
+    if (PyLong_CheckExact(o) && (Py_SIZE(o) == 0 || Py_SIZE(o) == 1)) {
+        return Py_SIZE(o) == 0 ? 0 : (long)((PyLongObject *)o)->ob_digit[0];
+    }
+#endif
+    return PyLong_AsLong(o);
+}
+
 /* ---- Instance attribute values (3.11+) ---------------------------------
  *
  * From 3.11 an instance of a class with a managed dict keeps its attribute

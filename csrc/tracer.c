@@ -499,7 +499,7 @@ tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     }
     tracer_code *c = tracer_lookup(args[0]);
     if (c != NULL) {
-        long offset = PyLong_AsLong(args[1]);
+        long offset = memlens_small_int(args[1]);
         if (offset == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -519,7 +519,7 @@ tracer_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     }
     tracer_frame *top = tracer_top(tracer_tls);
     if (top != NULL && top->code->code == args[0]) {
-        long line = PyLong_AsLong(args[1]);
+        long line = memlens_small_int(args[1]);
         if (line == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -575,16 +575,19 @@ tracer_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
     if (tracer_begun) {
         const void *frame = tracer_hook_frame();
         tracer_frame *top = tracer_top(tracer_tls);
-        int line = (int)PyLong_AsLong(arg);
+        long line = memlens_small_int(arg);
+        if (line == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
         if (top != NULL && top->frame == frame) {
             if (!if_changed || top->line != line) {
-                tracer_line(top, line);
+                tracer_line(top, (int)line);
             }
         }
         else {
             /* A frame not on top of this thread's stack: one that began
              * before profiling did, or a generator resumed by throw(). */
-            tracer_push_in_line(tracer_hook_code(self), frame, line, 0);
+            tracer_push_in_line(tracer_hook_code(self), frame, (int)line, 0);
         }
     }
     Py_RETURN_NONE;
@@ -623,8 +626,12 @@ static PyObject *
 tracer_hook_resume(PyObject *self, PyObject *arg)
 {
     if (tracer_begun) {
+        long line = memlens_small_int(arg);
+        if (line == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
         tracer_push_in_line(tracer_hook_code(self), tracer_hook_frame(),
-                            (int)PyLong_AsLong(arg), 1);
+                            (int)line, 1);
     }
     Py_RETURN_NONE;
 }
