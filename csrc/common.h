@@ -262,6 +262,20 @@ memlens_small_int(PyObject *o)
     return PyLong_AsLong(o);
 }
 
+/* A class's namespace (what cls.__dict__ shows), a new reference, or NULL
+ * without an exception. From 3.12 a static builtin type keeps it in the
+ * interpreter, not in tp_dict; PyType_GetDict finds it for any type. */
+static inline PyObject *
+memlens_type_dict(PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyType_GetDict(tp);
+#else
+    Py_XINCREF(tp->tp_dict);
+    return tp->tp_dict;
+#endif
+}
+
 /* ---- Instance attribute values (3.11+) ---------------------------------
  *
  * From 3.11 an instance of a class with a managed dict keeps its attribute

@@ -5,9 +5,29 @@
  * type reports them (tp_traverse), every key and value of a dict (the GC
  * walk skips the keys of string-keyed dicts), and a NumPy array's base.
  * Neither counted nor followed when reached: modules, classes, functions
- * and code objects; the arguments themselves always count. One object's
- * size is what sys.getsizeof reports: computed here for the common
- * built-in types, asked of the object's __sizeof__ otherwise.
+ * and code objects. The arguments themselves always count; an argument of
+ * those kinds counts what it alone holds, never the program around it:
+ *
+ *   function       its defaults, keyword defaults, closure cells (and
+ *                  what they hold) and its own __dict__; not its code,
+ *                  globals, builtins, names, docstring, module name,
+ *                  annotations or type parameters (the program's text
+ *                  and context).
+ *   builtin        its __self__ (the object a builtin method is bound
+ *                  to); not its module's name.
+ *   class, module  its namespace dict and the entries of it that are
+ *                  data: not the entries named __dunder__ (the
+ *                  language's bookkeeping: __module__, __doc__,
+ *                  __builtins__, __spec__...), nor those whose value is
+ *                  program (a module, class, function or code object, or
+ *                  a method wrapper: staticmethod, classmethod, property
+ *                  and the C-level descriptors). A class's bases and MRO
+ *                  and a module's C state are not followed either.
+ *   code object    what it refers to, under the rule of what is reached
+ *                  (its constants, names and bytes).
+ *
+ * One object's size is what sys.getsizeof reports: computed here for the
+ * common built-in types, asked of the object's __sizeof__ otherwise.
  *
  * The walk is iterative (an explicit stack, so a ten-million-long chain
  * does not overflow the C stack) and creates no Python object per visited
@@ -487,6 +507,113 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
     return 0;
 }
 
+/* 1 if key is a str named like __this__: the language's bookkeeping in a
+ * namespace, not data. */
+static int
+sizeof_is_dunder(PyObject *key)
+{
+    if (!PyUnicode_Check(key)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GetLength(key);
+    if (n < 5) {
+        if (n < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    return PyUnicode_ReadChar(key, 0) == '_'
+           && PyUnicode_ReadChar(key, 1) == '_'
+           && PyUnicode_ReadChar(key, n - 2) == '_'
+           && PyUnicode_ReadChar(key, n - 1) == '_';
+}
+
+/* 1 if a namespace entry is program, not data: a __dunder__ name, or a
+ * value that is program or wraps a function into a method or attribute
+ * of a class. */
+static int
+sizeof_program_entry(PyObject *key, PyObject *value)
+{
+    return sizeof_is_dunder(key) || sizeof_excluded(value)
+           || PyObject_TypeCheck(value, &PyStaticMethod_Type)
+           || PyObject_TypeCheck(value, &PyClassMethod_Type)
+           || PyObject_TypeCheck(value, &PyProperty_Type)
+           || PyObject_TypeCheck(value, &PyMethodDescr_Type)
+           || PyObject_TypeCheck(value, &PyClassMethodDescr_Type)
+           || PyObject_TypeCheck(value, &PyWrapperDescr_Type)
+           || PyObject_TypeCheck(value, &PyGetSetDescr_Type)
+           || PyObject_TypeCheck(value, &PyMemberDescr_Type);
+}
+
+/* Counts the namespace dict `ns` of a class or module argument (one
+ * reference away from it) and pushes the keys and values of its data
+ * entries. A namespace counted already (with an earlier argument) adds
+ * nothing. 0, or -1 out of memory. */
+static int
+sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
+{
+    if (ns == NULL || !PyDict_Check(ns)) {
+        return 0;
+    }
+    int added = sizeof_set_add(&w->seen, (uintptr_t)ns);
+    if (added <= 0) {
+        return added;
+    }
+    *total += sizeof_one(w, ns);
+    if (w->limit >= 0 && w->limit <= 1) {
+        return 0;
+    }
+    w->level = 1;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next(ns, &pos, &key, &value)) {
+        if (!sizeof_program_entry(key, value)) {
+            rc = sizeof_push(w, key) < 0 || sizeof_push(w, value) < 0 ? -1 : 0;
+        }
+    }
+    w->level = 0;
+    return rc;
+}
+
+/* Follows an argument (level 0) under the rule for arguments: one that is
+ * program pushes only what it alone holds, anything else is followed as
+ * when reached. Adds to *total what is counted here (a namespace). 0, or
+ * -1 out of memory. */
+static int
+sizeof_follow_argument(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
+{
+    if (w->limit == 0) {
+        return 0;
+    }
+    if (PyFunction_Check(o)) {
+        PyFunctionObject *f = (PyFunctionObject *)o;
+        if (sizeof_push(w, f->func_defaults) < 0
+            || sizeof_push(w, f->func_kwdefaults) < 0
+            || sizeof_push(w, f->func_closure) < 0
+            || sizeof_push(w, f->func_dict) < 0) {
+            return -1;
+        }
+        return 0;
+    }
+    if (PyCFunction_Check(o)) {
+        /* Its self, when a module, is not counted once popped. */
+        return sizeof_push(w, PyCFunction_GET_SELF(o));
+    }
+    if (PyType_Check(o)) {
+        PyObject *ns = memlens_type_dict((PyTypeObject *)o);
+        int rc = sizeof_namespace(w, ns, total);
+        Py_XDECREF(ns);
+        return rc;
+    }
+    if (PyModule_Check(o)) {
+        /* Borrowed (the module is held by the arguments); it cannot fail
+         * on a module. */
+        return sizeof_namespace(w, PyModule_GetDict(o), total);
+    }
+    return sizeof_follow(w, o);
+}
+
 /* Walks from one root; adds its new bytes to *total. 0, or -1 with
  * MemoryError. */
 static int
@@ -502,7 +629,7 @@ sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
     }
     *total += sizeof_one(w, root);
     w->level = 0;
-    if (sizeof_follow(w, root) < 0) {
+    if (sizeof_follow_argument(w, root, total) < 0) {
         PyErr_NoMemory();
         return -1;
     }

@@ -436,6 +436,19 @@ def test_memsize_prints_the_deep_size(ip, capsys):
     assert isinstance(result.error_in_exec, NameError)
 
 
+def test_memsize_of_a_function_leaves_out_the_notebook_globals(ip, capsys):
+    run(ip, "big_global = bytes(5 * 2**20)\n"
+            "def shout(text, times=3):\n"
+            "    return text.upper() * times + str(len(big_global))\n")
+    run(ip, "%memsize shout")
+    out = capsys.readouterr().out
+    shout = ip.user_ns["shout"]
+    size = sys.getsizeof(shout) + memlens.asizeof(shout.__defaults__)
+    assert out.strip() == f"shout: {size / 2**20:.2f} MiB ({size:,} bytes)"
+    assert size < 1000
+    del ip.user_ns["big_global"], ip.user_ns["shout"]
+
+
 def test_memheap_prints_the_census(ip, capsys):
     result = ip.run_line_magic("memheap", "-n 3 -o")
     out = capsys.readouterr().out

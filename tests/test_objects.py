@@ -1,4 +1,6 @@
 """Deep sizes (SPEC 6): asizeof against a plain-Python walk of the rule."""
+import ctypes
+import dataclasses
 import gc
 import sys
 import tracemalloc
@@ -13,6 +15,64 @@ from memlens import _core
 EXCLUDED = (types.ModuleType, type, types.FunctionType,
             types.BuiltinFunctionType, types.CodeType)
 
+# What a class statement makes of functions: in a namespace, program too.
+METHOD_WRAPPERS = (staticmethod, classmethod, property,
+                   types.MethodDescriptorType, types.ClassMethodDescriptorType,
+                   types.WrapperDescriptorType, types.GetSetDescriptorType,
+                   types.MemberDescriptorType)
+
+
+def referents(obj):
+    """What is followed from an object reached."""
+    refs = list(gc.get_referents(obj)) if gc.is_tracked(obj) or (
+        isinstance(obj, (dict, list, tuple, set))) else []
+    if isinstance(obj, dict):
+        refs += list(obj.keys()) + list(obj.values())
+    if isinstance(obj, np.ndarray) and obj.base is not None:
+        refs.append(obj.base)
+    return refs
+
+
+def program_entry(key, value):
+    """A namespace entry that is program, not data."""
+    dunder = (isinstance(key, str) and len(key) > 4
+              and key[:2] == key[-2:] == "__")
+    return dunder or isinstance(value, EXCLUDED + METHOD_WRAPPERS)
+
+
+def namespace(obj):
+    """The dict of a class or module argument."""
+    if isinstance(obj, type):
+        return gc.get_referents(obj.__dict__)[0]  # the mappingproxy's dict
+    return vars(obj)
+
+
+def own_dict(obj):
+    """The __dict__ an object has made, else None: read from its slot, as
+    asking for obj.__dict__ would make one."""
+    slot = ctypes.c_void_p.from_address(id(obj) + type(obj).__dictoffset__)
+    return obj.__dict__ if slot.value else None
+
+
+def argument_referents(obj, seen):
+    """What an argument is followed to, and the bytes of a namespace it
+    counts on the way."""
+    if isinstance(obj, types.FunctionType):
+        own = [obj.__defaults__, obj.__kwdefaults__, obj.__closure__,
+               own_dict(obj)]
+        return [r for r in own if r is not None], 0
+    if isinstance(obj, types.BuiltinFunctionType):
+        return [r for r in gc.get_referents(obj) if r is obj.__self__], 0
+    if isinstance(obj, (type, types.ModuleType)):
+        ns = namespace(obj)
+        if id(ns) in seen:
+            return [], 0
+        seen.add(id(ns))
+        refs = [x for key, value in ns.items()
+                if not program_entry(key, value) for x in (key, value)]
+        return refs, sys.getsizeof(ns)
+    return referents(obj), 0
+
 
 def reference(*objs):
     """The SPEC's rule, walked in plain Python (the test oracle)."""
@@ -21,22 +81,19 @@ def reference(*objs):
     for root in objs:
         if id(root) in seen:
             continue
-        stack = [(root, True)]
+        seen.add(id(root))
+        total += sys.getsizeof(root)
+        stack, counted = argument_referents(root, seen)
+        total += counted
         while stack:
-            obj, is_root = stack.pop()
+            obj = stack.pop()
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            if not is_root and isinstance(obj, EXCLUDED):
+            if isinstance(obj, EXCLUDED):
                 continue
             total += sys.getsizeof(obj)
-            refs = list(gc.get_referents(obj)) if gc.is_tracked(obj) or (
-                isinstance(obj, (dict, list, tuple, set))) else []
-            if isinstance(obj, dict):
-                refs += list(obj.keys()) + list(obj.values())
-            if isinstance(obj, np.ndarray) and obj.base is not None:
-                refs.append(obj.base)
-            stack.extend((r, False) for r in refs)
+            stack.extend(referents(obj))
     return total
 
 
@@ -75,11 +132,218 @@ def test_several_arguments_and_asizesof():
 
 
 def test_arguments_always_count_even_when_excluded_kinds():
-    # An argument is counted and followed whatever its kind; what it
-    # reaches follows the rule.
-    assert memlens.asizeof(int) == reference(int) >= sys.getsizeof(int)
+    # An argument is counted whatever its kind; a class counts its
+    # namespace dict too (int's entries are all methods and dunders), a
+    # code object is followed to its constants and names.
+    int_dict = gc.get_referents(int.__dict__)[0]
+    assert memlens.asizeof(int) == reference(int) == (
+        sys.getsizeof(int) + sys.getsizeof(int_dict))
     code = module_level.__code__
     assert memlens.asizeof(code) == reference(code) >= sys.getsizeof(code)
+
+
+# --------------------------------------------------------------------------
+# Program as arguments: a function, class or module counts what it alone
+# holds, never its module's globals
+# --------------------------------------------------------------------------
+
+PROGRAM_SOURCE = """
+import json
+from json import dumps
+from {other} import read_big
+
+NAMES = [str(i) for i in range(100_000)]
+TABLE = bytes(2**20)
+COUNTS = {{"a": 1, "b": 2}}
+
+
+def plain(x):
+    return len(NAMES) + x
+
+
+def with_defaults(x, blob=bytes(2**20), *, opts={{"level": 3}}):
+    return x
+
+
+with_defaults.note = "n" * 1000
+
+
+def make_closure():
+    data = [None] * (5 * 2**20 // 8)
+
+    def inner():
+        return data, NAMES
+
+    return inner
+
+
+class Holder:
+    BLOB = bytes(2**20)
+    limit = 10
+    __slots__ = ("a", "b")
+
+    def method(self):
+        return NAMES
+
+    @property
+    def prop(self):
+        return NAMES
+
+    @classmethod
+    def build(cls):
+        return NAMES
+
+    @staticmethod
+    def helper():
+        return NAMES
+
+
+class Instance:
+    def __init__(self):
+        self.payload = bytes(2 * 2**20)
+
+    def method(self):
+        return NAMES
+"""
+
+OTHER_SOURCE = """
+BIG = [str(i) for i in range(200_000)]
+
+
+def read_big():
+    return BIG
+"""
+
+
+@pytest.fixture
+def program(tmp_path, monkeypatch):
+    """A module imported from a file, whose globals hold 100,000 strings,
+    importing another that holds 200,000."""
+    import importlib
+
+    tag = tmp_path.name.replace("-", "_")
+    other, main = f"memlens_other_{tag}", f"memlens_program_{tag}"
+    (tmp_path / f"{other}.py").write_text(OTHER_SOURCE)
+    (tmp_path / f"{main}.py").write_text(PROGRAM_SOURCE.format(other=other))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        yield importlib.import_module(main)
+    finally:
+        sys.modules.pop(main, None)
+        sys.modules.pop(other, None)
+
+
+def test_function_counts_itself_not_its_module_globals(program):
+    f = program.plain
+    assert reference(f) == memlens.asizeof(f) == sys.getsizeof(f)
+    assert memlens.asizeof(f) < 400
+
+
+def test_function_counts_its_defaults_and_own_dict(program):
+    f = program.with_defaults
+    blob, opts = f.__defaults__[0], f.__kwdefaults__["opts"]
+    expected = (sys.getsizeof(f) + sys.getsizeof(f.__defaults__)
+                + sys.getsizeof(blob)
+                + sys.getsizeof(f.__kwdefaults__) + sys.getsizeof("opts")
+                + sys.getsizeof(opts) + sys.getsizeof("level")
+                + sys.getsizeof(3)
+                + sys.getsizeof(f.__dict__) + sys.getsizeof("note")
+                + sys.getsizeof(f.note))
+    assert reference(f) == memlens.asizeof(f) == expected
+    # the MiB default, the 1000-byte note and small parts
+    assert 2**20 + 1000 < expected < 2**20 + 3000
+
+
+def test_closure_counts_what_its_cells_hold_not_the_globals(program):
+    inner = program.make_closure()
+    cell = inner.__closure__[0]
+    data = cell.cell_contents
+    expected = (sys.getsizeof(inner) + sys.getsizeof(inner.__closure__)
+                + sys.getsizeof(cell) + sys.getsizeof(data)
+                + sys.getsizeof(None))
+    assert reference(inner) == memlens.asizeof(inner) == expected
+    assert 5 * 2**20 <= expected < 5 * 2**20 + 1000
+
+
+def test_bound_method_counts_its_instance_not_the_globals(program):
+    instance = program.Instance()
+    method = instance.method
+    size = memlens.asizeof(method)
+    assert size == sys.getsizeof(method) + memlens.asizeof(instance)
+    assert 2 * 2**20 <= size < 2 * 2**20 + 1000
+
+
+def test_class_counts_its_data_attributes_not_methods_nor_globals(program):
+    cls = program.Holder
+    ns = namespace(cls)
+    expected = (sys.getsizeof(cls) + sys.getsizeof(ns)
+                + sys.getsizeof("BLOB") + sys.getsizeof(cls.BLOB)
+                + sys.getsizeof("limit") + sys.getsizeof(10))
+    assert reference(cls) == memlens.asizeof(cls) == expected
+    assert 2**20 < expected < 2**20 + 5000
+    # the namespace is one reference away, its entries two
+    assert memlens.asizeof(cls, limit=0) == sys.getsizeof(cls)
+    assert memlens.asizeof(cls, limit=1) == (sys.getsizeof(cls)
+                                             + sys.getsizeof(ns))
+
+
+def test_module_counts_its_data_globals_not_other_modules(program):
+    ns = vars(program)
+    data = {name: ns[name] for name in ("NAMES", "TABLE", "COUNTS")}
+    # not json, dumps (json's), read_big (the other module's, whose globals
+    # hold 200,000 strings), the functions, the classes, __builtins__
+    expected = (sys.getsizeof(program) + sys.getsizeof(ns)
+                + memlens.asizeof(data) - sys.getsizeof(data))
+    assert reference(program) == memlens.asizeof(program) == expected
+    assert expected < memlens.asizeof(program.NAMES) + 2**20 + 5000
+
+
+def test_asizesof_applies_the_argument_rule_to_each(program):
+    inner = program.make_closure()
+    args = (program.plain, inner, program.Holder, program.with_defaults)
+    assert memlens.asizesof(*args) == tuple(memlens.asizeof(a)
+                                            for a in args)
+    assert sum(memlens.asizesof(*args)) < 9 * 2**20
+
+
+def test_builtin_function_counts_its_self_not_its_module_name():
+    assert memlens.asizeof(len) == sys.getsizeof(len)
+    items = list(range(100))
+    append = items.append
+    assert memlens.asizeof(append) == (sys.getsizeof(append)
+                                       + memlens.asizeof(items))
+
+
+def _lambda_with_dict():
+    f = lambda: module_level  # noqa: E731
+    f.cache = {i: str(i) for i in range(100)}
+    return f
+
+
+@dataclasses.dataclass
+class Record:
+    name: str = "x"
+    tags: tuple = ("a", "b")
+    registry = {"k": [1, 2, 3]}
+
+
+PROGRAM_ARGUMENTS = {
+    "lambda with a __dict__": _lambda_with_dict,
+    "function of this module": lambda: module_level,
+    "class with methods and slots": lambda: Slotted,
+    "dataclass": lambda: Record,
+    "builtin class": lambda: dict,
+    "module of strings, classes and functions": lambda: __import__("string"),
+    "builtin function": lambda: len,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAM_ARGUMENTS))
+def test_program_arguments_equal_to_the_byte_to_a_python_walk(name):
+    value = PROGRAM_ARGUMENTS[name]()
+    expected = reference(value)
+    assert memlens.asizeof(value) == expected
+    assert memlens.asizesof(value, value) == (expected, 0)
 
 
 def test_numpy_buffers_count_once_with_their_owner():

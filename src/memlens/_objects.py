@@ -41,8 +41,10 @@ def _walk(objs, limit):
 
 def asizesof(*objs, limit=None):
     """One deep size per argument, in bytes; an object reachable from two
-    arguments is counted with the first. `limit`: objects that many
-    references away from an argument are counted but not followed."""
+    arguments is counted with the first. Each argument follows asizeof's
+    rule, arguments that are functions, classes or modules included.
+    `limit`: objects that many references away from an argument are
+    counted but not followed."""
     return _walk(objs, limit)
 
 
@@ -51,7 +53,28 @@ def asizeof(*objs, limit=None):
     counted once. Followed: what an object's type reports it refers to,
     every key and value of a dict, a NumPy view's base. Not counted nor
     followed when reached: modules, classes, functions, code objects (the
-    arguments always count). Creates nothing while it walks."""
+    program, not its data). Creates nothing while it walks.
+
+    The arguments always count. One of those kinds counts what it alone
+    holds, never its module's globals nor other program objects:
+
+    - a function: itself, its defaults and keyword defaults, its closure
+      cells and what they hold, its own ``__dict__``; not its code object,
+      globals, builtins, name, docstring, module name, annotations or type
+      parameters;
+    - a builtin function or method: itself and its ``__self__`` (the object
+      a builtin method is bound to; a module is not counted);
+    - a class or a module: itself, its namespace dict and the entries of it
+      that are data (key and value, walked as usual); not the ``__dunder__``
+      entries (``__module__``, ``__doc__``, ``__builtins__``, ``__spec__``,
+      ``__slots__``...), nor entries whose value is a module, class,
+      function or method wrapper (staticmethod, classmethod, property,
+      slot and C-level descriptors); a class's bases are not counted;
+    - a code object: itself and its constants, names and bytes.
+
+    A bound method is data: it counts itself and its ``__self__``, not its
+    function.
+    """
     return sum(_walk(objs, limit))
 
 
