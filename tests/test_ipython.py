@@ -479,6 +479,22 @@ def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
     assert not memlens.is_tracing()
 
 
+def test_memtop_reports_no_line_of_memlens_itself(ip, capsys):
+    package = os.path.dirname(memlens.__file__) + os.sep
+    run(ip, "%memtop pass")
+    out = capsys.readouterr().out
+    assert package not in out
+    assert out.count("Top 0 lines") == 2, out
+    result = ip.run_line_magic(
+        "memtop", "-o -n 50 memtop_kept = [bytes(100) for _ in range(10)]")
+    out = capsys.readouterr().out
+    assert package not in out
+    for snapshot in (result.snapshot, result.peak):
+        stats = snapshot.statistics(by="allocated")
+        assert stats
+        assert not [s for s in stats if s.filename.startswith(package)]
+
+
 def test_memsize_prints_the_deep_size(ip, capsys):
     ip.user_ns["payload"] = [bytes(1000) for _ in range(100)]
     run(ip, "%memsize payload")
