@@ -113,12 +113,22 @@ hooks_mode_now(void)
 }
 
 /* Whether this call records blocks: exact or tracing mode, and not
- * already inside one of our hooks on this thread (the churn is counted
- * either way). */
+ * already inside one of our hooks on this thread, nor in memlens's own
+ * quiet work (the churn is counted either way). */
 static inline int
 hooks_records_here(int mode)
 {
     return (mode & (HOOKS_EXACT | HOOKS_TRACE)) && !memlens_hooks_tls.busy;
+}
+
+/* Whether this free (or the old block of a resize), on a thread whose busy
+ * flag is `busy`, takes back a record: as hooks_records_here, but in the
+ * quiet too, where the program's blocks may still be let go of. */
+static inline int
+hooks_forgets_here(int mode, int busy)
+{
+    return (mode & (HOOKS_EXACT | HOOKS_TRACE))
+           && !(busy & MEMLENS_HOOKS_INSIDE);
 }
 
 /* Records a new block (exact mode). Caller holds the busy flag. */
@@ -171,8 +181,26 @@ memlens_hooks_note_external(uint64_t allocated, uint64_t freed)
 {
     memlens_churn_add(allocated + freed);
     if (__atomic_load_n(&hooks_mode, __ATOMIC_RELAXED) & HOOKS_EXACT) {
-        memlens_hooks_tls.allocated += allocated;
+        if (memlens_hooks_tls.busy == 0) {
+            memlens_hooks_tls.allocated += allocated;
+        }
         memlens_hooks_tls.freed += freed;
+    }
+}
+
+void
+memlens_hooks_quiet(int on)
+{
+    memlens_hooks_thread *t = &memlens_hooks_tls;
+    if (on) {
+        if (t->quiet++ == 0) {
+            t->quiet_countdown = t->countdown;
+            t->busy += MEMLENS_HOOKS_QUIET;
+        }
+    }
+    else if (t->quiet > 0 && --t->quiet == 0) {
+        t->busy -= MEMLENS_HOOKS_QUIET;
+        t->countdown = t->quiet_countdown;
     }
 }
 
@@ -347,7 +375,8 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     if (mode == HOOKS_OFF) {
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
-    if (!hooks_records_here(mode)) {
+    int busy = memlens_hooks_tls.busy;
+    if (!hooks_forgets_here(mode, busy)) {
         hooks_forget_inside(d, mode, ptr);
         void *res = d->prev.realloc(d->prev.ctx, ptr, size);
         hooks_see_probe(d, ptr, res);
@@ -359,7 +388,7 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         }
         return res;
     }
-    memlens_hooks_tls.busy = 1;
+    memlens_hooks_tls.busy = busy + 1;
     /* Records of the old block go before the call: once it returns, the
      * address may be handed to another thread. */
     size_t old = 0;
@@ -389,27 +418,33 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
             hooks_moved_free(d, old);
         }
         /* A resize counts as giving back the old block and taking the
-         * new one. */
+         * new one; in the quiet, the new one is memlens's own. */
         if (old != 0) {
             hooks_count_freed(old);
         }
-        hooks_record_alloc(d, mode, res, size);
+        if (busy == 0) {
+            hooks_record_alloc(d, mode, res, size);
+        }
+        else if (mode & HOOKS_LIGHT) {
+            hooks_moved_alloc(d, size);
+        }
     }
-    memlens_hooks_tls.busy = 0;
+    memlens_hooks_tls.busy = busy;
     return res;
 }
 
 static MEMLENS_SLOW_PATH void
 hooks_free_slow(hooks_domain *d, int mode, void *ptr)
 {
-    if (!hooks_records_here(mode)) {
+    int busy = memlens_hooks_tls.busy;
+    if (!hooks_forgets_here(mode, busy)) {
         hooks_forget_inside(d, mode, ptr);
         d->prev.free(d->prev.ctx, ptr);
         hooks_see_probe(d, ptr, NULL);
         hooks_moved_free(d, 0);
         return;
     }
-    memlens_hooks_tls.busy = 1;
+    memlens_hooks_tls.busy = busy + 1;
     size_t size = 0;
     if (mode & HOOKS_EXACT) {
         size = hooks_forget(ptr);
@@ -422,7 +457,7 @@ hooks_free_slow(hooks_domain *d, int mode, void *ptr)
         hooks_count_freed(size);
     }
     hooks_moved_free(d, size);
-    memlens_hooks_tls.busy = 0;
+    memlens_hooks_tls.busy = busy;
 }
 
 static void
@@ -494,8 +529,11 @@ hooks_lean_call(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
 static MEMLENS_SLOW_PATH void *
 hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
 {
-    memlens_hooks_tls.busy = 1;
-    uint64_t weight = memlens_trace_weigh(size);
+    int busy = memlens_hooks_tls.busy;
+    memlens_hooks_tls.busy = busy + 1;
+    /* In the quiet, nothing is recorded and the countdown is put back at
+     * its end. */
+    uint64_t weight = busy == 0 ? memlens_trace_weigh(size) : 0;
     size_t asked = weight != 0 ? MEMLENS_SMALL_BLOCK + 1 : size;
     uint64_t held = memlens_hooks_hold();
     void *res = hooks_lean_call(d, ctx, op, ptr, 1, asked);
@@ -503,7 +541,7 @@ hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
     if (res != NULL && weight != 0) {
         memlens_trace_put_weighed(res, weight);
     }
-    memlens_hooks_tls.busy = 0;
+    memlens_hooks_tls.busy = busy;
     return res;
 }
 
@@ -1065,6 +1103,42 @@ hooks_py_lean(PyObject *module, PyObject *Py_UNUSED(args))
         hooks_lean_linked(&hooks_domains[2]) ? Py_True : Py_False);
 }
 
+/* _hooks_quiet(on): raises or lowers this thread's quiet (hooks.h), around
+ * memlens's own Python code; the calls nest. Returns the depth after. */
+static PyObject *
+hooks_py_quiet(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    if (!on && memlens_hooks_tls.quiet == 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "_hooks_quiet(False) without _hooks_quiet(True)");
+        return NULL;
+    }
+    memlens_hooks_quiet(on);
+    return PyLong_FromLong(memlens_hooks_tls.quiet);
+}
+
+/* _quietly(func, *args): func(*args) with this thread quiet (hooks.h), the
+ * quiet lowered however it ends. A C function taking its arguments in
+ * place: nothing is made, nor any Python frame entered, before the quiet
+ * is raised. */
+static PyObject *
+hooks_py_quietly(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_quietly(func, *args)");
+        return NULL;
+    }
+    memlens_hooks_quiet(1);
+    PyObject *res =
+        PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1), NULL);
+    memlens_hooks_quiet(0);
+    return res;
+}
+
 /* alloc_counters() -> (allocated, freed, failures): bytes since import. */
 static PyObject *
 hooks_py_counters(PyObject *module, PyObject *Py_UNUSED(args))
@@ -1087,6 +1161,9 @@ static PyMethodDef hooks_methods[] = {
     {"_hooks_relink", hooks_py_relink, METH_NOARGS,
      "Re-link hooks that another allocator hook's removal dropped."},
     {"_hooks_lean", hooks_py_lean, METH_NOARGS, NULL},
+    {"_hooks_quiet", hooks_py_quiet, METH_O, NULL},
+    {"_quietly", (PyCFunction)(void (*)(void))hooks_py_quietly, METH_FASTCALL,
+     "_quietly(func, *args): func(*args), unrecorded."},
     {"alloc_counters", hooks_py_counters, METH_NOARGS,
      "alloc_counters() -> (allocated, freed, failures), bytes."},
     {NULL, NULL, 0, NULL},

@@ -6,7 +6,9 @@
 
 /* What one thread has seen through the hooks. Thread-local. */
 typedef struct {
-    int busy;           /* Inside one of our hooks: do not record again. */
+    int busy;           /* Inside one of our hooks (the low bits, a depth):
+                           do not record again. MEMLENS_HOOKS_QUIET added:
+                           memlens's own code at work (below). */
     int probe;          /* Probing which domains still reach our hooks. */
     void *probe_in;     /* While probing: the block the last call through */
     void *probe_out;    /* a hook took in (freed, resized) and gave out. */
@@ -14,9 +16,27 @@ typedef struct {
     uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
     uint64_t countdown; /* Tracing with sampling: bytes before the next
                            mark (trace.c). */
+    int quiet;          /* Depth of memlens_hooks_quiet(1) calls. */
+    uint64_t quiet_countdown; /* The countdown when the first was made. */
 } memlens_hooks_thread;
 
 extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
+
+/* While memlens's own code builds its results (snapshots, tables) or
+ * switches itself on and off, the thread's busy flag holds
+ * MEMLENS_HOOKS_QUIET: the blocks it hands out are neither recorded nor
+ * counted (only the churn sees them), so that memlens never reports, nor
+ * raises a traced peak with, its own work. Frees are still recorded: the
+ * code may let go of the program's blocks (a collection). The recording
+ * paths already test the busy flag, so the quiet costs them nothing. The
+ * bits below it count the depth of our own hooks. */
+#define MEMLENS_HOOKS_QUIET (1 << 16)
+#define MEMLENS_HOOKS_INSIDE (MEMLENS_HOOKS_QUIET - 1)
+
+/* Raises (on) or lowers (off) this thread's quiet; the calls nest. The
+ * sampling countdown is put back when the last one is lowered: memlens's
+ * bytes do not move the marks. Any thread; no GIL needed. */
+void memlens_hooks_quiet(int on);
 
 /* Around a call into an allocator below ours, made with the busy flag
  * raised: what that call allocates through our hooks on the way (pymalloc

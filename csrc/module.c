@@ -52,17 +52,18 @@ memlens_state_from_type(PyTypeObject *type)
     return (memlens_state *)PyType_GetModuleState(type);
 }
 
-/* state() -> dict: what memlens has installed or running right now. The
- * test suite checks it is all gone after each test. */
+/* state() -> dict: what memlens has installed or running right now (the
+ * quiet: on the calling thread). The test suite checks it is all gone
+ * after each test. */
 static PyObject *
 module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
 {
-    return Py_BuildValue("{s:O,s:l,s:l,s:l,s:l}", "hooks_installed",
-                         memlens_hooks_installed() ? Py_True : Py_False,
-                         "hooks_users", memlens_hooks_users(),
-                         "sampler_threads", memlens_sampler_threads(),
-                         "open_windows", memlens_peak_open_windows(),
-                         "line_profiling", memlens_tracer_active());
+    return Py_BuildValue(
+        "{s:O,s:l,s:l,s:l,s:l,s:i}", "hooks_installed",
+        memlens_hooks_installed() ? Py_True : Py_False, "hooks_users",
+        memlens_hooks_users(), "sampler_threads", memlens_sampler_threads(),
+        "open_windows", memlens_peak_open_windows(), "line_profiling",
+        memlens_tracer_active(), "quiet", memlens_hooks_tls.quiet);
 }
 
 static PyMethodDef module_methods[] = {

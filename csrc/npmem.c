@@ -52,13 +52,14 @@ static PyObject *npmem_prev_capsule = NULL; /* Owned, never released. */
 static PyObject *npmem_saved = NULL; /* Owned: handler to restore. GIL. */
 static void **npmem_api = NULL;      /* NumPy's C-API table. */
 
-/* Tells the counters and, while tracing (GIL held), the tracer. */
+/* Tells the counters and, while tracing (GIL held), the tracer; not in
+ * memlens's own quiet work (hooks.h). */
 static void
 npmem_note_alloc(void *p, size_t size)
 {
     memlens_hooks_note_external(size, 0);
     if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
-        && memlens_trace_gil_here()) {
+        && memlens_hooks_tls.busy == 0 && memlens_trace_gil_here()) {
         memlens_hooks_tls.busy++;
         memlens_trace_external_alloc(p, size);
         memlens_hooks_tls.busy--;

@@ -271,6 +271,8 @@ trace_site_at(uint32_t i)
 }
 
 #define TRACE_UNKNOWN_SITE 0
+/* Not a site: the block is memlens's own, and is not recorded. */
+#define TRACE_NO_SITE UINT32_MAX
 
 /* ---- State (GIL unless said) -------------------------------------------- */
 
@@ -361,26 +363,30 @@ typedef struct {
     int lasti;
     int firstlineno;
     int line;
-    int skip; /* The code lies under a skipped prefix. */
+    int skip; /* TRACE_CODE_*: what the code's folder makes of it. */
 } trace_line_entry;
 
-/* Folders whose frames are passed over when a site is taken (NumPy's own
- * Python code, so that np.ones() lands on the caller's line). A tuple of
- * str, owned; GIL. */
-static PyObject *trace_skip_prefixes = NULL;
+/* What a site makes of the frames of a code object, by its file's folder:
+ *   - TRACE_CODE_SKIPPED: passed over (NumPy's own Python code, so that
+ *     np.ones() lands on the caller's line);
+ *   - TRACE_CODE_OWN: memlens's own code. A block whose site starts there
+ *     is not recorded at all: memlens's glue that runs while tracing (a
+ *     magic calling exec(), a context manager's exit) is not the
+ *     program's, and must neither show as a line nor raise the peak. */
+enum { TRACE_CODE_PLAIN, TRACE_CODE_SKIPPED, TRACE_CODE_OWN };
 
+/* The folders of each kind: tuples of str, owned; GIL. */
+static PyObject *trace_skip_prefixes = NULL;
+static PyObject *trace_own_prefixes = NULL;
+
+/* Whether `fn` starts with one of `prefixes` (a tuple of str, or NULL). */
 static int
-trace_code_skipped(PyObject *code)
+trace_under(PyObject *fn, PyObject *prefixes)
 {
-    if (trace_skip_prefixes == NULL) {
-        return 0;
-    }
-    PyObject *fn = ((PyCodeObject *)code)->co_filename;
-    Py_ssize_t n = PyTuple_GET_SIZE(trace_skip_prefixes);
+    Py_ssize_t n = prefixes != NULL ? PyTuple_GET_SIZE(prefixes) : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t r =
-            PyUnicode_Tailmatch(fn, PyTuple_GET_ITEM(trace_skip_prefixes, i),
-                                0, PY_SSIZE_T_MAX, -1);
+        Py_ssize_t r = PyUnicode_Tailmatch(fn, PyTuple_GET_ITEM(prefixes, i),
+                                           0, PY_SSIZE_T_MAX, -1);
         if (r < 0) {
             PyErr_Clear();
         }
@@ -389,6 +395,18 @@ trace_code_skipped(PyObject *code)
         }
     }
     return 0;
+}
+
+/* TRACE_CODE_* of `code`. */
+static int
+trace_code_kind(PyObject *code)
+{
+    PyObject *fn = ((PyCodeObject *)code)->co_filename;
+    if (trace_under(fn, trace_own_prefixes)) {
+        return TRACE_CODE_OWN;
+    }
+    return trace_under(fn, trace_skip_prefixes) ? TRACE_CODE_SKIPPED
+                                                : TRACE_CODE_PLAIN;
 }
 static trace_line_entry *trace_line_cache = NULL; /* Owned (libc). */
 
@@ -566,8 +584,7 @@ trace_gil_here(void)
 
 /* ---- Sites from frames (GIL) --------------------------------------------- */
 
-/* The line of (code, lasti); *skip says whether the code's frames are
- * passed over. */
+/* The line of (code, lasti); *skip is the code's TRACE_CODE_* kind. */
 static int
 trace_line_of(PyObject *code, int lasti, int *skip)
 {
@@ -582,7 +599,7 @@ trace_line_of(PyObject *code, int lasti, int *skip)
     }
     int line =
         lasti < 0 ? first : PyCode_Addr2Line((PyCodeObject *)code, lasti);
-    *skip = trace_code_skipped(code);
+    *skip = trace_code_kind(code);
     if (e != NULL) {
         e->code = code;
         e->lasti = lasti;
@@ -849,23 +866,24 @@ trace_current_site_walk(PyThreadState *ts)
     frames[0].line = trace_line_of((PyObject *)code, lasti, &skip);
     /* A site found past skipped frames depends on the callers: not for
      * the one-entry cache. */
-    int cacheable = !skip;
+    int cacheable = skip != TRACE_CODE_SKIPPED;
     /* Frames of skipped code are passed over, unless nothing else is
      * left: then the last one stands. */
-    while (skip && trace_cursor_back(&cur)) {
+    while (skip == TRACE_CODE_SKIPPED && trace_cursor_back(&cur)) {
         frames[0].code = (PyObject *)cur.f.code;
         frames[0].line =
             trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
     }
-    int n = 1;
-    while (n < trace_nframes && trace_cursor_back(&cur)) {
+    /* A block memlens's own code asked for has no site. */
+    int n = skip == TRACE_CODE_OWN ? 0 : 1;
+    while (n > 0 && n < trace_nframes && trace_cursor_back(&cur)) {
         frames[n].code = (PyObject *)cur.f.code;
         frames[n].line =
             trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
         n++;
     }
     trace_cursor_done(&cur);
-    uint32_t site = trace_intern(frames, n);
+    uint32_t site = n > 0 ? trace_intern(frames, n) : TRACE_NO_SITE;
     if (cacheable && trace_nframes == 1) {
         unsigned k = t->next_recent++ % TRACE_RECENT;
         t->recent[k].frame = frame;
@@ -939,6 +957,9 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
     }
     trace_table_prefetch(table, (uintptr_t)ptr);
     uint32_t site = trace_current_site(ts);
+    if (site == TRACE_NO_SITE) {
+        return;
+    }
     uint32_t stored =
         weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored, old_site;
@@ -1015,6 +1036,9 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
 {
     uint32_t site =
         gil ? trace_current_site(trace_tstate_ok) : TRACE_UNKNOWN_SITE;
+    if (site == TRACE_NO_SITE) {
+        return;
+    }
     uint32_t stored =
         weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored = 0, old_site = 0;
@@ -1312,8 +1336,12 @@ trace_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
         return Py_BuildValue("(ii)", 0, 0);
     }
     trace_maybe_drain();
-    return Py_BuildValue("(LL)", (long long)trace_total,
-                         (long long)trace_peak);
+    /* The tuple is memlens's own: quiet (hooks.h). */
+    memlens_hooks_quiet(1);
+    PyObject *res =
+        Py_BuildValue("(LL)", (long long)trace_total, (long long)trace_peak);
+    memlens_hooks_quiet(0);
+    return res;
 }
 
 /* _trace_reset_peak(): the peak becomes now. */
@@ -1350,28 +1378,10 @@ trace_site_traceback(const trace_site *s)
     return tb;
 }
 
-/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows), rows
- * [(traceback, size, count, allocated, allocations)] for every site that
- * holds or handed out memory (now, or at the peak). */
+/* The result of _trace_snapshot, now or at the peak. GIL, tracing. */
 static PyObject *
-trace_py_snapshot(PyObject *m, PyObject *arg)
+trace_snapshot_rows(int at_peak)
 {
-    int at_peak = PyObject_IsTrue(arg);
-    if (at_peak < 0) {
-        return NULL;
-    }
-    if (!memlens_trace_on) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "memlens is not tracing: call start_tracing() "
-                        "first");
-        return NULL;
-    }
-    trace_maybe_drain();
-    if (at_peak && trace_at_peak) {
-        trace_copy_peak();
-    }
-    /* Copy the figures first: building the rows allocates, and those
-     * allocations are traced too. */
     uint32_t n = trace_nsites;
     int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
     if (fig == NULL) {
@@ -1415,6 +1425,35 @@ trace_py_snapshot(PyObject *m, PyObject *arg)
                          (long long)total, rows);
 }
 
+/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows), rows
+ * [(traceback, size, count, allocated, allocations)] for every site that
+ * holds or handed out memory (now, or at the peak). */
+static PyObject *
+trace_py_snapshot(PyObject *m, PyObject *arg)
+{
+    int at_peak = PyObject_IsTrue(arg);
+    if (at_peak < 0) {
+        return NULL;
+    }
+    if (!memlens_trace_on) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "memlens is not tracing: call start_tracing() "
+                        "first");
+        return NULL;
+    }
+    trace_maybe_drain();
+    if (at_peak && trace_at_peak) {
+        trace_copy_peak();
+    }
+    /* Copy the figures first: building the rows allocates, and may run a
+     * collection that frees traced blocks. What the rows take is memlens's
+     * own: quiet (hooks.h). */
+    memlens_hooks_quiet(1);
+    PyObject *res = trace_snapshot_rows(at_peak);
+    memlens_hooks_quiet(0);
+    return res;
+}
+
 /* _trace_stats() -> dict: bookkeeping figures (for tests and bench). */
 static PyObject *
 trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
@@ -1446,23 +1485,34 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
         trace_in_place ? Py_True : Py_False);
 }
 
-/* _trace_skip(prefixes): folders whose frames sites pass over. */
-static PyObject *
-trace_py_skip(PyObject *m, PyObject *arg)
+/* Whether `arg` is a tuple of str; TypeError if not. */
+static int
+trace_check_prefixes(PyObject *arg)
 {
-    if (!PyTuple_Check(arg)) {
+    int ok = PyTuple_Check(arg);
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(arg); i++) {
+        ok = PyUnicode_Check(PyTuple_GET_ITEM(arg, i));
+    }
+    if (!ok) {
         PyErr_SetString(PyExc_TypeError, "prefixes must be a tuple of str");
+    }
+    return ok;
+}
+
+/* _trace_skip(skipped, own): the folders whose frames sites pass over, and
+ * those of memlens's own code, whose blocks are not recorded. */
+static PyObject *
+trace_py_skip(PyObject *m, PyObject *args)
+{
+    PyObject *skipped, *own;
+    if (!PyArg_ParseTuple(args, "OO:_trace_skip", &skipped, &own)
+        || !trace_check_prefixes(skipped) || !trace_check_prefixes(own)) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(arg); i++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(arg, i))) {
-            PyErr_SetString(PyExc_TypeError,
-                            "prefixes must be a tuple of str");
-            return NULL;
-        }
-    }
-    Py_INCREF(arg);
-    Py_XSETREF(trace_skip_prefixes, arg);
+    Py_INCREF(skipped);
+    Py_XSETREF(trace_skip_prefixes, skipped);
+    Py_INCREF(own);
+    Py_XSETREF(trace_own_prefixes, own);
     if (trace_line_cache != NULL) {
         memset(trace_line_cache, 0,
                TRACE_LINE_CACHE * sizeof(trace_line_entry));
@@ -1523,7 +1573,7 @@ trace_py_block(PyObject *m, PyObject *args)
 static PyMethodDef trace_methods[] = {
     {"_trace_block", trace_py_block, METH_VARARGS, NULL},
     {"_trace_frames_api", trace_py_frames_api, METH_O, NULL},
-    {"_trace_skip", trace_py_skip, METH_O, NULL},
+    {"_trace_skip", trace_py_skip, METH_VARARGS, NULL},
     {"_trace_start", trace_py_start, METH_VARARGS, NULL},
     {"_trace_stop", trace_py_stop, METH_NOARGS, NULL},
     {"_trace_is_tracing", trace_py_is_tracing, METH_NOARGS, NULL},

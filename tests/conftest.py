@@ -45,6 +45,8 @@ def nothing_left_behind():
         problems.append(f"{state['open_windows']} peak window(s) left open")
     if state["line_profiling"]:
         problems.append("line profiling left running")
+    if state["quiet"]:
+        problems.append(f"memlens's quiet left raised ({state['quiet']})")
     monitoring = getattr(sys, "monitoring", None)
     if monitoring is not None:
         tools = [i for i in range(6) if monitoring.get_tool(i) == "memlens"]

@@ -202,6 +202,61 @@ def test_cell_memit_runs_the_cell(ip, capsys):
     assert MEMIT.search(capsys.readouterr().out)
 
 
+def test_cell_memit_runs_the_line_as_setup_once_and_measures_the_body(
+        ip, capsys):
+    ip.user_ns["runs"] = []
+    result = ip.run_cell_magic(
+        "memit", "-o -q -r 3 setup_runs = []; runs.append('setup')",
+        "runs.append('body')\nsetup_runs.append(1)\n")
+    assert ip.user_ns["runs"] == ["setup", "body", "body", "body"]
+    assert ip.user_ns["setup_runs"] == [1, 1, 1]
+    assert len(result.peaks) == 3 and capsys.readouterr().out == ""
+    # A setup that raises shows its own traceback; nothing is measured.
+    result = run(ip, "%%memit {}['no such key']\nruns.append(1)\n")
+    assert isinstance(result.error_in_exec, KeyError)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "KeyError" in text and "{}['no such key']" in text
+    assert not MEMIT.search(text)
+    assert ip.user_ns["runs"] == ["setup", "body", "body", "body"]
+    assert _core.state()["open_windows"] == 0
+
+
+def test_cell_memit_setup_is_not_measured(ip):
+    # 40 MiB: above glibc's largest mmap threshold, so always fresh pages.
+    result = ip.run_cell_magic(
+        "memit", "-o -q setup_held = np.ones(40 * 2**20 // 8)",
+        "x = 1\n")
+    assert result.increment < 20
+    del ip.user_ns["setup_held"]
+
+
+def test_cell_memit_with_setup_and_an_empty_body_is_a_usage_error(ip):
+    with pytest.raises(UsageError, match="no statement"):
+        ip.run_cell_magic("memit", "x = 1", "\n")
+
+
+@figures
+def test_cell_memit_setup_import_is_left_out_of_a_fresh_session():
+    # A shell of its own in a fresh interpreter, so that NumPy is imported
+    # by the setup line (IPython.testing would import it beforehand).
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "assert 'numpy' not in sys.modules\n"
+        "ip.run_line_magic('load_ext', 'memlens')\n"
+        "r = ip.run_cell_magic('memit', '-o -q import numpy as np, "
+        "numpy.random', 'np.random.randn(1000000)\\n')\n"
+        "print(r.increment, 'numpy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True, timeout=120).stdout.split()
+    increment, imported = float(out[0]), out[1]
+    # One array of a million doubles: 7.63 MiB; the import is 20 MiB more.
+    assert imported == "True"
+    assert 6.5 <= increment <= 9, increment
+
+
 def test_memit_timeout_stops_repeating(ip):
     ip.user_ns["ticks"] = []
     code = "ticks.append(1); sum(range(3 * 10**6))"
@@ -422,6 +477,22 @@ def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
         ip.run_line_magic("memtop", "")
     run(ip, "%memtop 1/0")
     assert not memlens.is_tracing()
+
+
+def test_memtop_reports_no_line_of_memlens_itself(ip, capsys):
+    package = os.path.dirname(memlens.__file__) + os.sep
+    run(ip, "%memtop pass")
+    out = capsys.readouterr().out
+    assert package not in out
+    assert out.count("Top 0 lines") == 2, out
+    result = ip.run_line_magic(
+        "memtop", "-o -n 50 memtop_kept = [bytes(100) for _ in range(10)]")
+    out = capsys.readouterr().out
+    assert package not in out
+    for snapshot in (result.snapshot, result.peak):
+        stats = snapshot.statistics(by="allocated")
+        assert stats
+        assert not [s for s in stats if s.filename.startswith(package)]
 
 
 def test_memsize_prints_the_deep_size(ip, capsys):

@@ -147,6 +147,50 @@ def test_alloc_columns_count_python_objects(line_backend):
     assert rec.net > 0
 
 
+def passthrough(func):
+    """A decorator that only calls: what a call through a wrapper costs."""
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+    return wrapper
+
+
+def test_alloc_columns_leave_out_the_profilers_own_glue(line_backend):
+    # A profiled function calling another one: switching the profile on
+    # and off around the call allocates, and that is not the caller's. The
+    # call costs what a call through a plain decorator costs (under a trace
+    # function, settrace, each Python call makes a frame object; the
+    # profiler's wrapper holds a few more cells than the plain one's).
+    profiler = memlens.LineProfiler(alloc=True)
+    out = io.StringIO()
+
+    @passthrough
+    def plain():
+        return None
+
+    @profiler
+    def callee():
+        return None
+
+    @memlens.profile(alloc=True, stream=out)
+    def printing():
+        return None
+
+    @profiler
+    def caller():
+        value = plain()
+        value = callee()
+        value = printing()
+        return value
+
+    caller()
+    assert out.getvalue().count("Filename:") == 1
+    lines = rows(profiler, 1)
+    base = lines["value = plain()"].allocated
+    allowed = base + (128 if line_backend == "settrace" else 0)
+    assert lines["value = callee()"].allocated <= allowed
+    assert lines["value = printing()"].allocated <= allowed
+
+
 class Thing:
     def method(self, n):
         x = [0] * n

@@ -2,7 +2,9 @@
 import json
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import tracemalloc
 
@@ -15,6 +17,8 @@ from memlens import _core
 from conftest import MiB, in_threads
 
 HERE = os.path.abspath(__file__)
+#: memlens's own code: no report may show a line of it.
+PACKAGE = os.path.dirname(memlens.__file__) + os.sep
 
 
 @pytest.fixture(autouse=True)
@@ -567,3 +571,115 @@ def test_frames_read_in_place_agree_with_the_api():
     gen_line = _gen_blocks.__code__.co_firstlineno + 2
     callers = {frames[1][1] for frames in rows if frames[0][1] == gen_line}
     assert callers == {_mixed_workload.__code__.co_firstlineno + 1}
+
+
+def test_exit_snapshots_hold_the_programs_blocks_and_nothing_else():
+    with memlens.tracing() as t:
+        x = bytes(5000)
+    size = sys.getsizeof(x)  # one block of exactly that size
+    assert t.traced == (size, size)
+    for snap in (t.snapshot, t.peak):
+        assert snap.total == size
+        assert [(s.filename, s.line, s.size) for s in snap.statistics()] == [
+            (HERE, "x = bytes(5000)", size)]
+    with memlens.tracing() as t:
+        y = [0] * 10
+    # The item array, the list object (unless a free list had one) and the
+    # one-item list made on the way: the peak holds those alone.
+    assert 10 * 8 <= t.peak.total <= sys.getsizeof(y) + sys.getsizeof([0])
+    assert [(s.filename, s.line) for s in t.peak.statistics()] == [
+        (HERE, "y = [0] * 10")]
+    del x, y
+
+
+def test_no_row_of_any_report_is_memlens_own_code():
+    snapshots = []
+    with memlens.tracing(nframes=5) as t:
+        kept = [bytes(100) for _ in range(100)]
+        snapshots.append(memlens.take_snapshot())
+        memlens.traced_memory()
+        memlens.reset_peak()
+        kept.append(bytes(1000))
+        snapshots.append(memlens.peak_snapshot())
+        snapshots.append(memlens.take_snapshot())
+    snapshots += [t.snapshot, t.peak]
+    for snapshot in snapshots:
+        assert snapshot.traces
+        for frames, *_ in snapshot.traces:
+            assert not frames[0].filename.startswith(PACKAGE), frames
+        for key in ("lineno", "filename", "traceback"):
+            for by in ("size", "allocated"):
+                for stat in snapshot.statistics(key, by):
+                    assert not stat.filename.startswith(PACKAGE), stat
+        assert PACKAGE not in snapshot.format(None, by="allocated")
+    del kept
+
+
+def test_a_snapshot_taken_while_tracing_leaves_the_peak_alone():
+    memlens.start_tracing()
+    try:
+        x = bytes(5000)
+        before = memlens.peak_snapshot()
+        memlens.take_snapshot()
+        memlens.take_snapshot()
+        after = memlens.peak_snapshot()
+        traced = memlens.traced_memory()
+    finally:
+        memlens.stop_tracing()
+    size = sys.getsizeof(x)
+    assert traced == (size, size)
+    assert after.total == before.total == size
+    assert after.traces == before.traces
+    del x
+
+
+def test_a_public_name_first_used_while_tracing_is_not_traced():
+    # A fresh interpreter: memlens binds its public names on first use.
+    code = textwrap.dedent("""
+        import memlens
+
+        def main():
+            memlens.start_tracing()
+            snapshot = memlens.take_snapshot()
+            memory = memlens.traced_memory()
+            peak = memlens.peak_snapshot()
+            memlens.stop_tracing()
+            print(peak.total, snapshot.total, *memory)
+
+        main()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert out.split() == ["0", "0", "0", "0"]
+
+
+@pytest.mark.parametrize("sample_bytes", [0, 512 * 1024])
+def test_quiet_blocks_are_not_traced_but_frees_of_traced_ones_are(
+        sample_bytes):
+    # memlens's own work runs quiet: Python objects and NumPy data made
+    # then are not recorded; the program's blocks it lets go of still are.
+    memlens.start_tracing(1, sample_bytes)
+    try:
+        kept = [bytes(1000) for _ in range(20_000)]
+        before = memlens.traced_memory()[0]
+        _core._hooks_quiet(True)
+        try:
+            # Small blocks (the lean hooks' when sampling) and large ones.
+            quiet = [bytes(100) for _ in range(100_000)]
+            quiet_large = [bytes(1000) for _ in range(10_000)]
+            quiet_array = np.ones(10**6)
+            del kept
+        finally:
+            _core._hooks_quiet(False)
+        current, peak = memlens.traced_memory()
+        lines = {s.line for s in memlens.take_snapshot().statistics()}
+    finally:
+        memlens.stop_tracing()
+    assert before >= 18 * MiB
+    assert current < MiB
+    assert peak < before * 1.1
+    assert "kept = [bytes(1000) for _ in range(20_000)]" not in lines
+    assert not {"quiet = [bytes(100) for _ in range(100_000)]",
+                "quiet_large = [bytes(1000) for _ in range(10_000)]",
+                "quiet_array = np.ones(10**6)"} & lines
+    del quiet, quiet_large, quiet_array

@@ -44,9 +44,14 @@ def __getattr__(name):
         raise AttributeError(f"module 'memlens' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+    module = importlib.import_module(module_name)
+    # Every name of the module at once: a name first used while tracing
+    # would otherwise be looked up (an AttributeError made and dropped) on
+    # the program's line.
+    for other, where in _LAZY.items():
+        if where == module_name:
+            globals()[other] = getattr(module, other)
+    return globals()[name]
 
 
 def load_ipython_extension(ip):

@@ -289,7 +289,17 @@ class LineProfiler:
             self.codes.append(code)
             self.functions.append(func)
 
+    # Switching on and off runs quiet (_core._quietly, given the plain
+    # function: a bound method would be made before the quiet): what it
+    # allocates is memlens's own, and must not count on the line of a
+    # profiled function that called another one.
     def enable(self):
+        _core._quietly(LineProfiler._enable, self)
+
+    def disable(self):
+        _core._quietly(LineProfiler._disable, self)
+
+    def _enable(self):
         _ENGINE.enable(self.alloc)
         with self._lock:
             self._enabled += 1
@@ -298,7 +308,7 @@ class LineProfiler:
         if self.alloc:
             numpy_hook_acquire()
 
-    def disable(self):
+    def _disable(self):
         with self._lock:
             if self._enabled == 0:
                 raise RuntimeError("LineProfiler.disable() without enable()")
@@ -331,14 +341,22 @@ class LineProfiler:
         ends, exception or not."""
         depth = threading.local()
 
+        # The glue around each call runs quiet, entered straight from the
+        # wrapper: what it allocates (the table printed after a decorated
+        # function too, and under a trace function the frame object of each
+        # call it makes) is memlens's own, and must not count on the line of
+        # a profiled caller.
+        quietly = _core._quietly
+        on, off = self._enable, self._disable
+
         def enter(trace=True):
             depth.n = getattr(depth, "n", 0) + 1
             if trace:
-                self.enable()
+                on()
 
         def leave(trace=True):
             if trace:
-                self.disable()
+                off()
             depth.n -= 1
             if depth.n == 0 and after is not None:
                 after()
@@ -348,16 +366,16 @@ class LineProfiler:
             def wrapper(*args, **kwargs):
                 # Traced only while the generator runs, not while it waits;
                 # made while enabled, so that it runs the code being traced.
-                self.enable()
+                quietly(on)
                 try:
                     gen = func(*args, **kwargs)
                 finally:
-                    self.disable()
-                enter(trace=False)
+                    quietly(off)
+                quietly(enter, False)
                 try:
                     value, error = None, None
                     while True:
-                        self.enable()
+                        quietly(on)
                         try:
                             if error is None:
                                 item = gen.send(value)
@@ -366,7 +384,7 @@ class LineProfiler:
                         except StopIteration as stop:
                             return stop.value
                         finally:
-                            self.disable()
+                            quietly(off)
                         value, error = None, None
                         try:
                             value = yield item
@@ -376,23 +394,23 @@ class LineProfiler:
                         except BaseException as exc:
                             error = exc
                 finally:
-                    leave(trace=False)
+                    quietly(leave, False)
         elif inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def wrapper(*args, **kwargs):
-                enter()
+                quietly(enter)
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    leave()
+                    quietly(leave)
         else:
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                enter()
+                quietly(enter)
                 try:
                     return func(*args, **kwargs)
                 finally:
-                    leave()
+                    quietly(leave)
         wrapper.__memlens_profiler__ = self
         return wrapper
 

@@ -24,15 +24,18 @@ __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
 
 KEYS = ("lineno", "filename", "traceback")
 
+#: The folder of memlens's own code: blocks it asks for while tracing (its
+#: glue around the program) are not recorded.
+OWN_PREFIX = os.path.dirname(__file__) + os.sep
+
 
 def _skip_prefixes():
     """NumPy's own Python code is passed over, so that np.ones() lands on
-    the caller's line."""
+    the caller's line; memlens's own is left out."""
     numpy = sys.modules.get("numpy")
     path = getattr(numpy, "__file__", None)
-    if path:
-        return (os.path.dirname(path) + os.sep,)
-    return ()
+    skipped = (os.path.dirname(path) + os.sep,) if path else ()
+    return skipped, (OWN_PREFIX,)
 
 
 _tracemalloc_stop = None
@@ -76,12 +79,16 @@ def start_tracing(nframes=1, sample_bytes=0):
     drops a mark every N bytes allocated on average (N +/- 10% at random)
     and records the blocks marks fall in, each standing for N bytes per
     mark, for near-zero overhead.
+
+    memlens keeps out of its own records: the blocks its own code asks for
+    while tracing (taking snapshots, the glue of tracing() and of the
+    magics) are not recorded, and raise neither the figures nor the peak.
     """
     for name, value in (("nframes", nframes), ("sample_bytes", sample_bytes)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not "
                             f"{type(value).__name__}")
-    _core._trace_skip(_skip_prefixes())
+    _core._trace_skip(*_skip_prefixes())
     numpy_hook_acquire()  # first: its own bookkeeping is not the program's
     try:
         _core._trace_start(nframes, sample_bytes)
@@ -115,14 +122,25 @@ def reset_peak():
     _core._trace_reset_peak()
 
 
+def _snapshot(at_peak):
+    return Snapshot._from_core(_core._trace_snapshot(at_peak),
+                               "peak" if at_peak else "current")
+
+
+# memlens's own work while tracing (building a snapshot, the glue of
+# tracing()) runs through _core._quietly: the blocks it allocates are left
+# out of every record, so that they neither show as lines nor raise the
+# peak.
+
 def take_snapshot():
-    """What is alive now, by site."""
-    return Snapshot._from_core(_core._trace_snapshot(False), "current")
+    """What is alive now, by site. Taking it changes neither the figures
+    nor the peak."""
+    return _core._quietly(_snapshot, False)
 
 
 def peak_snapshot():
     """What was alive when the traced memory reached its peak, by site."""
-    return Snapshot._from_core(_core._trace_snapshot(True), "peak")
+    return _core._quietly(_snapshot, True)
 
 
 class tracing:
@@ -144,14 +162,19 @@ class tracing:
         start_tracing(self.nframes, self.sample_bytes)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        # The arguments are named: a tuple of them would be made, and
+        # traced, on the with statement's line.
+        _core._quietly(tracing._finish, self)
+        return False
+
+    def _finish(self):
         try:
             self.traced = traced_memory()
-            self.snapshot = take_snapshot()
-            self.peak = peak_snapshot()
+            self.snapshot = _snapshot(False)
+            self.peak = _snapshot(True)
         finally:
             stop_tracing()
-        return False
 
 
 # --------------------------------------------------------------------------

@@ -312,7 +312,13 @@ class MemlensMagics(Magics):
         does: X is the highest RSS reached while the statement ran, Y how
         far that is above the RSS just before it. No child process is
         started, nothing sleeps, and nothing is collected unless --gc asks.
-        With %%memit the line's statement (if any) runs before the cell.
+
+        With %%memit the cell's body is measured, and the statement on the
+        magic's line, if any, is setup (the %%timeit convention): it runs
+        first, in the user's namespace, unmeasured, and once only, before
+        the first of the -r runs (as memory_profiler's %%memit does). A
+        setup that raises shows its traceback, and nothing is measured.
+        Options come before the setup statement on the line.
         """
         __tracebackhide__ = True
         args = _parse(self.memit, line)
@@ -322,7 +328,20 @@ class MemlensMagics(Magics):
             raise UsageError("%memit: -t needs a positive number of seconds")
         if args.interval <= 0:
             raise UsageError("%memit: -i needs a positive interval")
-        code = self._compile(_statement(args, cell, self.shell, "memit"))
+        setup = None
+        if cell is None:
+            source = _statement(args, None, self.shell, "memit")
+        else:
+            line_source = " ".join(args.statement)
+            if line_source.strip():
+                setup = self._compile(self.shell.transform_cell(line_source))
+            source = self.shell.transform_cell(cell)
+            if not source.strip():
+                raise UsageError("%%memit: the cell has no statement to "
+                                 "measure")
+        code = self._compile(source)
+        if setup is not None:
+            exec(setup, self.shell.user_ns)
         result = self._run(code, args)
         if not args.quiet:
             print(result)

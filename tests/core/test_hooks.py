@@ -181,3 +181,28 @@ def test_bare_hooks_pass_every_call_on_and_go_away():
     assert not _core.state()["hooks_installed"]
     with pytest.raises(RuntimeError, match="more often than acquired"):
         _core._hooks_bare(False)
+
+
+def test_quiet_blocks_are_not_counted_but_frees_of_counted_ones_are():
+    with hooks() as h:
+        counted = bytes(5 * MiB)
+        grown = bytearray(1 * MiB)
+        assert _core._hooks_quiet(True) == 1
+        try:
+            quiet = bytes(3 * MiB)
+            del counted
+            grown.extend(bytes(3 * MiB))  # the old block goes, counted
+        finally:
+            assert _core._hooks_quiet(False) == 0
+        del quiet, grown  # blocks never counted: no free counted either
+    assert 6 * MiB <= h.allocated < 6 * MiB + 64 * 1024
+    assert 6 * MiB <= h.freed < 6 * MiB + 64 * 1024
+
+
+def test_quiet_nests_and_refuses_to_go_below_zero():
+    assert _core._hooks_quiet(True) == 1
+    assert _core._hooks_quiet(True) == 2
+    assert _core._hooks_quiet(False) == 1
+    assert _core._hooks_quiet(False) == 0
+    with pytest.raises(RuntimeError, match="without"):
+        _core._hooks_quiet(False)
