@@ -420,6 +420,48 @@ def test_mprun_profiles_a_function_defined_in_a_cell(ip, capsys, line_backend):
     assert match and abs(float(match[1]) - 7.6) < 0.05, out
 
 
+@figures
+def test_mprun_shows_a_numpy_array_on_its_line(ip, capsys, line_backend):
+    run(ip, "def make_array():\n    a = np.ones(10_000_000)\n"
+            "    return a\n")
+    capsys.readouterr()
+    result = run(ip, "%mprun -f make_array kept = make_array()")
+    assert result.error_in_exec is None
+    out = capsys.readouterr().out
+    match = re.search(r"(-?\d+\.\d) MiB\s+1\s+a = np\.ones", out)
+    assert match and abs(float(match[1]) - 76.3) <= 0.02 * 76.3, out
+    run(ip, "del kept")
+
+
+BUILD_AND_FREE = ("def build_and_free():\n    for _ in range(5):\n"
+                  "        x = [0] * 1000000\n        del x\n")
+
+
+@figures
+def test_mprun_is_not_fooled_by_pages_freed_before(ip, capsys, line_backend):
+    # Five 8 MB lists built and freed leave their pages to the C heap; a
+    # new list would reuse them without a new resident page, and read 0.0.
+    run(ip, BUILD_AND_FREE)
+    run(ip, "def first_line():\n    a = [1] * 1000000\n    return a\n")
+    run(ip, "build_and_free()")
+    capsys.readouterr()
+    run(ip, "%mprun -f first_line first_line()")
+    out = capsys.readouterr().out
+    match = re.search(r"(-?\d+\.\d) MiB\s+1\s+a = \[1\]", out)
+    assert match and abs(float(match[1]) - 7.6) <= 0.3, out
+
+
+@figures
+def test_memit_is_not_fooled_by_pages_freed_before(ip, capsys):
+    run(ip, BUILD_AND_FREE)
+    run(ip, "build_and_free()")
+    capsys.readouterr()
+    run(ip, "%memit x = [1] * 1000000")
+    _, increment = memit_figures(capsys.readouterr().out)
+    assert abs(increment - 7.63) <= 0.3
+    run(ip, "del x")
+
+
 def test_mprun_several_functions_file_and_result(ip, capsys, tmp_path):
     run(ip, "def f1():\n    return [1] * 10\n\ndef f2():\n    return f1()\n")
     path = tmp_path / "prof.txt"

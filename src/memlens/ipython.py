@@ -364,6 +364,9 @@ class MemlensMagics(Magics):
         for _ in range(args.repeat):
             if args.collect:
                 gc.collect()
+            # Pages the heap kept from earlier work would be reused without
+            # raising RSS: the figures must not depend on what ran before.
+            _core._trim_heap()
             waited = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             before = _core.children_rss()[0] if args.include_children else 0
             with _peak_window() as window:
