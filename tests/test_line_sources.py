@@ -3,6 +3,7 @@ without alloc=True, are right for memory from any source, Python objects,
 NumPy arrays and a C extension's malloc or mmap, on every backend; and they
 do not depend on what the session freed before the profile."""
 import importlib.util
+import io
 import os
 import shlex
 import subprocess
@@ -168,6 +169,22 @@ def test_a_heap_freed_before_the_profile_does_not_hide_a_line(
     out = subprocess.run([sys.executable, str(path)], capture_output=True,
                          text=True, check=True, env=os.environ).stdout
     assert abs(int(out) - 8_000_000) <= 0.05 * 8_000_000, out
+
+
+@figures
+def test_the_profile_decorator_sees_numpy(line_backend):
+    out = io.StringIO()
+
+    @memlens.profile(stream=out)
+    def make():
+        a = np.ones(20_000_000)
+        return a
+
+    make()
+    line = next(x for x in out.getvalue().splitlines()
+                if x.endswith("a = np.ones(20_000_000)"))
+    increment = float(line.split()[3])  # Line #, Mem usage, MiB, Increment
+    assert abs(increment - 152.6) <= 0.02 * 152.6, line
 
 
 CLI_SCRIPT = """
