@@ -17,6 +17,10 @@ from memlens import _core
 from conftest import MiB, in_threads
 
 HERE = os.path.abspath(__file__)
+
+#: Before 3.11 every call makes a frame object, allocated on the caller's
+#: line, and CPython keeps one per code object for the next call.
+FRAMES_ARE_OBJECTS = sys.version_info < (3, 11)
 #: memlens's own code: no report may show a line of it.
 PACKAGE = os.path.dirname(memlens.__file__) + os.sep
 
@@ -650,7 +654,11 @@ def test_a_public_name_first_used_while_tracing_is_not_traced():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True, timeout=120).stdout
-    assert out.split() == ["0", "0", "0", "0"]
+    if FRAMES_ARE_OBJECTS:
+        # memlens's two Python functions called here leave their frames.
+        assert all(int(figure) < 1024 for figure in out.split()), out
+    else:
+        assert out.split() == ["0", "0", "0", "0"]
 
 
 @pytest.mark.parametrize("sample_bytes", [0, 512 * 1024])
@@ -672,13 +680,19 @@ def test_quiet_blocks_are_not_traced_but_frees_of_traced_ones_are(
         finally:
             _core._hooks_quiet(False)
         current, peak = memlens.traced_memory()
-        lines = {s.line for s in memlens.take_snapshot().statistics()}
+        sizes = {s.line: s.size for s in memlens.take_snapshot().statistics()}
+        lines = set(sizes)
     finally:
         memlens.stop_tracing()
     assert before >= 18 * MiB
     assert current < MiB
     assert peak < before * 1.1
-    assert "kept = [bytes(1000) for _ in range(20_000)]" not in lines
+    kept_line = "kept = [bytes(1000) for _ in range(20_000)]"
+    if FRAMES_ARE_OBJECTS:
+        # The comprehension's frame object, kept by CPython for reuse.
+        assert sizes.get(kept_line, 0) < 1024
+    else:
+        assert kept_line not in lines
     assert not {"quiet = [bytes(100) for _ in range(100_000)]",
                 "quiet_large = [bytes(1000) for _ in range(10_000)]",
                 "quiet_array = np.ones(10**6)"} & lines
