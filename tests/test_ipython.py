@@ -443,6 +443,11 @@ def test_mprun_shows_a_numpy_array_on_its_line(ip, capsys, line_backend):
     run(ip, "del kept")
 
 
+#: The 7.6 MiB list, plus the pages of a fragmented heap that glibc
+#: touches again while it merges free chunks for so large a request (up to
+#: 1.9 MiB seen after a long test session).
+LIST_AND_HEAP_PAGES = 10.0
+
 BUILD_AND_FREE = ("def build_and_free():\n    for _ in range(5):\n"
                   "        x = [0] * 1000000\n        del x\n")
 
@@ -456,7 +461,7 @@ def test_mprun_is_not_fooled_by_pages_freed_before(ip, capsys, line_backend):
     run(ip, "build_and_free()")
     increment = mprun_increment(ip, capsys, "%mprun -f first_line "
                                 "first_line()", "a = [1]")
-    assert abs(increment - 7.6) <= 0.3
+    assert 7.3 <= increment <= LIST_AND_HEAP_PAGES, increment
 
 
 @figures
@@ -466,7 +471,7 @@ def test_memit_is_not_fooled_by_pages_freed_before(ip, capsys):
     capsys.readouterr()
     run(ip, "%memit x = [1] * 1000000")
     _, increment = memit_figures(capsys.readouterr().out)
-    assert abs(increment - 7.63) <= 0.3
+    assert 7.3 <= increment <= LIST_AND_HEAP_PAGES, increment
     run(ip, "del x")
 
 
@@ -534,7 +539,15 @@ def test_memtop_reports_no_line_of_memlens_itself(ip, capsys):
     run(ip, "%memtop pass")
     out = capsys.readouterr().out
     assert package not in out
-    assert out.count("Top 0 lines") == 2, out
+    # From 3.12, once sys.monitoring was used in the process (the line
+    # profiler's backend), CPython instruments a fresh code object at its
+    # first instruction: about 100 bytes on the cell's line 0, the cell's
+    # own. Nothing else may show.
+    rows = re.findall(r"^#\d+: (.+):(\d+): ", out, re.MULTILINE)
+    assert all(name.startswith("<ipython-input") and line == "0"
+               for name, line in rows), out
+    if sys.version_info < (3, 12):
+        assert out.count("Top 0 lines") == 2, out
     result = ip.run_line_magic(
         "memtop", "-o -n 50 memtop_kept = [bytes(100) for _ in range(10)]")
     out = capsys.readouterr().out
