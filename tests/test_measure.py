@@ -85,6 +85,20 @@ def test_exception_passes_through_unchanged_and_measurement_completes():
     assert info.value is error and m.done
 
 
+def test_second_exit_is_a_runtime_error_and_keeps_the_first_result():
+    block = memlens.measure("once")
+    m = block.__enter__()
+    assert block.__exit__(None, None, None) is False
+    assert m.done
+    first = m.to_dict()
+    with pytest.raises(RuntimeError, match="exited more times"):
+        block.__exit__(None, None, None)
+    assert m.to_dict() == first
+    with block as again:  # still usable afterwards
+        pass
+    assert again.done and again is not m
+
+
 def test_bare_decorator_keeps_name_doc_signature_and_history():
     @memlens.measure
     def build(n, *, fill=0):

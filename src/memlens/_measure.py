@@ -142,6 +142,12 @@ class _Measure:
         return run.result
 
     def __exit__(self, exc_type, exc, tb):
+        # Each exit closes the newest block still open (the object is
+        # reusable and reentrant); an exit with none open is a misuse, as
+        # releasing an unheld lock is.
+        if not self._open:
+            raise RuntimeError(
+                "measure() block exited more times than it was entered")
         self._finish(self._open.pop())
         return False
 
