@@ -489,6 +489,21 @@ def test_mprun_several_functions_file_and_result(ip, capsys, tmp_path):
     assert len(profiler.results) == 2
 
 
+@pytest.mark.parametrize("where", ["missing/prof.txt", "."])
+def test_mprun_unwritable_file_is_a_usage_error_before_running(
+        ip, capsys, tmp_path, where):
+    # A file in a folder that does not exist, and a folder itself.
+    path = tmp_path / where
+    run(ip, "def marked():\n    return 1\n")
+    ip.user_ns.pop("mprun_ran", None)
+    capsys.readouterr()
+    with pytest.raises(UsageError, match="cannot write -T file"):
+        ip.run_line_magic("mprun", f"-f marked -T {path} mprun_ran = marked()")
+    assert "mprun_ran" not in ip.user_ns
+    assert "Filename:" not in capsys.readouterr().out
+    assert not (tmp_path / "missing").exists()
+
+
 def test_mprun_errors(ip, capsys):
     with pytest.raises(UsageError, match="could not find function 'nope'"):
         ip.run_line_magic("mprun", "-f nope pass")

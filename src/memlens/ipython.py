@@ -424,6 +424,17 @@ class MemlensMagics(Magics):
         except TypeError as exc:
             raise UsageError(f"%mprun: {exc}") from None
         code = self._compile(_statement(args, cell, self.shell, "mprun"))
+        if args.filename:
+            # Found out now, not after the statement has run: opening for
+            # append creates the file but changes nothing in one that is
+            # there (it is written in full below).
+            try:
+                with open(args.filename, "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise UsageError(
+                    f"%mprun: cannot write -T file {args.filename!r}: "
+                    f"{exc.strerror or exc}") from None
         try:
             with profiler:
                 exec(code, self.shell.user_ns)
