@@ -298,6 +298,14 @@ def test_bad_memit_arguments_are_usage_errors(ip, line):
         ip.run_line_magic("memit", line)
 
 
+@pytest.mark.parametrize("line", ["-t nan", "-t inf", "-i nan", "-i inf"])
+def test_memit_non_finite_time_or_interval_is_a_usage_error(ip, line):
+    ip.user_ns.pop("memit_ran", None)
+    with pytest.raises(UsageError, match="finite positive"):
+        ip.run_line_magic("memit", f"{line} memit_ran = 1")
+    assert "memit_ran" not in ip.user_ns
+
+
 def test_raising_statement_shows_the_original_traceback(ip, capsys):
     result = run(ip, "%memit 1/0")
     assert isinstance(result.error_in_exec, ZeroDivisionError)
@@ -532,6 +540,15 @@ def test_memtop_prints_the_top_allocating_lines(ip, capsys):
     kib = float(re.search(r"#1: .*: (\d+\.\d) KiB", lines[1])[1])
     assert kib >= 50 * 200_000 / 1024
     assert not memlens.is_tracing()
+
+
+@pytest.mark.parametrize("line", ["-f 0", "-f 0 -k traceback", "-f -1",
+                                  "-f 101"])
+def test_memtop_frames_out_of_range_is_a_usage_error(ip, line):
+    ip.user_ns.pop("memtop_ran", None)
+    with pytest.raises(UsageError, match="-f must be between 1 and 100"):
+        ip.run_line_magic("memtop", f"{line} memtop_ran = 1")
+    assert "memtop_ran" not in ip.user_ns and not memlens.is_tracing()
 
 
 def test_cell_memtop_with_traceback_key_and_result(ip, capsys):

@@ -12,6 +12,7 @@ This module imports IPython; memlens imports it only from
 
 import gc
 import html
+import math
 import resource
 import sys
 import time
@@ -324,10 +325,14 @@ class MemlensMagics(Magics):
         args = _parse(self.memit, line)
         if args.repeat < 1:
             raise UsageError("%memit: -r needs a positive number of runs")
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("%memit: -t needs a positive number of seconds")
-        if args.interval <= 0:
-            raise UsageError("%memit: -i needs a positive interval")
+        # nan and inf are refused too: nan compares false with everything,
+        # and "no timeout" is what leaving -t out means.
+        if args.timeout is not None and not (
+                math.isfinite(args.timeout) and args.timeout > 0):
+            raise UsageError("%memit: -t needs a finite positive number of "
+                             "seconds")
+        if not (math.isfinite(args.interval) and args.interval > 0):
+            raise UsageError("%memit: -i needs a finite positive interval")
         setup = None
         if cell is None:
             source = _statement(args, None, self.shell, "memit")
@@ -479,7 +484,9 @@ class MemlensMagics(Magics):
             raise UsageError("%memtop: -n must not be negative")
         if args.sample_bytes < 0:
             raise UsageError("%memtop: -s must not be negative")
-        nframes = args.nframes or (10 if args.key == "traceback" else 1)
+        nframes = args.nframes
+        if nframes is None:
+            nframes = 10 if args.key == "traceback" else 1
         if not 1 <= nframes <= 100:
             raise UsageError("%memtop: -f must be between 1 and 100")
         if is_tracing():
