@@ -512,6 +512,12 @@ def test_mprun_unwritable_file_is_a_usage_error_before_running(
     assert not (tmp_path / "missing").exists()
 
 
+def test_mprun_precision_out_of_range_is_a_usage_error(ip):
+    run(ip, "def marked():\n    return 1\n")
+    with pytest.raises(UsageError, match="between 0 and 20"):
+        ip.run_line_magic("mprun", "-f marked --precision 1000 marked()")
+
+
 def test_mprun_errors(ip, capsys):
     with pytest.raises(UsageError, match="could not find function 'nope'"):
         ip.run_line_magic("mprun", "-f nope pass")

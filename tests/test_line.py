@@ -459,6 +459,14 @@ def test_bad_input():
         memlens.profile(42)
     with pytest.raises(ValueError, match="precision"):
         memlens.profile(precision=-1)(known_sizes)
+    with pytest.raises(ValueError, match="precision must be between 0 and 20"):
+        memlens.profile(precision=1000)(known_sizes)
+    with pytest.raises(TypeError, match="precision must be an int"):
+        memlens.profile(precision=1.5)(known_sizes)
+    with pytest.raises(TypeError, match="stream must have a write"):
+        memlens.profile(stream=1)(known_sizes)
+    with pytest.raises(TypeError, match="stream must have a write"):
+        memlens.profile(known_sizes, stream="out.txt")
     with pytest.raises(RuntimeError, match="without enable"):
         memlens.LineProfiler().disable()
 

@@ -23,6 +23,19 @@ __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
 
 MIB = 1024 * 1024
 
+#: The most decimals of a MiB figure: a byte count divided by 2**20 ends
+#: within 20 decimals, so more would only add zeros.
+MAX_PRECISION = 20
+
+
+def _check_precision(precision):
+    if isinstance(precision, bool) or not isinstance(precision, int):
+        raise TypeError(f"precision must be an int, not "
+                        f"{type(precision).__name__}")
+    if not 0 <= precision <= MAX_PRECISION:
+        raise ValueError(f"precision must be between 0 and {MAX_PRECISION}, "
+                         f"got {precision}")
+
 
 # --------------------------------------------------------------------------
 # The engine: one per process, shared by every LineProfiler
@@ -445,8 +458,10 @@ def profile(func=None, *, precision=1, stream=None, alloc=False):
     if not callable(func):
         raise TypeError(f"profile() decorates functions, not "
                         f"{type(func).__name__}")
-    if not isinstance(precision, int) or precision < 0:
-        raise ValueError("precision must be a non-negative int")
+    _check_precision(precision)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise TypeError(f"stream must have a write() method, not "
+                        f"{type(stream).__name__}")
     profiler = LineProfiler(alloc=alloc)
     profiler.add_function(func)
     return profiler.wrap_function(

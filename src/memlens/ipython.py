@@ -410,11 +410,12 @@ class MemlensMagics(Magics):
         """Line-by-line memory of the functions named by -f while the
         statement runs; the tables are printed in the cell."""
         __tracebackhide__ = True
-        from memlens._line import LineProfiler
+        from memlens._line import MAX_PRECISION, LineProfiler
 
         args = _parse(self.mprun, line)
-        if args.precision < 0:
-            raise UsageError("%mprun: --precision must not be negative")
+        if not 0 <= args.precision <= MAX_PRECISION:
+            raise UsageError(f"%mprun: --precision must be between 0 and "
+                             f"{MAX_PRECISION}")
         functions = []
         for name in args.functions:
             try:
