@@ -101,6 +101,25 @@ def test_str_has_the_familiar_form():
     del words, prefix
 
 
+def test_format_limit_negative_is_an_error_zero_and_none_keep_their_meaning():
+    with memlens.tracing() as t:
+        kept = [bytes(100) for _ in range(1000)]
+    snap = t.snapshot
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="non-negative int or None"):
+            snap.format(limit=bad)
+    rows = len(snap.statistics())
+    assert rows >= 1
+    everything = snap.format(limit=None).splitlines()
+    assert everything[0] == f"Top {rows} lines"
+    assert not any(" other: " in line for line in everything)
+    summary = snap.format(limit=0).splitlines()
+    assert summary[0] == "Top 0 lines" and len(summary) == 3
+    assert summary[1].startswith(f"{rows} other: ")
+    assert summary[-1] == everything[-1]
+    del kept
+
+
 def test_numpy_array_data_is_counted_once_on_its_line():
     with memlens.tracing() as t:
         a = np.ones(10**6)

@@ -228,6 +228,16 @@ class StatisticDiff(Statistic):
 UNKNOWN = Frame("<unknown>", 0)
 
 
+def _check_limit(limit):
+    """A row count: None (every row) or an int >= 0; a negative one is an
+    error, not a slice from the end."""
+    if limit is not None and (isinstance(limit, bool)
+                              or not isinstance(limit, int)
+                              or limit < 0):
+        raise ValueError(f"limit must be a non-negative int or None, "
+                         f"not {limit!r}")
+
+
 def _fmt_kib(nbytes):
     return f"{nbytes / 1024:.1f} KiB"
 
@@ -292,12 +302,8 @@ class Snapshot:
 
     def top(self, limit=10, key="lineno", by="size"):
         """The `limit` largest groups under `key` (by live ``size`` or by
-        bytes ``allocated``)."""
-        if limit is not None and (isinstance(limit, bool)
-                                  or not isinstance(limit, int)
-                                  or limit < 0):
-            raise ValueError(f"limit must be a non-negative int or None, "
-                             f"not {limit!r}")
+        bytes ``allocated``). ``limit=None`` gives every group."""
+        _check_limit(limit)
         stats = self.statistics(key, by)
         return stats if limit is None else stats[:limit]
 
@@ -328,7 +334,10 @@ class Snapshot:
 
     def format(self, limit=10, key="lineno", by="size"):
         """The familiar text (tracemalloc's display_top layout); with
-        ``by="allocated"`` the groups that handed out most."""
+        ``by="allocated"`` the groups that handed out most. ``limit`` rows
+        are shown (``None``: all; ``0``: none, only the summary lines); the
+        rest are summed on one ``other`` line."""
+        _check_limit(limit)
         stats = self.statistics(key, by)
         shown = stats if limit is None else stats[:limit]
         noun = {"lineno": "lines", "filename": "files",
