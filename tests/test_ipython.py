@@ -557,6 +557,15 @@ def test_memtop_frames_out_of_range_is_a_usage_error(ip, line):
     assert "memtop_ran" not in ip.user_ns and not memlens.is_tracing()
 
 
+@pytest.mark.parametrize("value", [str(10**23), str(2**40 + 1), "-1"])
+def test_memtop_sample_bytes_out_of_range_is_a_usage_error(ip, value):
+    ip.user_ns.pop("memtop_ran", None)
+    with pytest.raises(UsageError,
+                       match="-s must be between 0 and 1099511627776"):
+        ip.run_line_magic("memtop", f"-s {value} memtop_ran = 1")
+    assert "memtop_ran" not in ip.user_ns and not memlens.is_tracing()
+
+
 def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
     result = ip.run_cell_magic(
         "memtop", "-k traceback -n 1 -o",

@@ -1,6 +1,7 @@
 """Allocation tracing (SPEC 5): snapshots by line, now and at the peak."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,32 @@ def test_str_has_the_familiar_form():
     assert lines[3].endswith(" other: " + lines[3].split(" other: ")[1])
     assert lines[-1].startswith("Total allocated size: ")
     del words, prefix
+
+
+@pytest.mark.parametrize("args, message", [
+    ((2**63,), "nframes must be between 1 and 100, got 9223372036854775808"),
+    ((-2**70,), "nframes must be between 1 and 100, got -"),
+    ((1, 2**70), "sample_bytes must be between 0 and 1099511627776, got "
+                 "1180591620717411303424"),
+    ((1, -2**64), "sample_bytes must be between 0 and 1099511627776, got -"),
+])
+def test_huge_arguments_get_the_range_error(args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        memlens.start_tracing(*args)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        with memlens.tracing(*args):
+            pass
+    assert not memlens.is_tracing()
+
+
+def test_python_ranges_are_the_c_cores():
+    from memlens._tracing import MAX_FRAMES, MAX_SAMPLE_BYTES
+
+    for args in ((MAX_FRAMES + 1, 0), (1, MAX_SAMPLE_BYTES + 1)):
+        with pytest.raises(ValueError, match="must be between"):
+            _core._trace_start(*args)
+    memlens.start_tracing(MAX_FRAMES, MAX_SAMPLE_BYTES)
+    memlens.stop_tracing()
 
 
 def test_format_limit_negative_is_an_error_zero_and_none_keep_their_meaning():

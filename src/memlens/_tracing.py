@@ -24,6 +24,12 @@ __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
 
 KEYS = ("lineno", "filename", "traceback")
 
+#: The ranges the C core accepts (csrc/trace.c: MEMLENS_TRACE_MAX_FRAMES and
+#: TRACE_MAX_SAMPLE_BYTES). Checked here first, so that a value too large
+#: for a C integer gets the same ValueError as any other out of range.
+MAX_FRAMES = 100
+MAX_SAMPLE_BYTES = 1 << 40
+
 #: The folder of memlens's own code: blocks it asks for while tracing (its
 #: glue around the program) are not recorded.
 OWN_PREFIX = os.path.dirname(__file__) + os.sep
@@ -88,6 +94,12 @@ def start_tracing(nframes=1, sample_bytes=0):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not "
                             f"{type(value).__name__}")
+    if not 1 <= nframes <= MAX_FRAMES:
+        raise ValueError(f"nframes must be between 1 and {MAX_FRAMES}, "
+                         f"got {nframes}")
+    if not 0 <= sample_bytes <= MAX_SAMPLE_BYTES:
+        raise ValueError(f"sample_bytes must be between 0 and "
+                         f"{MAX_SAMPLE_BYTES}, got {sample_bytes}")
     _core._trace_skip(*_skip_prefixes())
     numpy_hook_acquire()  # first: its own bookkeeping is not the program's
     try:

@@ -478,18 +478,21 @@ class MemlensMagics(Magics):
         handed out the most memory, and those that held the most at the
         peak."""
         __tracebackhide__ = True
-        from memlens._tracing import is_tracing, tracing
+        from memlens._tracing import (MAX_FRAMES, MAX_SAMPLE_BYTES,
+                                      is_tracing, tracing)
 
         args = _parse(self.memtop, line)
         if args.limit < 0:
             raise UsageError("%memtop: -n must not be negative")
-        if args.sample_bytes < 0:
-            raise UsageError("%memtop: -s must not be negative")
+        if not 0 <= args.sample_bytes <= MAX_SAMPLE_BYTES:
+            raise UsageError(f"%memtop: -s must be between 0 and "
+                             f"{MAX_SAMPLE_BYTES}")
         nframes = args.nframes
         if nframes is None:
             nframes = 10 if args.key == "traceback" else 1
-        if not 1 <= nframes <= 100:
-            raise UsageError("%memtop: -f must be between 1 and 100")
+        if not 1 <= nframes <= MAX_FRAMES:
+            raise UsageError(f"%memtop: -f must be between 1 and "
+                             f"{MAX_FRAMES}")
         if is_tracing():
             raise UsageError("%memtop: memlens is already tracing "
                              "(stop_tracing() first)")
