@@ -33,8 +33,15 @@
  * does not overflow the C stack) and creates no Python object per visited
  * object; the visited set and the stack are libc memory. Objects on the
  * stack are held by a reference, because a __sizeof__ written in Python
- * may run arbitrary code. A __sizeof__ that raises or returns nonsense
- * counts the object's basic size; the error is counted, never raised.
+ * may run arbitrary code. A __sizeof__ that raises an ordinary exception
+ * (an Exception other than MemoryError) or returns nonsense counts the
+ * object's basic size; the error is counted, not raised. Anything else it
+ * raises (KeyboardInterrupt, SystemExit, MemoryError) stops the walk and
+ * propagates, and so does a signal noticed during a long walk: every
+ * SIZEOF_SIGNAL_EVERY objects the walk runs the pending signal handlers.
+ * A size or a total past PY_SSIZE_T_MAX raises OverflowError: no real
+ * object or heap is that large, so it can only come from a __sizeof__
+ * that lies, and a clamped figure would pass for a measurement.
  *
  * GIL held throughout.
  */
@@ -47,6 +54,10 @@
  * every version we support) and, from 3.11, the pre-header of objects
  * with a managed dict (and, from 3.12, managed weak references). */
 #define SIZEOF_GC_HEAD (2 * sizeof(void *))
+
+/* Objects walked between two checks for a pending signal (Ctrl-C): a few
+ * milliseconds of walking at most, and a negligible cost. */
+#define SIZEOF_SIGNAL_EVERY 4096
 
 /* 3.11 and 3.12 add the GC header when the type is a GC type; the other
  * versions ask the object (static types are not collected). */
@@ -196,10 +207,10 @@ sizeof_set_clear(sizeof_set *s)
 
 typedef struct {
     sizeof_set seen;
-    PyObject **stack; /* Owned (libc); each item holds a reference. */
-    long *levels;     /* Owned (libc): each stack item's depth. */
+    PyObject **stack;   /* Owned (libc); each item holds a reference. */
+    Py_ssize_t *levels; /* Owned (libc): each stack item's depth. */
     size_t depth, cap, levels_cap;
-    long level; /* Depth of the object being followed. */
+    Py_ssize_t level; /* Depth of the object being followed. */
     /* type -> strategy, for this walk (types stay alive meanwhile). */
     uintptr_t *types;
     unsigned char *strategy;
@@ -209,7 +220,10 @@ typedef struct {
     unsigned char last_strategy;
     uint64_t errors; /* __sizeof__ that failed. */
     int oom;
-    long limit; /* Objects this deep are counted, not followed; -1: none. */
+    int failed;       /* A lookup raised what must propagate (still set). */
+    Py_ssize_t limit; /* Objects this deep are counted, not followed; -1:
+                       * none. */
+    unsigned visits;  /* Objects walked since the last signal check. */
 } sizeof_walk;
 
 /* Marks o seen and pushes a new reference to it, unless it was seen
@@ -231,7 +245,7 @@ sizeof_push(sizeof_walk *w, PyObject *o)
                      1024)
             < 0
         || memlens_grow((void **)&w->levels, &w->levels_cap, w->depth,
-                        sizeof(long), 1024)
+                        sizeof(Py_ssize_t), 1024)
                < 0) {
         w->oom = 1;
         return -1;
@@ -254,6 +268,74 @@ sizeof_excluded(PyObject *o)
 {
     return PyModule_Check(o) || PyType_Check(o) || PyFunction_Check(o)
            || PyCFunction_Check(o) || PyCode_Check(o);
+}
+
+/* After a call made for the walk failed: an ordinary exception (an
+ * Exception, but not MemoryError) is cleared, 0; anything else stays set,
+ * to propagate, -1. */
+static int
+sizeof_clear_ordinary(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)
+        || PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+static int
+sizeof_total_too_large(void)
+{
+    PyErr_SetString(PyExc_OverflowError,
+                    "the total size exceeds sys.maxsize bytes: some "
+                    "__sizeof__ reports more than any object can hold");
+    return -1;
+}
+
+/* *total += n, both >= 0. 0, or -1 with OverflowError. */
+static int
+sizeof_add(Py_ssize_t *total, Py_ssize_t n)
+{
+    if (n > PY_SSIZE_T_MAX - *total) {
+        return sizeof_total_too_large();
+    }
+    *total += n;
+    return 0;
+}
+
+/* The same for the census's 64-bit counters, kept within sys.maxsize. */
+static int
+sizeof_add64(int64_t *total, int64_t n)
+{
+    if (n > (int64_t)PY_SSIZE_T_MAX - *total) {
+        return sizeof_total_too_large();
+    }
+    *total += n;
+    return 0;
+}
+
+/* Counts one more object walked; runs the pending signal handlers now and
+ * then. 0, or -1 with the exception a handler raised. */
+static int
+sizeof_tick(sizeof_walk *w)
+{
+    if (++w->visits < SIZEOF_SIGNAL_EVERY) {
+        return 0;
+    }
+    w->visits = 0;
+    return PyErr_CheckSignals();
+}
+
+/* Stops a walk that failed: the exception set, or MemoryError when the
+ * walk ran out of memory (its own tables). -1. */
+static int
+sizeof_abort(void)
+{
+    if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
+    return -1;
 }
 
 static unsigned char
@@ -282,7 +364,11 @@ sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
     PyObject *meth = PyObject_GetAttrString((PyObject *)tp, "__sizeof__");
     unsigned char s = SIZE_CALL;
     if (meth == NULL) {
-        PyErr_Clear();
+        /* An ordinary error is counted when the call fails too. */
+        if (sizeof_clear_ordinary() < 0) {
+            w->failed = 1;
+            return s;
+        }
     }
     else {
         if (meth == w->object_sizeof) {
@@ -361,7 +447,20 @@ sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp)
     return s;
 }
 
-/* __sizeof__ of o, by a call; the basic size if it fails. */
+/* Raises OverflowError for an object whose size cannot be counted. -1. */
+static Py_ssize_t
+sizeof_too_large(PyTypeObject *tp)
+{
+    PyErr_Format(PyExc_OverflowError,
+                 "the size of a '%.200s' object exceeds sys.maxsize bytes: "
+                 "its __sizeof__ reports more than any object can hold",
+                 tp->tp_name);
+    return -1;
+}
+
+/* __sizeof__ of o, by a call; the basic size (and an error counted) if
+ * it raises an ordinary exception or returns nonsense. -1 with an
+ * exception that must propagate. */
 static Py_ssize_t
 sizeof_call(sizeof_walk *w, PyObject *o)
 {
@@ -371,26 +470,42 @@ sizeof_call(sizeof_walk *w, PyObject *o)
     PyObject *meth = PyObject_GetAttrString((PyObject *)tp, "__sizeof__");
     PyObject *r = meth != NULL ? PyObject_CallOneArg(meth, o) : NULL;
     Py_XDECREF(meth);
-    Py_ssize_t n = -1;
-    if (r != NULL) {
-        n = PyLong_Check(r) ? PyLong_AsSsize_t(r) : -1;
-        Py_DECREF(r);
-    }
-    if (n < 0) {
-        PyErr_Clear();
+    if (r == NULL) {
+        if (sizeof_clear_ordinary() < 0) {
+            return -1;
+        }
         w->errors++;
-        n = tp->tp_basicsize;
+        return tp->tp_basicsize;
     }
-    return n;
+    long long n = -1;
+    int overflow = 0;
+    if (PyLong_Check(r)) {
+        /* No user code: r is an int, read as it is. */
+        n = PyLong_AsLongLongAndOverflow(r, &overflow);
+    }
+    Py_DECREF(r);
+    if (overflow > 0 || n > (long long)PY_SSIZE_T_MAX) {
+        return sizeof_too_large(tp);
+    }
+    if (overflow < 0 || n < 0) {
+        w->errors++; /* nonsense: not an int, or negative */
+        return tp->tp_basicsize;
+    }
+    return (Py_ssize_t)n;
 }
 
-/* What sys.getsizeof(o) reports. */
+/* What sys.getsizeof(o) reports; -1 with an exception that must
+ * propagate (from a __sizeof__, or OverflowError). */
 static Py_ssize_t
 sizeof_one(sizeof_walk *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     Py_ssize_t n;
-    switch (SIZE_HOW(sizeof_strategy(w, tp))) {
+    unsigned char how = SIZE_HOW(sizeof_strategy(w, tp));
+    if (w->failed) {
+        return -1;
+    }
+    switch (how) {
         case SIZE_LIST:
             n = tp->tp_basicsize
                 + ((PyListObject *)o)->allocated * (Py_ssize_t)sizeof(void *);
@@ -448,21 +563,38 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             n = sizeof_call(w, o);
             break;
     }
+    if (n < 0) {
+        return -1;
+    }
+    /* What the object's own figure leaves out: a few words, and what
+     * getsizeof leaves out from 3.11 (see common.h). */
+    Py_ssize_t extra = 0;
     if (SIZEOF_HAS_GC_HEAD(o)) {
-        n += (Py_ssize_t)SIZEOF_GC_HEAD;
+        extra += (Py_ssize_t)SIZEOF_GC_HEAD;
     }
     if (PyType_HasFeature(tp, SIZEOF_PREHEADER_FLAGS)) {
-        n += 2 * (Py_ssize_t)sizeof(PyObject *);
+        extra += 2 * (Py_ssize_t)sizeof(PyObject *);
     }
-    /* What getsizeof leaves out from 3.11 (see common.h). */
-    n += memlens_instance_values_bytes(o);
+    extra += memlens_instance_values_bytes(o);
     if (tp == &PyDict_Type) {
-        n += memlens_split_dict_correction(o);
+        extra += memlens_split_dict_correction(o);
     }
-    return n;
+    if (extra > PY_SSIZE_T_MAX - n) {
+        return sizeof_too_large(tp);
+    }
+    return n + extra;
 }
 
-/* Pushes what o refers to, under the rule. 0 or -1 (out of memory). */
+/* Adds o's size to *total. 0, or -1 with an exception. */
+static int
+sizeof_count(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
+{
+    Py_ssize_t n = sizeof_one(w, o);
+    return n < 0 ? -1 : sizeof_add(total, n);
+}
+
+/* Pushes what o refers to, under the rule. 0, or -1: out of memory
+ * (w->oom), or an exception set that must propagate. */
 static int
 sizeof_follow(sizeof_walk *w, PyObject *o)
 {
@@ -494,7 +626,9 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
          * referent: follow it, so that the buffer counts once. */
         PyObject *base = PyObject_GetAttrString(o, "base");
         if (base == NULL) {
-            PyErr_Clear();
+            if (sizeof_clear_ordinary() < 0) {
+                return -1;
+            }
         }
         else {
             int rc = base != Py_None ? sizeof_push(w, base) : 0;
@@ -548,7 +682,7 @@ sizeof_program_entry(PyObject *key, PyObject *value)
 /* Counts the namespace dict `ns` of a class or module argument (one
  * reference away from it) and pushes the keys and values of its data
  * entries. A namespace counted already (with an earlier argument) adds
- * nothing. 0, or -1 out of memory. */
+ * nothing. 0, or -1: out of memory, or an exception set. */
 static int
 sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
 {
@@ -559,7 +693,9 @@ sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
     if (added <= 0) {
         return added;
     }
-    *total += sizeof_one(w, ns);
+    if (sizeof_count(w, ns, total) < 0) {
+        return -1;
+    }
     if (w->limit >= 0 && w->limit <= 1) {
         return 0;
     }
@@ -614,37 +750,38 @@ sizeof_follow_argument(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
     return sizeof_follow(w, o);
 }
 
-/* Walks from one root; adds its new bytes to *total. 0, or -1 with
- * MemoryError. */
+/* Walks from one root; adds its new bytes to *total. 0, or -1 with an
+ * exception (MemoryError, OverflowError, what a __sizeof__ or a signal
+ * handler raised); what is left on the stack is released by
+ * sizeof_walk_clear. */
 static int
 sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
 {
     int added = sizeof_set_add(&w->seen, (uintptr_t)root);
     if (added < 0) {
-        PyErr_NoMemory();
-        return -1;
+        return sizeof_abort();
     }
     if (added == 0) {
         return 0; /* counted with an earlier argument */
     }
-    *total += sizeof_one(w, root);
     w->level = 0;
-    if (sizeof_follow_argument(w, root, total) < 0) {
-        PyErr_NoMemory();
-        return -1;
+    if (sizeof_count(w, root, total) < 0
+        || sizeof_follow_argument(w, root, total) < 0) {
+        return sizeof_abort();
     }
     while (w->depth > 0) {
         PyObject *o = w->stack[--w->depth];
         w->level = w->levels[w->depth];
-        int rc = 0;
-        if (!sizeof_excluded(o)) {
-            *total += sizeof_one(w, o);
-            rc = sizeof_follow(w, o);
+        int rc = sizeof_tick(w);
+        if (rc == 0 && !sizeof_excluded(o)) {
+            rc = sizeof_count(w, o, total);
+            if (rc == 0) {
+                rc = sizeof_follow(w, o);
+            }
         }
         Py_DECREF(o);
         if (rc < 0) {
-            PyErr_NoMemory();
-            return -1;
+            return sizeof_abort();
         }
     }
     return 0;
@@ -673,9 +810,9 @@ sizeof_py_asizesof(PyObject *m, PyObject *args)
 {
     sizeof_walk w;
     PyObject *objs;
-    long limit;
+    Py_ssize_t limit;
     memset(&w, 0, sizeof(w));
-    if (!PyArg_ParseTuple(args, "O!l:_asizesof", &PyTuple_Type, &objs,
+    if (!PyArg_ParseTuple(args, "O!n:_asizesof", &PyTuple_Type, &objs,
                           &limit)) {
         return NULL;
     }
@@ -692,8 +829,10 @@ sizeof_py_asizesof(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     PyObject *result = NULL;
+    Py_ssize_t all = 0; /* asizeof's figure, the sum, fits too */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (sizeof_walk_from(&w, PyTuple_GET_ITEM(objs, i), &totals[i]) < 0) {
+        if (sizeof_walk_from(&w, PyTuple_GET_ITEM(objs, i), &totals[i]) < 0
+            || sizeof_add(&all, totals[i]) < 0) {
             goto done;
         }
     }
@@ -730,7 +869,7 @@ sizeof_py_getsizeof(PyObject *m, PyObject *o)
     }
     Py_ssize_t n = sizeof_one(&w, o);
     sizeof_walk_clear(&w);
-    return PyLong_FromSsize_t(n);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
 /* ---- Heap census -------------------------------------------------------- *
@@ -825,14 +964,17 @@ census_note_owner(census *c, uintptr_t ptr, PyTypeObject *tp)
     return 0;
 }
 
-/* Counts one object into the census. 0 or -1 (out of memory). */
+/* Counts one object into the census. 0, or -1: out of memory, or an
+ * exception set. A row's size never exceeds the total, checked here. */
 static int
 census_count(census *c, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     int64_t size = sizeof_one(&c->w, o);
+    if (size < 0 || sizeof_add64(&c->total_size, size) < 0) {
+        return -1;
+    }
     c->total_count++;
-    c->total_size += size;
     if (PyType_Check(o)
         && PyType_HasFeature((PyTypeObject *)o, Py_TPFLAGS_HEAPTYPE)) {
         PyHeapTypeObject *ht = (PyHeapTypeObject *)o;
@@ -877,8 +1019,7 @@ census_count(census *c, PyObject *o)
         Py_INCREF(tp); /* held until the census ends */
     }
     r->count++;
-    r->size += size;
-    return 0;
+    return sizeof_add64(&r->size, size);
 }
 
 static PyTypeObject *
@@ -910,8 +1051,7 @@ census_run(census *c, PyObject *self_list)
     w->limit = -1;
     if (self_list != NULL
         && sizeof_set_add(&w->seen, (uintptr_t)self_list) < 0) {
-        PyErr_NoMemory();
-        return -1;
+        return sizeof_abort();
     }
 #if PY_VERSION_HEX >= 0x030C0000
     PyUnstable_GC_VisitObjects(census_push_root, c);
@@ -921,14 +1061,13 @@ census_run(census *c, PyObject *self_list)
     }
 #endif
     if (w->oom) {
-        PyErr_NoMemory();
-        return -1;
+        return sizeof_abort();
     }
     while (w->depth > 0) {
         PyObject *o = w->stack[--w->depth];
         w->level = 0;
-        int rc = 0;
-        if (c->program || !sizeof_excluded(o)) {
+        int rc = sizeof_tick(w);
+        if (rc == 0 && (c->program || !sizeof_excluded(o))) {
             rc = census_count(c, o);
             if (rc == 0) {
                 rc = sizeof_follow(w, o);
@@ -936,8 +1075,8 @@ census_run(census *c, PyObject *self_list)
         }
         Py_DECREF(o);
         if (rc < 0) {
-            PyErr_NoMemory();
-            return -1;
+            /* What is left on the stack: census_clear. */
+            return sizeof_abort();
         }
     }
     /* Now that every class has been seen, decide whose each dict is. */
@@ -951,14 +1090,15 @@ census_run(census *c, PyObject *self_list)
                                       : (uintptr_t)&PyDict_Type << 1;
         census_row *r = census_row_for(&c->kinds, key);
         if (r == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            return sizeof_abort();
         }
         if (r->count == 0) {
             Py_INCREF((PyObject *)(key >> 1));
         }
         r->count++;
-        r->size += cd->size;
+        if (sizeof_add64(&r->size, cd->size) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -1035,7 +1175,76 @@ done:
     return result;
 }
 
+/* _kind_name(type) -> str: how a census names a class, "module.qualname"
+ * or, for builtins and __main__, "qualname". Read from the type's own
+ * fields (tp_name; a heap type's qualified name and the __module__ entry
+ * of its dict), so that no user code runs: a metaclass may define
+ * __getattribute__ or properties for these names. */
+static PyObject *
+sizeof_py_kind_name(PyObject *m, PyObject *arg)
+{
+    if (!PyType_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "_kind_name() needs a type, not %.200s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)arg;
+    PyObject *module = NULL, *qualname = NULL, *result = NULL;
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        /* Both strings (the setters see to it), perhaps of a subclass of
+         * str: only their characters are read. */
+        qualname = ((PyHeapTypeObject *)tp)->ht_qualname;
+        Py_XINCREF(qualname);
+        PyObject *ns = memlens_type_dict(tp);
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        /* A walk, not a lookup: a lookup may compare keys with __eq__. */
+        while (ns != NULL && PyDict_Next(ns, &pos, &key, &value)) {
+            if (PyUnicode_Check(key)
+                && PyUnicode_CompareWithASCIIString(key, "__module__") == 0) {
+                if (PyUnicode_Check(value)) {
+                    module = Py_NewRef(value);
+                }
+                break;
+            }
+        }
+        Py_XDECREF(ns);
+    }
+    else {
+        /* "module.name", or "name" for a builtin. */
+        const char *dot = strrchr(tp->tp_name, '.');
+        if (dot != NULL) {
+            module =
+                PyUnicode_FromStringAndSize(tp->tp_name, dot - tp->tp_name);
+            if (module == NULL) {
+                return NULL;
+            }
+        }
+        qualname = PyUnicode_FromString(dot != NULL ? dot + 1 : tp->tp_name);
+    }
+    if (qualname == NULL) {
+        qualname = PyUnicode_FromString(tp->tp_name);
+        if (qualname == NULL) {
+            goto error;
+        }
+    }
+    if (module == NULL
+        || PyUnicode_CompareWithASCIIString(module, "builtins") == 0
+        || PyUnicode_CompareWithASCIIString(module, "__main__") == 0) {
+        result = PyUnicode_FromFormat("%U", qualname);
+    }
+    else {
+        result = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+error:
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return result;
+}
+
 static PyMethodDef sizeof_methods[] = {
+    {"_kind_name", sizeof_py_kind_name, METH_O,
+     "_kind_name(type) -> str: how a heap census names a class."},
     {"_heap_census", sizeof_py_heap_census, METH_VARARGS,
      "_heap_census(objects, program) -> (count, size, errors, rows)."},
     {"_asizesof", sizeof_py_asizesof, METH_VARARGS,

@@ -1,16 +1,21 @@
 """Deep sizes (SPEC 6): asizeof against a plain-Python walk of the rule."""
+import _thread
+import collections
 import ctypes
 import dataclasses
 import gc
+import signal
 import sys
 import tracemalloc
 import types
+import warnings
 
 import numpy as np
 import pytest
 
 import memlens
 from memlens import _core
+from memlens.points import MEMORY
 
 EXCLUDED = (types.ModuleType, type, types.FunctionType,
             types.BuiltinFunctionType, types.CodeType)
@@ -586,4 +591,151 @@ def test_census_changes_nothing():
     memlens.heap()
     assert had_dict == sum(any(isinstance(r, dict) for r in
                                gc.get_referents(x)) for x in keep)
+    del keep
+
+
+# --------------------------------------------------------------------------
+# Interrupts, overflow, odd classes
+# --------------------------------------------------------------------------
+
+def _raising_sizeof(exc_type):
+    class Raises:
+        def __sizeof__(self):
+            raise exc_type("from __sizeof__")
+    return Raises
+
+
+WALKS = {
+    "asizeof": lambda obj: memlens.asizeof([obj]),
+    "heap": lambda obj: memlens.heap(),
+    "MEMORY": lambda obj: MEMORY(),
+}
+
+
+@pytest.mark.parametrize("walk", sorted(WALKS))
+def test_only_ordinary_exceptions_from_sizeof_are_counted(walk):
+    for exc_type in (KeyboardInterrupt, SystemExit, MemoryError):
+        obj = _raising_sizeof(exc_type)()  # alive: heap() and MEMORY() see it
+        with pytest.raises(exc_type, match="from __sizeof__"):
+            WALKS[walk](obj)
+        del obj
+    obj = _raising_sizeof(LookupError)()
+    if walk == "asizeof":
+        with pytest.warns(memlens.SizeWarning, match="1 object"):
+            WALKS[walk](obj)
+    elif walk == "heap":
+        assert memlens.heap().errors >= 1
+    else:
+        assert MEMORY() > 0
+    del obj
+
+
+class _InterruptMain(int):
+    # A C function, no Python frame: the signal it trips is noticed only
+    # by the walk's own check (or by the next Python code that runs).
+    __sizeof__ = _thread.interrupt_main
+
+
+class _Late:
+    def __sizeof__(self):
+        return 64
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10),
+                    reason="interrupt_main takes a signal number from 3.10")
+def test_signal_during_long_walk_interrupts_it():
+    where = []
+
+    def handler(signum, frame):
+        where.append(frame.f_code)
+        raise KeyboardInterrupt
+
+    # The walk pops a list's items last first: the trigger, then a million
+    # floats, then the object whose Python __sizeof__ would run the
+    # handler if the walk itself never looked.
+    items = [_Late(), [float(i) for i in range(10**6)],
+             _InterruptMain(signal.SIGINT)]
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", memlens.SizeWarning)
+                memlens.asizeof(items)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert where and where[0] is not _Late.__sizeof__.__code__
+    del items
+
+
+class Huge:
+    def __sizeof__(self):
+        return sys.maxsize
+
+
+class Half:
+    def __sizeof__(self):
+        return sys.maxsize // 2 + 1
+
+
+def test_size_past_maxsize_raises_overflow_error():
+    with pytest.raises(OverflowError, match="'.*Huge' object exceeds"):
+        memlens.asizeof(Huge())
+    # each fits, the sum does not
+    with pytest.raises(OverflowError, match="total size exceeds"):
+        memlens.asizeof([Half(), Half()])
+    with pytest.raises(OverflowError, match="total size exceeds"):
+        memlens.asizeof(Half(), Half())
+    with pytest.raises(OverflowError, match="total size exceeds"):
+        memlens.asizesof(Half(), Half())
+
+
+@pytest.mark.parametrize("walk", ["heap", "MEMORY"])
+def test_census_size_past_maxsize_raises_overflow_error(walk):
+    keep = [Half(), Half()]
+    with pytest.raises(OverflowError, match="total size exceeds"):
+        WALKS[walk](keep)
+    del keep
+
+
+@pytest.mark.parametrize("limit", [-1, sys.maxsize + 1, 2**70, -2**70])
+def test_out_of_range_limit_says_the_range(limit):
+    with pytest.raises(ValueError, match=f"limit must be between 0 and "
+                       f"{sys.maxsize}, got {limit}$"):
+        memlens.asizeof([1], limit=limit)
+    assert memlens.asizeof([1], limit=sys.maxsize) == memlens.asizeof([1])
+
+
+class HidesModule(type):
+    def __getattribute__(cls, name):
+        if name == "__module__":
+            raise RuntimeError("no module")
+        return super().__getattribute__(name)
+
+
+class HidesNames(type):
+    def __getattribute__(cls, name):
+        if name in ("__module__", "__name__", "__qualname__", "__dict__"):
+            raise RuntimeError(f"no {name}")
+        return super().__getattribute__(name)
+
+
+class OddModule(metaclass=HidesModule):
+    pass
+
+
+class OddNames(metaclass=HidesNames):
+    def __init__(self):
+        self.x = 1
+
+
+def test_census_names_classes_whose_metaclass_hides_their_names():
+    keep = [OddModule() for _ in range(3)] + [OddNames() for _ in range(4)]
+    census = memlens.heap()
+    assert census[f"{__name__}.OddModule"].count == 3
+    assert census[f"{__name__}.OddNames"].count == 4
+    assert _core._kind_name(int) == "int"
+    assert _core._kind_name(collections.OrderedDict) == (
+        "collections.OrderedDict")
+    with pytest.raises(TypeError):
+        _core._kind_name(3)
     del keep

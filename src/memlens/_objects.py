@@ -4,6 +4,7 @@ The walk is C (csrc/sizeof.c); this module validates arguments and reports
 objects whose __sizeof__ failed.
 """
 
+import sys
 import warnings
 
 from memlens import _core
@@ -23,8 +24,9 @@ def _limit(limit):
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an int or None, not "
                         f"{type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    if not 0 <= limit <= sys.maxsize:
+        raise ValueError(f"limit must be between 0 and {sys.maxsize}, "
+                         f"got {limit}")
     return limit
 
 
@@ -81,16 +83,6 @@ def asizeof(*objs, limit=None):
 # --------------------------------------------------------------------------
 # Heap census
 # --------------------------------------------------------------------------
-
-def _kind_name(tp):
-    module = getattr(tp, "__module__", "builtins")
-    if not isinstance(tp.__dict__.get("__module__", module), str):
-        module = "builtins"
-    qualname = getattr(tp, "__qualname__", tp.__name__)
-    if module in ("builtins", "__main__"):
-        return qualname
-    return f"{module}.{qualname}"
-
 
 def _census_raw(program):
     import gc
@@ -216,7 +208,9 @@ def heap():
     count, size, errors, raw = _census_raw(program=True)
     merged = {}
     for tp, dict_of, n, nbytes in raw:
-        kind = ("dict of " if dict_of else "") + _kind_name(tp)
+        # Named from the type's own fields: no user code runs (a
+        # metaclass's __getattribute__ could raise, or run for ever).
+        kind = ("dict of " if dict_of else "") + _core._kind_name(tp)
         row = merged.setdefault(kind, [0, 0])
         row[0] += n
         row[1] += nbytes
