@@ -3,7 +3,9 @@
  * The rule (SPEC 6): the bytes of every distinct object reachable from the
  * arguments, each counted once. Followed: an object's references as its
  * type reports them (tp_traverse), every key and value of a dict (the GC
- * walk skips the keys of string-keyed dicts), and a NumPy array's base.
+ * walk skips the keys of string-keyed dicts), a NumPy array's base, and
+ * the objects a NumPy array's elements refer to (object arrays, object
+ * fields of structured arrays; a view's are its owner's).
  * Neither counted nor followed when reached: modules, classes, functions
  * and code objects. The arguments themselves always count; an argument of
  * those kinds counts what it alone holds, never the program around it:
@@ -88,7 +90,8 @@ enum {
     SIZE_CALL,      /* ask __sizeof__ */
 };
 
-/* Or-ed into a strategy: instances are NumPy arrays (follow their base). */
+/* Or-ed into a strategy: instances are NumPy arrays (follow their base
+ * and the objects their elements refer to). */
 #define SIZE_NDARRAY 0x80
 #define SIZE_HOW(s) ((s)&0x7f)
 
@@ -593,6 +596,247 @@ sizeof_count(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
     return n < 0 ? -1 : sizeof_add(total, n);
 }
 
+/* NumPy arrays, without importing NumPy. The array's own fields are read
+ * from its C struct, whose head has kept this layout since NumPy 1.7
+ * (through 2.x); the layout is checked against the `base` and `dtype`
+ * attributes before any element is read. */
+typedef struct {
+    PyObject_HEAD char *data;
+    int nd;
+    Py_ssize_t *dimensions;
+    Py_ssize_t *strides;
+    PyObject *base;
+    PyObject *descr;
+} sizeof_ndarray_head;
+
+/* NumPy's type number of the object dtype. */
+#define SIZEOF_NPY_OBJECT 17
+
+/* Nesting of structured dtypes followed when finding object fields. */
+#define SIZEOF_DTYPE_DEPTH 32
+
+typedef struct {
+    Py_ssize_t *at; /* Owned (libc). */
+    size_t n, cap;
+} sizeof_offsets;
+
+/* An attribute of a dtype; NULL with an ordinary error cleared (*fail 0)
+ * or with one set that must propagate (*fail -1). */
+static PyObject *
+sizeof_dtype_attr(PyObject *dtype, const char *name, int *fail)
+{
+    PyObject *v = PyObject_GetAttrString(dtype, name);
+    if (v == NULL) {
+        *fail = sizeof_clear_ordinary();
+    }
+    return v;
+}
+
+/* An integer attribute of a dtype, or -1 (errors handled as above). */
+static Py_ssize_t
+sizeof_dtype_int(PyObject *dtype, const char *name, int *fail)
+{
+    PyObject *v = sizeof_dtype_attr(dtype, name, fail);
+    if (v == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        *fail = sizeof_clear_ordinary();
+    }
+    return n;
+}
+
+/* Appends to *out the offsets, within an item of `dtype` placed at `at`,
+ * of its object references: the item itself for the object dtype, the
+ * object fields of a structured dtype and the object items of a subarray
+ * dtype, at any nesting. 1 done, 0 the dtype is not understood (no
+ * element is followed then), -1 out of memory or an error set. */
+static int
+sizeof_dtype_objects(PyObject *dtype, Py_ssize_t at, int depth,
+                     sizeof_offsets *out)
+{
+    int fail = 0;
+    if (depth > SIZEOF_DTYPE_DEPTH) {
+        return 0;
+    }
+    PyObject *has = sizeof_dtype_attr(dtype, "hasobject", &fail);
+    if (has == NULL) {
+        return fail;
+    }
+    int any = PyObject_IsTrue(has);
+    Py_DECREF(has);
+    if (any <= 0) {
+        return any < 0 ? sizeof_clear_ordinary() : 1;
+    }
+    Py_ssize_t num = sizeof_dtype_int(dtype, "num", &fail);
+    if (fail < 0) {
+        return -1;
+    }
+    if (num == SIZEOF_NPY_OBJECT) {
+        if (memlens_grow((void **)&out->at, &out->cap, out->n,
+                         sizeof(Py_ssize_t), 16)
+            < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        out->at[out->n++] = at;
+        return 1;
+    }
+    /* A subarray: (base dtype, shape), items one after the other. */
+    PyObject *sub = sizeof_dtype_attr(dtype, "subdtype", &fail);
+    if (sub == NULL) {
+        return fail;
+    }
+    int rc = 0;
+    if (PyTuple_Check(sub) && PyTuple_GET_SIZE(sub) == 2
+        && PyTuple_Check(PyTuple_GET_ITEM(sub, 1))) {
+        PyObject *base = PyTuple_GET_ITEM(sub, 0);
+        PyObject *shape = PyTuple_GET_ITEM(sub, 1);
+        Py_ssize_t size = sizeof_dtype_int(base, "itemsize", &fail);
+        Py_ssize_t count = 1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(shape) && count > 0; i++) {
+            Py_ssize_t d = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, i));
+            if (d < 0 || (d > 0 && count > PY_SSIZE_T_MAX / d)) {
+                PyErr_Clear();
+                count = -1;
+            }
+            else {
+                count *= d;
+            }
+        }
+        rc = fail < 0 ? -1 : 1;
+        if (rc == 1 && (size <= 0 || count < 0)) {
+            rc = 0;
+        }
+        for (Py_ssize_t i = 0; rc == 1 && i < count; i++) {
+            rc = sizeof_dtype_objects(base, at + i * size, depth + 1, out);
+        }
+        Py_DECREF(sub);
+        return rc;
+    }
+    Py_DECREF(sub);
+    /* A structured dtype: its fields by name (titles name them again). */
+    PyObject *names = sizeof_dtype_attr(dtype, "names", &fail);
+    if (names == NULL) {
+        return fail;
+    }
+    PyObject *fields = NULL;
+    if (PyTuple_Check(names)) {
+        fields = sizeof_dtype_attr(dtype, "fields", &fail);
+    }
+    rc = fields != NULL ? 1 : fail;
+    for (Py_ssize_t i = 0; rc == 1 && i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *f = PyObject_GetItem(fields, PyTuple_GET_ITEM(names, i));
+        if (f == NULL) {
+            rc = sizeof_clear_ordinary();
+            break;
+        }
+        Py_ssize_t off = -1;
+        if (PyTuple_Check(f) && PyTuple_GET_SIZE(f) >= 2
+            && PyLong_Check(PyTuple_GET_ITEM(f, 1))) {
+            off = PyLong_AsSsize_t(PyTuple_GET_ITEM(f, 1));
+            if (off < 0) {
+                PyErr_Clear();
+            }
+        }
+        rc = off < 0 ? 0
+                     : sizeof_dtype_objects(PyTuple_GET_ITEM(f, 0), at + off,
+                                            depth + 1, out);
+        Py_DECREF(f);
+    }
+    Py_XDECREF(fields);
+    Py_DECREF(names);
+    return rc;
+}
+
+/* Pushes every non-NULL object reference of an array's elements, at the
+ * given offsets of each item, over any shape and strides. 0, or -1 out
+ * of memory (w->oom). */
+static int
+sizeof_ndarray_elements(sizeof_walk *w, sizeof_ndarray_head *a,
+                        const sizeof_offsets *offs)
+{
+    int nd = a->nd;
+    for (int k = 0; k < nd; k++) {
+        if (a->dimensions[k] <= 0) {
+            return 0; /* empty */
+        }
+    }
+    Py_ssize_t *index = calloc(nd > 0 ? (size_t)nd : 1, sizeof(Py_ssize_t));
+    if (index == NULL) {
+        w->oom = 1;
+        return -1;
+    }
+    char *item = a->data;
+    int rc = 0;
+    for (;;) {
+        for (size_t j = 0; rc == 0 && j < offs->n; j++) {
+            PyObject *e;
+            memcpy(&e, item + offs->at[j], sizeof(e));
+            rc = sizeof_push(w, e);
+        }
+        if (rc < 0) {
+            break;
+        }
+        /* The next index, the last axis fastest. */
+        int k = nd - 1;
+        while (k >= 0 && ++index[k] == a->dimensions[k]) {
+            item -= (index[k] - 1) * a->strides[k];
+            index[k] = 0;
+            k--;
+        }
+        if (k < 0) {
+            break;
+        }
+        item += a->strides[k];
+    }
+    free(index);
+    return rc;
+}
+
+/* Follows a NumPy array: its base (the owner of a view's buffer), which
+ * is no GC referent, so that the buffer counts once; and, when its dtype
+ * holds object references, the objects its elements refer to. Those are
+ * followed from the array that holds the references: one whose base is
+ * not an array (a view's elements are its owner's, reached through the
+ * base). 0, or -1 (as sizeof_follow). */
+static int
+sizeof_ndarray(sizeof_walk *w, PyObject *o)
+{
+    PyObject *base = PyObject_GetAttrString(o, "base");
+    if (base == NULL) {
+        return sizeof_clear_ordinary();
+    }
+    int owner =
+        base == Py_None || !(sizeof_strategy(w, Py_TYPE(base)) & SIZE_NDARRAY);
+    sizeof_ndarray_head *a = (sizeof_ndarray_head *)o;
+    int same = (base == Py_None ? NULL : base) == a->base;
+    int rc = base != Py_None ? sizeof_push(w, base) : 0;
+    Py_DECREF(base);
+    if (rc < 0 || !owner || !same) {
+        return rc;
+    }
+    PyObject *dtype = PyObject_GetAttrString(o, "dtype");
+    if (dtype == NULL) {
+        return sizeof_clear_ordinary();
+    }
+    sizeof_offsets offs = {NULL, 0, 0};
+    if (dtype == a->descr && a->nd >= 0) {
+        rc = sizeof_dtype_objects(dtype, 0, 0, &offs);
+        if (rc < 0 && !PyErr_Occurred()) {
+            w->oom = 1;
+        }
+        if (rc > 0 && offs.n > 0) {
+            rc = sizeof_ndarray_elements(w, a, &offs);
+        }
+    }
+    Py_DECREF(dtype);
+    free(offs.at);
+    return rc < 0 ? -1 : 0;
+}
+
 /* Pushes what o refers to, under the rule. 0, or -1: out of memory
  * (w->oom), or an exception set that must propagate. */
 static int
@@ -622,21 +866,7 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
         }
     }
     else if (sizeof_strategy(w, Py_TYPE(o)) & SIZE_NDARRAY) {
-        /* An array's base (the owner of a view's buffer) is no GC
-         * referent: follow it, so that the buffer counts once. */
-        PyObject *base = PyObject_GetAttrString(o, "base");
-        if (base == NULL) {
-            if (sizeof_clear_ordinary() < 0) {
-                return -1;
-            }
-        }
-        else {
-            int rc = base != Py_None ? sizeof_push(w, base) : 0;
-            Py_DECREF(base);
-            if (rc < 0) {
-                return -1;
-            }
-        }
+        return sizeof_ndarray(w, o);
     }
     return 0;
 }

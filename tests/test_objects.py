@@ -736,3 +736,103 @@ def test_census_names_classes_whose_metaclass_hides_their_names():
     with pytest.raises(TypeError):
         _core._kind_name(3)
     del keep
+
+
+def _object_array_with(obj):
+    arr = np.empty(2, dtype=object)
+    arr[0] = obj
+    arr[1] = 1
+    return arr
+
+
+def test_object_array_counts_what_its_elements_refer_to():
+    big = list(range(10**6))  # the list's own pointers: 8 MB
+    arr = _object_array_with(big)
+    plain = _object_array_with(None)
+    assert memlens.asizeof(arr) >= memlens.asizeof(big) > 8_000_000
+    # the array itself, the list and its ints, and the small int 1
+    expected = (memlens.asizeof(plain) - sys.getsizeof(None)
+                + memlens.asizeof(big))
+    assert abs(memlens.asizeof(arr) - expected) <= 64
+    built = np.array([big, 1], dtype=object)
+    assert memlens.asizeof(built) >= memlens.asizeof(big)
+
+
+def test_object_array_view_counts_the_elements_with_the_owner():
+    rows = [[bytes(1000 + i)] for i in range(12)]
+    owner = np.empty((3, 4), dtype=object)
+    for i, row in enumerate(rows):
+        owner[i // 4, i % 4] = row
+    view = owner[::2, ::-3].T  # non-contiguous, reversed, Fortran order
+    assert not view.flags.c_contiguous and view.base is owner
+    whole = memlens.asizeof(owner)
+    assert whole >= memlens.asizeof(rows) - sys.getsizeof(rows)
+    # the view reaches everything through its owner, counted once
+    assert memlens.asizeof(view) == sys.getsizeof(view) + whole
+    assert memlens.asizeof([owner, view]) == memlens.asizeof([view, owner])
+
+
+def test_structured_array_counts_its_object_fields():
+    blob = bytes(5 * 10**6)
+    dt = np.dtype([("n", "i4"), ("obj", "O"), ("pair", "O", (2,)),
+                   ("inner", [("x", "f8"), ("o", "O")])])
+    arr = np.zeros(3, dtype=dt)
+    arr[1]["obj"] = blob
+    arr[2]["pair"] = (None, [blob])
+    arr[0]["inner"]["o"] = "text" * 1000
+    size = memlens.asizeof(arr)
+    assert size >= len(blob)
+    assert size < sys.getsizeof(arr) + len(blob) + 10_000
+    assert memlens.asizeof(arr[2:]) >= len(blob)  # the owner holds it
+    packed = np.zeros(2, dtype=np.dtype({"names": ["c", "o"],
+                                         "formats": ["u1", "O"],
+                                         "offsets": [0, 1],
+                                         "itemsize": 9}))
+    packed[1]["o"] = blob
+    assert memlens.asizeof(packed) >= len(blob)
+
+
+BIG_TEXT = "x" * 100_000
+
+
+def _filled(shape, order="C"):
+    arr = np.empty(shape, dtype=object, order=order)
+    arr.fill(BIG_TEXT)
+    return arr
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _filled(()),
+    lambda: _filled(0),
+    lambda: _filled((3, 0, 2)),
+    lambda: _filled((1,) * 32),
+    lambda: _filled((4, 5), order="F")[::-2, 1:],
+    lambda: np.broadcast_to(_filled((2, 1)), (2, 9)),
+    lambda: np.lib.stride_tricks.sliding_window_view(_filled(10), 3),
+    lambda: np.zeros(2, dtype=[("a", "O", (0,)), ("b", "f8")]),
+    lambda: np.full((2, 2), 7, dtype="i8"),
+], ids=["0-d", "empty", "empty-middle", "32-dims", "fortran-view",
+        "broadcast", "sliding-window", "empty-subarray", "no-objects"])
+def test_odd_object_arrays_size_without_crashing(make):
+    arr = make()
+    size = memlens.asizeof(arr)
+    assert size >= sys.getsizeof(arr)
+    holds_text = arr.dtype == object and arr.size > 0
+    assert (size >= len(BIG_TEXT)) == holds_text
+    assert memlens.asizeof([arr, arr.base]) >= size
+
+
+def test_heap_and_memory_count_object_array_contents():
+    before_memory = MEMORY()
+    before_heap = memlens.heap().size
+    # bytes are no GC objects: the census reaches these only through the
+    # array, itself held by a list (a GC object)
+    arr = np.empty(10_000, dtype=object)
+    arr[:] = [bytes(1000 + i % 7) for i in range(10_000)]
+    keep = [arr]
+    del arr
+    try:
+        assert MEMORY() - before_memory >= 10_000_000
+        assert memlens.heap().size - before_heap >= 10_000_000
+    finally:
+        del keep
