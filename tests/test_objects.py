@@ -836,3 +836,15 @@ def test_heap_and_memory_count_object_array_contents():
         assert memlens.heap().size - before_heap >= 10_000_000
     finally:
         del keep
+
+
+def test_census_format_rejects_a_negative_limit():
+    census = memlens.heap()
+    with pytest.raises(ValueError, match="limit must be a non-negative"):
+        census.format(limit=-1)
+    with pytest.raises(TypeError, match="limit must be an int or None"):
+        census.format(limit=1.5)
+    with pytest.raises(TypeError):
+        census.format(limit=True)
+    assert census.format(limit=0).count("\n") == 2  # header, more rows
+    assert len(census.format().splitlines()) == len(census) + 2

@@ -30,6 +30,19 @@ def _limit(limit):
     return limit
 
 
+def _check_rows(limit):
+    """A row count for HeapCensus.format: None (every row) or an int >= 0;
+    a negative one is an error, not a slice from the end."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, not "
+                        f"{type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be a non-negative int or None, "
+                         f"not {limit!r}")
+
+
 def _walk(objs, limit):
     """The C walk; warns (at the caller of the public function) when some
     __sizeof__ failed."""
@@ -53,8 +66,9 @@ def asizesof(*objs, limit=None):
 def asizeof(*objs, limit=None):
     """The bytes of every distinct object reachable from `objs`, each
     counted once. Followed: what an object's type reports it refers to,
-    every key and value of a dict, a NumPy view's base. Not counted nor
-    followed when reached: modules, classes, functions, code objects (the
+    every key and value of a dict, a NumPy view's base and the objects a
+    NumPy object array's elements (or a structured array's object fields)
+    refer to. Not counted nor followed when reached: modules, classes, functions, code objects (the
     program, not its data). Creates nothing while it walks.
 
     The arguments always count. One of those kinds counts what it alone
@@ -140,6 +154,7 @@ class HeapCensus:
                 "rows": [r.to_dict() for r in self.rows]}
 
     def format(self, limit=None):
+        _check_rows(limit)
         shown = self.rows if limit is None else self.rows[:limit]
         out = [f"Partition of a set of {self.count} objects. "
                f"Total size = {self.size} bytes.",
