@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from memlens import _backend, _core
+from memlens._checks import int_in_range
 from memlens._npdata import numpy_hook_acquire, numpy_hook_release
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
@@ -29,12 +30,7 @@ MAX_PRECISION = 20
 
 
 def _check_precision(precision):
-    if isinstance(precision, bool) or not isinstance(precision, int):
-        raise TypeError(f"precision must be an int, not "
-                        f"{type(precision).__name__}")
-    if not 0 <= precision <= MAX_PRECISION:
-        raise ValueError(f"precision must be between 0 and {MAX_PRECISION}, "
-                         f"got {precision}")
+    int_in_range("precision", precision, 0, MAX_PRECISION)
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from memlens import _core
+from memlens._checks import int_in_range
 
 __all__ = ["asizeof", "asizesof", "SizeWarning", "heap", "HeapCensus",
            "HeapRow", "session_memory"]
@@ -21,13 +22,7 @@ class SizeWarning(UserWarning):
 def _limit(limit):
     if limit is None:
         return -1
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or None, not "
-                        f"{type(limit).__name__}")
-    if not 0 <= limit <= sys.maxsize:
-        raise ValueError(f"limit must be between 0 and {sys.maxsize}, "
-                         f"got {limit}")
-    return limit
+    return int_in_range("limit", limit, 0, sys.maxsize, "an int or None")
 
 
 def _check_rows(limit):

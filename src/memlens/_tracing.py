@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 from memlens import _core
+from memlens._checks import int_in_range
 from memlens._npdata import numpy_hook_acquire, numpy_hook_release
 
 __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
@@ -90,16 +91,8 @@ def start_tracing(nframes=1, sample_bytes=0):
     while tracing (taking snapshots, the glue of tracing() and of the
     magics) are not recorded, and raise neither the figures nor the peak.
     """
-    for name, value in (("nframes", nframes), ("sample_bytes", sample_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not "
-                            f"{type(value).__name__}")
-    if not 1 <= nframes <= MAX_FRAMES:
-        raise ValueError(f"nframes must be between 1 and {MAX_FRAMES}, "
-                         f"got {nframes}")
-    if not 0 <= sample_bytes <= MAX_SAMPLE_BYTES:
-        raise ValueError(f"sample_bytes must be between 0 and "
-                         f"{MAX_SAMPLE_BYTES}, got {sample_bytes}")
+    int_in_range("nframes", nframes, 1, MAX_FRAMES)
+    int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
     _core._trace_skip(*_skip_prefixes())
     numpy_hook_acquire()  # first: its own bookkeeping is not the program's
     try:
