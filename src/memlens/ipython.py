@@ -237,6 +237,15 @@ def _parse(magic, line):
         usage = magic.parser.format_usage().strip()
         raise UsageError(f"{exc}\n{usage}") from None
 
+
+def _check_range(magic, flag, value, low, high):
+    """UsageError unless low <= value <= high, in one wording for every
+    magic's option."""
+    if not low <= value <= high:
+        raise UsageError(f"%{magic}: {flag} must be between {low} and "
+                         f"{high}")
+
+
 def _children_peak_since(rusage_before):
     """RSS of living descendants now, or of the largest child waited for
     since `rusage_before` if that was larger (bytes)."""
@@ -413,9 +422,8 @@ class MemlensMagics(Magics):
         from memlens._line import MAX_PRECISION, LineProfiler
 
         args = _parse(self.mprun, line)
-        if not 0 <= args.precision <= MAX_PRECISION:
-            raise UsageError(f"%mprun: --precision must be between 0 and "
-                             f"{MAX_PRECISION}")
+        _check_range("mprun", "--precision", args.precision, 0,
+                     MAX_PRECISION)
         functions = []
         for name in args.functions:
             try:
@@ -484,15 +492,11 @@ class MemlensMagics(Magics):
         args = _parse(self.memtop, line)
         if args.limit < 0:
             raise UsageError("%memtop: -n must not be negative")
-        if not 0 <= args.sample_bytes <= MAX_SAMPLE_BYTES:
-            raise UsageError(f"%memtop: -s must be between 0 and "
-                             f"{MAX_SAMPLE_BYTES}")
+        _check_range("memtop", "-s", args.sample_bytes, 0, MAX_SAMPLE_BYTES)
         nframes = args.nframes
         if nframes is None:
             nframes = 10 if args.key == "traceback" else 1
-        if not 1 <= nframes <= MAX_FRAMES:
-            raise UsageError(f"%memtop: -f must be between 1 and "
-                             f"{MAX_FRAMES}")
+        _check_range("memtop", "-f", nframes, 1, MAX_FRAMES)
         if is_tracing():
             raise UsageError("%memtop: memlens is already tracing "
                              "(stop_tracing() first)")
