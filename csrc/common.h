@@ -105,7 +105,7 @@ typedef struct {
     const void *at;     /* Where the walk stands (the frame itself). */
 } memlens_frame;
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x03100000
 #define MEMLENS_FRAMES_IN_PLACE 1
 typedef struct memlens_iframe memlens_iframe;
 #if PY_VERSION_HEX < 0x030C0000
@@ -119,7 +119,7 @@ struct memlens_iframe { /* 3.11 */
     char is_entry;
     char owner;
 };
-#else
+#elif PY_VERSION_HEX < 0x030E0000
 struct memlens_iframe { /* 3.12: f_code; 3.13: f_executable */
     PyObject *executable;
     memlens_iframe *previous;
@@ -129,9 +129,28 @@ struct memlens_iframe { /* 3.12: f_code; 3.13: f_executable */
     uint16_t return_offset;
     char owner;
 };
+#else
+/* 3.14: f_executable became a _PyStackRef (gh-123923), a pointer whose
+ * two low bits are tags (a deferred or immortal reference), and the stack
+ * top a pointer instead of an int (gh-120024), which moves `owner` down by
+ * four bytes. 3.15 keeps this layout. */
+struct memlens_iframe {
+    uintptr_t executable; /* tagged: mask MEMLENS_STACKREF_TAGS */
+    memlens_iframe *previous;
+    uintptr_t funcobj;
+    PyObject *globals, *builtins, *locals, *frame_obj;
+    uint16_t *instr; /* instr_ptr */
+    void *stackpointer;
+    uint16_t return_offset;
+    char owner;
+};
+#define MEMLENS_STACKREF_TAGS ((uintptr_t)3)
 #endif
 #define MEMLENS_IFRAME_GENERATOR 1 /* owner: a generator's frame */
-#define MEMLENS_IFRAME_CSTACK 3    /* owner (3.12+): an entry shim */
+/* owner (3.12+): from this value on, a frame that no Python code runs in
+ * (3.12, 3.13: the C stack's entry shim; 3.14 adds one owned by the
+ * interpreter before it), which PyFrame_GetBack skips. */
+#define MEMLENS_IFRAME_SHIM 3
 
 static inline memlens_iframe *
 memlens_iframe_top(PyThreadState *ts)
@@ -146,7 +165,10 @@ memlens_iframe_top(PyThreadState *ts)
 static inline PyCodeObject *
 memlens_iframe_code(const memlens_iframe *f)
 {
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *x = (PyObject *)(f->executable & ~MEMLENS_STACKREF_TAGS);
+    return (x != NULL && PyCode_Check(x)) ? (PyCodeObject *)x : NULL;
+#elif PY_VERSION_HEX >= 0x030C0000
     PyObject *x = f->executable;
     return (x != NULL && PyCode_Check(x)) ? (PyCodeObject *)x : NULL;
 #else
@@ -162,7 +184,7 @@ memlens_iframe_settle(const memlens_iframe *f, memlens_frame *out)
 {
     for (; f != NULL; f = f->previous) {
 #if PY_VERSION_HEX >= 0x030C0000
-        if (f->owner == MEMLENS_IFRAME_CSTACK) {
+        if (f->owner >= MEMLENS_IFRAME_SHIM) {
             continue;
         }
 #endif
