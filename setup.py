@@ -6,8 +6,18 @@ Build switches (environment):
 """
 import glob
 import os
+import sys
+import sysconfig
 
 from setuptools import Extension, setup
+
+# The allocator hooks and the line tracer rely on the GIL to serialise
+# their tables; a free-threaded interpreter has none. Refuse in one line
+# before the compiler prints pages (common.h refuses too, for builds that
+# bypass this file).
+if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    sys.exit("memlens: free-threaded CPython (Py_GIL_DISABLED) is not "
+             "supported yet; use the default build of this Python")
 
 compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-D_GNU_SOURCE",

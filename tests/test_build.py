@@ -37,3 +37,24 @@ def test_no_source_folder_shadows_the_extension():
     # A folder named like the extension would import as an empty namespace
     # package when the build is missing, and hide the failure.
     assert not (ROOT / "src" / "memlens" / "_core").exists()
+
+
+def test_free_threaded_build_is_refused_in_one_line(tmp_path):
+    # No free-threaded interpreter is at hand: the build script is run as
+    # on one, with sysconfig saying Py_GIL_DISABLED.
+    if not (ROOT / "setup.py").exists():
+        pytest.skip("not run from a source checkout")
+    probe = (
+        "import runpy, sys, sysconfig\n"
+        "real = sysconfig.get_config_var\n"
+        "sysconfig.get_config_var = lambda name: (\n"
+        "    1 if name == 'Py_GIL_DISABLED' else real(name))\n"
+        "sys.argv = ['setup.py', '--name']\n"
+        "runpy.run_path('setup.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "memlens: free-threaded CPython (Py_GIL_DISABLED) is not supported "
+        "yet; use the default build of this Python"]
