@@ -745,3 +745,62 @@ def test_quiet_blocks_are_not_traced_but_frees_of_traced_ones_are(
                 "quiet_large = [bytes(1000) for _ in range(10_000)]",
                 "quiet_array = np.ones(10**6)"} & lines
     del quiet, quiet_large, quiet_array
+
+
+RAW = 0
+
+
+def test_snapshot_says_its_figures_overstate_when_frees_were_lost():
+    # A thread without the GIL leaves its changes in a queue for the GIL
+    # side; when the queue is full, a free is lost and its block's bytes
+    # stay on their line. The snapshot must say so.
+    with memlens.tracing() as t:
+        _core._trace_block(RAW, 0x40, 100_000)  # with the GIL: applied
+        _core._trace_queue_limit(0)  # the queue is full from now on
+        _core._trace_block(RAW, 0x40, -1, False)  # its free: lost
+    for snap in (t.snapshot, t.peak):
+        assert snap.lost_frees == 1 and snap.lost_records == 0
+        assert snap.affected
+        text = snap.format()
+        assert ("Warning: 1 frees were lost (too many at once without the "
+                "GIL); the figures overstate live memory") in text
+        assert "1 frees lost, figures overstate" in repr(snap)
+        assert "overstate" in snap._repr_html_()
+        assert snap.to_dict()["lost_frees"] == 1
+    # the figure that is off: the freed block still counts
+    assert max(s.size for s in t.snapshot.statistics()) >= 100_000
+
+
+def test_snapshot_says_its_figures_understate_when_blocks_were_lost():
+    with memlens.tracing() as t:
+        _core._trace_queue_limit(0)
+        _core._trace_block(RAW, 0x40, 100_000, False)  # not recorded
+        stats = _core._trace_stats()
+    assert stats["queue_lost"] == 1 and stats["lost_frees"] == 0
+    snap = t.snapshot
+    assert snap.lost_records == 1 and snap.lost_frees == 0
+    assert ("Warning: 1 records were lost (out of memory, or too many at "
+            "once without the GIL); the figures may understate"
+            ) in snap.format()
+    assert "1 records lost, figures may understate" in repr(snap)
+
+
+def test_snapshot_with_nothing_lost_carries_no_warning():
+    with memlens.tracing() as t:
+        _core._trace_block(RAW, 0x40, 100_000, False)  # queued, applied
+        _core._trace_block(RAW, 0x40, -1, False)
+    assert t.snapshot.lost_frees == 0 and t.snapshot.lost_records == 0
+    assert not t.snapshot.affected
+    assert "Warning" not in t.snapshot.format()
+    assert "lost" not in repr(t.snapshot)
+
+
+def test_queue_limit_is_put_back_when_tracing_stops():
+    with memlens.tracing():
+        assert _core._trace_queue_limit(0) > 0
+        with pytest.raises(ValueError):
+            _core._trace_queue_limit(-1)
+    with memlens.tracing():
+        assert _core._trace_queue_limit(0) > 0
+    with pytest.raises(RuntimeError):
+        _core._trace_queue_limit(0)
