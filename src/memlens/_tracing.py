@@ -47,6 +47,9 @@ def _skip_prefixes():
 
 _tracemalloc_stop = None
 
+#: The NumPy handler's token of the running trace (memlens._npdata).
+_numpy_token = None
+
 
 def _watch_tracemalloc():
     """tracemalloc.stop() puts back the allocators tracemalloc saved when
@@ -93,23 +96,28 @@ def start_tracing(nframes=1, sample_bytes=0):
     """
     int_in_range("nframes", nframes, 1, MAX_FRAMES)
     int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
+    global _numpy_token
     _core._trace_skip(*_skip_prefixes())
-    numpy_hook_acquire()  # first: its own bookkeeping is not the program's
+    # first: its own bookkeeping is not the program's
+    token = numpy_hook_acquire()
     try:
         _core._trace_start(nframes, sample_bytes)
     except BaseException:
-        numpy_hook_release()
+        numpy_hook_release(token)
         raise
+    _numpy_token = token
     if "tracemalloc" in sys.modules:
         _watch_tracemalloc()
 
 
 def stop_tracing():
     """Stop recording and forget every record (as tracemalloc.stop())."""
+    global _numpy_token
     if _core._trace_is_tracing():
         _unwatch_tracemalloc()
         _core._trace_stop()
-        numpy_hook_release()
+        token, _numpy_token = _numpy_token, None
+        numpy_hook_release(token)
 
 
 def is_tracing():
