@@ -285,3 +285,30 @@ def test_forked_child_sampling_can_go_on_or_stop(child_action):
         del keep
     finally:
         memlens.stop_tracing()
+
+
+def test_relink_over_another_allocator_publishes_a_new_copy_whole():
+    # A raw call without the GIL may still be reading the allocator below
+    # ours when a relink chains ours above another one: the relink must
+    # not rewrite what that call reads, but publish another copy whole.
+    memlens.start_tracing()
+    first = _core._hooks_below()[0]
+    memlens.stop_tracing()
+    tracemalloc.start()
+    try:
+        memlens.start_tracing()
+        second = _core._hooks_below()[0]
+        memlens.stop_tracing()
+    finally:
+        tracemalloc.stop()
+    assert second[0] != first[0]
+    assert second[1:] != first[1:]  # tracemalloc's raw allocator below now
+    kept = {k[0]: k for k in _core._hooks_kept()}
+    assert kept[first[0]] == first  # the old copy, untouched
+    assert kept[second[0]] == second
+    # the same allocator below again: the same copy, not a new one
+    memlens.start_tracing()
+    third = _core._hooks_below()[0]
+    memlens.stop_tracing()
+    assert third == first
+    assert len(_core._hooks_kept()) == len(kept)
