@@ -255,6 +255,14 @@ memlens_frame_back(memlens_frame *f)
 #define MEMLENS_LINE_INSTRUMENT 0
 #endif
 
+/* 3.12 lets a module say whether it can be loaded in more than one
+ * interpreter (PEP 684); before, only its exec function can refuse. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define MEMLENS_HAS_MULTIPLE_INTERPRETERS_SLOT 1
+#else
+#define MEMLENS_HAS_MULTIPLE_INTERPRETERS_SLOT 0
+#endif
+
 /* sys.monitoring (PEP 669) arrived in 3.12: from there the line tracer
  * listens to LINE events on the profiled code objects only. */
 #if PY_VERSION_HEX >= 0x030C0000

@@ -38,7 +38,10 @@
 
 typedef struct {
     PyMemAllocatorDomain domain;
-    PyMemAllocatorEx prev; /* The allocator we chain to. GIL. */
+    /* The allocator we chain to: a kept copy (hooks_prev_keep), never
+     * changed nor freed, published whole. Written with the GIL; read by
+     * the hooks, the raw one without the GIL too. Atomic. */
+    const PyMemAllocatorEx *prev;
     PyMemAllocatorEx ours; /* What we installed. GIL. */
     int in_chain;          /* Ours is somewhere in the chain. GIL. */
     int lean;              /* Ours chains straight to pymalloc (see
@@ -87,6 +90,82 @@ uint64_t memlens_hooks_churn = 0;
 int64_t memlens_hooks_small_net = 0;
 
 static int hooks_arena_in_chain;
+
+/* ---- The allocators below ours -----------------------------------------
+ * A raw-domain call may run without the GIL while a relink chains our
+ * hook above another allocator. Were the allocator below kept in place
+ * and rewritten field by field, such a call could take one allocator's
+ * function and another's context. Each allocator chained to is kept as a
+ * copy instead, made once and never changed nor freed (a call may be
+ * reading an old one after the relink); a relink publishes another copy
+ * with one atomic store. Distinct allocators are few (pymalloc's,
+ * tracemalloc's, the debug hooks'), and each is kept once. */
+
+static PyMemAllocatorEx **hooks_prevs = NULL;       /* Owned (libc). GIL. */
+static size_t hooks_nprevs = 0, hooks_capprevs = 0; /* GIL. */
+
+/* The kept copy of `a`, made on first sight (libc); NULL when out of
+ * memory. GIL. */
+static const PyMemAllocatorEx *
+hooks_prev_keep(const PyMemAllocatorEx *a)
+{
+    for (size_t i = 0; i < hooks_nprevs; i++) {
+        const PyMemAllocatorEx *k = hooks_prevs[i];
+        if (k->ctx == a->ctx && k->malloc == a->malloc
+            && k->calloc == a->calloc && k->realloc == a->realloc
+            && k->free == a->free) {
+            return k;
+        }
+    }
+    if (memlens_grow((void **)&hooks_prevs, &hooks_capprevs, hooks_nprevs,
+                     sizeof(*hooks_prevs), 8)
+        < 0) {
+        return NULL;
+    }
+    PyMemAllocatorEx *k = malloc(sizeof(*k));
+    if (k == NULL) {
+        return NULL;
+    }
+    *k = *a;
+    hooks_prevs[hooks_nprevs++] = k;
+    return k;
+}
+
+/* The allocator below `d`'s hook, whole: its function and its context
+ * come from the same copy. Any thread. */
+static inline const PyMemAllocatorEx *
+hooks_prev(const hooks_domain *d)
+{
+    return __atomic_load_n(&d->prev, __ATOMIC_ACQUIRE);
+}
+
+static inline void *
+hooks_prev_malloc(const hooks_domain *d, size_t size)
+{
+    const PyMemAllocatorEx *a = hooks_prev(d);
+    return a->malloc(a->ctx, size);
+}
+
+static inline void *
+hooks_prev_calloc(const hooks_domain *d, size_t nelem, size_t elsize)
+{
+    const PyMemAllocatorEx *a = hooks_prev(d);
+    return a->calloc(a->ctx, nelem, elsize);
+}
+
+static inline void *
+hooks_prev_realloc(const hooks_domain *d, void *ptr, size_t size)
+{
+    const PyMemAllocatorEx *a = hooks_prev(d);
+    return a->realloc(a->ctx, ptr, size);
+}
+
+static inline void
+hooks_prev_free(const hooks_domain *d, void *ptr)
+{
+    const PyMemAllocatorEx *a = hooks_prev(d);
+    a->free(a->ctx, ptr);
+}
 
 int
 memlens_hooks_installed(void)
@@ -302,7 +381,7 @@ static MEMLENS_SLOW_PATH void *
 hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
 {
     if (!hooks_records_here(mode)) {
-        void *ptr = d->prev.malloc(d->prev.ctx, size);
+        void *ptr = hooks_prev_malloc(d, size);
         hooks_see_probe(d, NULL, ptr);
         if (ptr != NULL) {
             hooks_moved_alloc(d, size);
@@ -311,7 +390,7 @@ hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
     }
     memlens_hooks_tls.busy = 1;
     uint64_t held = memlens_hooks_hold();
-    void *ptr = d->prev.malloc(d->prev.ctx, size);
+    void *ptr = hooks_prev_malloc(d, size);
     memlens_hooks_unhold(held);
     if (ptr != NULL) {
         hooks_record_alloc(d, mode, ptr, size);
@@ -326,7 +405,7 @@ hooks_malloc(void *ctx, size_t size)
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
     if (hooks_unsampled(d, mode, size) || mode == HOOKS_OFF) {
-        return d->prev.malloc(d->prev.ctx, size);
+        return hooks_prev_malloc(d, size);
     }
     return hooks_malloc_slow(d, mode, size);
 }
@@ -335,7 +414,7 @@ static MEMLENS_SLOW_PATH void *
 hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
 {
     if (!hooks_records_here(mode)) {
-        void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
+        void *ptr = hooks_prev_calloc(d, nelem, elsize);
         hooks_see_probe(d, NULL, ptr);
         if (ptr != NULL) {
             hooks_moved_alloc(d, nelem * elsize);
@@ -344,7 +423,7 @@ hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
     }
     memlens_hooks_tls.busy = 1;
     uint64_t held = memlens_hooks_hold();
-    void *ptr = d->prev.calloc(d->prev.ctx, nelem, elsize);
+    void *ptr = hooks_prev_calloc(d, nelem, elsize);
     memlens_hooks_unhold(held);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
@@ -362,7 +441,7 @@ hooks_calloc(void *ctx, size_t nelem, size_t elsize)
     /* A product that wraps around counts down a wrong size, harmlessly:
      * the allocator then fails. */
     if (hooks_unsampled(d, mode, nelem * elsize) || mode == HOOKS_OFF) {
-        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+        return hooks_prev_calloc(d, nelem, elsize);
     }
     return hooks_calloc_slow(d, mode, nelem, elsize);
 }
@@ -373,12 +452,12 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
     hooks_domain *d = ctx;
     int mode = hooks_mode_now();
     if (mode == HOOKS_OFF) {
-        return d->prev.realloc(d->prev.ctx, ptr, size);
+        return hooks_prev_realloc(d, ptr, size);
     }
     int busy = memlens_hooks_tls.busy;
     if (!hooks_forgets_here(mode, busy)) {
         hooks_forget_inside(d, mode, ptr);
-        void *res = d->prev.realloc(d->prev.ctx, ptr, size);
+        void *res = hooks_prev_realloc(d, ptr, size);
         hooks_see_probe(d, ptr, res);
         if (res != NULL) {
             if (ptr != NULL) {
@@ -399,7 +478,7 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         memlens_trace_free(d->domain, ptr);
     }
     uint64_t held = memlens_hooks_hold();
-    void *res = d->prev.realloc(d->prev.ctx, ptr, size);
+    void *res = hooks_prev_realloc(d, ptr, size);
     memlens_hooks_unhold(held);
     if (res == NULL) {
         /* The block is still there, unchanged: remember it again. */
@@ -439,7 +518,7 @@ hooks_free_slow(hooks_domain *d, int mode, void *ptr)
     int busy = memlens_hooks_tls.busy;
     if (!hooks_forgets_here(mode, busy)) {
         hooks_forget_inside(d, mode, ptr);
-        d->prev.free(d->prev.ctx, ptr);
+        hooks_prev_free(d, ptr);
         hooks_see_probe(d, ptr, NULL);
         hooks_moved_free(d, 0);
         return;
@@ -452,7 +531,7 @@ hooks_free_slow(hooks_domain *d, int mode, void *ptr)
     if (mode & HOOKS_TRACE) {
         memlens_trace_free(d->domain, ptr);
     }
-    d->prev.free(d->prev.ctx, ptr);
+    hooks_prev_free(d, ptr);
     if (size != 0) {
         hooks_count_freed(size);
     }
@@ -470,12 +549,12 @@ hooks_free(void *ctx, void *ptr)
         && !__atomic_load_n(&filter[memlens_trace_filter_slot((uintptr_t)ptr)],
                             __ATOMIC_RELAXED)) {
         /* Sampling, and no recorded block has an address of this hash. */
-        d->prev.free(d->prev.ctx, ptr);
+        hooks_prev_free(d, ptr);
         return;
     }
     int mode = ptr != NULL ? hooks_mode_now() : HOOKS_OFF;
     if (mode == HOOKS_OFF) {
-        d->prev.free(d->prev.ctx, ptr);
+        hooks_prev_free(d, ptr);
         return;
     }
     hooks_free_slow(d, mode, ptr);
@@ -510,16 +589,15 @@ enum { HOOKS_LEAN_MALLOC, HOOKS_LEAN_CALLOC, HOOKS_LEAN_REALLOC };
 
 /* Passes a call on to the allocator below. */
 static void *
-hooks_lean_call(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
-                size_t size)
+hooks_lean_call(hooks_domain *d, int op, void *ptr, size_t nelem, size_t size)
 {
     switch (op) {
         case HOOKS_LEAN_MALLOC:
-            return d->prev.malloc(ctx, size);
+            return hooks_prev_malloc(d, size);
         case HOOKS_LEAN_CALLOC:
-            return d->prev.calloc(ctx, nelem, size);
+            return hooks_prev_calloc(d, nelem, size);
         default:
-            return d->prev.realloc(ctx, ptr, size);
+            return hooks_prev_realloc(d, ptr, size);
     }
 }
 
@@ -527,7 +605,7 @@ hooks_lean_call(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
  * block: the busy flag keeps the raw hook from counting it again and lets
  * it forget the old record). */
 static MEMLENS_SLOW_PATH void *
-hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
+hooks_lean_slow(hooks_domain *d, int op, void *ptr, size_t size)
 {
     int busy = memlens_hooks_tls.busy;
     memlens_hooks_tls.busy = busy + 1;
@@ -536,7 +614,7 @@ hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
     uint64_t weight = busy == 0 ? memlens_trace_weigh(size) : 0;
     size_t asked = weight != 0 ? MEMLENS_SMALL_BLOCK + 1 : size;
     uint64_t held = memlens_hooks_hold();
-    void *res = hooks_lean_call(d, ctx, op, ptr, 1, asked);
+    void *res = hooks_lean_call(d, op, ptr, 1, asked);
     memlens_hooks_unhold(held);
     if (res != NULL && weight != 0) {
         memlens_trace_put_weighed(res, weight);
@@ -547,10 +625,9 @@ hooks_lean_slow(hooks_domain *d, void *ctx, int op, void *ptr, size_t size)
 
 /* In any mode but sampling alone: pass on. */
 static MEMLENS_SLOW_PATH void *
-hooks_lean_pass(hooks_domain *d, void *ctx, int op, void *ptr, size_t nelem,
-                size_t size)
+hooks_lean_pass(hooks_domain *d, int op, void *ptr, size_t nelem, size_t size)
 {
-    void *res = hooks_lean_call(d, ctx, op, ptr, nelem, size);
+    void *res = hooks_lean_call(d, op, ptr, nelem, size);
     hooks_see_probe(d, ptr, res);
     return res;
 }
@@ -572,59 +649,61 @@ hooks_lean_passes(size_t size)
 }
 
 static inline void *
-hooks_lean_malloc(hooks_domain *d, void *ctx, size_t size)
+hooks_lean_malloc(hooks_domain *d, size_t size)
 {
     if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
-        return hooks_lean_pass(d, ctx, HOOKS_LEAN_MALLOC, NULL, 1, size);
+        return hooks_lean_pass(d, HOOKS_LEAN_MALLOC, NULL, 1, size);
     }
     if (hooks_lean_passes(size)) {
-        return d->prev.malloc(ctx, size);
+        return hooks_prev_malloc(d, size);
     }
-    return hooks_lean_slow(d, ctx, HOOKS_LEAN_MALLOC, NULL, size);
+    return hooks_lean_slow(d, HOOKS_LEAN_MALLOC, NULL, size);
 }
 
 static inline void *
-hooks_lean_calloc(hooks_domain *d, void *ctx, size_t nelem, size_t elsize)
+hooks_lean_calloc(hooks_domain *d, size_t nelem, size_t elsize)
 {
     size_t size;
     if (hooks_mode_now() != HOOKS_SAMPLING_ALONE
         || __builtin_mul_overflow(nelem, elsize, &size)) {
-        return hooks_lean_pass(d, ctx, HOOKS_LEAN_CALLOC, NULL, nelem, elsize);
+        return hooks_lean_pass(d, HOOKS_LEAN_CALLOC, NULL, nelem, elsize);
     }
     if (hooks_lean_passes(size)) {
-        return d->prev.calloc(ctx, nelem, elsize);
+        return hooks_prev_calloc(d, nelem, elsize);
     }
-    return hooks_lean_slow(d, ctx, HOOKS_LEAN_CALLOC, NULL, size);
+    return hooks_lean_slow(d, HOOKS_LEAN_CALLOC, NULL, size);
 }
 
 /* A resize of a small block to a small one goes the slow way: the block
  * may be a recorded raw one. */
 static inline void *
-hooks_lean_realloc(hooks_domain *d, void *ctx, void *ptr, size_t size)
+hooks_lean_realloc(hooks_domain *d, void *ptr, size_t size)
 {
     if (hooks_mode_now() != HOOKS_SAMPLING_ALONE) {
-        return hooks_lean_pass(d, ctx, HOOKS_LEAN_REALLOC, ptr, 1, size);
+        return hooks_lean_pass(d, HOOKS_LEAN_REALLOC, ptr, 1, size);
     }
     if (ptr == NULL ? hooks_lean_passes(size) : size > MEMLENS_SMALL_BLOCK) {
-        return d->prev.realloc(ctx, ptr, size);
+        return hooks_prev_realloc(d, ptr, size);
     }
-    return hooks_lean_slow(d, ctx, HOOKS_LEAN_REALLOC, ptr, size);
+    return hooks_lean_slow(d, HOOKS_LEAN_REALLOC, ptr, size);
 }
 
-/* The entries of one domain's lean hook: its domain known statically, the
- * context being pymalloc's. */
+/* The entries of one domain's lean hook: its domain known statically. Its
+ * context is pymalloc's (for pymalloc's free, linked as the hook's own);
+ * the calls passed on take it from the kept copy of the allocator below,
+ * with the function. */
 #define HOOKS_LEAN_ENTRIES(name, index)                                       \
     static void *name##_malloc(void *ctx, size_t size)                        \
     {                                                                         \
-        return hooks_lean_malloc(&hooks_domains[index], ctx, size);           \
+        return hooks_lean_malloc(&hooks_domains[index], size);                \
     }                                                                         \
     static void *name##_calloc(void *ctx, size_t nelem, size_t elsize)        \
     {                                                                         \
-        return hooks_lean_calloc(&hooks_domains[index], ctx, nelem, elsize);  \
+        return hooks_lean_calloc(&hooks_domains[index], nelem, elsize);       \
     }                                                                         \
     static void *name##_realloc(void *ctx, void *ptr, size_t size)            \
     {                                                                         \
-        return hooks_lean_realloc(&hooks_domains[index], ctx, ptr, size);     \
+        return hooks_lean_realloc(&hooks_domains[index], ptr, size);          \
     }
 
 HOOKS_LEAN_ENTRIES(hooks_lean_mem, 1)
@@ -645,12 +724,13 @@ hooks_link(hooks_domain *d, int lean)
     }
     else {
         int mem = d->domain == PYMEM_DOMAIN_MEM;
-        d->ours.ctx = d->prev.ctx;
+        const PyMemAllocatorEx *prev = hooks_prev(d);
+        d->ours.ctx = prev->ctx;
         d->ours.malloc = mem ? hooks_lean_mem_malloc : hooks_lean_obj_malloc;
         d->ours.calloc = mem ? hooks_lean_mem_calloc : hooks_lean_obj_calloc;
         d->ours.realloc =
             mem ? hooks_lean_mem_realloc : hooks_lean_obj_realloc;
-        d->ours.free = d->prev.free;
+        d->ours.free = prev->free;
     }
     PyMem_SetAllocator(d->domain, &d->ours);
     d->in_chain = 1;
@@ -668,7 +748,8 @@ hooks_lean_linked(const hooks_domain *d)
 static void
 hooks_unlink(hooks_domain *d)
 {
-    PyMem_SetAllocator(d->domain, &d->prev);
+    PyMemAllocatorEx prev = *hooks_prev(d);
+    PyMem_SetAllocator(d->domain, &prev);
     d->in_chain = 0;
     d->lean = 0;
 }
@@ -889,10 +970,19 @@ hooks_sync(void)
         hooks_domain *d = &hooks_domains[i];
         int wanted = hooks_domain_wanted(d);
         if (wanted && !d->in_chain) {
-            PyMem_GetAllocator(d->domain, &d->prev);
+            PyMemAllocatorEx cur;
+            PyMem_GetAllocator(d->domain, &cur);
+            const PyMemAllocatorEx *prev = hooks_prev_keep(&cur);
+            if (prev == NULL) {
+                /* Out of memory: this domain goes unhooked, counted. */
+                pthread_mutex_lock(&hooks_lock);
+                hooks_failures++;
+                pthread_mutex_unlock(&hooks_lock);
+                continue;
+            }
+            __atomic_store_n(&d->prev, prev, __ATOMIC_RELEASE);
             hooks_link(d, d->domain != PYMEM_DOMAIN_RAW && hooks_lean_allowed
-                              && sampling_alone
-                              && hooks_pymalloc_below(&d->prev));
+                              && sampling_alone && hooks_pymalloc_below(prev));
         }
         else if (wanted && d->lean && !sampling_alone && hooks_on_top(d)) {
             hooks_link(d, 0); /* Frees are wanted now. */
@@ -1103,6 +1193,54 @@ hooks_py_lean(PyObject *module, PyObject *Py_UNUSED(args))
         hooks_lean_linked(&hooks_domains[2]) ? Py_True : Py_False);
 }
 
+/* (id, ctx, malloc, calloc, realloc, free) of a kept allocator, as ints. */
+static PyObject *
+hooks_describe(const PyMemAllocatorEx *a)
+{
+    return Py_BuildValue("(KKKKKK)", (unsigned long long)(uintptr_t)a,
+                         (unsigned long long)(uintptr_t)a->ctx,
+                         (unsigned long long)(uintptr_t)a->malloc,
+                         (unsigned long long)(uintptr_t)a->calloc,
+                         (unsigned long long)(uintptr_t)a->realloc,
+                         (unsigned long long)(uintptr_t)a->free);
+}
+
+/* _hooks_below() -> for each domain, the kept allocator its hook chains
+ * to (None before the first link); _hooks_kept() -> every kept one
+ * (tests: a relink publishes another copy and leaves the old whole). */
+static PyObject *
+hooks_py_below(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    PyObject *res = PyTuple_New(HOOKS_NDOMAINS);
+    for (int i = 0; res != NULL && i < HOOKS_NDOMAINS; i++) {
+        const PyMemAllocatorEx *a = hooks_prev(&hooks_domains[i]);
+        PyObject *item = a != NULL ? hooks_describe(a) : Py_NewRef(Py_None);
+        if (item == NULL) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyTuple_SET_ITEM(res, i, item);
+    }
+    return res;
+}
+
+static PyObject *
+hooks_py_kept(PyObject *module, PyObject *Py_UNUSED(args))
+{
+    /* The copies are never freed: describing them allocates safely. */
+    PyObject *res = PyList_New(0);
+    for (size_t i = 0; res != NULL && i < hooks_nprevs; i++) {
+        PyObject *item = hooks_describe(hooks_prevs[i]);
+        if (item == NULL || PyList_Append(res, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(res);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    return res;
+}
+
 /* _hooks_quiet(on): raises or lowers this thread's quiet (hooks.h), around
  * memlens's own Python code; the calls nest. Returns the depth after. */
 static PyObject *
@@ -1161,6 +1299,8 @@ static PyMethodDef hooks_methods[] = {
     {"_hooks_relink", hooks_py_relink, METH_NOARGS,
      "Re-link hooks that another allocator hook's removal dropped."},
     {"_hooks_lean", hooks_py_lean, METH_NOARGS, NULL},
+    {"_hooks_below", hooks_py_below, METH_NOARGS, NULL},
+    {"_hooks_kept", hooks_py_kept, METH_NOARGS, NULL},
     {"_hooks_quiet", hooks_py_quiet, METH_O, NULL},
     {"_quietly", (PyCFunction)(void (*)(void))hooks_py_quietly, METH_FASTCALL,
      "_quietly(func, *args): func(*args), unrecorded."},

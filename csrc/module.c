@@ -4,6 +4,12 @@
  * process-wide resources (cached /proc descriptors, allocator hooks, the
  * open-window list) are process-wide by nature and live in each
  * subsystem's file, protected as documented there.
+ *
+ * Only the main interpreter may load the module. The hooks, the tracing
+ * tables and the sampler are one per process and hold objects of the
+ * interpreter that set them up: a subinterpreter that started tracing
+ * and was then destroyed would leave the main interpreter tracing with
+ * dangling state, and its stop would stop the main interpreter's run.
  */
 #include "common.h"
 #include "hooks.h"
@@ -75,6 +81,15 @@ static PyMethodDef module_methods[] = {
 static int
 module_exec(PyObject *module)
 {
+    /* Before anything is set up: nothing is left behind. */
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError,
+                        "memlens cannot be used in a subinterpreter: its "
+                        "allocator hooks, tracing and sampler are shared by "
+                        "the whole process; use memlens from the main "
+                        "interpreter");
+        return -1;
+    }
     memlens_state *st = PyModule_GetState(module);
     if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
         || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
@@ -119,6 +134,11 @@ module_free(void *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+#if MEMLENS_HAS_MULTIPLE_INTERPRETERS_SLOT
+    /* Isolated subinterpreters refuse it before module_exec runs; the
+     * others are refused there. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
     {0, NULL},
 };
 

@@ -15,6 +15,12 @@
  * the hooks' busy flag is raised, and the sampling countdown held, around
  * it so that the block is counted here, once.
  *
+ * NumPy keeps the current handler in a context variable: installing and
+ * restoring act on the calling context only, and memlens keeps nothing of
+ * a context here. What was replaced goes back to the caller (_npdata.py
+ * keeps it per context), and is put back only where the handler is still
+ * ours: a handler another library set meanwhile is left alone.
+ *
  * Threads: installation with the GIL held; the handler's functions run
  * wherever NumPy allocates and touch only thread-local counters.
  */
@@ -49,8 +55,7 @@ static npmem_allocator npmem_prev;          /* What ours calls. Set once. */
 static npmem_handler npmem_ours;            /* Our handler. */
 static PyObject *npmem_capsule = NULL;      /* Owned, never released. */
 static PyObject *npmem_prev_capsule = NULL; /* Owned, never released. */
-static PyObject *npmem_saved = NULL; /* Owned: handler to restore. GIL. */
-static void **npmem_api = NULL;      /* NumPy's C-API table. */
+static void **npmem_api = NULL;             /* NumPy's C-API table. */
 
 /* Tells the counters and, while tracing (GIL held), the tracer; not in
  * memlens's own quiet work (hooks.h). */
@@ -179,30 +184,33 @@ npmem_find_api(void)
     return npmem_api;
 }
 
-/* Puts our handler in this context. 1 done, 0 not possible, -1 error. */
-static int
+/* Puts our handler in this context. Returns the handler it replaced (a
+ * new reference, to give to npmem_restore), Py_True if ours is there
+ * already, Py_None if it cannot be (NumPy absent or too old, a handler
+ * ours does not wrap), NULL on error. */
+static PyObject *
 npmem_install(void)
 {
     void **api = npmem_find_api();
-    if (api == NULL || npmem_saved != NULL) {
-        return api != NULL;
+    if (api == NULL) {
+        Py_RETURN_NONE;
     }
     PyObject *(*get)(void) = (PyObject * (*)(void)) api[NPMEM_API_GET_HANDLER];
     PyObject *(*set)(PyObject *) =
         (PyObject * (*)(PyObject *)) api[NPMEM_API_SET_HANDLER];
     PyObject *current = get();
     if (current == NULL) {
-        return -1;
+        return NULL;
     }
     if (current == npmem_capsule) {
         Py_DECREF(current);
-        return 1;
+        Py_RETURN_TRUE;
     }
     npmem_handler *h = PyCapsule_GetPointer(current, "mem_handler");
     if (h == NULL || h->version != 1) {
         Py_DECREF(current);
         PyErr_Clear();
-        return 0;
+        Py_RETURN_NONE;
     }
     if (npmem_capsule == NULL) {
         npmem_prev = h->allocator;
@@ -218,51 +226,73 @@ npmem_install(void)
         npmem_capsule = PyCapsule_New(&npmem_ours, "mem_handler", NULL);
         if (npmem_capsule == NULL) {
             Py_DECREF(current);
-            return -1;
+            return NULL;
         }
     }
     else if (current != npmem_prev_capsule) {
         /* Another handler than the one ours wraps: leave it alone. */
         Py_DECREF(current);
-        return 0;
+        Py_RETURN_NONE;
     }
     PyObject *old = set(npmem_capsule);
     if (old == NULL) {
         Py_DECREF(current);
-        return -1;
+        return NULL;
     }
     Py_DECREF(old);
-    npmem_saved = current; /* the reference from get() */
-    return 1;
+    return current; /* the reference from get() */
 }
 
+/* Puts `saved` back in this context if the handler there is ours: 1 done,
+ * 0 left alone (someone else's is there), -1 error. */
 static int
-npmem_uninstall(void)
+npmem_restore(PyObject *saved)
 {
-    if (npmem_saved == NULL || npmem_api == NULL) {
+    if (npmem_api == NULL || npmem_capsule == NULL) {
         return 0;
     }
+    PyObject *(*get)(void) =
+        (PyObject * (*)(void)) npmem_api[NPMEM_API_GET_HANDLER];
     PyObject *(*set)(PyObject *) =
         (PyObject * (*)(PyObject *)) npmem_api[NPMEM_API_SET_HANDLER];
-    PyObject *old = set(npmem_saved);
-    Py_CLEAR(npmem_saved);
+    PyObject *current = get();
+    if (current == NULL) {
+        return -1;
+    }
+    Py_DECREF(current); /* only its identity is used */
+    if (current != npmem_capsule) {
+        return 0;
+    }
+    PyObject *old = set(saved);
     if (old == NULL) {
         return -1;
     }
     Py_DECREF(old);
-    return 0;
+    return 1;
 }
 
-/* _numpy_hook(on) -> bool: route NumPy's array data through memlens in
- * this context (on) or put the earlier handler back (off). */
+/* _numpy_hook_install() -> the handler replaced, True (ours is there
+ * already) or None (not possible): route NumPy's array data through
+ * memlens in the current context. */
 static PyObject *
-npmem_py_hook(PyObject *m, PyObject *arg)
+npmem_py_install(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) {
+    return npmem_install();
+}
+
+/* _numpy_hook_restore(saved) -> bool: put `saved` (what install returned)
+ * back in the current context, unless the handler there is no longer
+ * ours. */
+static PyObject *
+npmem_py_restore(PyObject *m, PyObject *saved)
+{
+    if (!PyCapsule_IsValid(saved, "mem_handler")) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_numpy_hook_restore() needs a NumPy mem_handler "
+                        "capsule");
         return NULL;
     }
-    int rc = on ? npmem_install() : npmem_uninstall();
+    int rc = npmem_restore(saved);
     if (rc < 0) {
         return NULL;
     }
@@ -270,8 +300,12 @@ npmem_py_hook(PyObject *m, PyObject *arg)
 }
 
 static PyMethodDef npmem_methods[] = {
-    {"_numpy_hook", npmem_py_hook, METH_O,
-     "_numpy_hook(on) -> bool: count NumPy's array data (NumPy >= 1.22)."},
+    {"_numpy_hook_install", npmem_py_install, METH_NOARGS,
+     "_numpy_hook_install() -> replaced handler, True or None: count "
+     "NumPy's array data in this context (NumPy >= 1.22)."},
+    {"_numpy_hook_restore", npmem_py_restore, METH_O,
+     "_numpy_hook_restore(saved) -> bool: put the replaced handler back in "
+     "this context where ours is still there."},
     {NULL, NULL, 0, NULL},
 };
 

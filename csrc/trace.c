@@ -290,7 +290,18 @@ static int trace_at_peak = 0;
 static uint32_t *trace_dirty = NULL; /* Owned; dirty site indices. */
 static size_t trace_ndirty = 0, trace_capdirty = 0;
 static int trace_dirty_overflow = 0; /* A mark was lost: copy all. */
-static uint64_t trace_failures = 0;  /* Lost records. */
+/* Records not kept as they should be (no memory for the tables, the
+ * queue below full): blocks unrecorded or on the unknown site, and the
+ * figures may understate. Moved from threads with and without the GIL.
+ * Atomic. */
+static uint64_t trace_failures = 0;
+
+/* One more lost record; any thread. */
+static inline void
+trace_fail(void)
+{
+    __atomic_fetch_add(&trace_failures, 1, __ATOMIC_RELAXED);
+}
 
 /* When sampling, most blocks are not recorded, and their frees should not
  * pay for a table lookup: the filter (trace.h) says "maybe recorded". Its
@@ -334,7 +345,13 @@ typedef struct {
 #define TRACE_PENDING_MAX 16384
 static trace_pending trace_queue[TRACE_PENDING_MAX];
 static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
-static uint64_t trace_queue_lost = 0;
+/* The changes the queue can hold: TRACE_PENDING_MAX, less while a test
+ * asks (_trace_queue_limit) until tracing stops. trace_raw_lock. */
+static size_t trace_queue_limit = TRACE_PENDING_MAX;
+static uint64_t trace_queue_lost = 0; /* Changes dropped. trace_raw_lock. */
+/* Frees dropped with a full queue: their blocks' bytes stay on their
+ * sites, and the figures overstate. trace_raw_lock. */
+static uint64_t trace_lost_frees = 0;
 
 #define TRACE_RECENT 4
 
@@ -486,7 +503,7 @@ trace_mark_dirty(uint32_t i, trace_site *s)
                      sizeof(uint32_t), 1024)
         < 0) {
         /* Without room in the list, the next peak copies every site. */
-        trace_failures++;
+        trace_fail();
         trace_dirty_overflow = 1;
         return;
     }
@@ -676,13 +693,13 @@ trace_intern(const trace_frame *frames, int n)
         }
     }
     if (trace_nsites >= TRACE_MAX_SITES) {
-        trace_failures++;
+        trace_fail();
         return TRACE_UNKNOWN_SITE;
     }
     if (trace_site_index == NULL
         || (size_t)(trace_nsites + 1) * 2 > trace_site_mask + 1) {
         if (trace_index_grow() < 0) {
-            trace_failures++;
+            trace_fail();
             return TRACE_UNKNOWN_SITE;
         }
     }
@@ -691,13 +708,13 @@ trace_intern(const trace_frame *frames, int n)
     if (*chunk == NULL) {
         *chunk = calloc(TRACE_CHUNK, sizeof(trace_site));
         if (*chunk == NULL) {
-            trace_failures++;
+            trace_fail();
             return TRACE_UNKNOWN_SITE;
         }
     }
     trace_frame *copy = malloc(n * sizeof(trace_frame));
     if (copy == NULL) {
-        trace_failures++;
+        trace_fail();
         return TRACE_UNKNOWN_SITE;
     }
     memcpy(copy, frames, n * sizeof(trace_frame));
@@ -904,7 +921,7 @@ trace_big_put(uintptr_t ptr, uint64_t size)
     if (memlens_grow((void **)&trace_bigs, &trace_capbigs, trace_nbigs,
                      sizeof(trace_big), 8)
         < 0) {
-        trace_failures++;
+        trace_fail();
         return;
     }
     trace_bigs[trace_nbigs].ptr = ptr;
@@ -966,7 +983,7 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
     int rc = trace_table_put(table, (uintptr_t)ptr, stored, site, &old_stored,
                              &old_site);
     if (rc < 0) {
-        trace_failures++;
+        trace_fail();
         return;
     }
     if (rc == 1) {
@@ -1013,13 +1030,17 @@ trace_forget_gil(trace_table *table, void *ptr)
     }
 }
 
-/* Queues a change for the GIL side; 0 when the queue is full (counted).
- * Caller holds trace_raw_lock. */
+/* Queues a change for the GIL side; 0 when the queue is full (counted:
+ * a dropped free in trace_lost_frees, a dropped block is the caller's to
+ * count). Caller holds trace_raw_lock. */
 static int
 trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
 {
-    if (trace_nqueue >= TRACE_PENDING_MAX) {
+    if (trace_nqueue >= trace_queue_limit) {
         trace_queue_lost++;
+        if (count < 0) {
+            trace_lost_frees++;
+        }
         return 0;
     }
     trace_queue[trace_nqueue].site = site;
@@ -1067,6 +1088,7 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
         uint32_t w2, s2;
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &w2, &s2);
         kept = 0;
+        trace_fail();
     }
     if (kept && stored == TRACE_BIG_SIZE) {
         trace_big_put((uintptr_t)ptr, weight);
@@ -1080,7 +1102,7 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
-        trace_failures++;
+        trace_fail();
         return;
     }
     if (gil) {
@@ -1220,6 +1242,7 @@ trace_clear_all(void)
     pthread_mutex_lock(&trace_raw_lock);
     trace_table_clear(&trace_raw_table);
     trace_nqueue = 0;
+    trace_queue_limit = TRACE_PENDING_MAX;
     free(trace_bigs);
     trace_bigs = NULL;
     trace_nbigs = trace_capbigs = 0;
@@ -1297,8 +1320,11 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_nframes = nframes;
     trace_sample_bytes = (uint64_t)sample;
     trace_generation++;
-    trace_failures = 0;
+    __atomic_store_n(&trace_failures, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&trace_raw_lock);
     trace_queue_lost = 0;
+    trace_lost_frees = 0;
+    pthread_mutex_unlock(&trace_raw_lock);
     trace_interp = PyInterpreterState_Get();
     trace_in_place =
         !trace_frames_api && trace_frames_agree(PyThreadState_Get());
@@ -1382,6 +1408,10 @@ trace_site_traceback(const trace_site *s)
 static PyObject *
 trace_snapshot_rows(int at_peak)
 {
+    pthread_mutex_lock(&trace_raw_lock);
+    uint64_t lost_frees = trace_lost_frees;
+    pthread_mutex_unlock(&trace_raw_lock);
+    uint64_t lost_records = __atomic_load_n(&trace_failures, __ATOMIC_RELAXED);
     uint32_t n = trace_nsites;
     int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
     if (fig == NULL) {
@@ -1420,14 +1450,17 @@ trace_snapshot_rows(int at_peak)
         Py_DECREF(row);
     }
     free(fig);
-    return Py_BuildValue("(iKLN)", trace_nframes,
-                         (unsigned long long)trace_sample_bytes,
-                         (long long)total, rows);
+    return Py_BuildValue(
+        "(iKLNKK)", trace_nframes, (unsigned long long)trace_sample_bytes,
+        (long long)total, rows, (unsigned long long)lost_frees,
+        (unsigned long long)lost_records);
 }
 
-/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows), rows
- * [(traceback, size, count, allocated, allocations)] for every site that
- * holds or handed out memory (now, or at the peak). */
+/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
+ * lost_frees, lost_records), rows [(traceback, size, count, allocated,
+ * allocations)] for every site that holds or handed out memory (now, or at
+ * the peak); the two counts since the start say how far the figures may
+ * be off (trace_lost_frees, trace_failures). */
 static PyObject *
 trace_py_snapshot(PyObject *m, PyObject *arg)
 {
@@ -1466,6 +1499,7 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
                        * sizeof(trace_entry);
     size_t blocks = trace_gil_table.used + trace_raw_table.used;
     uint64_t lost = trace_queue_lost;
+    uint64_t lost_frees = trace_lost_frees;
     /* The filter's counts: their sum equals `blocks` while none is full. */
     size_t counted = 0, full = 0;
     const uint8_t *filter = trace_filter;
@@ -1476,11 +1510,12 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
     }
     pthread_mutex_unlock(&trace_raw_lock);
     return Py_BuildValue(
-        "{s:n,s:n,s:I,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
+        "{s:n,s:n,s:I,s:K,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes), "sites",
         (unsigned int)trace_nsites, "failures",
-        (unsigned long long)trace_failures, "queue_lost",
-        (unsigned long long)lost, "filter_counted", (Py_ssize_t)counted,
+        (unsigned long long)__atomic_load_n(&trace_failures, __ATOMIC_RELAXED),
+        "queue_lost", (unsigned long long)lost, "lost_frees",
+        (unsigned long long)lost_frees, "filter_counted", (Py_ssize_t)counted,
         "filter_full", (Py_ssize_t)full, "frames_in_place",
         trace_in_place ? Py_True : Py_False);
 }
@@ -1534,17 +1569,18 @@ trace_py_frames_api(PyObject *m, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* _trace_block(domain, address, size): records a block at `address` as
- * the hooks would (size < 0: its free), for tests of what the tables do
- * with addresses no real block has. */
+/* _trace_block(domain, address, size, gil=True): records a block at
+ * `address` as the hooks would (size < 0: its free), for tests of what the
+ * tables do with addresses no real block has; with gil false, as a thread
+ * without the GIL would (raw domain). */
 static PyObject *
 trace_py_block(PyObject *m, PyObject *args)
 {
-    int domain;
+    int domain, gil = 1;
     unsigned long long address;
     long long size;
-    if (!PyArg_ParseTuple(args, "iKL:_trace_block", &domain, &address,
-                          &size)) {
+    if (!PyArg_ParseTuple(args, "iKL|p:_trace_block", &domain, &address, &size,
+                          &gil)) {
         return NULL;
     }
     if (!memlens_trace_on) {
@@ -1561,17 +1597,53 @@ trace_py_block(PyObject *m, PyObject *args)
                         "address must be 16-aligned, in the first page");
         return NULL;
     }
+    if (!gil && domain != PYMEM_DOMAIN_RAW) {
+        PyErr_SetString(PyExc_ValueError,
+                        "only the raw domain is used without the GIL");
+        return NULL;
+    }
+    PyThreadState *ts = gil ? NULL : PyEval_SaveThread();
     if (size < 0) {
         memlens_trace_free(domain, (void *)(uintptr_t)address);
     }
     else {
         memlens_trace_alloc(domain, (void *)(uintptr_t)address, (size_t)size);
     }
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
     Py_RETURN_NONE;
+}
+
+/* _trace_queue_limit(n) -> the limit before: the queue of changes made
+ * without the GIL takes at most n (up to its size) until tracing stops,
+ * so that tests can fill it. */
+static PyObject *
+trace_py_queue_limit(PyObject *m, PyObject *arg)
+{
+    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0 || n > TRACE_PENDING_MAX) {
+        return PyErr_Format(PyExc_ValueError,
+                            "the limit must be between 0 and %d, got %zd",
+                            TRACE_PENDING_MAX, n);
+    }
+    if (!memlens_trace_on) {
+        PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
+        return NULL;
+    }
+    pthread_mutex_lock(&trace_raw_lock);
+    size_t before = trace_queue_limit;
+    trace_queue_limit = (size_t)n;
+    pthread_mutex_unlock(&trace_raw_lock);
+    return PyLong_FromSize_t(before);
 }
 
 static PyMethodDef trace_methods[] = {
     {"_trace_block", trace_py_block, METH_VARARGS, NULL},
+    {"_trace_queue_limit", trace_py_queue_limit, METH_O, NULL},
     {"_trace_frames_api", trace_py_frames_api, METH_O, NULL},
     {"_trace_skip", trace_py_skip, METH_VARARGS, NULL},
     {"_trace_start", trace_py_start, METH_VARARGS, NULL},

@@ -285,3 +285,65 @@ def test_forked_child_sampling_can_go_on_or_stop(child_action):
         del keep
     finally:
         memlens.stop_tracing()
+
+
+def test_relink_over_another_allocator_publishes_a_new_copy_whole():
+    # A raw call without the GIL may still be reading the allocator below
+    # ours when a relink chains ours above another one: the relink must
+    # not rewrite what that call reads, but publish another copy whole.
+    memlens.start_tracing()
+    first = _core._hooks_below()[0]
+    memlens.stop_tracing()
+    tracemalloc.start()
+    try:
+        memlens.start_tracing()
+        second = _core._hooks_below()[0]
+        memlens.stop_tracing()
+    finally:
+        tracemalloc.stop()
+    assert second[0] != first[0]
+    assert second[1:] != first[1:]  # tracemalloc's raw allocator below now
+    kept = {k[0]: k for k in _core._hooks_kept()}
+    assert kept[first[0]] == first  # the old copy, untouched
+    assert kept[second[0]] == second
+    # the same allocator below again: the same copy, not a new one
+    memlens.start_tracing()
+    third = _core._hooks_below()[0]
+    memlens.stop_tracing()
+    assert third == first
+    assert len(_core._hooks_kept()) == len(kept)
+
+
+def test_raw_calls_without_the_gil_survive_relinks_over_other_allocators():
+    # bz2 compresses without the GIL, its buffers from the raw domain:
+    # such calls go through the raw hook while the main thread relinks it
+    # above tracemalloc's allocator and back, again and again.
+    code = textwrap.dedent('''
+        import bz2, os, threading, tracemalloc
+        import memlens
+        data = os.urandom(1 << 16)
+        stop = threading.Event()
+        def work():
+            while not stop.is_set():
+                bz2.compress(data, 1)
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(60):
+                if i % 2:
+                    tracemalloc.start()
+                memlens.start_tracing(sample_bytes=i % 3 * 65536)
+                bz2.compress(data, 1)
+                memlens.stop_tracing()
+                if i % 2:
+                    tracemalloc.stop()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        print("ok")
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

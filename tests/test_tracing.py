@@ -745,3 +745,188 @@ def test_quiet_blocks_are_not_traced_but_frees_of_traced_ones_are(
                 "quiet_large = [bytes(1000) for _ in range(10_000)]",
                 "quiet_array = np.ones(10**6)"} & lines
     del quiet, quiet_large, quiet_array
+
+
+RAW = 0
+
+
+def test_snapshot_says_its_figures_overstate_when_frees_were_lost():
+    # A thread without the GIL leaves its changes in a queue for the GIL
+    # side; when the queue is full, a free is lost and its block's bytes
+    # stay on their line. The snapshot must say so.
+    with memlens.tracing() as t:
+        _core._trace_block(RAW, 0x40, 100_000)  # with the GIL: applied
+        _core._trace_queue_limit(0)  # the queue is full from now on
+        _core._trace_block(RAW, 0x40, -1, False)  # its free: lost
+    for snap in (t.snapshot, t.peak):
+        assert snap.lost_frees == 1 and snap.lost_records == 0
+        assert snap.affected
+        text = snap.format()
+        assert ("Warning: 1 frees were lost (too many at once without the "
+                "GIL); the figures overstate live memory") in text
+        assert "1 frees lost, figures overstate" in repr(snap)
+        assert "overstate" in snap._repr_html_()
+        assert snap.to_dict()["lost_frees"] == 1
+    # the figure that is off: the freed block still counts
+    assert max(s.size for s in t.snapshot.statistics()) >= 100_000
+
+
+def test_snapshot_says_its_figures_understate_when_blocks_were_lost():
+    with memlens.tracing() as t:
+        _core._trace_queue_limit(0)
+        _core._trace_block(RAW, 0x40, 100_000, False)  # not recorded
+        stats = _core._trace_stats()
+    assert stats["queue_lost"] == 1 and stats["lost_frees"] == 0
+    snap = t.snapshot
+    assert snap.lost_records == 1 and snap.lost_frees == 0
+    assert ("Warning: 1 records were lost (out of memory, or too many at "
+            "once without the GIL); the figures may understate"
+            ) in snap.format()
+    assert "1 records lost, figures may understate" in repr(snap)
+
+
+def test_snapshot_with_nothing_lost_carries_no_warning():
+    with memlens.tracing() as t:
+        _core._trace_block(RAW, 0x40, 100_000, False)  # queued, applied
+        _core._trace_block(RAW, 0x40, -1, False)
+    assert t.snapshot.lost_frees == 0 and t.snapshot.lost_records == 0
+    assert not t.snapshot.affected
+    assert "Warning" not in t.snapshot.format()
+    assert "lost" not in repr(t.snapshot)
+
+
+def test_queue_limit_is_put_back_when_tracing_stops():
+    with memlens.tracing():
+        assert _core._trace_queue_limit(0) > 0
+        with pytest.raises(ValueError):
+            _core._trace_queue_limit(-1)
+    with memlens.tracing():
+        assert _core._trace_queue_limit(0) > 0
+    with pytest.raises(RuntimeError):
+        _core._trace_queue_limit(0)
+
+
+# ---- NumPy's data handler: per context, counted per user ----------------
+
+#: A child's preamble: NumPy's handler API reached as any extension
+#: reaches it (its C-API table), and a handler of "another library" that
+#: passes every call on to NumPy's default one.
+NUMPY_HANDLERS = textwrap.dedent('''
+    import contextvars, ctypes, json
+    import numpy
+    try:
+        from numpy._core import _multiarray_umath as umath
+        from numpy._core.multiarray import get_handler_name
+    except ImportError:
+        from numpy.core import _multiarray_umath as umath
+        from numpy.core.multiarray import get_handler_name
+    import memlens
+
+    pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    pointer.restype = ctypes.c_void_p
+    pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    api = ctypes.cast(pointer(umath._ARRAY_API, None),
+                      ctypes.POINTER(ctypes.c_void_p))
+    get_handler = ctypes.PYFUNCTYPE(ctypes.py_object)(api[305])
+    set_handler = ctypes.PYFUNCTYPE(ctypes.py_object,
+                                    ctypes.py_object)(api[304])
+
+    class Allocator(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_void_p)
+                    for n in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+    class Handler(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char * 127),
+                    ("version", ctypes.c_uint8),
+                    ("allocator", Allocator)]
+
+    NAME = b"mem_handler"
+    default = Handler.from_address(pointer(get_handler(), NAME))
+    foreign = Handler(b"foreign", 1, default.allocator)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                            ctypes.c_void_p]
+    foreign_capsule = new_capsule(ctypes.addressof(foreign), NAME, None)
+''')
+
+
+def run_numpy_child(code):
+    out = subprocess.run(
+        [sys.executable, "-c", NUMPY_HANDLERS + textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_numpy_handler_stays_for_a_user_who_came_after_numpy():
+    # Tracing starts before NumPy is imported: its acquire cannot install
+    # the handler, but counts; the line profiler's, after, installs it.
+    # Stopping tracing must not take it from the profiler.
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent('''
+        import json, sys
+        import memlens
+        memlens.start_tracing()
+        assert "numpy" not in sys.modules
+        import numpy
+        try:
+            from numpy._core.multiarray import get_handler_name
+        except ImportError:
+            from numpy.core.multiarray import get_handler_name
+        prof = memlens.LineProfiler(alloc=True)
+        prof.enable()
+        memlens.stop_tracing()
+        during = get_handler_name()
+        prof.disable()
+        print(json.dumps([during, get_handler_name()]))
+    ''')], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["memlens", "default_allocator"]
+
+
+def test_numpy_handler_release_leaves_another_librarys_handler():
+    out = run_numpy_child('''
+        memlens.start_tracing()
+        ours = get_handler_name()
+        set_handler(foreign_capsule)  # another library, meanwhile
+        memlens.stop_tracing()
+        left = get_handler_name()
+        # and the next user leaves it alone too
+        memlens.start_tracing()
+        memlens.stop_tracing()
+        print(json.dumps([ours, left, get_handler_name()]))
+    ''')
+    assert out == ["memlens", "foreign", "foreign"]
+
+
+def test_numpy_handler_is_installed_in_each_context_that_asks():
+    # NumPy's handler is a context variable: a user in one context gets
+    # memlens's handler there, whatever another context holds.
+    out = run_numpy_child('''
+        ctx = contextvars.copy_context()
+        ctx.run(memlens.start_tracing)
+        seen = [ctx.run(get_handler_name), get_handler_name()]
+        prof = memlens.LineProfiler(alloc=True)
+        prof.enable()
+        seen.append(get_handler_name())
+        prof.disable()
+        seen += [get_handler_name(), ctx.run(get_handler_name)]
+        ctx.run(memlens.stop_tracing)
+        seen.append(ctx.run(get_handler_name))
+        print(json.dumps(seen))
+    ''')
+    assert out == ["memlens", "default_allocator", "memlens",
+                   "default_allocator", "memlens", "default_allocator"]
+
+
+def test_numpy_handler_restored_where_it_was_installed_not_elsewhere():
+    # Tracing started in one context and stopped in another: the handler
+    # of the stopping context is not touched (it was never memlens's).
+    out = run_numpy_child('''
+        ctx = contextvars.copy_context()
+        ctx.run(memlens.start_tracing)
+        set_handler(foreign_capsule)  # this context's own choice
+        memlens.stop_tracing()
+        print(json.dumps([get_handler_name(), memlens.is_tracing()]))
+    ''')
+    assert out == ["foreign", False]

@@ -47,6 +47,9 @@ def _skip_prefixes():
 
 _tracemalloc_stop = None
 
+#: The NumPy handler's token of the running trace (memlens._npdata).
+_numpy_token = None
+
 
 def _watch_tracemalloc():
     """tracemalloc.stop() puts back the allocators tracemalloc saved when
@@ -93,23 +96,28 @@ def start_tracing(nframes=1, sample_bytes=0):
     """
     int_in_range("nframes", nframes, 1, MAX_FRAMES)
     int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
+    global _numpy_token
     _core._trace_skip(*_skip_prefixes())
-    numpy_hook_acquire()  # first: its own bookkeeping is not the program's
+    # first: its own bookkeeping is not the program's
+    token = numpy_hook_acquire()
     try:
         _core._trace_start(nframes, sample_bytes)
     except BaseException:
-        numpy_hook_release()
+        numpy_hook_release(token)
         raise
+    _numpy_token = token
     if "tracemalloc" in sys.modules:
         _watch_tracemalloc()
 
 
 def stop_tracing():
     """Stop recording and forget every record (as tracemalloc.stop())."""
+    global _numpy_token
     if _core._trace_is_tracing():
         _unwatch_tracemalloc()
         _core._trace_stop()
-        numpy_hook_release()
+        token, _numpy_token = _numpy_token, None
+        numpy_hook_release(token)
 
 
 def is_tracing():
@@ -250,25 +258,57 @@ def _fmt_kib(nbytes):
 class Snapshot:
     """Memory by site, now (take_snapshot) or at the peak (peak_snapshot).
     ``traces`` holds (traceback, size, count, allocated, allocations) per
-    site, tracebacks most recent frame first."""
+    site, tracebacks most recent frame first.
+
+    The figures are exact (or sampling estimates) unless memlens lost some
+    of its bookkeeping since tracing started, which the snapshot says:
+    ``lost_frees`` frees could not be applied (threads without the GIL
+    gave back more blocks at once than memlens's queue holds), so those
+    blocks still count as live and the figures overstate; ``lost_records``
+    times memlens could not keep a record as it should (no memory for its
+    tables, or the same queue full): blocks went unrecorded, or to the
+    ``<unknown>`` line, and the figures may understate. ``affected`` is
+    true when either is not zero; format() and repr() then say so."""
 
     def __init__(self, traces, total, nframes=1, sample_bytes=0,
-                 kind="current", timestamp=None):
+                 kind="current", timestamp=None, lost_frees=0,
+                 lost_records=0):
         self.traces = traces
         self.total = total
         self.nframes = nframes
         self.sample_bytes = sample_bytes
         self.kind = kind
         self.timestamp = time.time() if timestamp is None else timestamp
+        self.lost_frees = lost_frees
+        self.lost_records = lost_records
 
     @classmethod
     def _from_core(cls, raw, kind):
-        nframes, sample_bytes, total, rows = raw
+        nframes, sample_bytes, total, rows, lost_frees, lost_records = raw
         traces = []
         for tb, size, count, allocated, allocations in rows:
             frames = tuple(Frame(fn, ln) for fn, ln in tb) or (UNKNOWN,)
             traces.append((frames, size, count, allocated, allocations))
-        return cls(traces, total, nframes, sample_bytes, kind)
+        return cls(traces, total, nframes, sample_bytes, kind,
+                   lost_frees=lost_frees, lost_records=lost_records)
+
+    @property
+    def affected(self):
+        """Whether lost bookkeeping makes the figures inexact."""
+        return bool(self.lost_frees or self.lost_records)
+
+    def _warnings(self):
+        """One sentence per kind of loss; none when the figures hold."""
+        out = []
+        if self.lost_frees:
+            out.append(f"Warning: {self.lost_frees} frees were lost (too "
+                       f"many at once without the GIL); the figures "
+                       f"overstate live memory")
+        if self.lost_records:
+            out.append(f"Warning: {self.lost_records} records were lost "
+                       f"(out of memory, or too many at once without the "
+                       f"GIL); the figures may understate")
+        return out
 
     # ---- grouping --------------------------------------------------------
 
@@ -373,14 +413,21 @@ class Snapshot:
             out.append(f"Total allocated size: {_fmt_kib(total)}")
         else:
             out.append(f"Total handed out: {_fmt_kib(total)}")
+        out.extend(self._warnings())
         return "\n".join(out)
 
     def __str__(self):
         return self.format()
 
     def __repr__(self):
+        lost = []
+        if self.lost_frees:
+            lost.append(f"{self.lost_frees} frees lost, figures overstate")
+        if self.lost_records:
+            lost.append(f"{self.lost_records} records lost, figures may "
+                        f"understate")
         return (f"<memlens.Snapshot {self.kind}: {len(self.traces)} sites, "
-                f"{_fmt_kib(self.total)}>")
+                f"{_fmt_kib(self.total)}{''.join(', ' + x for x in lost)}>")
 
     def _repr_html_(self):
         rows = "".join(
@@ -391,12 +438,16 @@ class Snapshot:
         return ("<table class='memlens'><thead><tr><th>#</th><th>line</th>"
                 "<th>size</th><th>blocks</th><th>source</th></tr></thead>"
                 f"<tbody>{rows}</tbody></table>"
-                f"<p>Total: {_fmt_kib(self.total)}</p>")
+                f"<p>Total: {_fmt_kib(self.total)}</p>"
+                + "".join(f"<p><strong>{html.escape(w)}</strong></p>"
+                          for w in self._warnings()))
 
     def to_dict(self):
         return {"kind": self.kind, "total": self.total,
                 "nframes": self.nframes, "sample_bytes": self.sample_bytes,
                 "timestamp": self.timestamp,
+                "lost_frees": self.lost_frees,
+                "lost_records": self.lost_records,
                 "traces": [{"traceback": [asdict(f) for f in frames],
                             "size": size, "count": count,
                             "allocated": allocated,
