@@ -373,10 +373,15 @@ static MEMLENS_TLS trace_thread trace_tls;
 static unsigned long trace_generation = 1; /* Bumped at each start. */
 
 /* Line numbers of (code, lasti), cached: computing one walks the code's
- * line table. Direct-mapped; GIL. */
+ * line table. Direct-mapped; GIL. An entry holds a reference to its code,
+ * so that no other code object can come to live at the same address while
+ * the entry stands (it would be given the dead one's line and kind). An
+ * entry overwritten inside an allocator hook must not free its code there
+ * (a deallocation may run weakref callbacks): a code that the entry held
+ * last goes to trace_line_dead, released by trace_line_cache_clear. */
 #define TRACE_LINE_CACHE 8192
 typedef struct {
-    const PyObject *code;
+    PyObject *code; /* Strong, or NULL. */
     int lasti;
     int firstlineno;
     int line;
@@ -426,6 +431,46 @@ trace_code_kind(PyObject *code)
                                                 : TRACE_CODE_PLAIN;
 }
 static trace_line_entry *trace_line_cache = NULL; /* Owned (libc). */
+static PyObject **trace_line_dead = NULL;         /* Strong refs (libc). */
+static size_t trace_nline_dead = 0, trace_capline_dead = 0;
+
+/* Drops the cache's reference to `code` where no deallocation may run:
+ * now if others hold it, else later. GIL. */
+static void
+trace_line_release(PyObject *code)
+{
+    if (Py_REFCNT(code) > 1) {
+        Py_DECREF(code);
+        return;
+    }
+    if (memlens_grow((void **)&trace_line_dead, &trace_capline_dead,
+                     trace_nline_dead, sizeof(PyObject *), 64)
+        < 0) {
+        return; /* Out of memory: the code is kept, never wrongly freed. */
+    }
+    trace_line_dead[trace_nline_dead++] = code;
+}
+
+/* Empties the line cache and releases what it held. GIL, outside the
+ * allocator hooks. */
+static void
+trace_line_cache_clear(void)
+{
+    if (trace_line_cache != NULL) {
+        for (size_t i = 0; i < TRACE_LINE_CACHE; i++) {
+            Py_CLEAR(trace_line_cache[i].code);
+        }
+    }
+    /* Deallocations may free more codes: take the list first. */
+    PyObject **dead = trace_line_dead;
+    size_t n = trace_nline_dead;
+    trace_line_dead = NULL;
+    trace_nline_dead = trace_capline_dead = 0;
+    for (size_t i = 0; i < n; i++) {
+        Py_DECREF(dead[i]);
+    }
+    free(dead);
+}
 
 /* ---- Sampling ------------------------------------------------------------ *
  * With sample_bytes = N, each thread walks its stream of allocated bytes
@@ -618,7 +663,13 @@ trace_line_of(PyObject *code, int lasti, int *skip)
         lasti < 0 ? first : PyCode_Addr2Line((PyCodeObject *)code, lasti);
     *skip = trace_code_kind(code);
     if (e != NULL) {
-        e->code = code;
+        if (e->code != code) {
+            Py_INCREF(code);
+            if (e->code != NULL) {
+                trace_line_release(e->code);
+            }
+            e->code = code;
+        }
         e->lasti = lasti;
         e->firstlineno = first;
         e->line = line;
@@ -882,8 +933,9 @@ trace_current_site_walk(PyThreadState *ts)
     frames[0].code = (PyObject *)code;
     frames[0].line = trace_line_of((PyObject *)code, lasti, &skip);
     /* A site found past skipped frames depends on the callers: not for
-     * the one-entry cache. */
-    int cacheable = skip != TRACE_CODE_SKIPPED;
+     * the one-entry cache. Nor is a block of memlens's own code (no site):
+     * only a site's reference keeps the code, and so the key, alive. */
+    int cacheable = skip == TRACE_CODE_PLAIN;
     /* Frames of skipped code are passed over, unless nothing else is
      * left: then the last one stands. */
     while (skip == TRACE_CODE_SKIPPED && trace_cursor_back(&cur)) {
@@ -1253,6 +1305,7 @@ trace_clear_all(void)
     __atomic_store_n(&memlens_trace_filter, NULL, __ATOMIC_SEQ_CST);
     trace_total = trace_peak = 0;
     trace_at_peak = 0;
+    trace_line_cache_clear();
 }
 
 /* _trace_start(nframes, sample_bytes): start tracing (the hooks too). */
@@ -1287,10 +1340,6 @@ trace_py_start(PyObject *m, PyObject *args)
         if (trace_line_cache == NULL) {
             return PyErr_NoMemory();
         }
-    }
-    else {
-        memset(trace_line_cache, 0,
-               TRACE_LINE_CACHE * sizeof(trace_line_entry));
     }
     /* Site 0: allocations whose stack could not be seen. */
     trace_site **chunk = &trace_chunks[0];
@@ -1548,10 +1597,7 @@ trace_py_skip(PyObject *m, PyObject *args)
     Py_XSETREF(trace_skip_prefixes, skipped);
     Py_INCREF(own);
     Py_XSETREF(trace_own_prefixes, own);
-    if (trace_line_cache != NULL) {
-        memset(trace_line_cache, 0,
-               TRACE_LINE_CACHE * sizeof(trace_line_entry));
-    }
+    trace_line_cache_clear();
     trace_generation++;
     Py_RETURN_NONE;
 }

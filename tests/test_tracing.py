@@ -930,3 +930,44 @@ def test_numpy_handler_restored_where_it_was_installed_not_elsewhere():
         print(json.dumps([get_handler_name(), memlens.is_tracing()]))
     ''')
     assert out == ["foreign", False]
+
+
+def _allocating(n):
+    return [0] * n
+
+
+def test_a_code_cached_as_skipped_lends_nothing_to_one_born_at_its_address(
+        tmp_path, monkeypatch):
+    # Line numbers and what a code's folder makes of it are cached by the
+    # code's address. Were the entry not to keep its code alive, a code
+    # made later at the same address (pymalloc hands a freed block out
+    # again first) would be taken for the dead one: here, for a skipped
+    # library's, and its allocation would be put on the caller's line.
+    import types
+
+    from memlens import _tracing
+
+    skipped = str(tmp_path / "lib") + os.sep
+    monkeypatch.setattr(_tracing, "_skip_prefixes",
+                        lambda: ((skipped,), (PACKAGE,)))
+    template = _allocating.__code__
+    user = str(tmp_path / "user.py")
+    memlens.start_tracing()
+    try:
+        lib = types.FunctionType(
+            template.replace(co_filename=skipped + "lib.py"), {})
+        lib(1000)
+        address = id(lib.__code__)
+        del lib
+        for _ in range(100):
+            mine = types.FunctionType(template.replace(co_filename=user), {})
+            if id(mine.__code__) == address:
+                break
+        kept = mine(1_000_000)
+        snap = memlens.take_snapshot()
+    finally:
+        memlens.stop_tracing()
+    where = [s for s in snap.statistics("lineno") if s.size >= 8_000_000]
+    assert [(s.filename, s.lineno) for s in where] == [
+        (user, template.co_firstlineno + 1)]
+    del kept
