@@ -36,9 +36,11 @@
  * and resumed around the call, so nothing is counted twice.
  *
  * Threads: everything runs with the GIL held, which protects the engine
- * (the code table, the statistics, the last RSS read). Each thread has its
- * own stack of profiled frames (thread-local, libc memory freed at thread
- * exit). Statistics are per code object and shared by every profiler.
+ * (the code table, the statistics, the last RSS read), and nothing in a
+ * line event lets go of it: another thread running in the middle of an
+ * event could change the engine under it. Each thread has its own stack
+ * of profiled frames (thread-local, libc memory freed at thread exit).
+ * Statistics are per code object and shared by every profiler.
  */
 #include "tracer.h"
 #include "hooks.h"
@@ -143,23 +145,25 @@ tracer_thread_get(void)
 
 /* ---- RSS, read only when it may have moved ---------------------------- */
 
+/* The summed RSS of every living descendant process (%mprun -c). Read
+ * here with the GIL held throughout: memlens_children_rss() lets go of it
+ * while it walks /proc, and a thread that ran then could change the engine
+ * in the middle of a line event. Touches no Python object. */
 static uint64_t
 tracer_children_rss(void)
 {
-    /* Rare (%mprun -c): done through the Python-facing reader. */
-    PyObject *r = memlens_children_rss();
+    memlens_pidlist l = {NULL, 0, 0};
     uint64_t total = 0;
-    if (r == NULL) {
-        PyErr_Clear();
+    if (memlens_descendants(getpid(), &l) < 0) {
         tracer_failures++;
-        return 0;
     }
-    total = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
-    Py_DECREF(r);
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
+    for (size_t i = 0; i < l.count; i++) {
+        uint64_t rss;
+        if (memlens_rss_of_pid(l.pids[i], &rss) == 0) {
+            total += rss;
+        }
     }
+    free(l.pids);
     return total;
 }
 
