@@ -647,10 +647,12 @@ def _collected():
 
 
 def _line_held():
-    """What the line profiler's engine holds, everywhere it could."""
+    """What the line profiler's engine holds, everywhere it could, once
+    garbage is collected."""
     from memlens import _backend
     from memlens._line import _ENGINE
 
+    _collected()
     return (_core._line_state()["codes"], len(_ENGINE.registry),
             len(_backend._COPIES))
 
