@@ -36,9 +36,23 @@
  * and resumed around the call, so nothing is counted twice.
  *
  * Threads: everything runs with the GIL held, which protects the engine
- * (the code table, the statistics, the last RSS read). Each thread has its
- * own stack of profiled frames (thread-local, libc memory freed at thread
- * exit). Statistics are per code object and shared by every profiler.
+ * (the code table, the statistics, the last RSS read), and nothing in a
+ * line event lets go of it: another thread running in the middle of an
+ * event could unregister the code whose statistics it is updating. Each
+ * thread has its own stack of profiled frames (thread-local, libc memory
+ * freed at thread exit). Statistics are per code object and shared by
+ * every profiler.
+ *
+ * Lifetime: a code object is in the table from _line_add_code to
+ * _line_remove_code (the Python layer removes it when no living profiler
+ * holds it), and the table owns a reference meanwhile, so the address that
+ * keys the index cannot be reused while the entry is there. Removing an
+ * entry bumps tracer_epoch; a thread's frames are checked against the
+ * table when it next sees an event after that (tracer_here), by code
+ * address and serial number, so that a frame of a removed code, or of a
+ * new code registered at the same address since, is dropped instead of
+ * followed. On 3.11 the hooks of instrumented copies hold the entry itself
+ * (a count of references), and do nothing once it was removed.
  */
 #include "tracer.h"
 #include "hooks.h"
@@ -66,14 +80,20 @@
 #define TRACER_TRUST 16
 
 typedef struct {
-    PyObject *code;           /* Owned. */
+    PyObject *code;           /* Owned; NULL once removed from the table. */
+    uint64_t serial;          /* Never reused: tells entries apart. */
+    size_t slot;              /* Index in tracer_codes while there. */
+    long refs;                /* The table's, and each hook capsule's. */
     int first_line;           /* co_firstlineno. */
     int nlines;               /* Lines first_line .. first_line+nlines-1. */
     memlens_line_stat *lines; /* Owned (libc). */
 } tracer_code;
 
 typedef struct {
-    tracer_code *code; /* Borrowed from the engine. */
+    tracer_code *code; /* Borrowed from the engine; valid while the code's
+                          entry (key, serial) is in the table. */
+    const void *key;   /* The code object's address, never dereferenced. */
+    uint64_t serial;   /* The entry's serial number. */
     const void *frame; /* Frame identity (trace backend), or NULL. */
     int line;          /* Line running, -1 none. */
     int resumed;       /* The line runs on from before a yield: its
@@ -87,6 +107,7 @@ typedef struct {
     tracer_frame *frames; /* Owned (libc). */
     int depth;
     int cap;
+    uint64_t epoch; /* tracer_epoch when the frames were last checked. */
 } tracer_thread;
 
 /* ---- Engine state: all protected by the GIL ---------------------------- */
@@ -97,6 +118,9 @@ static tracer_code **tracer_codes = NULL; /* Owned (libc), and each item. */
 static size_t tracer_ncodes = 0;
 static size_t tracer_capcodes = 0;
 static memlens_ptrtable tracer_index; /* code pointer -> tracer_code*. */
+static uint64_t tracer_serial = 0;    /* Last serial number given. */
+static uint64_t tracer_epoch = 0;     /* Bumped at each removal. */
+static uint64_t tracer_dropped = 0;   /* Frames dropped by tracer_prune. */
 
 static long tracer_begun = 0;       /* line_begin() calls open. */
 static long tracer_alloc_users = 0; /* ... of which with alloc. */
@@ -135,6 +159,7 @@ tracer_thread_get(void)
         if (t == NULL) {
             return NULL;
         }
+        t->epoch = tracer_epoch;
         tracer_tls = t;
         pthread_setspecific(tracer_key, t);
     }
@@ -143,23 +168,25 @@ tracer_thread_get(void)
 
 /* ---- RSS, read only when it may have moved ---------------------------- */
 
+/* The summed RSS of every living descendant process (%mprun -c). Read
+ * here with the GIL held throughout: memlens_children_rss() lets go of it
+ * while it walks /proc, and a thread that ran then could change the engine
+ * in the middle of a line event. Touches no Python object. */
 static uint64_t
 tracer_children_rss(void)
 {
-    /* Rare (%mprun -c): done through the Python-facing reader. */
-    PyObject *r = memlens_children_rss();
+    memlens_pidlist l = {NULL, 0, 0};
     uint64_t total = 0;
-    if (r == NULL) {
-        PyErr_Clear();
+    if (memlens_descendants(getpid(), &l) < 0) {
         tracer_failures++;
-        return 0;
     }
-    total = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
-    Py_DECREF(r);
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
+    for (size_t i = 0; i < l.count; i++) {
+        uint64_t rss;
+        if (memlens_rss_of_pid(l.pids[i], &rss) == 0) {
+            total += rss;
+        }
     }
+    free(l.pids);
     return total;
 }
 
@@ -257,6 +284,48 @@ tracer_lookup(PyObject *code)
     return (tracer_code *)found;
 }
 
+/* Drops the frames of `t` whose code entry was removed since the thread
+ * last looked (they point at freed memory, or at an entry that another
+ * code registered at the same address since). What is left keeps its
+ * order: a frame whose caller was dropped is now the caller's caller's
+ * callee, as if the dropped function had not been profiled. */
+static void
+tracer_prune(tracer_thread *t)
+{
+    int kept = 0;
+    for (int i = 0; i < t->depth; i++) {
+        tracer_code *c = tracer_lookup((PyObject *)t->frames[i].key);
+        if (c != NULL && c->serial == t->frames[i].serial) {
+            t->frames[kept++] = t->frames[i];
+        }
+    }
+    tracer_dropped += (uint64_t)(t->depth - kept);
+    t->depth = kept;
+    t->epoch = tracer_epoch;
+}
+
+/* This thread's frame stack (NULL if it has none), every frame of it of a
+ * code still registered. */
+static inline tracer_thread *
+tracer_here(void)
+{
+    tracer_thread *t = tracer_tls;
+    if (t != NULL && t->epoch != tracer_epoch) {
+        tracer_prune(t);
+    }
+    return t;
+}
+
+/* Drops one reference to `c`, freeing it with the last. */
+static void
+tracer_code_unref(tracer_code *c)
+{
+    if (--c->refs == 0) {
+        free(c->lines);
+        free(c);
+    }
+}
+
 /* The statistics of `line` in `c`, growing the array as needed; NULL if
  * out of memory or the line precedes the function. */
 static memlens_line_stat *
@@ -332,10 +401,16 @@ tracer_line(tracer_frame *f, int line)
 static void
 tracer_push(tracer_code *c, const void *frame, int fresh)
 {
+    if (c->code == NULL) {
+        return; /* removed: a hook of an instrumented copy still running */
+    }
     tracer_thread *t = tracer_thread_get();
     if (t == NULL) {
         tracer_failures++;
         return;
+    }
+    if (t->epoch != tracer_epoch) {
+        tracer_prune(t);
     }
     if (t->depth > 0) {
         tracer_frame *caller = &t->frames[t->depth - 1];
@@ -358,6 +433,8 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     }
     tracer_frame *f = &t->frames[t->depth++];
     f->code = c;
+    f->key = c->code;
+    f->serial = c->serial;
     f->frame = frame;
     f->line = -1;
     f->resumed = 0;
@@ -448,13 +525,13 @@ tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
             break;
         }
         case PyTrace_LINE:
-            top = tracer_top(tracer_tls);
+            top = tracer_top(tracer_here());
             if (top != NULL && top->frame == (const void *)frame) {
                 tracer_line(top, PyFrame_GetLineNumber(frame));
             }
             break;
         case PyTrace_RETURN:
-            top = tracer_top(tracer_tls);
+            top = tracer_top(tracer_here());
             if (top != NULL && top->frame == (const void *)frame) {
                 tracer_pop(tracer_tls);
             }
@@ -517,7 +594,7 @@ tracer_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 2) {
         return PyErr_Format(PyExc_TypeError, "_line_line expects 2 arguments");
     }
-    tracer_frame *top = tracer_top(tracer_tls);
+    tracer_frame *top = tracer_top(tracer_here());
     if (top != NULL && top->code->code == args[0]) {
         long line = memlens_small_int(args[1]);
         if (line == -1 && PyErr_Occurred()) {
@@ -535,7 +612,7 @@ tracer_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (tracer_check_args(nargs, 1, "_line_leave") < 0) {
         return NULL;
     }
-    tracer_frame *top = tracer_top(tracer_tls);
+    tracer_frame *top = tracer_top(tracer_here());
     if (top != NULL && top->code->code == args[0]) {
         tracer_pop(tracer_tls);
     }
@@ -574,7 +651,7 @@ tracer_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
 {
     if (tracer_begun) {
         const void *frame = tracer_hook_frame();
-        tracer_frame *top = tracer_top(tracer_tls);
+        tracer_frame *top = tracer_top(tracer_here());
         long line = memlens_small_int(arg);
         if (line == -1 && PyErr_Occurred()) {
             return NULL;
@@ -610,7 +687,7 @@ tracer_hook_enter(PyObject *self, PyObject *Py_UNUSED(arg))
 {
     if (tracer_begun) {
         const void *frame = tracer_hook_frame();
-        tracer_thread *t = tracer_tls;
+        tracer_thread *t = tracer_here();
         /* A frame left here unclosed is gone: this one just began. */
         while (t != NULL && t->depth > 0
                && t->frames[t->depth - 1].frame == frame) {
@@ -641,7 +718,7 @@ tracer_hook_resume(PyObject *self, PyObject *arg)
 static PyObject *
 tracer_hook_leave(PyObject *self, PyObject *Py_UNUSED(arg))
 {
-    tracer_frame *top = tracer_top(tracer_tls);
+    tracer_frame *top = tracer_top(tracer_here());
     if (top != NULL && top->frame == tracer_hook_frame()) {
         tracer_pop(tracer_tls);
     }
@@ -656,6 +733,20 @@ static PyMethodDef tracer_hook_defs[] = {
     {"resume", tracer_hook_resume, METH_O, NULL},
 };
 
+/* The hooks of an instrumented copy are gone: their entry may go too
+ * (once removed from the table). */
+static void
+tracer_hook_capsule_free(PyObject *capsule)
+{
+    tracer_code *c = PyCapsule_GetPointer(capsule, tracer_hook_name);
+    if (c != NULL) {
+        tracer_code_unref(c);
+    }
+    else {
+        PyErr_Clear();
+    }
+}
+
 /* _line_ins_hooks(code) -> (enter, line, line_changed, leave, resume),
  * builtins bound to the statistics of a registered code object. */
 static PyObject *
@@ -666,10 +757,12 @@ tracer_py_ins_hooks(PyObject *m, PyObject *code)
         return PyErr_Format(PyExc_ValueError,
                             "_line_ins_hooks: %R is not registered", code);
     }
-    PyObject *capsule = PyCapsule_New(c, tracer_hook_name, NULL);
+    PyObject *capsule =
+        PyCapsule_New(c, tracer_hook_name, tracer_hook_capsule_free);
     if (capsule == NULL) {
         return NULL;
     }
+    c->refs++;
     size_t n = sizeof(tracer_hook_defs) / sizeof(tracer_hook_defs[0]);
     PyObject *out = PyTuple_New((Py_ssize_t)n);
     for (size_t i = 0; out != NULL && i < n; i++) {
@@ -722,10 +815,43 @@ tracer_py_add_code(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     c->code = Py_NewRef(code);
+    c->serial = ++tracer_serial;
+    c->slot = tracer_ncodes;
+    c->refs = 1;
     c->first_line = first;
     c->nlines = n;
     c->lines = lines;
     tracer_codes[tracer_ncodes++] = c;
+    Py_RETURN_NONE;
+}
+
+/* _line_remove_code(code): stop profiling this code object and forget its
+ * statistics; ValueError if it is not registered. */
+static PyObject *
+tracer_py_remove_code(PyObject *m, PyObject *code)
+{
+    size_t found;
+    if (!memlens_ptrtable_pop(&tracer_index, (uintptr_t)code, &found)) {
+        return PyErr_Format(PyExc_ValueError,
+                            "_line_remove_code: %R is not registered", code);
+    }
+    tracer_code *c = (tracer_code *)found;
+    tracer_code *last = tracer_codes[--tracer_ncodes];
+    tracer_codes[c->slot] = last;
+    last->slot = c->slot;
+    if (tracer_ncodes == 0) {
+        /* Nothing left: give the storage back too. */
+        free(tracer_codes);
+        tracer_codes = NULL;
+        tracer_capcodes = 0;
+        memlens_ptrtable_clear(&tracer_index);
+    }
+    /* Frames of the entry are dropped before any thread follows them. */
+    tracer_epoch++;
+    PyObject *obj = c->code;
+    c->code = NULL;
+    tracer_code_unref(c);
+    Py_DECREF(obj); /* last: it may run code (weakref callbacks) */
     Py_RETURN_NONE;
 }
 
@@ -890,11 +1016,15 @@ error:
 static PyObject *
 tracer_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs > 0 && args[0] != Py_None) {
+        tracer_code *c = tracer_lookup(args[0]);
+        if (c != NULL) {
+            memset(c->lines, 0, (size_t)c->nlines * sizeof(*c->lines));
+        }
+        Py_RETURN_NONE;
+    }
     for (size_t i = 0; i < tracer_ncodes; i++) {
         tracer_code *c = tracer_codes[i];
-        if (nargs > 0 && args[0] != Py_None && args[0] != c->code) {
-            continue;
-        }
         memset(c->lines, 0, (size_t)c->nlines * sizeof(*c->lines));
     }
     Py_RETURN_NONE;
@@ -904,13 +1034,14 @@ tracer_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 tracer_py_state(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    tracer_thread *t = tracer_tls;
-    return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K,s:K}", "begun", tracer_begun,
-                         "alloc_users", tracer_alloc_users, "codes",
-                         (Py_ssize_t)tracer_ncodes, "depth",
+    tracer_thread *t = tracer_here();
+    return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K,s:K,s:K}", "begun",
+                         tracer_begun, "alloc_users", tracer_alloc_users,
+                         "codes", (Py_ssize_t)tracer_ncodes, "depth",
                          t != NULL ? t->depth : 0, "failures",
                          (unsigned long long)tracer_failures, "reads",
-                         (unsigned long long)tracer_reads);
+                         (unsigned long long)tracer_reads, "dropped_frames",
+                         (unsigned long long)tracer_dropped);
 }
 
 long
@@ -924,6 +1055,8 @@ memlens_tracer_active(void)
 static PyMethodDef tracer_methods[] = {
     {"_line_add_code", tracer_py_add_code, METH_VARARGS,
      "_line_add_code(code, last_line): profile this code object."},
+    {"_line_remove_code", tracer_py_remove_code, METH_O,
+     "_line_remove_code(code): stop profiling it, forget its figures."},
     {"_line_begin", tracer_py_begin, METH_O,
      "_line_begin(alloc): start attributing memory to lines."},
     {"_line_end", tracer_py_end, METH_O, "_line_end(alloc)"},

@@ -1,8 +1,10 @@
 """IPython magics: %load_ext memlens, the per-cell watcher, %memit."""
+import gc
 import os
 import re
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -637,3 +639,49 @@ def test_memheap_prints_the_census(ip, capsys):
     assert len(result.rows) > 3
     with pytest.raises(UsageError):
         ip.run_line_magic("memheap", "-n -1")
+
+
+def _collected():
+    gc.collect()
+    gc.collect()
+
+
+def _line_held():
+    """What the line profiler's engine holds, everywhere it could, once
+    garbage is collected."""
+    from memlens import _backend
+    from memlens._line import _ENGINE
+
+    _collected()
+    return (_core._line_state()["codes"], len(_ENGINE.registry),
+            len(_backend._COPIES))
+
+
+def test_mprun_of_a_function_redefined_2000_times_stays_flat(
+        ip, capsys, line_backend):
+    cell = ("def cell_work(n):\n"
+            "    data = [0] * n\n"
+            "    return len(data)\n")
+
+    def once():
+        result = ip.run_cell(cell, store_history=False)
+        assert result.error_in_exec is None
+        ref = weakref.ref(ip.user_ns["cell_work"])
+        ip.run_line_magic("mprun", "-f cell_work cell_work(100)")
+        return ref
+
+    for _ in range(50):  # warm up
+        once()
+    ip.user_ns.pop("cell_work")
+    _collected()
+    before, objects = _line_held(), len(gc.get_objects())
+    refs = [once() for _ in range(2000)]
+    ip.user_ns.pop("cell_work")
+    capsys.readouterr()
+    _collected()
+    assert sum(ref() is not None for ref in refs) == 0
+    assert _line_held() == before
+    del refs
+    _collected()
+    # Each run kept would be a function, its registration, its profiler...
+    assert len(gc.get_objects()) - objects < 200

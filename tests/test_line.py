@@ -344,6 +344,45 @@ def test_two_threads_running_the_same_profiled_function(line_backend):
     assert r["return total"].occurrences == 2
 
 
+def test_a_line_event_never_lets_another_thread_run(line_backend):
+    """With child processes' memory counted, each line reads /proc: with
+    the GIL held throughout, a thread waiting for it gets nothing in the
+    middle of a profiled function (no switch interval elapses)."""
+    ready, go = threading.Event(), threading.Event()
+    ran = []
+
+    def waiter():
+        ready.set()
+        go.wait()
+        ran.append(True)
+
+    def busy():
+        # The waiter now wants the GIL: it gets it only if we let go.
+        go.set()
+        total = 0
+        for i in range(300):
+            total += i
+        return list(ran)
+
+    thread = threading.Thread(target=waiter)
+    interval = sys.getswitchinterval()
+    profiler = memlens.LineProfiler(busy, include_children=True)
+    sys.setswitchinterval(1000)
+    try:
+        thread.start()
+        ready.wait()
+        with profiler:
+            seen = busy()
+    finally:
+        sys.setswitchinterval(interval)
+        go.set()
+        thread.join()
+    assert seen == []
+    hits = {rec.contents.strip(): rec.occurrences
+            for rec in profiler.results[0].lines}
+    assert hits["total += i"] == 300
+
+
 def inner():
     big = bytearray(b"x") * (40 * MiB)
     return big

@@ -18,6 +18,7 @@ that cannot load raises instead of silently falling back.
 import os
 import sys
 import threading
+import weakref
 
 from memlens import _core
 
@@ -40,6 +41,9 @@ class SettraceBackend:
         pass
 
     def add_function(self, code, functions):
+        pass
+
+    def remove_function(self, code):
         pass
 
     def stop(self):
@@ -73,7 +77,7 @@ class MonitoringBackend:
 
     def __init__(self):
         self.tool = None
-        self.codes = []
+        self.codes = {}  # id(code) -> code, with local events on
 
     def _local_events(self):
         E = sys.monitoring.events
@@ -110,7 +114,11 @@ class MonitoringBackend:
         if self.tool is not None:
             sys.monitoring.set_local_events(self.tool, code,
                                             self._local_events())
-            self.codes.append(code)
+            self.codes[id(code)] = code
+
+    def remove_function(self, code):
+        if self.codes.pop(id(code), None) is not None:
+            sys.monitoring.set_local_events(self.tool, code, 0)
 
     def stop(self):
         M = sys.monitoring
@@ -118,9 +126,9 @@ class MonitoringBackend:
         if tool is None:
             return
         M.set_events(tool, 0)
-        for code in self.codes:
+        for code in self.codes.values():
             M.set_local_events(tool, code, 0)
-        self.codes = []
+        self.codes = {}
         for event in (M.events.LINE, M.events.PY_START, M.events.PY_RESUME,
                       M.events.PY_THROW, M.events.PY_RETURN,
                       M.events.PY_YIELD, M.events.PY_UNWIND):
@@ -143,7 +151,10 @@ class InstrumentBackend:
         # Imported here, before the engine installs its allocator hooks:
         # a first import is not something to profile.
         from memlens import _instrument  # noqa: F401
-        self.swapped = []  # (function, original code, instrumented code)
+        # id(code) -> (original code, instrumented code, [weakref.ref to
+        # each function running the copy]); the function is not kept
+        # alive for its code to be put back.
+        self.swapped = {}
 
     def start(self, functions):
         for code, funcs in functions:
@@ -151,23 +162,37 @@ class InstrumentBackend:
 
     def add_function(self, code, functions):
         copy = _instrumented(code)
-        for func in functions or _functions_running(code):
+        _, _, refs = self.swapped.setdefault(id(code), (code, copy, []))
+        if functions is None:
+            functions = _functions_running(code)
+        for func in functions:
             if func.__code__ is code:
                 func.__code__ = copy
-                self.swapped.append((func, code, copy))
+                refs.append(weakref.ref(func))
+
+    def remove_function(self, code):
+        entry = self.swapped.pop(id(code), None)
+        if entry is not None:
+            _put_back(*entry)
 
     def stop(self):
-        swapped, self.swapped = self.swapped, []
-        for func, code, copy in swapped:
-            # Unless someone gave the function other code meanwhile.
-            if func.__code__ is copy:
-                func.__code__ = code
+        swapped, self.swapped = self.swapped, {}
+        for entry in swapped.values():
+            _put_back(*entry)
 
     def thread_on(self):
         pass
 
     def thread_off(self):
         pass
+
+
+def _put_back(code, copy, refs):
+    for ref in refs:
+        func = ref()
+        # Unless someone gave the function other code meanwhile.
+        if func is not None and func.__code__ is copy:
+            func.__code__ = code
 
 
 def _functions_running(code):
@@ -179,9 +204,17 @@ def _functions_running(code):
             if isinstance(obj, types.FunctionType) and obj.__code__ is code]
 
 
-#: Instrumented copy of each code object, made once: (code, copy) by
-#: id(code); the entry keeps the code alive, so the id stays its own.
+#: Instrumented copy of each registered code object, made once: (code,
+#: copy) by id(code); the entry keeps the code alive, so the id stays its
+#: own, until the engine unregisters the code (forget).
 _COPIES = {}
+
+
+def forget(code):
+    """Drops the instrumented copy of `code` (unregistered)."""
+    entry = _COPIES.get(id(code))
+    if entry is not None and entry[0] is code:
+        del _COPIES[id(code)]
 
 
 def _instrumented(code):

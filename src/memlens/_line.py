@@ -12,6 +12,7 @@ import linecache
 import sys
 import threading
 import types
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -37,67 +38,145 @@ def _check_precision(precision):
 # The engine: one per process, shared by every LineProfiler
 # --------------------------------------------------------------------------
 
-class _CodeKey:
-    """A code object as a dict key by identity."""
-
-    __slots__ = ("code",)
-
-    def __init__(self, code):
-        self.code = code
-
-    def __hash__(self):
-        return id(self.code)
-
-    def __eq__(self, other):
-        return self.code is other.code
-
-
 def _last_line(code):
     lines = [line for _, line in dis.findlinestarts(code) if line]
     return max(lines, default=code.co_firstlineno)
 
 
+class _Registration:
+    """A code object registered with the C engine: how many living
+    profilers hold it, and the functions seen running it (weakly: the
+    profilers hold them)."""
+
+    __slots__ = ("code", "users", "functions")
+
+    def __init__(self, code):
+        self.code = code
+        self.users = 0
+        self.functions = []  # weakref.ref to each function
+
+    def add(self, func):
+        if not any(ref() is func for ref in self.functions):
+            self.functions = [ref for ref in self.functions
+                              if ref() is not None]
+            self.functions.append(weakref.ref(func))
+
+    def live_functions(self):
+        """The functions still alive, or None if it was registered as a
+        bare code object (the backend finds its functions itself)."""
+        if not self.functions:
+            return None
+        return [f for f in (ref() for ref in self.functions) if f is not None]
+
+
 class _Engine:
-    """Counts enablings; the first starts the backend, the last stops it."""
+    """Counts enablings; the first starts the backend, the last stops it.
+
+    Holds each code object only while a living profiler does: a profiler's
+    finalizer gives its codes back (``release``), and the last one out
+    unregisters the code from the C engine and the backend, with its
+    statistics. Enabling then works on what living profilers hold, never
+    on everything registered before.
+    """
 
     def __init__(self):
         self.lock = threading.RLock()
-        # Each registered code object, with the functions that run it
-        # (the instrument backend swaps their code).
-        self.functions = {}
+        # id(code) -> _Registration; the registration holds the code, so
+        # the id stays its own.
+        self.registry = {}
         self.count = 0
         self.backend = None
+        # Set while this engine's lock is held in a method: a finalizer
+        # that runs then (a garbage collection inside) leaves its codes in
+        # `pending` for the holder to release when it is done.
+        self.busy = 0
+        self.pending = []
 
-    def add_code(self, code, func=None):
+    def register(self, code, func=None, new_user=True):
+        """Counts one more profiler holding `code` (with `new_user`), or
+        only notes one more function running it."""
         with self.lock:
-            # Equal code objects (the same source run twice) are different
-            # functions to trace: the dict is keyed by identity.
-            known = self.functions.get(_CodeKey(code))
-            if known is None:
-                _core._line_add_code(code, _last_line(code))
-                known = self.functions[_CodeKey(code)] = []
-            if func is not None and not any(f is func for f in known):
-                known.append(func)
-            if self.backend is not None:
-                self.backend.add_function(code, known)
+            self.busy += 1
+            try:
+                reg = self.registry.get(id(code))
+                created = reg is None
+                if created:
+                    _core._line_add_code(code, _last_line(code))
+                    reg = self.registry[id(code)] = _Registration(code)
+                try:
+                    if func is not None:
+                        reg.add(func)
+                    if self.backend is not None:
+                        self.backend.add_function(code,
+                                                  reg.live_functions())
+                except BaseException:
+                    if created:
+                        self._unregister(code)
+                    raise
+                reg.users += bool(new_user)
+            finally:
+                self.busy -= 1
+        self._drain()
+
+    def release(self, codes):
+        """A profiler holding `codes` is gone (its finalizer)."""
+        self.pending.append(codes)
+        self._drain()
+
+    def _drain(self):
+        # Whoever holds the lock drains after; a release made meanwhile
+        # finds the lock free once that holder checked `pending`.
+        while self.pending and self.lock.acquire(blocking=False):
+            try:
+                if self.busy:
+                    return  # our own thread, inside a method
+                self.busy += 1
+                try:
+                    while self.pending:
+                        for code in self.pending.pop():
+                            self._release_one(code)
+                finally:
+                    self.busy -= 1
+            finally:
+                self.lock.release()
+
+    def _release_one(self, code):
+        reg = self.registry.get(id(code))
+        if reg is None or reg.code is not code:
+            return
+        reg.users -= 1
+        if reg.users <= 0:
+            self._unregister(code)
+
+    def _unregister(self, code):
+        del self.registry[id(code)]
+        if self.backend is not None:
+            self.backend.remove_function(code)
+        _backend.forget(code)
+        _core._line_remove_code(code)
 
     def enable(self, alloc):
         with self.lock:
-            if self.count == 0:
-                backend = _backend.choose()
-                _core._line_begin(alloc)
-                try:
-                    backend.start([(key.code, funcs) for key, funcs
-                                   in self.functions.items()])
-                except BaseException:
-                    backend.stop()  # what it had installed before failing
-                    _core._line_end(alloc)
-                    raise
-                self.backend = backend
-            else:
-                _core._line_begin(alloc)
-            self.count += 1
-            backend = self.backend
+            self.busy += 1
+            try:
+                if self.count == 0:
+                    backend = _backend.choose()
+                    _core._line_begin(alloc)
+                    try:
+                        backend.start([(reg.code, reg.live_functions())
+                                       for reg in self.registry.values()])
+                    except BaseException:
+                        backend.stop()  # what it had installed before
+                        _core._line_end(alloc)
+                        raise
+                    self.backend = backend
+                else:
+                    _core._line_begin(alloc)
+                self.count += 1
+                backend = self.backend
+            finally:
+                self.busy -= 1
+        self._drain()
         backend.thread_on()
 
     def disable(self, alloc):
@@ -105,11 +184,16 @@ class _Engine:
             backend = self.backend
         backend.thread_off()
         with self.lock:
-            self.count -= 1
-            _core._line_end(alloc)
-            if self.count == 0:
-                self.backend = None
-                backend.stop()
+            self.busy += 1
+            try:
+                self.count -= 1
+                _core._line_end(alloc)
+                if self.count == 0:
+                    self.backend = None
+                    backend.stop()
+            finally:
+                self.busy -= 1
+        self._drain()
 
     @property
     def backend_name(self):
@@ -285,17 +369,28 @@ class LineProfiler:
         self.codes = []
         self._enabled = 0
         self._lock = threading.Lock()
+        # When the profiler goes, the engine lets go of its code objects
+        # (and so of every function, copy and figure of them that no other
+        # profiler holds). The finalizer holds the list, not the profiler.
+        finalizer = weakref.finalize(self, _ENGINE.release, self.codes)
+        finalizer.atexit = False
         for func in functions:
             self.add_function(func)
 
     def add_function(self, func):
         code, function = _code_of(func)
         if not any(known is code for known in self.codes):
-            _ENGINE.add_code(code, function)
+            _ENGINE.register(code, function)
+            self.codes.append(code)  # given back by the finalizer
             # Statistics live per code object in the C engine: a profiler
             # starts its functions from zero.
             _core._line_clear(code)
-            self.codes.append(code)
+            self.functions.append(func)
+        elif function is not None and not any(
+                known is func for known in self.functions):
+            # Another function running the same code (a closure made
+            # again): the instrument backend swaps its code too.
+            _ENGINE.register(code, function, new_user=False)
             self.functions.append(func)
 
     # Switching on and off runs quiet (_core._quietly, given the plain
