@@ -21,6 +21,13 @@
  * elapsed) on its own copy of stderr ten times a second; stop() clears
  * it.
  *
+ * The data file and the meter's stderr are memlens_ownfd (rss.h): high
+ * numbers, checked before each write. A program that closes every
+ * descriptor (os.closerange, as daemonising code does) and opens files of
+ * its own at the same numbers never has our lines written into them: the
+ * data file is opened again by its path, if it is still the same file,
+ * and the meter stops.
+ *
  * Numbers are formatted from integers: printf's %f follows LC_NUMERIC,
  * which the profiled program may set to a locale with a decimal comma.
  *
@@ -56,12 +63,20 @@
 typedef struct {
     PyObject_HEAD memlens_sampler s; /* The thread; its sink is `sink`. */
     memlens_sink sink;
-    int ready;       /* s and write_lock are initialised. */
-    int fd;          /* Owned (a close-on-exec dup): the data file, -1 once
-                        closed. Written under write_lock. */
-    int meter_fd;    /* Owned (a dup of stderr), -1 for no meter. */
-    int children;    /* Count the descendants. Read-only after init. */
-    pid_t owner_pid; /* The process that made the recorder. */
+    int ready;           /* s and write_lock are initialised. */
+    memlens_ownfd file;  /* Owned (a close-on-exec dup): the data file; fd
+                           -1 once closed or lost. Protected by
+                           write_lock. */
+    char *path;          /* Owned (libc): the data file's absolute path, to
+                           open it again; NULL if not given. Read-only. */
+    int is_open;         /* Until close(). Protected by write_lock. */
+    int file_lost;       /* The data file could not be opened again.
+                           Protected by write_lock. */
+    memlens_ownfd meter; /* Owned (a dup of stderr); fd -1 for no meter.
+                            Sampler thread (halt() once it is joined). */
+    int has_meter;       /* A meter was asked for. Read-only after init. */
+    int children;        /* Count the descendants. Read-only after init. */
+    pid_t owner_pid;     /* The process that made the recorder. */
     pthread_mutex_t write_lock; /* Orders the writes to fd. */
     char *pending;              /* Owned (libc): samples not yet written.
                                    Protected by write_lock. */
@@ -155,12 +170,45 @@ record_write_all(int fd, const char *data, size_t n)
     return 0;
 }
 
+/* The data file's descriptor, checked: when the program took its number,
+ * the file is opened again by its path (appending), if it is still the
+ * file we created. -1 when closed or lost. The caller holds write_lock. */
+static int
+record_file_unlocked(RecorderObject *r)
+{
+    memlens_ownfd again = MEMLENS_OWNFD_NONE;
+    if (!r->is_open) {
+        return -1;
+    }
+    if (memlens_ownfd_check(&r->file)) {
+        return r->file.fd;
+    }
+    if (r->path == NULL || r->file_lost) {
+        return -1;
+    }
+    int fd;
+    do {
+        fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd >= 0 && memlens_ownfd_adopt(&again, fd) == 0) {
+        if (again.dev == r->file.dev && again.ino == r->file.ino) {
+            r->file = again;
+            return r->file.fd;
+        }
+        /* Another file of that name now: not ours to write. */
+        close(again.fd);
+    }
+    r->file_lost = 1;
+    return -1;
+}
+
 /* Writes n bytes to the data file. 0, or -1 (counted) when the write
  * failed or the file is closed. The caller holds write_lock. */
 static int
 record_write_unlocked(RecorderObject *r, const char *data, size_t n)
 {
-    int rc = r->fd >= 0 ? record_write_all(r->fd, data, n) : -1;
+    int fd = record_file_unlocked(r);
+    int rc = fd >= 0 ? record_write_all(fd, data, n) : -1;
     if (rc < 0) {
         __atomic_add_fetch(&r->write_failures, 1, __ATOMIC_RELAXED);
     }
@@ -258,7 +306,8 @@ record_draw_meter(RecorderObject *r, double t, uint64_t total)
     if (n <= 0 || (size_t)n >= sizeof(text)) {
         return;
     }
-    if (record_write_all(r->meter_fd, text, (size_t)n) < 0) {
+    if (!memlens_ownfd_check(&r->meter)
+        || record_write_all(r->meter.fd, text, (size_t)n) < 0) {
         /* The terminal went away: stop drawing rather than fail on every
          * sample. */
         __atomic_store_n(&r->meter_on, 0, __ATOMIC_RELAXED);
@@ -355,23 +404,26 @@ recorder_check(RecorderObject *r)
     return 0;
 }
 
-/* A close-on-exec duplicate of `fd`, or -1 with OSError. */
+/* Makes `o` a close-on-exec duplicate of `fd` at a high number. 0, or
+ * -1 with OSError. */
 static int
-recorder_dup(int fd)
+recorder_dup(int fd, memlens_ownfd *o)
 {
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (copy < 0) {
+    if (copy < 0 || memlens_ownfd_adopt(o, copy) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
-    return copy;
+    return 0;
 }
 
 static int
 recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "interval", "children", "meter_fd", NULL};
+    static char *kwlist[] = {"fd",       "interval", "children",
+                             "meter_fd", "path",     NULL};
     RecorderObject *r = (RecorderObject *)self;
-    PyObject *interval_obj = NULL;
+    PyObject *interval_obj = NULL, *path_obj = NULL;
     int fd, children = 0, meter_fd = -1;
     double interval = 0.01;
     if (r->ready) {
@@ -379,9 +431,9 @@ recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
                         "a Recorder cannot be initialised twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|O$pi:Recorder", kwlist,
-                                     &fd, &interval_obj, &children,
-                                     &meter_fd)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|O$piO&:Recorder", kwlist,
+                                     &fd, &interval_obj, &children, &meter_fd,
+                                     PyUnicode_FSConverter, &path_obj)) {
         return -1;
     }
     if (interval_obj != NULL
@@ -390,20 +442,29 @@ recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
     }
     if (fd < 0 || meter_fd < -1) {
         PyErr_SetString(PyExc_ValueError, "file descriptors must be >= 0");
-        return -1;
+        goto error;
     }
-    r->fd = recorder_dup(fd);
-    if (r->fd < 0) {
-        return -1;
-    }
-    r->meter_fd = -1;
-    if (meter_fd >= 0) {
-        /* A copy of our own: the program may redirect its fd 2. */
-        r->meter_fd = recorder_dup(meter_fd);
-        if (r->meter_fd < 0) {
+    if (path_obj != NULL) {
+        const char *path = PyBytes_AS_STRING(path_obj);
+        if (path[0] != '/') {
+            /* The program may change directory. */
+            PyErr_SetString(PyExc_ValueError, "path must be absolute");
+            goto error;
+        }
+        r->path = strdup(path);
+        if (r->path == NULL) {
+            PyErr_NoMemory();
             goto error;
         }
     }
+    if (recorder_dup(fd, &r->file) < 0) {
+        goto error;
+    }
+    if (meter_fd >= 0 && recorder_dup(meter_fd, &r->meter) < 0) {
+        /* A copy of our own: the program may redirect its fd 2. */
+        goto error;
+    }
+    r->has_meter = meter_fd >= 0;
     if (pthread_mutex_init(&r->write_lock, NULL) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_mutex_init failed");
         goto error;
@@ -417,15 +478,16 @@ recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
     r->s.sink = &r->sink;
     r->children = children;
     r->owner_pid = getpid();
+    r->is_open = 1;
     r->ready = 1;
+    Py_XDECREF(path_obj);
     return 0;
 error:
-    close(r->fd);
-    r->fd = -1;
-    if (r->meter_fd >= 0) {
-        close(r->meter_fd);
-        r->meter_fd = -1;
-    }
+    memlens_ownfd_close(&r->file);
+    memlens_ownfd_close(&r->meter);
+    free(r->path);
+    r->path = NULL;
+    Py_XDECREF(path_obj);
     return -1;
 }
 
@@ -434,8 +496,8 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     RecorderObject *r = (RecorderObject *)PyType_GenericNew(type, args, kwds);
     if (r != NULL) {
-        r->fd = -1;
-        r->meter_fd = -1;
+        r->file.fd = -1;
+        r->meter.fd = -1;
     }
     return (PyObject *)r;
 }
@@ -450,10 +512,11 @@ recorder_halt(RecorderObject *r)
     if (recorder_is_owner(r)) {
         (void)record_write_through(r, NULL, 0);
     }
-    if (r->meter_drawn && recorder_is_owner(r) && r->meter_fd >= 0) {
-        (void)record_write_all(r->meter_fd, "\r\033[K", 4);
-        r->meter_drawn = 0;
+    if (r->meter_drawn && recorder_is_owner(r)
+        && memlens_ownfd_check(&r->meter)) {
+        (void)record_write_all(r->meter.fd, "\r\033[K", 4);
     }
+    r->meter_drawn = 0;
 }
 
 static void
@@ -470,12 +533,9 @@ recorder_tp_dealloc(PyObject *self)
         }
         r->ready = 0;
     }
-    if (r->fd >= 0) {
-        close(r->fd);
-    }
-    if (r->meter_fd >= 0) {
-        close(r->meter_fd);
-    }
+    memlens_ownfd_close(&r->file);
+    memlens_ownfd_close(&r->meter);
+    free(r->path);
     free(r->line);
     free(r->pending);
     free(r->pids.pids);
@@ -495,7 +555,7 @@ recorder_start(PyObject *self, PyObject *Py_UNUSED(args))
                         "a Recorder cannot start in a forked child");
         return NULL;
     }
-    if (r->fd < 0) {
+    if (!r->is_open) {
         PyErr_SetString(PyExc_ValueError, "the Recorder is closed");
         return NULL;
     }
@@ -505,7 +565,7 @@ recorder_start(PyObject *self, PyObject *Py_UNUSED(args))
         r->meter_peak = 0;
         r->meter_drawn = 0;
         __atomic_store_n(&r->last_children, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&r->meter_on, r->meter_fd >= 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->meter_on, r->meter.fd >= 0, __ATOMIC_RELAXED);
         if (memlens_sampler_start(&r->s) < 0) {
             __atomic_store_n(&r->meter_on, 0, __ATOMIC_RELAXED);
             return NULL;
@@ -545,17 +605,15 @@ recorder_close(PyObject *self, PyObject *Py_UNUSED(args))
         return NULL;
     }
     recorder_halt(r);
-    if (r->fd >= 0) {
-        int fd = r->fd;
-        if (recorder_is_owner(r)) {
-            pthread_mutex_lock(&r->write_lock);
-            r->fd = -1;
-            pthread_mutex_unlock(&r->write_lock);
-        }
-        else {
-            r->fd = -1;
-        }
-        close(fd);
+    if (recorder_is_owner(r)) {
+        pthread_mutex_lock(&r->write_lock);
+        r->is_open = 0;
+        memlens_ownfd_close(&r->file);
+        pthread_mutex_unlock(&r->write_lock);
+    }
+    else {
+        r->is_open = 0;
+        memlens_ownfd_close(&r->file);
     }
     Py_RETURN_NONE;
 }
@@ -711,7 +769,7 @@ static PyObject *
 recorder_get_meter(PyObject *self, void *Py_UNUSED(closure))
 {
     RecorderObject *r = (RecorderObject *)self;
-    return PyBool_FromLong(r->meter_fd >= 0);
+    return PyBool_FromLong(r->has_meter);
 }
 
 static PyMethodDef recorder_methods[] = {
@@ -750,10 +808,13 @@ static PyGetSetDef recorder_getset[] = {
 
 static PyType_Slot recorder_slots[] = {
     {Py_tp_doc,
-     "Recorder(fd, interval=0.01, *, children=False, meter_fd=-1)\n\n"
+     "Recorder(fd, interval=0.01, *, children=False, meter_fd=-1, "
+     "path=None)\n\n"
      "Samples RSS in a native thread and writes each sample to `fd` as\n"
      "mprof lines (MEM, and CHLD per descendant with children=True); on\n"
-     "`meter_fd`, a live one-line meter. The descriptors are duplicated."},
+     "`meter_fd`, a live one-line meter. The descriptors are duplicated.\n"
+     "`path`, the data file's absolute path, is where it is opened again\n"
+     "if the program closes the duplicate."},
     {Py_tp_new, recorder_new},
     {Py_tp_init, recorder_tp_init},
     {Py_tp_dealloc, recorder_tp_dealloc},

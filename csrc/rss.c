@@ -5,6 +5,11 @@
  * process that opened it). memory() reads statm, status and, on request,
  * smaps_rollup. The peak reset writes "5" to clear_refs.
  *
+ * The descriptors kept open are memlens_ownfd: high numbers, checked
+ * (fstat device and inode) before each use and reopened when the program
+ * closed them, so that a program that closes a range of descriptors and
+ * opens its own files never has them read or closed by us.
+ *
  * Threads: the Python-facing functions run with the GIL held, which also
  * protects the cached descriptors and the folded peak. memlens_rss_from_fd
  * and memlens_proc_open touch no Python object and are what the sampler
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Where the process's files are read from. Only tests change it, to
@@ -31,8 +37,8 @@ static char rss_proc_dir[MEMLENS_PATH_MAX / 2] = "/proc/self";
 
 /* Cached descriptors, -1 when closed. Protected by the GIL; closed in the
  * child after fork. */
-static int rss_statm_fd = -1;
-static int rss_status_fd = -1;
+static memlens_ownfd rss_statm = MEMLENS_OWNFD_NONE;
+static memlens_ownfd rss_status = MEMLENS_OWNFD_NONE;
 
 /* Highest VmHWM seen before one of our resets. Protected by the GIL. */
 static uint64_t rss_folded_peak = 0;
@@ -42,6 +48,65 @@ static uint64_t rss_folded_peak = 0;
 unsigned long memlens_proc_generation = 0;
 
 static long rss_page_size = 4096;
+
+int
+memlens_ownfd_adopt(memlens_ownfd *o, int fd)
+{
+    struct stat st;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, MEMLENS_HIGH_FD);
+    if (high >= 0) {
+        close(fd);
+        fd = high;
+    }
+    /* Else (EINVAL: the limit is below the high numbers; EMFILE) the
+     * number we have will do: it is checked before each use anyway. */
+    if (fstat(fd, &st) < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    o->fd = fd;
+    o->dev = st.st_dev;
+    o->ino = st.st_ino;
+    return 0;
+}
+
+int
+memlens_ownfd_check(memlens_ownfd *o)
+{
+    struct stat st;
+    if (o->fd < 0) {
+        return 0;
+    }
+    if (fstat(o->fd, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino) {
+        return 1;
+    }
+    o->fd = -1;
+    return 0;
+}
+
+void
+memlens_ownfd_close(memlens_ownfd *o)
+{
+    if (memlens_ownfd_check(o)) {
+        close(o->fd);
+    }
+    o->fd = -1;
+}
+
+int
+memlens_proc_reopen(memlens_ownfd *o, const char *path)
+{
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return -1;
+    }
+    return memlens_ownfd_adopt(o, fd);
+}
 
 int
 memlens_proc_open(const char *name, char *path)
@@ -126,20 +191,20 @@ memlens_rss_from_fd(int fd, uint64_t *rss)
     return 0;
 }
 
-/* Returns the cached fd for `name`, opening it if needed; -1 with an
- * OSError. GIL held. */
+/* Returns the cached fd for `name`, opening it if needed or if the
+ * program took its number; -1 with an OSError. GIL held. */
 static int
-rss_cached_fd(int *slot, const char *name)
+rss_cached_fd(memlens_ownfd *slot, const char *name)
 {
-    if (*slot < 0) {
+    if (!memlens_ownfd_check(slot)) {
         char path[MEMLENS_PATH_MAX];
-        *slot = memlens_proc_open(name, path);
-        if (*slot < 0) {
+        int fd = memlens_proc_open(name, path);
+        if (fd < 0 || memlens_ownfd_adopt(slot, fd) < 0) {
             memlens_oserror_path(errno, path);
             return -1;
         }
     }
-    return *slot;
+    return slot->fd;
 }
 
 /* Sets an OSError for a failed read of <proc dir>/<name>: the path is
@@ -161,14 +226,8 @@ rss_read_failed(int err, const char *name, const char *what)
 static void
 rss_close_cached(void)
 {
-    if (rss_statm_fd >= 0) {
-        close(rss_statm_fd);
-        rss_statm_fd = -1;
-    }
-    if (rss_status_fd >= 0) {
-        close(rss_status_fd);
-        rss_status_fd = -1;
-    }
+    memlens_ownfd_close(&rss_statm);
+    memlens_ownfd_close(&rss_status);
 }
 
 /* Reads statm through the cached fd into f[3] (pages). 0 or -1 + OSError. */
@@ -176,7 +235,7 @@ static int
 rss_read_statm(uint64_t f[3])
 {
     char buf[128];
-    int fd = rss_cached_fd(&rss_statm_fd, "statm");
+    int fd = rss_cached_fd(&rss_statm, "statm");
     if (fd < 0) {
         return -1;
     }
@@ -233,7 +292,7 @@ memlens_hwm_now(uint64_t *hwm)
 {
     char buf[4096];
     uint64_t kb;
-    int fd = rss_cached_fd(&rss_status_fd, "status");
+    int fd = rss_cached_fd(&rss_status, "status");
     if (fd < 0) {
         return -1;
     }

@@ -8,6 +8,40 @@
 
 #define MEMLENS_PATH_MAX 512
 
+/* Descriptors of our own sit at this number or above when the limit
+ * allows: a program's own files take the lowest free numbers, and code
+ * that daemonises closes a range (os.closerange(3, 256)) below it. */
+#define MEMLENS_HIGH_FD 512
+
+/* A descriptor of ours and the identity of the file it was opened on.
+ * A program may close every descriptor and open files of its own at the
+ * same numbers: before each use the number is checked against the
+ * identity, so that the program's file is never read, written or closed
+ * as ours. The owner of the struct says what protects it. */
+typedef struct {
+    int fd;    /* Owned while it names our file; -1 for none. */
+    dev_t dev; /* st_dev and st_ino of our file. */
+    ino_t ino;
+} memlens_ownfd;
+
+#define MEMLENS_OWNFD_NONE                                                    \
+    {                                                                         \
+        -1, 0, 0                                                              \
+    }
+
+/* Takes `fd`, just opened, as ours: moves it to MEMLENS_HIGH_FD or above
+ * (where it is, when the limit forbids), close-on-exec, and records its
+ * identity. 0, or -1 with errno set and `fd` closed. No GIL needed. */
+int memlens_ownfd_adopt(memlens_ownfd *o, int fd);
+
+/* Whether o->fd still names the file adopted. When it does not, the
+ * number is forgotten (o->fd = -1) without being closed: it belongs to
+ * the program now. No GIL needed. */
+int memlens_ownfd_check(memlens_ownfd *o);
+
+/* Closes o->fd if it is still ours, and forgets it. No GIL needed. */
+void memlens_ownfd_close(memlens_ownfd *o);
+
 /* Opens <proc dir>/<name> read-only and close-on-exec; -1 with errno set.
  * Safe without the GIL. `path` (MEMLENS_PATH_MAX bytes) receives the name
  * tried, for error messages. */
@@ -17,6 +51,10 @@ int memlens_proc_open(const char *name, char *path);
  * Returns 0, or -1 with errno set (EINVAL: unparsable). No GIL needed,
  * touches no Python object: the sampler thread calls it. */
 int memlens_rss_from_fd(int fd, uint64_t *rss);
+
+/* Opens `path` (a proc file, from memlens_proc_open) again as `o`, after
+ * the program took its number. 0, or -1 with errno set. No GIL needed. */
+int memlens_proc_reopen(memlens_ownfd *o, const char *path);
 
 /* Current RSS in bytes through the cached statm fd. Returns 0, or -1 with
  * an OSError naming the file. GIL held. */

@@ -49,10 +49,7 @@ sampler_adopt_after_fork(memlens_sampler *s)
         pthread_cond_init(&s->wake, &attr);
         pthread_condattr_destroy(&attr);
     }
-    if (s->fd >= 0) {
-        close(s->fd);
-        s->fd = -1;
-    }
+    memlens_ownfd_close(&s->statm);
 }
 
 static void
@@ -78,12 +75,15 @@ sampler_elapsed(const memlens_sampler *s)
 }
 
 /* Takes one sample, hands it to the sink and keeps it. Called by the
- * thread, or by the owner after join; never raises. */
+ * thread, or by the owner after join; never raises. A statm whose number
+ * the program took is opened again. */
 static void
 sampler_take(memlens_sampler *s)
 {
     uint64_t rss;
-    int ok = memlens_rss_from_fd(s->fd, &rss) == 0;
+    int ok = (memlens_ownfd_check(&s->statm)
+              || memlens_proc_reopen(&s->statm, s->statm_path) == 0)
+             && memlens_rss_from_fd(s->statm.fd, &rss) == 0;
     double t = sampler_elapsed(s);
     if (ok && s->sink != NULL) {
         rss = s->sink->sample(s->sink, t, rss);
@@ -179,7 +179,7 @@ memlens_sampler_init(memlens_sampler *s, double interval)
 {
     pthread_condattr_t attr;
     memset(s, 0, sizeof(*s));
-    s->fd = -1;
+    s->statm.fd = -1;
     s->interval = interval;
     s->keep = 1;
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
@@ -200,7 +200,6 @@ memlens_sampler_init(memlens_sampler *s, double interval)
 int
 memlens_sampler_start(memlens_sampler *s)
 {
-    char path[MEMLENS_PATH_MAX];
     struct timespec wall;
     sampler_adopt_after_fork(s);
     if (s->running) {
@@ -211,14 +210,12 @@ memlens_sampler_start(memlens_sampler *s)
                         "the Sampler is being stopped in another thread");
         return -1;
     }
-    if (s->fd >= 0) {
-        close(s->fd);
-    }
+    memlens_ownfd_close(&s->statm);
     /* A descriptor of its own: the thread preads it without the GIL while
      * Python code may reopen the cached one. */
-    s->fd = memlens_proc_open("statm", path);
-    if (s->fd < 0) {
-        memlens_oserror_path(errno, path);
+    int fd = memlens_proc_open("statm", s->statm_path);
+    if (fd < 0 || memlens_ownfd_adopt(&s->statm, fd) < 0) {
+        memlens_oserror_path(errno, s->statm_path);
         return -1;
     }
     pthread_mutex_lock(&s->lock);
@@ -238,8 +235,7 @@ memlens_sampler_start(memlens_sampler *s)
     int rc = pthread_create(&s->thread, NULL, sampler_main, s);
     if (rc != 0) {
         __atomic_sub_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
-        close(s->fd);
-        s->fd = -1;
+        memlens_ownfd_close(&s->statm);
         errno = rc;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
@@ -267,8 +263,7 @@ memlens_sampler_stop(memlens_sampler *s)
     pthread_mutex_unlock(&s->lock);
     Py_BEGIN_ALLOW_THREADS pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS sampler_take(s);
-    close(s->fd);
-    s->fd = -1;
+    memlens_ownfd_close(&s->statm);
     s->stopping = 0;
 }
 

@@ -3,6 +3,7 @@
 #define MEMLENS_SAMPLER_H
 
 #include "common.h"
+#include "rss.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -19,18 +20,21 @@ typedef struct memlens_sink {
 } memlens_sink;
 
 typedef struct {
-    double interval;    /* Seconds. Set before start, then read-only. */
-    memlens_sink *sink; /* Borrowed (its owner outlives the thread); NULL
+    double interval;     /* Seconds. Set before start, then read-only. */
+    memlens_sink *sink;  /* Borrowed (its owner outlives the thread); NULL
                            for none. Set before start, then read-only. */
-    int keep;           /* Keep every sample in times/values (the default;
+    int keep;            /* Keep every sample in times/values (the default;
                            a recorder writes them out instead). Set before
                            start, then read-only. */
-    int fd;             /* Owned. statm; opened by start, closed by
-                           stop, read by the thread in between. */
-    pthread_t thread;   /* Valid while `running`. */
-    pid_t owner_pid;    /* The process that started the thread. */
-    int running;        /* GIL (owner's side only). */
-    int stopping;       /* stop() is joining the thread. GIL. */
+    memlens_ownfd statm; /* Owned. Opened by start, closed by stop, read
+                            (and reopened when the program took its
+                            number) by the thread in between. */
+    char statm_path[MEMLENS_PATH_MAX]; /* Where statm was opened. Set by
+                                          start, then read-only. */
+    pthread_t thread;                  /* Valid while `running`. */
+    pid_t owner_pid; /* The process that started the thread. */
+    int running;     /* GIL (owner's side only). */
+    int stopping;    /* stop() is joining the thread. GIL. */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* Signalled by stop. */
     int stop_requested;  /* Protected by lock. */

@@ -7,6 +7,7 @@ per call of a decorated function, written as the call ends.
 """
 
 import functools
+import itertools
 import os
 import re
 import threading
@@ -57,7 +58,8 @@ class RunProfile:
     Each call of a decorated function becomes a FUNC line (its name, the
     memory and the time at its start and end, its depth among decorated
     calls in the thread), written when the call ends, so that a run killed
-    later keeps it. With a LineProfiler (``--line``), the function is also
+    later keeps it; calls still open when the run is cut short (SIGTERM)
+    are written by end_open_spans(). With a LineProfiler (``--line``), the function is also
     profiled line by line. ``@profile(precision=...)`` is accepted as with
     memory_profiler; the options of the command line win.
     """
@@ -66,6 +68,8 @@ class RunProfile:
         self.recorder = recorder
         self.line_profiler = line_profiler
         self._depth = threading.local()
+        self._open = {}  # key -> (name, begin) of the calls under way
+        self._keys = itertools.count()
 
     def __call__(self, func=None, **options):
         if func is None:
@@ -79,19 +83,26 @@ class RunProfile:
         return self._wrap(func, target)
 
     # A failure here must never reach the program: the span is dropped.
-    def _enter(self):
+    def _enter(self, name):
         depth = getattr(self._depth, "n", 0)
         self._depth.n = depth + 1
         try:
             mem, when = self.recorder.mark()
         except Exception:
             return None
-        return mem, when, depth
+        key = next(self._keys)
+        self._open[key] = name, (mem, when, depth)
+        return key
 
-    def _leave(self, name, begin):
+    def _leave(self, key):
         self._depth.n -= 1
-        if begin is None:
+        if key is None:
             return
+        opened = self._open.pop(key, None)
+        if opened is not None:
+            self._end(*opened)
+
+    def _end(self, name, begin):
         try:
             mem, when = self.recorder.mark()
         except Exception:
@@ -100,6 +111,13 @@ class RunProfile:
         self.recorder.write(
             f"FUNC {name} {_mib(mem0)} {start:.6f} {_mib(mem)} {when:.6f} "
             f"{depth}\n".encode())
+
+    def end_open_spans(self):
+        """Writes the calls under way as ending now, outermost first."""
+        opened = sorted(self._open.values(), key=lambda o: o[1][1:])
+        self._open.clear()
+        for name, begin in opened:
+            self._end(name, begin)
 
     def _wrap(self, func, target):
         import inspect  # not at import: memlens run starts faster
@@ -110,27 +128,27 @@ class RunProfile:
             # The span runs from the first next() to the end.
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                begin = enter()
+                key = enter(name)
                 try:
                     return (yield from target(*args, **kwargs))
                 finally:
-                    leave(name, begin)
+                    leave(key)
         elif inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def wrapper(*args, **kwargs):
-                begin = enter()
+                key = enter(name)
                 try:
                     return await target(*args, **kwargs)
                 finally:
-                    leave(name, begin)
+                    leave(key)
         else:
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                begin = enter()
+                key = enter(name)
                 try:
                     return target(*args, **kwargs)
                 finally:
-                    leave(name, begin)
+                    leave(key)
         return wrapper
 
     def print_stats(self, stream, precision):
@@ -140,7 +158,9 @@ class RunProfile:
             profiler.print_stats(stream=stream, precision=precision)
 
 
-def recorder(fd, interval, children=False, meter=False):
-    """A native Recorder writing to `fd` (which it duplicates)."""
+def recorder(fd, interval, path, children=False, meter_fd=-1):
+    """A native Recorder writing to `fd` (which it duplicates), the data
+    file at the absolute `path`, where it is opened again if the program
+    closes the duplicate; with a live meter on `meter_fd` unless -1."""
     return _core.Recorder(fd, interval, children=children,
-                          meter_fd=2 if meter else -1)
+                          meter_fd=meter_fd, path=path)

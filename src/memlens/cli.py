@@ -41,6 +41,8 @@ def _interval(text):
 def _add_run(sub):
     run = sub.add_parser(
         "run", help="run a program, recording its memory to a data file",
+        usage="memlens run [options] (script.py | -m MODULE | -c CODE) "
+              "[args ...]",
         description="Run a Python program (a script, -m module or -c code) "
                     "sampling its memory in a native thread. Every sample "
                     "is written at once to a data file in memory_profiler's "
@@ -49,7 +51,9 @@ def _add_run(sub):
                     "on stderr. `profile` is a builtin: each call of a "
                     "function it decorates is recorded as a FUNC span "
                     "(with --line, also profiled line by line). The "
-                    "program's own exit status is returned.")
+                    "program's own exit status is returned. Everything "
+                    "after the script, -m MODULE or -c CODE is the "
+                    "program's, as with python.")
     run.add_argument("-o", "--output", metavar="FILE",
                      help="data file to write (default: "
                           "memlens_YYYYMMDDhhmmss.dat here)")
@@ -67,10 +71,14 @@ def _add_run(sub):
                      help="decimals in the line tables (default 1)")
     run.add_argument("--no-meter", action="store_true",
                      help="no live meter, even on a terminal")
+    # -m and -c take the rest of the command line: the module's or the
+    # code's arguments follow them (-o, --help... are the program's).
     target = run.add_mutually_exclusive_group()
-    target.add_argument("-m", dest="module", metavar="MODULE",
+    target.add_argument("-m", dest="module", nargs=argparse.REMAINDER,
+                        metavar="MODULE",
                         help="run a library module as a script")
-    target.add_argument("-c", dest="code", metavar="CODE",
+    target.add_argument("-c", dest="code", nargs=argparse.REMAINDER,
+                        metavar="CODE",
                         help="run a program passed as a string")
     run.add_argument("program", nargs=argparse.REMAINDER,
                      help="script.py [args ...] (or the module's or code's "
@@ -174,54 +182,179 @@ def _exec_as_main(code, **names):
     exec(code, main.__dict__)
 
 
+def _set_path0(entry, replace):
+    """Puts `entry` in front of sys.path as python does for its program:
+    in place of memlens's own entry when memlens is the interpreter's
+    program (`replace`), else in front. Nothing under -I or -P, where
+    python puts nothing there either."""
+    if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
+        return
+    if replace and sys.path:
+        sys.path[0] = entry
+    else:
+        sys.path.insert(0, entry)
+
+
 def _compile_target(args):
     """(label, command line, callable running the program, argv) or
-    CommandError. Syntax errors are raised here, before anything runs."""
+    CommandError. Syntax errors are raised here, before anything runs.
+    sys.path[0] becomes what python would set: '' for -c, the current
+    directory for -m, the script's own (real) directory for a script."""
+    replace = getattr(args, "as_program", False)
     if args.code is not None:
-        code = compile(args.code, "<string>", "exec")
-        argv = ["-c"] + args.program
+        if not args.code:
+            raise CommandError("run: -c needs the code to run")
+        text = args.code[0]
+        code = compile(text, "<string>", "exec")
+        argv = ["-c"] + args.code[1:] + args.program
 
         def run_code():
+            _set_path0("", replace)
             _exec_as_main(code)
-        return "-c", ["python"] + argv[:1] + [args.code] + argv[1:], \
-            run_code, argv
+        return "-c", ["python", "-c", text] + argv[1:], run_code, argv
     if args.module is not None:
-        argv = [args.module] + args.program
+        if not args.module:
+            raise CommandError("run: -m needs a module name")
+        name = args.module[0]
+        argv = [name] + args.module[1:] + args.program
 
         def run_module():
             import runpy
 
-            runpy.run_module(args.module, run_name="__main__",
-                             alter_sys=True)
-        return f"-m {args.module}", ["python", "-m"] + argv, run_module, argv
+            _set_path0(os.getcwd(), replace)
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+        return f"-m {name}", ["python", "-m"] + argv, run_module, argv
     if not args.program:
         raise CommandError("run: give a script, -m module or -c code")
     path = args.program[0]
     _check_script(path)
     with open(path, "rb") as f:
         source = f.read()
-    code = compile(source, path, "exec")
+    # __file__ and the code's file name are absolute, as python makes them
+    # (sys.argv[0] stays as given).
+    full = os.path.abspath(path)
+    code = compile(source, full, "exec")
     argv = list(args.program)
 
     def run_script():
-        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-        _exec_as_main(code, __file__=path, __cached__=None)
+        _set_path0(os.path.dirname(os.path.realpath(path)), replace)
+        _exec_as_main(code, __file__=full, __cached__=None)
     return path, ["python"] + argv, run_script, argv
 
 
-def _exit_status(exc):
+# The lowest number of memlens's own copies of stdout and stderr: above
+# the descriptors a program opens, and the range daemonising code closes.
+_HIGH_FD = 512
+
+
+def _identity(fd):
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+class _Output:
+    """memlens's own copy of one of the program's output streams, taken
+    before the program runs: the program may close sys.stdout or
+    sys.stderr, or their descriptors, and memlens's summary and tables
+    must still reach the user. Text goes to a close-on-exec duplicate of
+    the stream's descriptor, at a high number, checked before each write
+    (or, when the program closed that too, to the stream's own number if
+    it still names the same file); to the stream object itself when it
+    has no descriptor (an in-process caller's capture)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self.fd = self.original = None
+        try:
+            fd = self.original = stream.fileno()
+        except (AttributeError, ValueError, OSError):
+            return
+        import fcntl
+
+        try:
+            self.fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+        except OSError:
+            try:
+                self.fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            except OSError:
+                return
+        self.identity = _identity(self.fd)
+
+    def _ours(self, fd=None):
+        """Whether `fd` (default: our duplicate) names the file
+        duplicated."""
+        fd = self.fd if fd is None else fd
+        try:
+            return fd is not None and _identity(fd) == self.identity
+        except OSError:
+            return False
+
+    def isatty(self):
+        return self._ours() and os.isatty(self.fd)
+
+    def write(self, text):
+        try:
+            self.stream.flush()  # the program's own text comes first
+        except Exception:
+            pass
+        if self.fd is None:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+            return
+        if self._ours():
+            fd = self.fd
+        elif self._ours(self.original):
+            fd = self.original
+        else:
+            return
+        data = text.encode(self.encoding, "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            pass  # the reader went away (EPIPE): nothing to tell
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if self._ours():
+            os.close(self.fd)
+        self.fd = None
+
+
+def _to_stderr(write):
+    """Calls write(stream) with the program's sys.stderr, as python
+    would; False when that stream is gone or closed."""
+    stream = sys.stderr
+    if stream is None:
+        return False
+    try:
+        write(stream)
+        stream.flush()
+    except (AttributeError, ValueError, OSError):
+        return False
+    return True
+
+
+def _exit_status(exc, err):
     code = exc.code
     if code is None:
         return 0
     if isinstance(code, int):
         return code
-    print(code, file=sys.stderr)
+    if not _to_stderr(lambda stream: print(code, file=stream)):
+        err.write(f"{code}\n")
     return 1
 
 
-def _print_program_error(exc):
+def _print_program_error(exc, err):
     """The program's own error, shown as Python would show it, without
-    memlens's frames."""
+    memlens's frames: on the program's stderr, else on memlens's."""
     import traceback
 
     runpy = sys.modules.get("runpy")
@@ -229,7 +362,11 @@ def _print_program_error(exc):
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in ours:
         tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
+
+    def show(stream):
+        traceback.print_exception(type(exc), exc, tb, file=stream)
+    if not _to_stderr(show):
+        show(err)
 
 
 def _join_program_threads():
@@ -240,9 +377,48 @@ def _join_program_threads():
             thread.join()
 
 
+class _Installed:
+    """What memlens run puts in place for the program, and takes away
+    after it, so that nothing outlives a run of memlens.cli.main called
+    in-process: the ``profile`` builtin, the hook that gives it to the
+    children of multiprocessing's spawn and forkserver, and the SIGTERM
+    handler (installed only where SIGTERM would kill: not when it is
+    ignored or handled already, nor outside the main thread)."""
+
+    def __init__(self, run_profile):
+        from memlens._spawn import SpawnHook
+
+        self.had_profile = hasattr(builtins, "profile")
+        self.saved_profile = getattr(builtins, "profile", None)
+        builtins.profile = run_profile
+        self.hook = SpawnHook()
+        self.hook.install()
+        self.handler = None
+
+    def handle_sigterm(self, handler):
+        import signal
+
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            self.handler = handler
+            signal.signal(signal.SIGTERM, handler)
+
+    def remove(self):
+        import signal
+
+        if self.handler is not None:
+            if signal.getsignal(signal.SIGTERM) is self.handler:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self.handler = None
+        self.hook.uninstall()
+        if self.had_profile:
+            builtins.profile = self.saved_profile
+        else:
+            builtins.__dict__.pop("profile", None)
+
+
 def _run(args):
-    from memlens._readings import peak
-    from memlens._record import RunProfile, open_output, recorder
+    from memlens._record import open_output, recorder
 
     if args.alloc and not args.line:
         raise CommandError("run: --alloc goes with --line")
@@ -259,73 +435,105 @@ def _run(args):
         name = exc.filename or args.output
         raise CommandError(f"cannot write the data file {name!r}: "
                            f"{exc.strerror or exc}") from None
-    meter = (not args.no_meter and os.isatty(2)
-             and os.environ.get("TERM") != "dumb")
+    # Taken now, before the program can close its own.
+    out, err = _Output(sys.stdout), _Output(sys.stderr)
     try:
-        rec = recorder(fd, args.interval, children=args.include_children,
-                       meter=meter)
+        try:
+            meter = (not args.no_meter and err.isatty()
+                     and os.environ.get("TERM") != "dumb")
+            rec = recorder(fd, args.interval, path=os.path.abspath(path),
+                           children=args.include_children,
+                           meter_fd=err.fd if meter else -1)
+        finally:
+            os.close(fd)
+        return _run_program(args, label, cmdline, body, argv, path, rec,
+                            out, err)
     finally:
-        os.close(fd)
+        out.close()
+        err.close()
+
+
+def _run_program(args, label, cmdline, body, argv, path, rec, out, err):
+    """Runs the program under the recorder `rec`; the exit status. The
+    tables go to `out`, the summary to `err` (_Output)."""
+    import signal
     from shlex import quote
+
+    from memlens._readings import peak
+    from memlens._record import RunProfile
 
     text = " ".join(quote(a) for a in cmdline)
     rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
-               + "\n").encode())
+               + "\n").encode("utf-8", "surrogateescape"))
     line_profiler = None
     if args.line:
         from memlens._line import LineProfiler
 
         line_profiler = LineProfiler(alloc=args.alloc)
     run_profile = RunProfile(rec, line_profiler)
-    had_profile = hasattr(builtins, "profile")
-    saved_profile = getattr(builtins, "profile", None)
-    builtins.profile = run_profile
-    sys.argv = argv
     status, error = 0, None
     pid = os.getpid()
     window = peak()
     start = time.monotonic()
+
+    def report(how):
+        """Prints the tables and the summary line; `how` the run ended."""
+        elapsed = time.monotonic() - start
+        run_profile.print_stats(out, args.precision)
+        rec.close()
+        when = "" if rec.peak_time is None else f" at {rec.peak_time:.2f} s"
+        if args.include_children and rec.peak is not None:
+            what = (f"peak {mib(rec.peak)} MiB with children{when} (this "
+                    f"process {mib(window.peak)} MiB)")
+        else:
+            what = (f"peak {mib(window.peak)} MiB{when} "
+                    f"({mib(window.peak_delta)} MiB above start)")
+        lost = (f", {rec.failures} failed reads or writes" if rec.failures
+                else "")
+        err.write(f"memlens: {label}: {what}, ran {elapsed:.2f} s, {how}; "
+                  f"data in {path}{lost}\n")
+
+    def on_sigterm(signum, frame):
+        """SIGTERM: the open spans and the summary, then death by the
+        signal, as python's own default would die."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() == pid:
+            installed.remove()
+            run_profile.end_open_spans()
+            window.__exit__(None, None, None)
+            report("killed by SIGTERM")
+            out.close()
+            err.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)  # SIGTERM was blocked
+
+    installed = _Installed(run_profile)
+    sys.argv = argv
     try:
         with rec, window:
             try:
+                installed.handle_sigterm(on_sigterm)
                 body()
                 _join_program_threads()
             except SystemExit as exc:
-                status = _exit_status(exc)
+                status = _exit_status(exc, err)
             except KeyboardInterrupt:
                 status = 130
             except BaseException as exc:
                 status, error = 1, exc
     finally:
-        elapsed = time.monotonic() - start
-        if had_profile:
-            builtins.profile = saved_profile
-        else:
-            builtins.__dict__.pop("profile", None)
+        installed.remove()
     if os.getpid() != pid:
         # A child the program forked, leaving through here: the parent
         # reports.
         if error is not None:
-            _print_program_error(error)
+            _print_program_error(error, err)
         return status if error is None else 1
     # The meter is cleared now: what follows starts on a clean line.
     if error is not None:
-        _print_program_error(error)
+        _print_program_error(error, err)
         error = None
-    run_profile.print_stats(sys.stdout, args.precision)
-    sys.stdout.flush()
-    rec.close()
-    when = "" if rec.peak_time is None else f" at {rec.peak_time:.2f} s"
-    if args.include_children and rec.peak is not None:
-        what = (f"peak {mib(rec.peak)} MiB with children{when} (this "
-                f"process {mib(window.peak)} MiB)")
-    else:
-        what = (f"peak {mib(window.peak)} MiB{when} "
-                f"({mib(window.peak_delta)} MiB above start)")
-    lost = (f", {rec.failures} failed reads or writes" if rec.failures
-            else "")
-    print(f"memlens: {label}: {what}, ran {elapsed:.2f} s, exit status "
-          f"{status}; data in {path}{lost}", file=sys.stderr)
+    report(f"exit status {status}")
     return status
 
 
@@ -474,6 +682,7 @@ _ACTIONS = {"run": _run, "plot": _plot, "peak": _peak, "list": _list,
 
 
 def main(argv=None):
+    argv_given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS + ("-h", "--help", "--version"):
         argv.insert(0, "run")  # python -m memlens [--line] script.py
@@ -481,6 +690,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "run" and args.precision < 0:
         parser.error("--precision must not be negative")
+    args.as_program = argv_given is None  # sys.path[0] is memlens's
     try:
         return _ACTIONS[args.command](args)
     except UsageError as exc:
