@@ -125,7 +125,9 @@ static uint64_t tracer_dropped = 0;   /* Frames dropped by tracer_prune. */
 static long tracer_begun = 0;       /* line_begin() calls open. */
 static long tracer_alloc_users = 0; /* ... of which with alloc. */
 static int tracer_children = 0;     /* Add children's RSS. */
-static int tracer_fd = -1;          /* statm, owned. */
+/* statm, owned: at a high number and checked before each read, since the
+ * profiled program may close it and open a file of its own there. */
+static memlens_ownfd tracer_statm = MEMLENS_OWNFD_NONE;
 static pid_t tracer_fd_pid = 0;
 static uint64_t tracer_rss = 0;        /* Last RSS read. */
 static uint64_t tracer_churn_mark = 0; /* Churn at that read. */
@@ -203,15 +205,21 @@ tracer_read_rss(void)
 {
     uint64_t rss;
     tracer_reads++;
-    if (tracer_fd < 0 || tracer_fd_pid != getpid()) {
-        char path[MEMLENS_PATH_MAX];
-        if (tracer_fd >= 0) {
-            close(tracer_fd);
-        }
-        tracer_fd = memlens_proc_open("statm", path);
+    if (tracer_fd_pid != getpid()) {
+        /* A forked child: the parent's statm, inherited, reads the
+         * parent. */
+        memlens_ownfd_close(&tracer_statm);
         tracer_fd_pid = getpid();
     }
-    if (tracer_fd >= 0 && memlens_rss_from_fd(tracer_fd, &rss) == 0) {
+    if (!memlens_ownfd_check(&tracer_statm)) {
+        char path[MEMLENS_PATH_MAX];
+        int fd = memlens_proc_open("statm", path);
+        if (fd >= 0) {
+            (void)memlens_ownfd_adopt(&tracer_statm, fd);
+        }
+    }
+    if (tracer_statm.fd >= 0
+        && memlens_rss_from_fd(tracer_statm.fd, &rss) == 0) {
         if (tracer_children) {
             rss += tracer_children_rss();
         }
@@ -873,10 +881,10 @@ tracer_py_begin(PyObject *m, PyObject *arg)
         if (fd < 0) {
             return memlens_oserror_path(errno, path);
         }
-        if (tracer_fd >= 0) {
-            close(tracer_fd);
+        memlens_ownfd_close(&tracer_statm);
+        if (memlens_ownfd_adopt(&tracer_statm, fd) < 0) {
+            return memlens_oserror_path(errno, path);
         }
-        tracer_fd = fd;
         tracer_fd_pid = getpid();
         tracer_read_rss();
         /* Nothing was being profiled: frames still open here were left by
@@ -887,8 +895,7 @@ tracer_py_begin(PyObject *m, PyObject *arg)
     }
     if (memlens_hooks_acquire(alloc) < 0) {
         if (tracer_begun == 0) {
-            close(tracer_fd);
-            tracer_fd = -1;
+            memlens_ownfd_close(&tracer_statm);
         }
         return NULL;
     }
@@ -913,9 +920,8 @@ tracer_py_end(PyObject *m, PyObject *arg)
     tracer_begun--;
     tracer_alloc_users -= alloc;
     memlens_hooks_release(alloc);
-    if (tracer_begun == 0 && tracer_fd >= 0) {
-        close(tracer_fd);
-        tracer_fd = -1;
+    if (tracer_begun == 0) {
+        memlens_ownfd_close(&tracer_statm);
     }
     Py_RETURN_NONE;
 }

@@ -108,6 +108,48 @@ def test_program_closing_descriptors_keeps_its_files_intact(
     assert not run_data.summary()["truncated"]
 
 
+LINE_CLOSER = """
+    import os
+
+    @profile
+    def work():
+        os.closerange(3, 1024)
+        # The lowest free numbers: where a descriptor memlens opened
+        # before would have been.
+        files = [os.open(f"own-{n}.txt", os.O_RDWR | os.O_CREAT)
+                 for n in range(8)]
+        block = bytearray(b"x") * (64 * 2**20)
+        del block
+        return files
+
+    files = work()
+    for fd in files:
+        os.write(fd, b"line %d\\n" % fd)
+    for fd in files:
+        os.close(fd)
+    print(*files)
+"""
+
+
+def test_line_profile_of_a_program_closing_descriptors(tmp_path):
+    # The line profiler reads RSS through a statm descriptor of its own:
+    # once the program takes that number, memlens must neither read the
+    # program's file as statm nor close it when the profile ends.
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1024:
+        pytest.skip("the descriptor limit is too low for this test")
+    prog = write(tmp_path / "liner.py", LINE_CLOSER)
+    result = run(*MEMLENS, "run", "--line", "-o", "data.dat", str(prog))
+    assert result.returncode == 0, result.stderr
+    # The program's line comes first, the line table after it.
+    printed, table = result.stdout.split(b"\n", 1)
+    assert b"bytearray" in table
+    fds = [int(fd) for fd in printed.split()]
+    assert len(fds) == 8
+    for n, fd in enumerate(fds):
+        assert (tmp_path / f"own-{n}.txt").read_bytes() == b"line %d\n" % fd
+    assert "failed reads or writes" not in summary(result.stderr)
+
+
 def test_readers_do_not_read_or_close_the_programs_descriptors(tmp_path):
     """In-process readings (rss, memory, peak windows, a sampler) whose
     cached descriptors the program closed and whose numbers it reused."""
