@@ -530,6 +530,12 @@ def test_report_of_a_file_cut_short_by_a_kill(in_tmp):
     ("MEM 1.0 2.0\nHELLO 1\nMEM 1.0 3.0\n", 2, "unknown record 'HELLO'"),
     ("MEM 1.0 2.0\nMEM 1.0 \xff\nMEM 1.0 3.0\n", 2, "not text"),
     ("\x89PNG\r\n\x1a\n\0\0\0IHDR", 1, "not text"),
+    ("MEM 1.0 3.0\nMEM 1.0 2.5\nMEM 1.0 4.0\n", 2,
+     "time goes backwards: MEM at 2.5 after 3.0"),
+    ("CHLD 7 1.0 3.0\nCHLD 8 1.0 1.0\nCHLD 7 1.0 2.0\nMEM 1 5\n", 3,
+     "time goes backwards: CHLD 7 at 2.0 after 3.0"),
+    ("MEM 1.0 2.0\nFUNC f 1 3.0 2 2.5\nMEM 1.0 4.0\n", 2,
+     "FUNC 'f' ends (2.5) before it starts (3.0)"),
 ])
 @pytest.mark.parametrize("command", ["peak", "report", "plot"])
 def test_corrupt_data_file_names_the_line(in_tmp, command, content, line,
