@@ -4,6 +4,7 @@ and report; memory_profiler's mprof reading our files; bad input."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,21 +46,71 @@ def write(path, text):
     return str(path)
 
 
+def wait_for_samples(path, n):
+    """Polls data file `path` until it holds `n` whole MEM lines; their
+    times."""
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            data = b""
+        lines = data[:data.rfind(b"\n") + 1].splitlines()
+        times = [float(line.split()[2]) for line in lines
+                 if line.startswith(b"MEM ")]
+        if len(times) >= n:
+            return times
+        assert time.monotonic() < give_up, f"{path}: no {n} samples"
+        time.sleep(0.001)
+
+
+# Programs wait for what the recorder writes, never for a time: they read
+# their own data file (the only .dat file where they run) until its
+# samples show what the test needs.
+SEEN = """\
+import glob as _glob
+import time as _time
+
+
+def samples():
+    \"\"\"(MiB, time) of each MEM line of this run's data file so far.\"\"\"
+    with open(_glob.glob("*.dat")[0]) as f:
+        return [tuple(map(float, line.split()[1:])) for line in f
+                if line.startswith("MEM ") and line.endswith("\\n")]
+
+
+def wait_until(done):
+    \"\"\"Polls the data file until done(samples()) is true.\"\"\"
+    give_up = _time.monotonic() + 60
+    while not done(samples()):
+        if _time.monotonic() > give_up:
+            raise SystemExit("the samples never came")
+        _time.sleep(0.001)
+
+
+def sampled():
+    \"\"\"Returns once a sample taken after this call is in the file: the
+    next one may have read the memory before.\"\"\"
+    n = len(samples())
+    wait_until(lambda s: len(s) >= n + 2)
+"""
+
+
 def default_sigint():
     # A shell may start background jobs with SIGINT ignored, and Python
     # keeps an ignored SIGINT ignored: give the child the default back.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-SPANS = """\
-import sys, time
+SPANS = SEEN + """
+import sys
 
 @profile
 def build(mib):
     block = bytearray(mib * 2**20)
     for i in range(0, len(block), 4096):
         block[i] = 1
-    time.sleep(0.05)
+    sampled()
     return block
 
 @profile
@@ -112,13 +163,22 @@ def test_run_writes_an_mprof_data_file_named_by_its_start(in_tmp):
 def test_run_output_and_interval(in_tmp):
     out = in_tmp / "sub" / "run.dat"
     out.parent.mkdir()
-    result = memlens("run", "-o", str(out), "--interval", "0.002", "-c",
-                     "import time; time.sleep(0.3)")
+    code = ("import os; os.chdir('sub')\n" + SEEN
+            + "wait_until(lambda s: len(s) >= 8)\n")
+    result = memlens("run", "-o", str(out), "--interval", "0.05", "-c",
+                     code)
     assert result.returncode == 0, result.stderr
     data = _datafile.read(str(out))
-    # 0.3 s at 2 ms: about 150 samples; loose bounds for a busy machine.
-    assert 60 <= data.samples <= 200
-    assert data.cmdline == "python -c 'import time; time.sleep(0.3)'"
+    assert data.samples >= 8
+    # The sampler's n-th deadline is n intervals after its start at the
+    # soonest, and a late sample only delays the next ones: never more
+    # samples than the interval allows. Spared: one interval for the
+    # thread's start, and the last sample, which stop() takes at once.
+    # At the default 10 ms this would fail.
+    times = data.memory.times[:-1]
+    assert times[-1] - times[0] >= (len(times) - 2) * 0.05
+    assert data.cmdline == "python -c " + shlex.quote(code).replace(
+        "\n", "\\n")
     assert not list(in_tmp.glob("memlens_*.dat"))
 
 
@@ -147,15 +207,14 @@ while True:
     proc = subprocess.Popen([*MEMLENS, "run", "-o", str(out), prog],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"stepped\n"
-    time.sleep(1.5)
+    # Samples reach the file while the program runs, not at its exit.
+    seen = wait_for_samples(str(out), 20)
     proc.kill()
-    killed = time.time()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     data = _datafile.read(str(out))
     assert not data.truncated
-    assert data.samples >= 20
-    assert killed - data.memory.times[-1] < 1.0
+    assert data.memory.times[:len(seen)] == seen
     assert [s.name for s in data.spans] == ["__main__.step"]
     result = memlens("report", str(out))
     assert result.returncode == 0 and "__main__.step: 1 call" in result.stdout
@@ -163,7 +222,7 @@ while True:
 
 @figures
 def test_include_children_adds_each_child_as_a_series(in_tmp):
-    prog = write(in_tmp / "kids.py", """\
+    prog = write(in_tmp / "kids.py", SEEN + """
 import multiprocessing as mp
 import subprocess
 import sys
@@ -181,6 +240,18 @@ def hold(ready, done):
     done.wait()
 
 
+def three_big_children(samples):
+    # The CHLD lines of one sample share its time.
+    big = {}
+    with open("kids.dat") as f:
+        for line in f:
+            if line.startswith("CHLD ") and line.endswith("\\n"):
+                _, pid, mib, when = line.split()
+                if float(mib) >= 95:
+                    big.setdefault(when, set()).add(pid)
+    return any(len(pids) >= 3 for pids in big.values())
+
+
 if __name__ == "__main__":
     ctx = mp.get_context("spawn")
     ready = [ctx.Event(), ctx.Event()]
@@ -195,8 +266,7 @@ if __name__ == "__main__":
         mine[i] = 1
     for r in ready:
         r.wait()
-    import time
-    time.sleep(0.5)  # the subprocess touches its pages meanwhile
+    wait_until(three_big_children)
     done.set()
     sub.communicate(b"")
     for p in procs:
@@ -224,8 +294,12 @@ if __name__ == "__main__":
 
 def test_live_meter_on_a_terminal(in_tmp):
     pexpect = pytest.importorskip("pexpect")
-    prog = write(in_tmp / "slow.py", "import time\ntime.sleep(0.6)\n")
-    child = pexpect.spawn(sys.executable, ["-m", "memlens", "run", prog],
+    # A redraw every 0.1 s of the samples' clock: 0.35 s of samples see
+    # at least three.
+    prog = write(in_tmp / "slow.py", SEEN + "wait_until(lambda s: len(s) > 1 "
+                 "and s[-1][1] - s[0][1] >= 0.35)\n")
+    child = pexpect.spawn(sys.executable, ["-m", "memlens", "run", "-o",
+                                           "slow.dat", prog],
                           encoding="utf-8", timeout=60,
                           env=dict(os.environ, TERM="xterm"))
     child.expect(pexpect.EOF)
@@ -241,7 +315,9 @@ def test_live_meter_on_a_terminal(in_tmp):
 
 
 def test_no_meter_when_stderr_is_not_a_terminal(in_tmp):
-    result = memlens("run", "-c", "import time; time.sleep(0.3)")
+    # Long enough on the samples' clock for three redraws on a terminal.
+    result = memlens("run", "-c", SEEN + "wait_until(lambda s: len(s) > 1 "
+                     "and s[-1][1] - s[0][1] >= 0.35)\n")
     assert result.returncode == 0
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
@@ -265,7 +341,7 @@ while True:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=default_sigint)
     assert proc.stdout.readline() == "working\n"
-    time.sleep(0.3)
+    wait_for_samples("int.dat", 10)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -288,15 +364,20 @@ def test_the_programs_exit_status_is_returned(code, status):
 
 
 def test_threads_of_the_program_are_waited_for_and_recorded(in_tmp):
-    result = memlens("run", "-o", "t.dat", "-c", """\
-import threading, time
+    # The thread allocates once the main code has ended, and waits for a
+    # sample to see it: the recorder must still be running.
+    result = memlens("run", "-o", "t.dat", "-c", SEEN + """
+import threading
+ended = threading.Event()
 def late():
-    time.sleep(0.3)
+    ended.wait()
     global block
     block = bytearray(50 * 2**20)
     for i in range(0, len(block), 4096):
         block[i] = 1
+    sampled()
 threading.Thread(target=late).start()
+ended.set()
 """)
     assert result.returncode == 0, result.stderr
     data = _datafile.read("t.dat")
@@ -305,17 +386,22 @@ threading.Thread(target=late).start()
 
 def test_spans_of_generators_coroutines_and_raising_functions(in_tmp):
     prog = write(in_tmp / "kinds.py", """\
-import asyncio, time
+import asyncio
+
+@profile
+def mark(where):
+    return where
 
 @profile
 def gen():
     yield 1
-    time.sleep(0.02)
+    mark("gen")
     yield 2
 
 @profile
 async def coro():
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0)
+    mark("coro")
     return 5
 
 @profile
@@ -331,10 +417,15 @@ except ValueError:
 """)
     result = memlens("run", "-o", "k.dat", prog)
     assert result.returncode == 0, result.stderr
-    spans = {s.name: s for s in _datafile.read("k.dat").spans}
-    assert set(spans) == {"__main__.gen", "__main__.coro", "__main__.fails"}
-    assert spans["__main__.gen"].end - spans["__main__.gen"].start >= 0.015
-    assert spans["__main__.coro"].end - spans["__main__.coro"].start >= 0.015
+    spans = _datafile.read("k.dat").spans
+    assert [s.name for s in spans] == [
+        "__main__.mark", "__main__.gen", "__main__.mark", "__main__.coro",
+        "__main__.fails"]
+    # A generator's span runs from its first next() to its end, past its
+    # yields; a coroutine's past its awaits: each holds the call of mark()
+    # made after the first suspension.
+    for inner, outer in (spans[0:2], spans[2:4]):
+        assert outer.start <= inner.start <= inner.end <= outer.end
 
 
 def test_line_also_records_spans(in_tmp):
@@ -370,13 +461,18 @@ def test_mprof_reads_our_data_files(in_tmp):
 # plot, peak, list, clean, report
 # --------------------------------------------------------------------------
 
+# A child that lives until a sample has seen it.
+CHILD = SEEN + """
+wait_until(lambda s: any(line.startswith("CHLD ") for line in open("rec.dat")))
+"""
+
+
 @pytest.fixture
 def recorded(in_tmp):
     """A data file with samples, spans and a child."""
     prog = write(in_tmp / "prog.py", SPANS.replace(
         "outer()\n", "import subprocess, sys\n"
-        "subprocess.run([sys.executable, '-c', 'import time; "
-        "time.sleep(0.2)'])\nouter()\n"))
+        f"subprocess.run([sys.executable, '-c', {CHILD!r}])\nouter()\n"))
     result = memlens("run", "--include-children", "-o", "rec.dat", prog)
     assert result.returncode == 0, result.stderr
     return "rec.dat"
@@ -530,6 +626,12 @@ def test_report_of_a_file_cut_short_by_a_kill(in_tmp):
     ("MEM 1.0 2.0\nHELLO 1\nMEM 1.0 3.0\n", 2, "unknown record 'HELLO'"),
     ("MEM 1.0 2.0\nMEM 1.0 \xff\nMEM 1.0 3.0\n", 2, "not text"),
     ("\x89PNG\r\n\x1a\n\0\0\0IHDR", 1, "not text"),
+    ("MEM 1.0 3.0\nMEM 1.0 2.5\nMEM 1.0 4.0\n", 2,
+     "time goes backwards: MEM at 2.5 after 3.0"),
+    ("CHLD 7 1.0 3.0\nCHLD 8 1.0 1.0\nCHLD 7 1.0 2.0\nMEM 1 5\n", 3,
+     "time goes backwards: CHLD 7 at 2.0 after 3.0"),
+    ("MEM 1.0 2.0\nFUNC f 1 3.0 2 2.5\nMEM 1.0 4.0\n", 2,
+     "FUNC 'f' ends (2.5) before it starts (3.0)"),
 ])
 @pytest.mark.parametrize("command", ["peak", "report", "plot"])
 def test_corrupt_data_file_names_the_line(in_tmp, command, content, line,

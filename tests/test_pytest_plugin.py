@@ -9,14 +9,18 @@ import importlib.metadata
 import json
 import re
 import xml.etree.ElementTree as ElementTree
+from fractions import Fraction
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import memlens
 import memlens._readings  # noqa: F401  (loaded before pytester's runs,
 import memlens._tracing  # noqa: F401  which unload what they import)
 from memlens import pytest_plugin
-from memlens.pytest_plugin import parse_size
+from memlens._format import mib
+from memlens.pytest_plugin import UNITS, parse_size
 
 from conftest import figures
 
@@ -114,6 +118,56 @@ def test_parse_size_reads_decimal_and_binary_units(size, nbytes):
 def test_parse_size_refuses_what_is_not_a_size(size, error, message):
     with pytest.raises(error, match=message):
         parse_size(size)
+
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(whole=_DIGITS, fraction=st.none() | st.text("0123456789",
+                                                  max_size=40),
+       unit=st.sampled_from(sorted(UNITS)), blank=st.sampled_from(
+           ["", " ", "  ", "\t"]))
+def test_parse_size_is_exact_for_every_number_and_unit(whole, fraction,
+                                                       unit, blank):
+    written = whole if fraction is None else f"{whole}.{fraction}"
+    size = f"{blank}{written}{blank}{unit}{blank}"
+    exact = int(Fraction(written) * UNITS[unit])  # fractions of a byte go
+    if exact < 1:
+        with pytest.raises(ValueError, match="at least 1 byte"):
+            parse_size(size)
+    else:
+        assert parse_size(size) == exact
+
+
+@settings(max_examples=200, deadline=None)
+@given(nbytes=st.integers(min_value=1, max_value=2**53),  # exact floats
+       precision=st.integers(min_value=0, max_value=6))
+def test_parse_size_reads_back_what_mib_writes(nbytes, precision):
+    written = mib(nbytes, precision)
+    assume(Fraction(written) * 2**20 >= 1)
+    # mib() rounds to `precision` decimals of a MiB.
+    assert abs(parse_size(f"{written} MiB") - nbytes) <= (
+        Fraction(2**20, 2 * 10**precision) + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_parse_size_of_any_text_is_a_size_or_a_value_error(text):
+    try:
+        nbytes = parse_size(text)
+    except ValueError:
+        return
+    assert isinstance(nbytes, int) and nbytes >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(number=_DIGITS, unit=st.text(st.characters(
+    whitelist_categories=["Lu", "Ll"]), min_size=1, max_size=4).filter(
+        lambda u: u not in UNITS))
+def test_parse_size_refuses_unknown_units(number, unit):
+    with pytest.raises(ValueError):
+        parse_size(f"{number} {unit}")
 
 
 # --------------------------------------------------------------------------

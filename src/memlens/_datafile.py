@@ -9,16 +9,24 @@ One record a line, sizes in MiB, times in epoch seconds::
     FUNC <name> <MiB> <start> <MiB> <end> [<depth>]
                                       one call of a profiled function
 
-mprof's own files (``mprofile_*.dat``) read the same way. A line that does
-not parse is an error naming the file and the line number, except a last
-line without its newline, which is what a run killed in mid-write leaves:
-it is dropped and the data is marked ``truncated``.
+mprof's own files (``mprofile_*.dat``) read the same way. Time never goes
+back: a MEM line's time is not before the previous MEM line's, a CHLD
+line's not before the previous one of the same process, and a FUNC line
+ends no sooner than it starts. A line that does not parse or breaks that
+order is an error naming the file and the line number, except a last line
+without its newline, which is what a run killed in mid-write leaves: it is
+dropped and the data is marked ``truncated``.
+
+Files are read a line at a time: records() yields them, summarise() keeps
+only running figures (``memlens report`` and ``peak``: memory that does not
+grow with the number of samples), read() keeps every sample (the plot).
 """
 
 import glob
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -28,7 +36,8 @@ from memlens._errors import UsageError
 #: no file is named: ours first, then mprof's.
 PATTERNS = ("memlens_*.dat", "mprofile_*.dat")
 
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+_NUMBER_TEXT = r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_NUMBER = re.compile(_NUMBER_TEXT + r"\Z")
 _STAMP = re.compile(r"_(\d{14})(?:-(\d+))?\.dat\Z")
 
 
@@ -61,7 +70,7 @@ class Series:
 
 @dataclass
 class RunData:
-    """The content of one data file."""
+    """The content of one data file, every sample kept: for the plot."""
 
     path: str
     cmdline: Optional[str] = None
@@ -99,45 +108,111 @@ class RunData:
         return own
 
     def summary(self):
-        """The report as data (MiB, seconds since the first sample)."""
-        mem = self.memory
+        """The report as data: see summarise()."""
+        totals = Totals(self.path)
+        totals.cmdline, totals.truncated = self.cmdline, self.truncated
+        for when, mem in zip(self.memory.times, self.memory.mem):
+            totals.mem(mem, when)
+        for span in self.spans:
+            totals.span(span)
+        for pid, series in self.children.items():
+            for when, mem in zip(series.times, series.mem):
+                totals.child(pid, mem, when)
+        return totals.summary()
+
+
+class Totals:
+    """Running figures of one data file, fed record by record: what
+    ``memlens report`` and ``peak`` print. They take the same memory
+    whatever the number of samples (the spans are kept: the report lists
+    them)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.cmdline = None
+        self.truncated = False
+        self.samples = 0
+        self.first = None       # (time, MiB) of the first MEM line
+        self.last = None        # and of the last
+        self.peak = None        # (MiB, time), the first of the highest
+        self.first_span = None  # start of the first FUNC line
+        self.functions = {}     # name: [calls, seconds, [Span, ...]]
+        self.children = {}      # pid: [samples, peak, when, first, last]
+
+    def mem(self, mem, when):
+        if self.first is None:
+            self.first = (when, mem)
+        self.last = (when, mem)
+        self.samples += 1
+        if self.peak is None or mem > self.peak[0]:
+            self.peak = (mem, when)
+
+    def child(self, pid, mem, when):
+        kid = self.children.get(pid)
+        if kid is None:
+            self.children[pid] = [1, mem, when, when, when]
+            return
+        kid[0] += 1
+        if mem > kid[1]:
+            kid[1], kid[2] = mem, when
+        kid[4] = when
+
+    def span(self, span):
+        if self.first_span is None:
+            self.first_span = span.start
+        f = self.functions.setdefault(span.name, [0, 0.0, []])
+        f[0] += 1
+        f[1] += span.end - span.start
+        f[2].append(span)
+
+    def add(self, record):
+        """Takes one record of records()."""
+        kind = record[0]
+        if kind == "MEM":
+            self.mem(record[1], record[2])
+        elif kind == "CHLD":
+            self.child(*record[1:])
+        elif kind == "FUNC":
+            self.span(record[1])
+        elif kind == "CMDLINE":
+            self.cmdline = record[1]
+        else:
+            self.truncated = True
+
+    @property
+    def start_time(self):
+        """Epoch seconds of the first sample (or span), None if empty."""
+        firsts = [t for t in (self.first and self.first[0],
+                              self.first_span) if t is not None]
+        return min(firsts) if firsts else None
+
+    def summary(self):
         t0 = self.start_time or 0.0
         out = {"file": self.path, "command": self.cmdline,
                "samples": self.samples, "truncated": self.truncated,
                "start_time": self.start_time}
-        if mem.times:
-            top = mem.peak_index()
+        if self.samples:
             out.update(
-                duration_s=round(mem.times[-1] - t0, 6),
-                start_mib=mem.mem[0], peak_mib=mem.mem[top],
-                peak_time_s=round(mem.times[top] - t0, 6),
-                end_mib=mem.mem[-1])
+                duration_s=round(self.last[0] - t0, 6),
+                start_mib=self.first[1], peak_mib=self.peak[0],
+                peak_time_s=round(self.peak[1] - t0, 6),
+                end_mib=self.last[1])
         else:
             out.update(duration_s=0.0, start_mib=None, peak_mib=None,
                        peak_time_s=None, end_mib=None)
-        functions = {}
-        for s in self.spans:
-            f = functions.setdefault(s.name, {"name": s.name, "calls": 0,
-                                              "total_s": 0.0, "spans": []})
-            f["calls"] += 1
-            f["total_s"] += s.end - s.start
-            f["spans"].append({
-                "start_s": round(s.start - t0, 6),
-                "end_s": round(s.end - t0, 6),
-                "start_mib": s.mem_start, "end_mib": s.mem_end,
-                "depth": s.depth})
-        for f in functions.values():
-            f["total_s"] = round(f["total_s"], 6)
-        out["functions"] = list(functions.values())
-        out["children"] = []
-        for pid, series in self.children.items():
-            top = series.peak_index()
-            out["children"].append({
-                "id": pid, "samples": len(series.times),
-                "peak_mib": series.mem[top],
-                "peak_time_s": round(series.times[top] - t0, 6),
-                "first_s": round(series.times[0] - t0, 6),
-                "last_s": round(series.times[-1] - t0, 6)})
+        out["functions"] = [
+            {"name": name, "calls": calls, "total_s": round(total, 6),
+             "spans": [{"start_s": round(s.start - t0, 6),
+                        "end_s": round(s.end - t0, 6),
+                        "start_mib": s.mem_start, "end_mib": s.mem_end,
+                        "depth": s.depth} for s in spans]}
+            for name, (calls, total, spans) in self.functions.items()]
+        out["children"] = [
+            {"id": pid, "samples": n, "peak_mib": peak,
+             "peak_time_s": round(when - t0, 6),
+             "first_s": round(first - t0, 6),
+             "last_s": round(last - t0, 6)}
+            for pid, (n, peak, when, first, last) in self.children.items()]
         return out
 
 
@@ -150,6 +225,13 @@ _FORMS = {
     "CHLD": "CHLD <pid> <MiB> <time>",
     "FUNC": "FUNC <name> <MiB> <start> <MiB> <end> [<depth>]",
 }
+
+# Nearly every line of a file: read without decoding it, one match.
+_MEM_LINE = re.compile(
+    rb"MEM (%s) (%s)\r*\n?\Z" % ((_NUMBER_TEXT.encode(),) * 2))
+_CHLD_LINE = re.compile(
+    rb"CHLD ([0-9]+) (%s) (%s)\r*\n?\Z" % ((_NUMBER_TEXT.encode(),) * 2))
+_BIGGEST = sys.float_info.max
 
 
 class _BadLine(Exception):
@@ -165,79 +247,168 @@ def _number(text, negative=False):
     return value
 
 
-def _parse_line(run, text):
-    """Adds one line's record to `run`; _BadLine or DataFileError text."""
+def _parse_line(text):
+    """The record of one line; _BadLine or DataFileError text."""
     kind, _, rest = text.partition(" ")
     if kind == "CMDLINE":
-        run.cmdline = rest
-        return
+        return ("CMDLINE", rest)
     fields = rest.split(" ")
     if kind == "MEM":
         if len(fields) != 2:
             raise _BadLine
-        run.memory.mem.append(_number(fields[0]))
-        run.memory.times.append(_number(fields[1]))
-    elif kind == "CHLD":
+        return ("MEM", _number(fields[0]), _number(fields[1]))
+    if kind == "CHLD":
         if len(fields) != 3 or not fields[0]:
             raise _BadLine
-        series = run.children.setdefault(fields[0], Series())
-        mem, when = _number(fields[1]), _number(fields[2])
-        series.mem.append(mem)
-        series.times.append(when)
-    elif kind == "FUNC":
+        return ("CHLD", fields[0], _number(fields[1]), _number(fields[2]))
+    if kind == "FUNC":
         if len(fields) not in (5, 6) or not fields[0]:
             raise _BadLine
         depth = 0
         if len(fields) == 6:
-            if not fields[5].isdigit():
+            if not (fields[5].isascii() and fields[5].isdigit()):
                 raise _BadLine
             depth = int(fields[5])
         mem0, start, mem1, end = (_number(f) for f in fields[1:5])
-        run.spans.append(Span(fields[0], start, end, mem0, mem1, depth))
-    elif not text:
+        if end < start:
+            raise DataFileError(f"FUNC {fields[0][:40]!r} ends ({end!r}) "
+                                f"before it starts ({start!r})")
+        return ("FUNC", Span(fields[0], start, end, mem0, mem1, depth))
+    if not text:
         raise DataFileError("empty line")
-    else:
-        raise DataFileError(f"unknown record {kind[:20]!r}: expected "
-                            "CMDLINE, MEM, CHLD or FUNC")
+    raise DataFileError(f"unknown record {kind[:20]!r}: expected "
+                        "CMDLINE, MEM, CHLD or FUNC")
 
 
-def read(path):
-    """The RunData of data file `path`; DataFileError naming the file (and
-    the line) when it cannot be read."""
+def _decode(data):
+    """The text of one line (bytes with or without its newline)."""
+    if b"\0" in data:
+        raise DataFileError("binary data, not a data file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataFileError("not text (invalid UTF-8)") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    return text.rstrip("\r")
+
+
+def records(path):
+    """Yields the records of data file `path` one by one, in the file's
+    order, reading it a line at a time:
+
+        ("CMDLINE", text)
+        ("MEM", MiB, time)
+        ("CHLD", pid, MiB, time)      pid as written (a string)
+        ("FUNC", Span)
+        ("CUT",)                      last, when the final line was cut
+
+    DataFileError naming the file (and the line) when it cannot be read:
+    a line that does not parse, a MEM time before the previous MEM line's,
+    a CHLD time before the previous one of the same process, a FUNC
+    ending before it starts."""
     if os.path.isdir(path):
         raise DataFileError(f"{path}: is a directory, not a data file")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except OSError as exc:
         raise DataFileError(f"{path}: cannot read: "
                             f"{exc.strerror or exc}") from None
-    run = RunData(path)
-    lines = raw.split(b"\n")
-    last = len(lines)
-    if lines[-1] == b"":
-        lines.pop()  # the final newline
-        last = None
-    for lineno, data in enumerate(lines, 1):
+    with f:
         try:
-            if b"\0" in data:
-                raise DataFileError("binary data, not a data file")
+            yield from _records(path, f)
+        except OSError as exc:
+            raise DataFileError(f"{path}: cannot read: "
+                                f"{exc.strerror or exc}") from None
+
+
+def _records(path, f):
+    mem_line, chld_line = _MEM_LINE.match, _CHLD_LINE.match
+    last_mem = 0.0
+    last_child = {}
+    lineno = 0
+    for data in f:
+        lineno += 1
+        # The lines memlens writes, when in order, take the short way.
+        found = mem_line(data)
+        if found is not None:
+            mem, when = float(found[1]), float(found[2])
+            if 0.0 <= mem <= _BIGGEST and last_mem <= when <= _BIGGEST:
+                last_mem = when
+                yield ("MEM", mem, when)
+                continue
+        found = chld_line(data)
+        if found is not None:
+            pid = found[1].decode("ascii")
+            mem, when = float(found[2]), float(found[3])
+            if (0.0 <= mem <= _BIGGEST
+                    and last_child.get(pid, 0.0) <= when <= _BIGGEST):
+                last_child[pid] = when
+                yield ("CHLD", pid, mem, when)
+                continue
+        try:
+            text = _decode(data)
             try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataFileError("not text (invalid UTF-8)") from None
-            try:
-                _parse_line(run, text.rstrip("\r"))
+                record = _parse_line(text)
             except _BadLine:
                 kind = text.partition(" ")[0]
                 raise DataFileError(f"bad {kind} line {text[:60]!r}: "
                                     f"expected '{_FORMS[kind]}'") from None
+            kind = record[0]
+            if kind == "MEM":
+                _in_order("MEM", record[2], last_mem)
+                last_mem = record[2]
+            elif kind == "CHLD":
+                pid, when = record[1], record[3]
+                _in_order(f"CHLD {pid[:20]}", when,
+                          last_child.get(pid, 0.0))
+                last_child[pid] = when
         except DataFileError as exc:
-            if lineno == last and lineno > 1:
+            if lineno > 1 and not data.endswith(b"\n"):
                 # A write cut short by a kill: the data before it stands.
-                run.truncated = True
-                break
+                yield ("CUT",)
+                return
             raise DataFileError(f"{path}:{lineno}: {exc}") from None
+        yield record
+
+
+def _in_order(what, when, before):
+    if when < before:
+        raise DataFileError(f"time goes backwards: {what} at {when!r} "
+                            f"after {before!r}")
+
+
+def summarise(path):
+    """The report of data file `path` as data (MiB, seconds since the
+    first sample), read in one pass in memory that does not grow with the
+    number of samples; DataFileError as records()."""
+    totals = Totals(path)
+    add = totals.add
+    for record in records(path):
+        add(record)
+    return totals.summary()
+
+
+def read(path):
+    """The RunData of data file `path`, every sample kept; DataFileError
+    as records()."""
+    run = RunData(path)
+    times, mem = run.memory.times, run.memory.mem
+    for record in records(path):
+        kind = record[0]
+        if kind == "MEM":
+            mem.append(record[1])
+            times.append(record[2])
+        elif kind == "CHLD":
+            series = run.children.setdefault(record[1], Series())
+            series.mem.append(record[2])
+            series.times.append(record[3])
+        elif kind == "FUNC":
+            run.spans.append(record[1])
+        elif kind == "CMDLINE":
+            run.cmdline = record[1]
+        else:
+            run.truncated = True
     return run
 
 

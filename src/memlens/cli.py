@@ -547,9 +547,9 @@ def _read_all(names, newest=True):
     return [_datafile.read(p) for p in _datafile.select(names, newest)]
 
 
-def _need_samples(run):
-    if not run.samples:
-        raise CommandError(f"{run.path}: no MEM samples in this data file")
+def _need_samples(path, samples):
+    if not samples:
+        raise CommandError(f"{path}: no MEM samples in this data file")
 
 
 def _plot(args):
@@ -559,7 +559,7 @@ def _plot(args):
         _plot.check_output(args.output)
     runs = _read_all(args.files)
     for run in runs:
-        _need_samples(run)
+        _need_samples(run.path, run.samples)
     out = args.output
     if out is None:
         out = os.path.splitext(os.path.basename(runs[0].path))[0] + ".png"
@@ -569,11 +569,17 @@ def _plot(args):
 
 
 def _peak(args):
-    for run in _read_all(args.files):
-        _need_samples(run)
-        print(f"{run.path}\t{max(run.memory.mem):.2f} MiB")
-        for pid, series in run.children.items():
-            print(f"  child {pid}\t{max(series.mem):.2f} MiB")
+    from memlens import _datafile
+
+    # Every file is read before a line is printed: a bad one prints
+    # nothing but its error.
+    summaries = [_datafile.summarise(p) for p in _datafile.select(args.files)]
+    for s in summaries:
+        _need_samples(s["file"], s["samples"])
+    for s in summaries:
+        print(f"{s['file']}\t{s['peak_mib']:.2f} MiB")
+        for child in s["children"]:
+            print(f"  child {child['id']}\t{child['peak_mib']:.2f} MiB")
     return 0
 
 
@@ -644,30 +650,55 @@ def _report_text(s):
     return "\n".join(lines)
 
 
-def _report_csv(run):
-    """The samples as CSV rows: seconds since the first, MiB, and a
-    column per child (empty where it had no line of that time)."""
+def _report_csv(path):
+    """The samples as CSV rows, printed as the file is read: seconds since
+    the first, MiB, and a column per child, filled from the child's CHLD
+    line of the same time written next to the MEM line (before the next
+    MEM line), as memlens writes them; empty where there is none."""
     import csv
 
-    t0 = run.start_time or 0.0
-    kids = list(run.children)
-    at = {pid: dict(zip(series.times, series.mem))
-          for pid, series in run.children.items()}
+    from memlens import _datafile
+
+    # A first pass finds the columns and checks the whole file, so that a
+    # bad file prints its error and no rows.
+    summary = _datafile.summarise(path)
+    t0 = summary["start_time"] or 0.0
+    kids = [c["id"] for c in summary["children"]]
+    column = {pid: i for i, pid in enumerate(kids, 2)}
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["time_s", "memory_mib"] + [f"child_{pid}_mib"
                                              for pid in kids])
-    for when, mem in zip(run.memory.times, run.memory.mem):
-        out.writerow([f"{when - t0:.6f}", f"{mem:.6f}"]
-                     + [f"{at[pid][when]:.6f}" if when in at[pid] else ""
-                        for pid in kids])
+    row, row_time = None, None
+    near = {}  # pid: (time, MiB) of its CHLD lines since the last MEM line
+    for record in _datafile.records(path):
+        kind = record[0]
+        if kind == "CHLD":
+            _, pid, mem, when = record
+            if pid in column:
+                near[pid] = (when, mem)
+                if when == row_time:
+                    row[column[pid]] = f"{mem:.6f}"
+        elif kind == "MEM":
+            if row is not None:
+                out.writerow(row)
+            _, mem, row_time = record
+            row = [f"{row_time - t0:.6f}", f"{mem:.6f}"] + [""] * len(kids)
+            for pid, (when, mem) in near.items():
+                if when == row_time:
+                    row[column[pid]] = f"{mem:.6f}"
+            near.clear()
+    if row is not None:
+        out.writerow(row)
 
 
 def _report(args):
-    run, = _read_all([args.file] if args.file is not None else [])
+    from memlens import _datafile
+
+    path, = _datafile.select([args.file] if args.file is not None else [])
     if args.csv:
-        _report_csv(run)
+        _report_csv(path)
         return 0
-    summary = run.summary()
+    summary = _datafile.summarise(path)
     if args.json:
         import json
 

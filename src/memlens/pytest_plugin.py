@@ -15,7 +15,7 @@ import argparse
 import gc
 import os
 import re
-from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -82,7 +82,8 @@ def parse_size(size):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{size!r}: unknown unit {unit!r}{hint}; the "
                              f"units are {_UNIT_LIST}")
-        nbytes = int(Decimal(match["number"]) * factor)
+        # Exact: Decimal would round to its context's 28 digits.
+        nbytes = int(Fraction(match["number"]) * factor)
     if nbytes < 0:
         raise ValueError(f"{size!r}: a size cannot be negative")
     if nbytes < 1:
