@@ -4,6 +4,7 @@ import collections
 import ctypes
 import dataclasses
 import gc
+import mmap
 import signal
 import sys
 import tracemalloc
@@ -848,3 +849,66 @@ def test_census_format_rejects_a_negative_limit():
         census.format(limit=True)
     assert census.format(limit=0).count("\n") == 2  # header, more rows
     assert len(census.format().splitlines()) == len(census) + 2
+
+
+class UserArray(np.ndarray):
+    """A user's ndarray subclass, as libraries (astropy, pint) make."""
+
+
+def _matrix_over(base):
+    with warnings.catch_warnings():
+        # np.matrix is pending deprecation on some NumPy versions
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.asmatrix(base)
+
+
+@pytest.mark.parametrize("make_view", [
+    lambda a: a.view(UserArray),
+    lambda a: _matrix_over(a.reshape(1000, 1000)),
+], ids=["user-subclass", "matrix"])
+def test_ndarray_subclass_view_counts_its_owners_buffer(make_view):
+    a = np.ones(10**6)
+    view = make_view(a)
+    assert view.base is a or view.base.base is a
+    size = memlens.asizeof(view)
+    assert size >= sys.getsizeof(view) + sys.getsizeof(a) > 8 * 10**6
+    # the view's own share is its header (and a matrix's few attributes)
+    whole, share = memlens.asizesof(a, view)
+    assert whole == memlens.asizeof(a) and size == whole + share
+    assert sys.getsizeof(view) <= share < 2_000
+    # the buffer counts once, however many views reach it
+    assert memlens.asizeof([a, view, view[:10]]) < 8 * 10**6 + 10_000
+
+
+def test_ndarray_subclass_owning_its_data_counts_it_once():
+    owned = UserArray((1000,), dtype="f8")
+    assert owned.flags.owndata
+    assert memlens.asizeof(owned) == reference(owned) >= 8000
+    pair = [owned, owned[::2]]
+    assert memlens.asizeof(pair) == reference(pair) < 9000
+
+
+def test_ndarray_subclass_of_objects_counts_what_its_elements_refer_to():
+    big = list(range(10**5))
+    owned = UserArray((2,), dtype=object)
+    owned[0] = big
+    assert memlens.asizeof(owned) >= memlens.asizeof(big) > 800_000
+    view = owned[:1]
+    assert type(view) is UserArray and view.base is owned
+    assert memlens.asizeof(view) >= memlens.asizeof(big)
+
+
+def test_memmap_counts_its_header_and_mmap_not_the_file_pages(tmp_path):
+    nbytes = 8 * 10**6
+    mm = np.memmap(tmp_path / "data.bin", dtype="f8", mode="w+",
+                   shape=(nbytes // 8,))
+    mm[:] = 1.0  # every page touched: resident, yet not heap
+    size = memlens.asizeof(mm)
+    assert not mm.flags.owndata and isinstance(mm.base, mmap.mmap)
+    assert sys.getsizeof(mm) + sys.getsizeof(mm.base) <= size < 10_000
+    # a view of a memmap reaches the memmap (its base), counted once
+    view = mm[10:20]
+    assert view.base is mm
+    whole, share = memlens.asizesof(mm, view)
+    assert whole == size and memlens.asizeof(view) == size + share
+    assert sys.getsizeof(view) <= share < 2_000
