@@ -11,7 +11,7 @@ SOURCES := pyproject.toml setup.py $(wildcard csrc/*.[ch]) \
            $(wildcard src/memlens/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench asan valgrind lint clean
+.PHONY: demo test bench leaks asan valgrind lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every entry point and magic called thousands of times, each in a process
+# of its own: RSS, allocator blocks and gc objects stay flat. The quick
+# runs are part of `make test`; this adds the runs ten times as long.
+leaks: $(VENV)/.installed-test
+	$(PY) -m pytest -m "leaks or not leaks" tests/test_leaks.py $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_readings.py

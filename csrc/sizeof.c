@@ -5,7 +5,12 @@
  * type reports them (tp_traverse), every key and value of a dict (the GC
  * walk skips the keys of string-keyed dicts), a NumPy array's base, and
  * the objects a NumPy array's elements refer to (object arrays, object
- * fields of structured arrays; a view's are its owner's).
+ * fields of structured arrays; a view's are its owner's). Subclasses of
+ * ndarray (np.matrix, np.memmap, a user's) are arrays too. An array counts
+ * its data only when it owns it (ndarray.__sizeof__); otherwise the owner,
+ * its base, counts it. A memmap's base is the mmap object, whose mapped
+ * file pages are not heap and do not count, as with any array over a
+ * buffer it does not own.
  * Neither counted nor followed when reached: modules, classes, functions
  * and code objects. The arguments themselves always count; an argument of
  * those kinds counts what it alone holds, never the program around it:
@@ -379,8 +384,13 @@ sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
         }
         Py_DECREF(meth);
     }
-    if (strcmp(tp->tp_name, "numpy.ndarray") == 0) {
-        s |= SIZE_NDARRAY;
+    /* Subclasses too (np.matrix, np.memmap, a user's): they keep the
+     * array's C struct at their head, so the same fields are read. */
+    for (PyTypeObject *t = tp; t != NULL; t = t->tp_base) {
+        if (strcmp(t->tp_name, "numpy.ndarray") == 0) {
+            s |= SIZE_NDARRAY;
+            break;
+        }
     }
     return s;
 }
