@@ -83,15 +83,7 @@ LONG_ONLY = ("magic-memheap",)
 
 #: Entry points that leak today, with what leaks (strict: they fail once
 #: fixed, so that the mark goes).
-KNOWN_LEAKS = {
-    "line-profiler-new-functions": (
-        "memlens._line's _ENGINE.functions keeps every function ever "
-        "profiled (and its code) after the profiler is dropped: about one "
-        "object and 230 bytes of RSS per call"),
-    "magic-mprun-redefined": (
-        "each redefined function %mprun profiled stays in memlens._line's "
-        "_ENGINE.functions: about 7 objects and 3 KiB of RSS per call"),
-}
+KNOWN_LEAKS = {}
 
 
 # --------------------------------------------------------------------------
