@@ -292,6 +292,16 @@ memlens_small_int(PyObject *o)
     return PyLong_AsLong(o);
 }
 
+/* 3.15 keeps a bytearray's buffer in a bytes object of its own (for
+ * bytes(bytearray) without a copy), whose header its size counts when the
+ * buffer is not empty: the bytearray's own __sizeof__ says what. Before,
+ * the buffer is a bare block of ob_alloc bytes. */
+#if PY_VERSION_HEX >= 0x030F0000
+#define MEMLENS_BYTEARRAY_IN_BYTES 1
+#else
+#define MEMLENS_BYTEARRAY_IN_BYTES 0
+#endif
+
 /* A class's namespace (what cls.__dict__ shows), a new reference, or NULL
  * without an exception. From 3.12 a static builtin type keeps it in the
  * interpreter, not in tp_dict; PyType_GetDict finds it for any type. */

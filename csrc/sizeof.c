@@ -90,7 +90,7 @@ enum {
     SIZE_LIST,      /* basicsize + allocated pointers */
     SIZE_SET,       /* basicsize + the table unless it is the small one */
     SIZE_STR,       /* compact ASCII strings by formula, others: call */
-    SIZE_BYTEARRAY, /* basicsize + ob_alloc */
+    SIZE_BYTEARRAY, /* basicsize + ob_alloc (3.15: its __sizeof__) */
     SIZE_INT,       /* digits, by version */
     SIZE_CALL,      /* ask __sizeof__ */
 };
@@ -545,7 +545,11 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             }
             break;
         case SIZE_BYTEARRAY:
+#if MEMLENS_BYTEARRAY_IN_BYTES
+            n = sizeof_call(w, o);
+#else
             n = tp->tp_basicsize + ((PyByteArrayObject *)o)->ob_alloc;
+#endif
             break;
         case SIZE_INT: {
 #if PY_VERSION_HEX >= 0x030C0000
