@@ -29,9 +29,11 @@ METHOD_WRAPPERS = (staticmethod, classmethod, property,
 
 
 def referents(obj):
-    """What is followed from an object reached."""
+    """What is followed from an object reached. The GC untracks containers
+    of atomic items (dicts and tuples; frozensets too from 3.15), whose
+    items are followed all the same."""
     refs = list(gc.get_referents(obj)) if gc.is_tracked(obj) or (
-        isinstance(obj, (dict, list, tuple, set))) else []
+        isinstance(obj, (dict, list, tuple, set, frozenset))) else []
     if isinstance(obj, dict):
         refs += list(obj.keys()) + list(obj.values())
     if isinstance(obj, np.ndarray) and obj.base is not None:
@@ -347,8 +349,11 @@ PROGRAM_ARGUMENTS = {
 
 @pytest.mark.parametrize("name", sorted(PROGRAM_ARGUMENTS))
 def test_program_arguments_equal_to_the_byte_to_a_python_walk(name):
+    # One object's size is _getsizeof's, checked on its own against
+    # sys.getsizeof and the inline values (a module may hold instances:
+    # 3.14's string module does).
     value = PROGRAM_ARGUMENTS[name]()
-    expected = reference(value)
+    expected = reference(value, size=_core._getsizeof)
     assert memlens.asizeof(value) == expected
     assert memlens.asizesof(value, value) == (expected, 0)
 
@@ -884,9 +889,12 @@ def test_ndarray_subclass_view_counts_its_owners_buffer(make_view):
 def test_ndarray_subclass_owning_its_data_counts_it_once():
     owned = UserArray((1000,), dtype="f8")
     assert owned.flags.owndata
-    assert memlens.asizeof(owned) == reference(owned) >= 8000
+    # One object's size is _getsizeof's: an instance of a subclass may
+    # keep attribute values inline (3.15 does), which it counts.
+    one = _core._getsizeof
+    assert memlens.asizeof(owned) == reference(owned, size=one) >= 8000
     pair = [owned, owned[::2]]
-    assert memlens.asizeof(pair) == reference(pair) < 9000
+    assert memlens.asizeof(pair) == reference(pair, size=one) < 9000
 
 
 def test_ndarray_subclass_of_objects_counts_what_its_elements_refer_to():
