@@ -1,6 +1,7 @@
 import os
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,19 @@ SANITIZED = bool(os.environ.get("MEMLENS_SANITIZED"))
 
 figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
+
+
+def fork_beside_threads():
+    """os.fork() while memlens's native thread runs, on purpose: these
+    tests are about that very case. From 3.12 Python warns of forking a
+    process with other threads (3.15 sees native ones too); only that
+    warning is silenced, here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", r"This process \(pid=\d+\) is multi-threaded, use of "
+            r"fork\(\) may lead to deadlocks in the child",
+            DeprecationWarning)
+        return os.fork()
 
 
 def in_threads(target, args=(), n=4):

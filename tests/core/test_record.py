@@ -11,7 +11,7 @@ import pytest
 import memlens
 from memlens import _core
 
-from conftest import MiB, figures
+from conftest import MiB, figures, fork_beside_threads
 from waiting import never_faster_than_asked, samples, until
 
 MEM = re.compile(r"MEM (\d+\.\d{6}) (\d+\.\d{6})\Z")
@@ -185,7 +185,7 @@ def test_a_forked_child_writes_nothing(data):
     path, fd = data
     rec = _core.Recorder(fd, 0.001)
     with rec:
-        pid = os.fork()
+        pid = fork_beside_threads()
         if pid == 0:
             ok = rec.write(b"FUNC child 1 2 3 4\n") is False
             ok = ok and not rec.running

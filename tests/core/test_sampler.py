@@ -8,7 +8,7 @@ import pytest
 import memlens
 from memlens import _core
 
-from conftest import MiB, figures
+from conftest import MiB, figures, fork_beside_threads
 from waiting import never_faster_than_asked, samples, until
 
 
@@ -103,7 +103,7 @@ def test_restart_clears_earlier_samples():
 
 def test_sampler_in_a_forked_child_stops_safely():
     with memlens.Sampler(interval=0.001) as s:
-        pid = os.fork()
+        pid = fork_beside_threads()
         if pid == 0:
             code = 0 if not s.running else 1
             s.stop()
@@ -131,7 +131,7 @@ def test_forked_child_never_hangs_on_the_samplers_lock():
     s = memlens.Sampler(interval=1e-6)
     with s:
         for _ in range(30):
-            pid = os.fork()
+            pid = fork_beside_threads()
             if pid == 0:
                 signal.alarm(5)
                 ok = (s.count >= 0 and not s.running
