@@ -1,5 +1,6 @@
-"""npmem.c, through _core._numpy_hook: NumPy's array data routed through
-memlens's data-memory handler, in this context, and back."""
+"""npmem.c, through _core._numpy_hook_install and _numpy_hook_restore:
+NumPy's array data routed through memlens's data-memory handler, in this
+context, and back."""
 import warnings
 
 import numpy as np
@@ -23,11 +24,12 @@ def handler_name():
 @pytest.fixture
 def hooked():
     before = handler_name()
-    assert _core._numpy_hook(True)
+    saved = _core._numpy_hook_install()
+    assert saved is not None and saved is not True
     try:
         yield before
     finally:
-        _core._numpy_hook(False)
+        assert _core._numpy_hook_restore(saved) is True
     assert handler_name() == before
 
 
@@ -37,10 +39,22 @@ def test_the_handler_is_ours_while_installed_and_put_back(hooked):
     assert arr.sum() == 10
 
 
-def test_uninstalling_without_installing_changes_nothing():
+def test_restoring_when_ours_is_not_there_changes_nothing():
     before = handler_name()
-    assert _core._numpy_hook(False) is False
+    saved = _core._numpy_hook_install()
+    assert _core._numpy_hook_restore(saved) is True
+    assert _core._numpy_hook_restore(saved) is False
     assert handler_name() == before
+
+
+def test_installing_twice_says_ours_is_there_already(hooked):
+    assert _core._numpy_hook_install() is True
+    assert handler_name() == "memlens"
+
+
+def test_restoring_needs_a_handler():
+    with pytest.raises(TypeError, match="mem_handler"):
+        _core._numpy_hook_restore(object())
 
 
 def test_tracing_counts_array_data_once_until_freed(hooked):
@@ -61,11 +75,11 @@ def test_tracing_counts_array_data_once_until_freed(hooked):
 
 
 def test_an_array_outlives_the_handler_that_made_it():
-    assert _core._numpy_hook(True)
+    saved = _core._numpy_hook_install()
     try:
         arr = np.arange(1000.0)
     finally:
-        _core._numpy_hook(False)
+        _core._numpy_hook_restore(saved)
     # freed through the handler that made it, ours, now passing through
     resized = np.resize(arr, 10**6)
     assert arr.sum() == 499500.0 and resized.shape == (10**6,)

@@ -109,8 +109,9 @@ def test_a_block_recorded_again_replaces_the_first(tracing):
 def test_snapshot_names_the_line_now_and_at_the_peak(tracing):
     line = here() + 1
     _core._trace_block(MEM, 80, 123_456)
-    nframes, sample_bytes, total, _ = snap = _core._trace_snapshot(False)
-    assert (nframes, sample_bytes) == (3, 0)
+    snap = _core._trace_snapshot(False)
+    nframes, sample_bytes, total, _, lost_frees, lost_records = snap
+    assert (nframes, sample_bytes, lost_frees, lost_records) == (3, 0, 0, 0)
     [row] = rows_at(snap, line)
     traceback, size, count, allocated, allocations = row
     assert (size, count) == (123_456, 1)
