@@ -11,7 +11,7 @@ SOURCES := pyproject.toml setup.py $(wildcard csrc/*.[ch]) \
            $(wildcard src/memlens/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench leaks asan valgrind lint clean
+.PHONY: demo test bench docs leaks asan valgrind lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: $(VENV)/.installed-test
 # runs are part of `make test`; this adds the runs ten times as long.
 leaks: $(VENV)/.installed-test
 	$(PY) -m pytest -m "leaks or not leaks" tests/test_leaks.py $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/. --strict makes
+# every warning an error: a broken link, a page missing from the nav, an
+# API name that no longer resolves.
+docs: $(VENV)/.installed-docs
+	$(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_readings.py
@@ -125,4 +131,4 @@ lint:
 	    -I csrc $$($(PYTHON) -c 'import sysconfig; print("-I" + sysconfig.get_paths()["include"])') csrc
 
 clean:
-	rm -rf build dist src/*.egg-info .venv-asan
+	rm -rf build dist src/*.egg-info .venv-asan site

@@ -1,7 +1,7 @@
 """Memory points (SPEC 6): MEMPOINT, MEMLOGS, MEMPRINT, MEMORY, MEMTRACE.
 
 MEMLOGS is one log per process, so the tests that need a known log (the
-IDs given to repeats, what ``import memlens.builtins`` logs, the README's
+IDs given to repeats, what ``import memlens.builtins`` logs, the docs'
 session) run in a fresh interpreter.
 """
 import copy
@@ -16,7 +16,7 @@ import pytest
 
 from memlens import points
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SESSION_PAGE = Path(__file__).resolve().parent.parent / "docs" / "objects.md"
 SESSION_MARKER = "<!-- doctest: memory points session"
 MiB = 2**20
 
@@ -237,11 +237,11 @@ def test_builtins_and_a_ten_million_list(tmp_path):
     assert ratio > 100
 
 
-def _readme_session():
-    """The README's memory points session: the fenced block after the
-    marker, and the README line its first line is on."""
-    text = README.read_text(encoding="utf-8")
-    assert SESSION_MARKER in text, "README.md lost the session's marker"
+def _docs_session():
+    """The docs' memory points session: the fenced block after the
+    marker, and the page's line its first line is on."""
+    text = SESSION_PAGE.read_text(encoding="utf-8")
+    assert SESSION_MARKER in text, "docs/objects.md lost the session's marker"
     after = text[text.index(SESSION_MARKER):]
     match = re.search(r"^```(?:pycon|python)\n(.*?)^```$", after,
                       re.DOTALL | re.MULTILINE)
@@ -254,8 +254,8 @@ RUN_SESSION = """\
 import doctest, sys
 text, lineno = sys.stdin.read(), int(sys.argv[1])
 test = doctest.DocTestParser().get_doctest(
-    text, {"__name__": "__main__"}, "README memory points session",
-    "README.md", lineno)
+    text, {"__name__": "__main__"}, "docs memory points session",
+    "docs/objects.md", lineno)
 runner = doctest.DocTestRunner(
     optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
 runner.run(test)
@@ -263,8 +263,8 @@ print("examples", len(test.examples), "failed", runner.failures)
 """
 
 
-def test_readme_memory_points_session_runs_as_written():
-    session, lineno = _readme_session()
+def test_docs_memory_points_session_runs_as_written():
+    session, lineno = _docs_session()
     done = subprocess.run(
         [sys.executable, "-c", RUN_SESSION, str(lineno)], input=session,
         capture_output=True, text=True, encoding="utf-8")
