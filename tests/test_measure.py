@@ -7,7 +7,7 @@ import re
 import pytest
 
 import memlens
-from memlens._measure import HISTORY
+from memlens._peak import HISTORY
 
 from conftest import MiB, figures, spike
 

@@ -1,6 +1,6 @@
 """Allocation tracing (SPEC 5): which lines hold memory, now and at the peak.
 
-The recording is C (csrc/trace.c, fed by the allocator hooks and NumPy's
+The recording is C (csrc/tracing.c, fed by the allocator hooks and NumPy's
 data handler): every block, or one per `sample_bytes` on average, is kept
 with its site, and each site keeps its live bytes now and at the peak. This
 module turns the per-site figures into snapshots, groups and formats them.
@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 from memlens import _core
 from memlens._checks import int_in_range
-from memlens._npdata import numpy_hook_acquire, numpy_hook_release
+from memlens._npmem import numpy_hook_acquire, numpy_hook_release
 
 __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
            "traced_memory", "reset_peak", "take_snapshot", "peak_snapshot",
@@ -25,7 +25,7 @@ __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
 
 KEYS = ("lineno", "filename", "traceback")
 
-#: The ranges the C core accepts (csrc/trace.c: MEMLENS_TRACE_MAX_FRAMES and
+#: The ranges the C core accepts (csrc/tracing.c: MEMLENS_TRACE_MAX_FRAMES and
 #: TRACE_MAX_SAMPLE_BYTES). Checked here first, so that a value too large
 #: for a C integer gets the same ValueError as any other out of range.
 MAX_FRAMES = 100
@@ -47,7 +47,7 @@ def _skip_prefixes():
 
 _tracemalloc_stop = None
 
-#: The NumPy handler's token of the running trace (memlens._npdata).
+#: The NumPy handler's token of the running trace (memlens._npmem).
 _numpy_token = None
 
 

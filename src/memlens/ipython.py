@@ -419,7 +419,7 @@ class MemlensMagics(Magics):
         """Line-by-line memory of the functions named by -f while the
         statement runs; the tables are printed in the cell."""
         __tracebackhide__ = True
-        from memlens._line import MAX_PRECISION, LineProfiler
+        from memlens.lineprof.profiler import MAX_PRECISION, LineProfiler
 
         args = _parse(self.mprun, line)
         _check_range("mprun", "--precision", args.precision, 0,
@@ -525,7 +525,7 @@ class MemlensMagics(Magics):
     def memsize(self, line=""):
         """Deep size of a value: everything it holds, each object once."""
         __tracebackhide__ = True
-        from memlens._objects import asizeof
+        from memlens._sizeof import asizeof
 
         args = _parse(self.memsize, line)
         if args.limit is not None and args.limit < 0:
@@ -546,7 +546,7 @@ class MemlensMagics(Magics):
     @line_magic
     def memheap(self, line=""):
         """A census of every live object, by kind (heapy's layout)."""
-        from memlens._objects import heap
+        from memlens._census import heap
 
         args = _parse(self.memheap, line)
         if args.limit < 0:

@@ -24,7 +24,7 @@ import functools
 from collections import UserList, namedtuple
 
 from memlens._format import MIB
-from memlens._objects import session_memory
+from memlens._census import session_memory
 
 __all__ = ["MEMPOINT", "MEMLOGS", "MEMPRINT", "MEMORY", "MEMTRACE", "MemLog",
            "MemLogsList", "MemLogs"]

@@ -1,6 +1,6 @@
 """Line-by-line memory profile (SPEC 4): @profile and LineProfiler.
 
-The per-line work is C (csrc/tracer.c); this module registers code objects,
+The per-line work is C (csrc/lineprof.c); this module registers code objects,
 turns the backend on and off, and prints memory_profiler's table.
 """
 
@@ -16,9 +16,10 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
-from memlens import _backend, _core
+from memlens import _core
 from memlens._checks import int_in_range
-from memlens._npdata import numpy_hook_acquire, numpy_hook_release
+from memlens._npmem import numpy_hook_acquire, numpy_hook_release
+from memlens.lineprof import backends
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
            "show_results"]
@@ -152,7 +153,7 @@ class _Engine:
         del self.registry[id(code)]
         if self.backend is not None:
             self.backend.remove_function(code)
-        _backend.forget(code)
+        backends.forget(code)
         _core._line_remove_code(code)
 
     def enable(self, alloc):
@@ -160,7 +161,7 @@ class _Engine:
             self.busy += 1
             try:
                 if self.count == 0:
-                    backend = _backend.choose()
+                    backend = backends.choose()
                     _core._line_begin(alloc)
                     try:
                         backend.start([(reg.code, reg.live_functions())

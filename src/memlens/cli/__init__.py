@@ -386,7 +386,7 @@ class _Installed:
     ignored or handled already, nor outside the main thread)."""
 
     def __init__(self, run_profile):
-        from memlens._spawn import SpawnHook
+        from memlens.cli.spawn import SpawnHook
 
         self.had_profile = hasattr(builtins, "profile")
         self.saved_profile = getattr(builtins, "profile", None)
@@ -418,7 +418,7 @@ class _Installed:
 
 
 def _run(args):
-    from memlens._record import open_output, recorder
+    from memlens.cli.record import open_output, recorder
 
     if args.alloc and not args.line:
         raise CommandError("run: --alloc goes with --line")
@@ -460,14 +460,14 @@ def _run_program(args, label, cmdline, body, argv, path, rec, out, err):
     from shlex import quote
 
     from memlens._readings import peak
-    from memlens._record import RunProfile
+    from memlens.cli.record import RunProfile
 
     text = " ".join(quote(a) for a in cmdline)
     rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
                + "\n").encode("utf-8", "surrogateescape"))
     line_profiler = None
     if args.line:
-        from memlens._line import LineProfiler
+        from memlens.lineprof import LineProfiler
 
         line_profiler = LineProfiler(alloc=args.alloc)
     run_profile = RunProfile(rec, line_profiler)
@@ -542,9 +542,9 @@ def _run_program(args, label, cmdline, body, argv, path, rec, out, err):
 # --------------------------------------------------------------------------
 
 def _read_all(names, newest=True):
-    from memlens import _datafile
+    from memlens.cli import datafile
 
-    return [_datafile.read(p) for p in _datafile.select(names, newest)]
+    return [datafile.read(p) for p in datafile.select(names, newest)]
 
 
 def _need_samples(path, samples):
@@ -553,27 +553,27 @@ def _need_samples(path, samples):
 
 
 def _plot(args):
-    from memlens import _plot
+    from memlens.cli import plot
 
     if args.output is not None:
-        _plot.check_output(args.output)
+        plot.check_output(args.output)
     runs = _read_all(args.files)
     for run in runs:
         _need_samples(run.path, run.samples)
     out = args.output
     if out is None:
         out = os.path.splitext(os.path.basename(runs[0].path))[0] + ".png"
-    _plot.save(runs, out, args.title)
+    plot.save(runs, out, args.title)
     print(f"memlens: plot saved to {out}", file=sys.stderr)
     return 0
 
 
 def _peak(args):
-    from memlens import _datafile
+    from memlens.cli import datafile
 
     # Every file is read before a line is printed: a bad one prints
     # nothing but its error.
-    summaries = [_datafile.summarise(p) for p in _datafile.select(args.files)]
+    summaries = [datafile.summarise(p) for p in datafile.select(args.files)]
     for s in summaries:
         _need_samples(s["file"], s["samples"])
     for s in summaries:
@@ -584,17 +584,17 @@ def _peak(args):
 
 
 def _list(args):
-    from memlens import _datafile
+    from memlens.cli import datafile
 
-    for n, path in enumerate(_datafile.data_files()):
-        print(f"{n} {path} {_datafile.started(path)}")
+    for n, path in enumerate(datafile.data_files()):
+        print(f"{n} {path} {datafile.started(path)}")
     return 0
 
 
 def _clean(args):
-    from memlens import _datafile
+    from memlens.cli import datafile
 
-    paths = [p for p in _datafile.data_files()
+    paths = [p for p in datafile.data_files()
              if os.path.basename(p).startswith("memlens_")]
     for path in paths:
         if args.dry_run:
@@ -657,11 +657,11 @@ def _report_csv(path):
     MEM line), as memlens writes them; empty where there is none."""
     import csv
 
-    from memlens import _datafile
+    from memlens.cli import datafile
 
     # A first pass finds the columns and checks the whole file, so that a
     # bad file prints its error and no rows.
-    summary = _datafile.summarise(path)
+    summary = datafile.summarise(path)
     t0 = summary["start_time"] or 0.0
     kids = [c["id"] for c in summary["children"]]
     column = {pid: i for i, pid in enumerate(kids, 2)}
@@ -670,7 +670,7 @@ def _report_csv(path):
                                              for pid in kids])
     row, row_time = None, None
     near = {}  # pid: (time, MiB) of its CHLD lines since the last MEM line
-    for record in _datafile.records(path):
+    for record in datafile.records(path):
         kind = record[0]
         if kind == "CHLD":
             _, pid, mem, when = record
@@ -692,13 +692,13 @@ def _report_csv(path):
 
 
 def _report(args):
-    from memlens import _datafile
+    from memlens.cli import datafile
 
-    path, = _datafile.select([args.file] if args.file is not None else [])
+    path, = datafile.select([args.file] if args.file is not None else [])
     if args.csv:
         _report_csv(path)
         return 0
-    summary = _datafile.summarise(path)
+    summary = datafile.summarise(path)
     if args.json:
         import json
 
