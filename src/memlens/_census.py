@@ -6,6 +6,7 @@ the kinds, sorts and formats.
 """
 
 from memlens import _core
+from memlens._report import html_table
 
 __all__ = ["heap", "HeapCensus", "HeapRow", "session_memory"]
 
@@ -107,16 +108,10 @@ class HeapCensus:
                 f"bytes, {len(self.rows)} kinds>")
 
     def _repr_html_(self):
-        import html
-
-        body = "".join(
-            f"<tr><td>{i}</td><td>{r.count}</td><td>{r.size}</td>"
-            f"<td>{html.escape(r.kind)}</td></tr>"
-            for i, r in enumerate(self.rows[:20]))
+        rows = [(i, r.count, r.size, r.kind)
+                for i, r in enumerate(self.rows[:20])]
         return (f"<p>{self.count} objects, {self.size} bytes</p>"
-                "<table class='memlens'><thead><tr><th>Index</th>"
-                "<th>Count</th><th>Size</th><th>Kind</th></tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+                + html_table(("Index", "Count", "Size", "Kind"), rows))
 
     def diff(self, older):
         """What grew since `older`: a HeapCensus of the differences (counts

@@ -15,16 +15,12 @@ import time
 import types
 
 from memlens._errors import UsageError
-from memlens._format import mib
+from memlens._report import mib
 
 COMMANDS = ("run", "plot", "peak", "list", "clean", "report")
 
 # Modules only some commands need are imported where they are used:
 # memlens run's start-up is part of the time it adds to a program.
-
-
-class CommandError(UsageError):
-    """A bad input: one clear line, exit status 2."""
 
 
 def _interval(text):
@@ -155,18 +151,18 @@ def build_parser():
 # --------------------------------------------------------------------------
 
 def _check_script(path):
-    """Raises CommandError unless `path` is a readable Python source."""
+    """Raises UsageError unless `path` is a readable Python source."""
     if not os.path.exists(path):
-        raise CommandError(f"cannot run {path!r}: no such file")
+        raise UsageError(f"cannot run {path!r}: no such file")
     if os.path.isdir(path):
-        raise CommandError(f"cannot run {path!r}: it is a directory")
+        raise UsageError(f"cannot run {path!r}: it is a directory")
     try:
         with open(path, "rb") as f:
             head = f.read(8192)
     except OSError as exc:
-        raise CommandError(f"cannot run {path!r}: {exc.strerror}") from None
+        raise UsageError(f"cannot run {path!r}: {exc.strerror}") from None
     if b"\0" in head:
-        raise CommandError(f"cannot run {path!r}: not a Python source file "
+        raise UsageError(f"cannot run {path!r}: not a Python source file "
                            "(binary content)")
 
 
@@ -197,13 +193,13 @@ def _set_path0(entry, replace):
 
 def _compile_target(args):
     """(label, command line, callable running the program, argv) or
-    CommandError. Syntax errors are raised here, before anything runs.
+    UsageError. Syntax errors are raised here, before anything runs.
     sys.path[0] becomes what python would set: '' for -c, the current
     directory for -m, the script's own (real) directory for a script."""
     replace = getattr(args, "as_program", False)
     if args.code is not None:
         if not args.code:
-            raise CommandError("run: -c needs the code to run")
+            raise UsageError("run: -c needs the code to run")
         text = args.code[0]
         code = compile(text, "<string>", "exec")
         argv = ["-c"] + args.code[1:] + args.program
@@ -214,7 +210,7 @@ def _compile_target(args):
         return "-c", ["python", "-c", text] + argv[1:], run_code, argv
     if args.module is not None:
         if not args.module:
-            raise CommandError("run: -m needs a module name")
+            raise UsageError("run: -m needs a module name")
         name = args.module[0]
         argv = [name] + args.module[1:] + args.program
 
@@ -225,7 +221,7 @@ def _compile_target(args):
             runpy.run_module(name, run_name="__main__", alter_sys=True)
         return f"-m {name}", ["python", "-m"] + argv, run_module, argv
     if not args.program:
-        raise CommandError("run: give a script, -m module or -c code")
+        raise UsageError("run: give a script, -m module or -c code")
     path = args.program[0]
     _check_script(path)
     with open(path, "rb") as f:
@@ -421,7 +417,7 @@ def _run(args):
     from memlens.cli.record import open_output, recorder
 
     if args.alloc and not args.line:
-        raise CommandError("run: --alloc goes with --line")
+        raise UsageError("run: --alloc goes with --line")
     try:
         label, cmdline, body, argv = _compile_target(args)
     except SyntaxError as exc:
@@ -433,7 +429,7 @@ def _run(args):
         path, fd = open_output(args.output)
     except OSError as exc:
         name = exc.filename or args.output
-        raise CommandError(f"cannot write the data file {name!r}: "
+        raise UsageError(f"cannot write the data file {name!r}: "
                            f"{exc.strerror or exc}") from None
     # Taken now, before the program can close its own.
     out, err = _Output(sys.stdout), _Output(sys.stderr)
@@ -549,7 +545,7 @@ def _read_all(names, newest=True):
 
 def _need_samples(path, samples):
     if not samples:
-        raise CommandError(f"{path}: no MEM samples in this data file")
+        raise UsageError(f"{path}: no MEM samples in this data file")
 
 
 def _plot(args):

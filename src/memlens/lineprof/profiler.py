@@ -19,12 +19,12 @@ from typing import List, Optional
 from memlens import _core
 from memlens._checks import int_in_range
 from memlens._npmem import numpy_hook_acquire, numpy_hook_release
+from memlens._report import html_table, mib
+from memlens._wrap import wrap
 from memlens.lineprof import backends
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
            "show_results"]
-
-MIB = 1024 * 1024
 
 #: The most decimals of a MiB figure: a byte count divided by 2**20 ends
 #: within 20 decimals, so more would only add zeros.
@@ -246,22 +246,13 @@ class FunctionProfile:
         return self.format()
 
     def _repr_html_(self):
-        header, rows = _table_rows(self, 1)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-            + "</tr>" for row in rows)
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         return (f"<p>Filename: {html.escape(self.filename)}</p>"
-                f"<table class='memlens'><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+                + html_table(*_table_rows(self, 1)))
 
 
 def _mib(nbytes, precision):
     """memory_profiler's number format, never '-0.0'."""
-    text = f"{nbytes / MIB:{precision + 4}.{precision}f}"
-    if text.strip().startswith("-") and float(text) == 0:
-        text = text.replace("-", " ")
-    return f"{text} MiB"
+    return f"{mib(nbytes, precision, precision + 4)} MiB"
 
 
 def _table_rows(fp, precision):
@@ -458,6 +449,7 @@ class LineProfiler:
             depth.n = getattr(depth, "n", 0) + 1
             if trace:
                 on()
+            return leave
 
         def leave(trace=True):
             if trace:
@@ -500,22 +492,10 @@ class LineProfiler:
                             error = exc
                 finally:
                     quietly(leave, False)
-        elif inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
-            async def wrapper(*args, **kwargs):
-                quietly(enter)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    quietly(leave)
         else:
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                quietly(enter)
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    quietly(leave)
+            # quietly(enter) before each call returns `leave`; quietly(leave)
+            # after it.
+            wrapper = wrap(func, quietly, quietly, enter)
         wrapper.__memlens_profiler__ = self
         return wrapper
 
