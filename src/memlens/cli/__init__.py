@@ -147,17 +147,20 @@ def build_parser():
     return parser
 
 
-# Each command's module and function, imported when the command runs.
-_ACTIONS = {"run": ("run", "run"), "plot": ("report", "plot"),
-            "peak": ("report", "peak"), "list": ("report", "list_files"),
-            "clean": ("report", "clean"), "report": ("report", "report")}
+#: The function of cli.report that runs each data-file command.
+_REPORTS = {"plot": "plot", "peak": "peak", "list": "list_files",
+            "clean": "clean", "report": "report"}
 
 
 def _action(command):
-    import importlib
+    """The function running `command`, its module imported now."""
+    if command == "run":
+        from memlens.cli.run import run
 
-    module, name = _ACTIONS[command]
-    return getattr(importlib.import_module(f"memlens.cli.{module}"), name)
+        return run
+    from memlens.cli import report
+
+    return getattr(report, _REPORTS[command])
 
 
 def main(argv=None):
