@@ -59,7 +59,9 @@ import time
 import line_profiler
 import memlens
 import memory_profiler
-from memlens import _backend, _core, _line
+from memlens import _core
+from memlens.lineprof import backends
+from memlens.lineprof import profiler as line_engine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (copy_of, measure, parse_args,  # noqa: E402
@@ -80,10 +82,10 @@ TARGET_MONITORING_A = 2.0  # (a), Python 3.12+
 TARGET_VS_MEMORY_PROFILER = 300.0  # memory_profiler's slowdown / memlens's
 
 HAS_MONITORING = sys.version_info >= (3, 12)
-HAS_INSTRUMENT = _backend.HAS_INSTRUMENT
+HAS_INSTRUMENT = backends.HAS_INSTRUMENT
 
 #: memlens's own choice of backend here (the environment may force one).
-DEFAULT_BACKEND = _backend.choose().name
+DEFAULT_BACKEND = backends.choose().name
 
 #: How a failed target names the floor of the backend in use.
 FLOOR_WORDS = {
@@ -191,8 +193,8 @@ class Memlens:
         backend is chosen when the first profiler is enabled."""
         if self.backend is None:
             return None
-        saved = os.environ.get(_backend.ENV)
-        os.environ[_backend.ENV] = self.backend
+        saved = os.environ.get(backends.ENV)
+        os.environ[backends.ENV] = self.backend
         return (saved,)
 
     @staticmethod
@@ -200,9 +202,9 @@ class Memlens:
         if saved is None:
             return
         if saved[0] is None:
-            os.environ.pop(_backend.ENV, None)
+            os.environ.pop(backends.ENV, None)
         else:
-            os.environ[_backend.ENV] = saved[0]
+            os.environ[backends.ENV] = saved[0]
 
     def run(self, n):
         func, prof = self.func, self.prof
@@ -222,7 +224,7 @@ class Memlens:
         saved = self._set_env()
         try:
             with self.prof:
-                self.used = _line._ENGINE.backend_name
+                self.used = line_engine._ENGINE.backend_name
                 self.func(n)
         finally:
             self._restore_env(saved)
@@ -309,11 +311,11 @@ class InstrumentFloor(Plain):
     label = "instrumented code, hooks returning at once"
 
     def __init__(self, func):
-        from memlens import _instrument
+        from memlens.lineprof import instrument
         super().__init__(func)
         self.code = func.__code__
-        _core._line_add_code(self.code, _line._last_line(self.code))
-        self.copy = _instrument.instrument(self.code)
+        _core._line_add_code(self.code, line_engine._last_line(self.code))
+        self.copy = instrument.instrument(self.code)
 
     def start(self):
         self.func.__code__ = self.copy
@@ -400,10 +402,10 @@ def print_header(repeat):
     print_common_header("memlens line-by-line profile benchmark",
                         ("memlens", "memory_profiler", "line_profiler",
                          "psutil"), 72)
-    chosen = _backend.choose().name
-    env = os.environ.get(_backend.ENV)
+    chosen = backends.choose().name
+    env = os.environ.get(backends.ENV)
     print(f"memlens line backend: {chosen}"
-          + (f" ({_backend.ENV}={env})" if env else " (auto)")
+          + (f" ({backends.ENV}={env})" if env else " (auto)")
           + ("; also run with settrace forced, for comparison"
              if chosen != "settrace" else ""))
     print(f"n = {N:,} ({N // MP_DIVISOR:,} for memory_profiler); "

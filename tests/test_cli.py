@@ -74,7 +74,7 @@ def test_program_error_shows_its_traceback(tmp_path):
     result = run(*MEMLENS, "run", str(prog))
     assert result.returncode == 1
     assert "ValueError: boom" in result.stderr
-    assert "memlens/cli.py" not in result.stderr
+    assert "memlens/cli/" not in result.stderr
 
 
 @pytest.mark.parametrize("make, message", [

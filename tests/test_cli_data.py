@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from memlens import _datafile
+from memlens.cli import datafile
 
 from conftest import figures
 
@@ -149,7 +149,7 @@ def test_run_writes_an_mprof_data_file_named_by_its_start(in_tmp):
     assert f"data in {files[0].name}" in result.stderr
     lines = files[0].read_text().splitlines()
     assert lines[0] == f"CMDLINE python {prog} a b"
-    data = _datafile.read(str(files[0]))
+    data = datafile.read(str(files[0]))
     assert data.samples >= 5
     assert data.memory.times == sorted(data.memory.times)
     names = [s.name for s in data.spans]
@@ -168,7 +168,7 @@ def test_run_output_and_interval(in_tmp):
     result = memlens("run", "-o", str(out), "--interval", "0.05", "-c",
                      code)
     assert result.returncode == 0, result.stderr
-    data = _datafile.read(str(out))
+    data = datafile.read(str(out))
     assert data.samples >= 8
     # The sampler's n-th deadline is n intervals after its start at the
     # soonest, and a late sample only delays the next ones: never more
@@ -187,7 +187,7 @@ def test_two_runs_in_one_second_get_two_files(in_tmp):
         assert memlens("run", "-c", "pass").returncode == 0
     names = sorted(p.name for p in in_tmp.glob("memlens_*.dat"))
     assert len(names) == 2
-    assert len(_datafile.data_files()) == 2
+    assert len(datafile.data_files()) == 2
 
 
 def test_a_killed_run_leaves_its_data_up_to_the_last_moment(in_tmp):
@@ -212,7 +212,7 @@ while True:
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    data = _datafile.read(str(out))
+    data = datafile.read(str(out))
     assert not data.truncated
     assert data.memory.times[:len(seen)] == seen
     assert [s.name for s in data.spans] == ["__main__.step"]
@@ -275,7 +275,7 @@ if __name__ == "__main__":
     result = memlens("run", "--include-children", "-o", "kids.dat", prog)
     assert result.returncode == 0, result.stderr
     assert "with children" in result.stderr
-    data = _datafile.read("kids.dat")
+    data = datafile.read("kids.dat")
     peak = max(data.memory.mem)
     # This process and three children of 100 MiB each, plus the
     # interpreters' own memory (and multiprocessing's resource tracker).
@@ -347,7 +347,7 @@ while True:
     assert proc.returncode == 130, err
     assert "exit status 130" in err and "data in int.dat" in err
     assert "Traceback" not in err
-    data = _datafile.read("int.dat")
+    data = datafile.read("int.dat")
     assert data.samples >= 10 and len(data.spans) == 1
 
 
@@ -380,7 +380,7 @@ threading.Thread(target=late).start()
 ended.set()
 """)
     assert result.returncode == 0, result.stderr
-    data = _datafile.read("t.dat")
+    data = datafile.read("t.dat")
     assert max(data.memory.mem) - data.memory.mem[0] > 40
 
 
@@ -417,7 +417,7 @@ except ValueError:
 """)
     result = memlens("run", "-o", "k.dat", prog)
     assert result.returncode == 0, result.stderr
-    spans = _datafile.read("k.dat").spans
+    spans = datafile.read("k.dat").spans
     assert [s.name for s in spans] == [
         "__main__.mark", "__main__.gen", "__main__.mark", "__main__.coro",
         "__main__.fails"]
@@ -434,7 +434,7 @@ def test_line_also_records_spans(in_tmp):
     assert result.returncode == 0, result.stderr
     assert "Line #    Mem usage" in result.stdout
     assert "block = bytearray(mib * 2**20)" in result.stdout
-    assert len(_datafile.read("l.dat").spans) == 3
+    assert len(datafile.read("l.dat").spans) == 3
 
 
 # --------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_mprof_reads_our_data_files(in_tmp):
     prog = write(in_tmp / "prog.py", SPANS)
     assert memlens("run", "--include-children", "-o", "ours.dat", prog,
                    ).returncode == 0
-    data = _datafile.read("ours.dat")
+    data = datafile.read("ours.dat")
     result = run(str(mprof), "peak", "ours.dat")
     assert result.returncode == 0, result.stderr
     assert f"ours.dat\t{max(data.memory.mem):.3f} MiB" in result.stdout
@@ -560,7 +560,7 @@ def test_report_text_and_json(recorded):
     result = memlens("report", recorded, "--json")
     assert result.returncode == 0
     s = json.loads(result.stdout)
-    data = _datafile.read(recorded)
+    data = datafile.read(recorded)
     assert s["samples"] == data.samples
     assert s["peak_mib"] == max(data.memory.mem)
     assert s["start_mib"] <= s["peak_mib"] and s["duration_s"] > 0
@@ -576,7 +576,7 @@ def test_report_csv_timeline(recorded):
     result = memlens("report", recorded, "--csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(result.stdout.splitlines()))
-    data = _datafile.read(recorded)
+    data = datafile.read(recorded)
     head = rows[0]
     assert head[:2] == ["time_s", "memory_mib"]
     assert head[2:] == [f"child_{pid}_mib" for pid in data.children]

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memlens import _datafile, cli
-from memlens._datafile import DataFileError
+from memlens import cli
+from memlens.cli import datafile
+from memlens.cli.datafile import DataFileError
 
 PROPERTIES = settings(max_examples=150, deadline=None)
 
@@ -24,7 +25,7 @@ def write(path, data):
 
 
 def records(path):
-    return list(_datafile.records(path))
+    return list(datafile.records(path))
 
 
 # --------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def records(path):
 def test_time_going_backwards_is_refused_with_the_line(tmp_path, content,
                                                        line, what):
     path = write(tmp_path / "back.dat", content)
-    for read in (_datafile.read, _datafile.summarise, records):
+    for read in (datafile.read, datafile.summarise, records):
         with pytest.raises(DataFileError) as info:
             read(path)
         assert str(info.value) == f"{path}:{line}: {what}"
@@ -60,7 +61,7 @@ def test_equal_times_and_other_processes_earlier_times_are_in_order(
                  "CHLD 8 2 11\nCHLD 7 1 11\nMEM 6 11\n"
                  "FUNC inner 1 10.5 2 10.6 1\nFUNC outer 1 10.2 2 10.9 0\n"
                  "FUNC empty 1 11 1 11\n")
-    s = _datafile.summarise(path)
+    s = datafile.summarise(path)
     assert (s["samples"], s["peak_mib"], s["peak_time_s"]) == (3, 6.0, 1.0)
     assert [f["name"] for f in s["functions"]] == ["inner", "outer",
                                                    "empty"]
@@ -71,7 +72,7 @@ def test_a_cut_last_line_that_goes_backwards_is_dropped(tmp_path):
     # "MEM 3 1700000000.25" cut after "MEM 3 17": a kill in mid-write.
     path = write(tmp_path / "cut.dat",
                  "MEM 1 1700000000.0\nMEM 2 1700000000.1\nMEM 3 17")
-    s = _datafile.summarise(path)
+    s = datafile.summarise(path)
     assert s["truncated"] and s["samples"] == 2
 
 
@@ -83,13 +84,13 @@ def test_a_cut_last_line_that_goes_backwards_is_dropped(tmp_path):
 def test_numbers_are_ascii(tmp_path, line):
     path = write(tmp_path / "u.dat", f"MEM 1 1\n{line}\nMEM 1 9\n")
     with pytest.raises(DataFileError, match=r"u\.dat:2: bad"):
-        _datafile.read(path)
+        datafile.read(path)
 
 
 def test_records_are_read_lazily(tmp_path):
     # The first record comes before the reader meets the bad line 3.
     path = write(tmp_path / "lazy.dat", "CMDLINE a b\nMEM 1 2\nbad\n")
-    reader = _datafile.records(path)
+    reader = datafile.records(path)
     assert next(reader) == ("CMDLINE", "a b")
     assert next(reader) == ("MEM", 1.0, 2.0)
     with pytest.raises(DataFileError, match=r"lazy\.dat:3: unknown record"):
@@ -143,7 +144,7 @@ def test_streamed_csv_matches_every_sample_and_child(tmp_path):
         assert cli.main(["report", path, "--csv"]) == 0
     rows = [line.split(",") for line in out.getvalue().splitlines()]
     assert rows[0] == ["time_s", "memory_mib", "child_42_mib"]
-    run = _datafile.read(path)
+    run = datafile.read(path)
     assert [float(r[1]) for r in rows[1:]] == run.memory.mem
     assert [float(r[2]) for r in rows[1:]] == run.children["42"].mem
     assert [float(r[0]) for r in rows[1:]] == pytest.approx(
@@ -192,7 +193,7 @@ def runs(draw):
             depth = draw(st.none() | st.integers(0, 50))
             lines.append(f"FUNC {name} {m0} {s} {m1} {e}"
                          + ("" if depth is None else f" {depth}"))
-            expected.append(("FUNC", _datafile.Span(
+            expected.append(("FUNC", datafile.Span(
                 name, start, end, mem0, mem1, depth or 0)))
             continue
         series = kind if kind == "MEM" else str(draw(st.integers(1, 4)))
@@ -259,9 +260,9 @@ def test_random_files_read_back_record_by_record(tmp_path_factory, run,
     path = write(tmp_path_factory.mktemp("p") / "r.dat",
                  "".join(line + ending for line in lines))
     assert records(path) == expected
-    summary = _datafile.summarise(path)
+    summary = datafile.summarise(path)
     assert summary == oracle(path, expected)
-    assert _datafile.read(path).summary() == summary
+    assert datafile.read(path).summary() == summary
 
 
 @PROPERTIES
@@ -282,7 +283,7 @@ def test_a_file_cut_anywhere_keeps_its_complete_lines(tmp_path_factory, run,
     # in order, else the mark that it was cut.
     assert len(got) - kept <= 1
     if got[-1:] == [("CUT",)]:
-        assert _datafile.summarise(path)["truncated"]
+        assert datafile.summarise(path)["truncated"]
 
 
 _TOKENS = st.sampled_from([
@@ -298,7 +299,7 @@ _TOKENS = st.sampled_from([
 def test_garbage_is_read_or_refused_never_crashes(tmp_path_factory,
                                                   content):
     path = write(tmp_path_factory.mktemp("g") / "g.dat", content)
-    for read in (records, _datafile.read, _datafile.summarise):
+    for read in (records, datafile.read, datafile.summarise):
         try:
             read(path)
         except DataFileError as exc:

@@ -649,12 +649,12 @@ def _collected():
 def _line_held():
     """What the line profiler's engine holds, everywhere it could, once
     garbage is collected."""
-    from memlens import _backend
-    from memlens._line import _ENGINE
+    from memlens.lineprof import backends
+    from memlens.lineprof.profiler import _ENGINE
 
     _collected()
     return (_core._line_state()["codes"], len(_ENGINE.registry),
-            len(_backend._COPIES))
+            len(backends._COPIES))
 
 
 def test_mprun_of_a_function_redefined_2000_times_stays_flat(

@@ -511,27 +511,27 @@ def test_bad_input():
 
 
 def test_backend_override_fails_loudly(monkeypatch):
-    from memlens import _backend
+    from memlens.lineprof import backends
 
     monkeypatch.setenv("MEMLENS_LINE_BACKEND", "bogus")
     with pytest.raises(ValueError, match="MEMLENS_LINE_BACKEND"):
-        _backend.choose()
+        backends.choose()
     monkeypatch.setenv("MEMLENS_LINE_BACKEND", "monitoring")
     if sys.version_info < (3, 12):
         with pytest.raises(RuntimeError, match="3.12"):
-            _backend.choose()
+            backends.choose()
     else:
-        assert _backend.choose().name == "monitoring"
+        assert backends.choose().name == "monitoring"
     monkeypatch.setenv("MEMLENS_LINE_BACKEND", "instrument")
     if sys.version_info[:2] != (3, 11):
         with pytest.raises(RuntimeError, match="3.11"):
-            _backend.choose()
+            backends.choose()
     else:
-        assert _backend.choose().name == "instrument"
+        assert backends.choose().name == "instrument"
     monkeypatch.delenv("MEMLENS_LINE_BACKEND")
     expected = ("monitoring" if sys.version_info >= (3, 12) else
                 "instrument" if sys.version_info >= (3, 11) else "settrace")
-    assert _backend.choose().name == expected
+    assert backends.choose().name == expected
 
 
 def test_equal_code_objects_are_different_functions(line_backend):

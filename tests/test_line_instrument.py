@@ -139,11 +139,11 @@ def test_a_frame_started_before_profiling_is_left_alone(monkeypatch):
 
 
 def test_code_that_cannot_be_instrumented_fails_clearly(monkeypatch, shapes):
-    from memlens import _backend, _instrument
+    from memlens.lineprof import backends, instrument
 
     first, second = shapes.conditional, shapes.while_loop
     codes = first.__code__, second.__code__
-    real = _instrument.instrument
+    real = instrument.instrument
 
     def refuse_the_second(code):
         if code is codes[1]:
@@ -151,8 +151,8 @@ def test_code_that_cannot_be_instrumented_fails_clearly(monkeypatch, shapes):
         return real(code)
 
     monkeypatch.setenv("MEMLENS_LINE_BACKEND", "instrument")
-    monkeypatch.setattr(_instrument, "instrument", refuse_the_second)
-    monkeypatch.setattr(_backend, "_COPIES", {})
+    monkeypatch.setattr(instrument, "instrument", refuse_the_second)
+    monkeypatch.setattr(backends, "_COPIES", {})
     profiler = memlens.LineProfiler(first, second)
     with pytest.raises(RuntimeError, match="cannot instrument .*settrace"):
         profiler.enable()

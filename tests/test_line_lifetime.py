@@ -9,8 +9,9 @@ import weakref
 import pytest
 
 import memlens
-from memlens import _backend, _core
-from memlens._line import _ENGINE
+from memlens import _core
+from memlens.lineprof import backends
+from memlens.lineprof.profiler import _ENGINE
 
 from conftest import MiB, figures
 
@@ -42,7 +43,7 @@ def held():
     garbage (of earlier tests too) is collected."""
     collected()
     return (_core._line_state()["codes"], len(_ENGINE.registry),
-            len(_backend._COPIES))
+            len(backends._COPIES))
 
 
 def rss():
@@ -194,7 +195,7 @@ def test_enabling_works_on_living_profilers_only(line_backend, monkeypatch):
     """After 500 profilers came and went, enabling one hands its backend
     one code object, not 501."""
     started = []
-    choose = _backend.choose
+    choose = backends.choose
 
     def counting_choose(*args):
         backend = choose(*args)
@@ -208,7 +209,7 @@ def test_enabling_works_on_living_profilers_only(line_backend, monkeypatch):
         backend.start = counting_start
         return backend
 
-    monkeypatch.setattr(_backend, "choose", counting_choose)
+    monkeypatch.setattr(backends, "choose", counting_choose)
     before = held()
     for i in range(500):
         namespace = {}

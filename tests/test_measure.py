@@ -7,7 +7,7 @@ import re
 import pytest
 
 import memlens
-from memlens._measure import HISTORY
+from memlens._peak import HISTORY
 
 from conftest import MiB, figures, spike
 
@@ -72,7 +72,7 @@ def test_report_without_label_and_to_a_stream_and_a_path(tmp_path):
 
 
 def test_never_prints_minus_zero():
-    from memlens._format import mib
+    from memlens._report import mib
 
     assert mib(-1) == "0.00" and mib(-MiB) == "-1.00" and mib(0) == "0.00"
 

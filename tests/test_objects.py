@@ -567,9 +567,9 @@ def test_census_diff_shows_what_grew_and_only_the_census_objects_else():
     grown = {r.kind for r in second.diff(first).rows if r.count > 0}
     # the first census's own result objects: HeapCensus, its rows, their
     # kind strings and numbers, the lists holding them
-    assert grown <= {"memlens._objects.HeapCensus",
-                     "dict of memlens._objects.HeapCensus",
-                     "memlens._objects.HeapRow", "str", "int", "list", "dict",
+    assert grown <= {"memlens._census.HeapCensus",
+                     "dict of memlens._census.HeapCensus",
+                     "memlens._census.HeapRow", "str", "int", "list", "dict",
                      "tuple"}, grown
     keep = [Census(i) for i in range(1000)]
     third = memlens.heap()

@@ -19,7 +19,7 @@ import memlens
 import memlens._readings  # noqa: F401  (loaded before pytester's runs,
 import memlens._tracing  # noqa: F401  which unload what they import)
 from memlens import pytest_plugin
-from memlens._format import mib
+from memlens._report import mib
 from memlens.pytest_plugin import UNITS, parse_size
 
 from conftest import figures
@@ -236,7 +236,7 @@ def test_plain_run_loads_no_c_and_installs_nothing(pytester):
     state = json.loads((pytester.path / "state.json").read_text())
     assert state == {
         "plugin": True,
-        "memlens": ["memlens", "memlens._format", "memlens.pytest_plugin"],
+        "memlens": ["memlens", "memlens._report", "memlens.pytest_plugin"],
         "threads": 1, "trace": True}
 
 

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from memlens import _datafile
+from memlens.cli import datafile
 
 MEMLENS = [sys.executable, "-m", "memlens"]
 PYTHON = [sys.executable]
@@ -103,7 +103,7 @@ def test_program_closing_descriptors_keeps_its_files_intact(
     assert "failed reads or writes" not in summary(result.stderr)
     samples = mem_lines(tmp_path / "data.dat")
     assert any(float(line[2]) > closed for line in samples)
-    run_data = _datafile.read(str(tmp_path / "data.dat"))
+    run_data = datafile.read(str(tmp_path / "data.dat"))
     assert run_data.samples == len(samples)
     assert not run_data.summary()["truncated"]
 

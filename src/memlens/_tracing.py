@@ -1,6 +1,6 @@
 """Allocation tracing (SPEC 5): which lines hold memory, now and at the peak.
 
-The recording is C (csrc/trace.c, fed by the allocator hooks and NumPy's
+The recording is C (csrc/tracing.c, fed by the allocator hooks and NumPy's
 data handler): every block, or one per `sample_bytes` on average, is kept
 with its site, and each site keeps its live bytes now and at the peak. This
 module turns the per-site figures into snapshots, groups and formats them.
@@ -17,7 +17,8 @@ from typing import Optional, Tuple
 
 from memlens import _core
 from memlens._checks import int_in_range
-from memlens._npdata import numpy_hook_acquire, numpy_hook_release
+from memlens._npmem import numpy_hook_acquire, numpy_hook_release
+from memlens._report import Markup, html_table, kib
 
 __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
            "traced_memory", "reset_peak", "take_snapshot", "peak_snapshot",
@@ -25,7 +26,7 @@ __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
 
 KEYS = ("lineno", "filename", "traceback")
 
-#: The ranges the C core accepts (csrc/trace.c: MEMLENS_TRACE_MAX_FRAMES and
+#: The ranges the C core accepts (csrc/tracing.c: MEMLENS_TRACE_MAX_FRAMES and
 #: TRACE_MAX_SAMPLE_BYTES). Checked here first, so that a value too large
 #: for a C integer gets the same ValueError as any other out of range.
 MAX_FRAMES = 100
@@ -47,7 +48,7 @@ def _skip_prefixes():
 
 _tracemalloc_stop = None
 
-#: The NumPy handler's token of the running trace (memlens._npdata).
+#: The NumPy handler's token of the running trace (memlens._npmem).
 _numpy_token = None
 
 
@@ -252,7 +253,7 @@ def _check_limit(limit):
 
 
 def _fmt_kib(nbytes):
-    return f"{nbytes / 1024:.1f} KiB"
+    return f"{kib(nbytes)} KiB"
 
 
 class Snapshot:
@@ -430,15 +431,11 @@ class Snapshot:
                 f"{_fmt_kib(self.total)}{''.join(', ' + x for x in lost)}>")
 
     def _repr_html_(self):
-        rows = "".join(
-            f"<tr><td>{i}</td><td>{html.escape(s.filename)}:{s.lineno}</td>"
-            f"<td>{_fmt_kib(s.size)}</td><td>{s.count}</td>"
-            f"<td><code>{html.escape(s.line)}</code></td></tr>"
-            for i, s in enumerate(self.top(10), 1))
-        return ("<table class='memlens'><thead><tr><th>#</th><th>line</th>"
-                "<th>size</th><th>blocks</th><th>source</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>"
-                f"<p>Total: {_fmt_kib(self.total)}</p>"
+        rows = [(i, f"{s.filename}:{s.lineno}", _fmt_kib(s.size), s.count,
+                 Markup(f"<code>{html.escape(s.line)}</code>"))
+                for i, s in enumerate(self.top(10), 1)]
+        return (html_table(("#", "line", "size", "blocks", "source"), rows)
+                + f"<p>Total: {_fmt_kib(self.total)}</p>"
                 + "".join(f"<p><strong>{html.escape(w)}</strong></p>"
                           for w in self._warnings()))
 

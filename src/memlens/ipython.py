@@ -25,8 +25,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from memlens import _core
-from memlens._format import mib
 from memlens._readings import peak as _peak_window
+from memlens._report import MIB, html_table, kib, mib
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension",
            "CellMeasurement", "CellHistory", "MemitResult", "MemlensMagics"]
@@ -38,16 +38,6 @@ HISTORY = 1000
 # --------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------
-
-def _html_table(header, rows):
-    """A small HTML table; every cell is escaped."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-        + "</tr>" for row in rows)
-    return (f"<table class='memlens'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>")
-
 
 @dataclass(frozen=True)
 class CellMeasurement:
@@ -99,7 +89,7 @@ class CellHistory(list):
         p.text(str(self))
 
     def _repr_html_(self):
-        return _html_table(self.HEADER, self._rows())
+        return html_table(self.HEADER, self._rows())
 
 
 class MemitResult:
@@ -110,8 +100,8 @@ class MemitResult:
     """
 
     def __init__(self, peaks, baselines, include_children):
-        self.peaks = [p / 2**20 for p in peaks]
-        self.increments = [(p - b) / 2**20 for p, b in zip(peaks, baselines)]
+        self.peaks = [p / MIB for p in peaks]
+        self.increments = [(p - b) / MIB for p, b in zip(peaks, baselines)]
         self.include_children = include_children
 
     @property
@@ -147,7 +137,7 @@ class MemitResult:
                 for i, (pk, inc) in enumerate(zip(self.peaks,
                                                   self.increments))]
         return (f"<p><b>{html.escape(str(self))}</b></p>"
-                + _html_table(("run", "peak memory (MiB)",
+                + html_table(("run", "peak memory (MiB)",
                                "increment (MiB)"), rows))
 
 
@@ -419,7 +409,7 @@ class MemlensMagics(Magics):
         """Line-by-line memory of the functions named by -f while the
         statement runs; the tables are printed in the cell."""
         __tracebackhide__ = True
-        from memlens._line import MAX_PRECISION, LineProfiler
+        from memlens.lineprof.profiler import MAX_PRECISION, LineProfiler
 
         args = _parse(self.mprun, line)
         _check_range("mprun", "--precision", args.precision, 0,
@@ -509,7 +499,7 @@ class MemlensMagics(Magics):
             if run.peak is not None:
                 print(run.snapshot.format(args.limit, args.key,
                                           by="allocated"))
-                print(f"\nAt the peak ({run.traced[1] / 1024:.1f} KiB "
+                print(f"\nAt the peak ({kib(run.traced[1])} KiB "
                       "traced):")
                 print(run.peak.format(args.limit, args.key))
         return run if args.return_result else None
@@ -525,7 +515,7 @@ class MemlensMagics(Magics):
     def memsize(self, line=""):
         """Deep size of a value: everything it holds, each object once."""
         __tracebackhide__ = True
-        from memlens._objects import asizeof
+        from memlens._sizeof import asizeof
 
         args = _parse(self.memsize, line)
         if args.limit is not None and args.limit < 0:
@@ -546,7 +536,7 @@ class MemlensMagics(Magics):
     @line_magic
     def memheap(self, line=""):
         """A census of every live object, by kind (heapy's layout)."""
-        from memlens._objects import heap
+        from memlens._census import heap
 
         args = _parse(self.memheap, line)
         if args.limit < 0:

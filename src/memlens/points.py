@@ -23,8 +23,8 @@ makes these names builtins and records a first point, ``memlens import``.
 import functools
 from collections import UserList, namedtuple
 
-from memlens._format import MIB
-from memlens._objects import session_memory
+from memlens._report import mib
+from memlens._census import session_memory
 
 __all__ = ["MEMPOINT", "MEMLOGS", "MEMPRINT", "MEMORY", "MEMTRACE", "MemLog",
            "MemLogsList", "MemLogs"]
@@ -185,7 +185,7 @@ def MEMPRINT():
     as `` 0    2.03 MB → memlens import``. MB here is 2**20 bytes (a MiB),
     as the session-memory tools this follows print it."""
     for i, log in enumerate(MEMLOGS):
-        print(f"{i:>2} {log.memory / MIB:7.2f} MB → {log.ID}")
+        print(f"{i:>2} {mib(log.memory, 2, 7)} MB → {log.ID}")
 
 
 def MEMTRACE(func):

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import pytest
 
-from memlens._format import mib
+from memlens._report import KIB, MIB, mib
 
 #: The units a size may be written in: decimal and binary multiples.
 UNITS = {
@@ -335,10 +335,10 @@ def _format_lines(snapshot, rootpath):
     total = sum(s.size for s in stats)
     if total <= 0:
         return ["  (no traced allocation was alive at the peak)"]
-    if total >= 2**20:
-        unit, scale, digits = "MiB", 2**20, 2
+    if total >= MIB:
+        unit, scale, digits = "MiB", MIB, 2
     else:
-        unit, scale, digits = "KiB", 2**10, 1
+        unit, scale, digits = "KiB", KIB, 1
     shown = [s for s in stats[:LINES_SHOWN] if s.size * 100 >= total]
     shown = shown or stats[:1]
     out = []

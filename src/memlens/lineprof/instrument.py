@@ -21,7 +21,7 @@ statistics:
   taken (an instruction reached both from its own line and from another),
   ``line_changed(n)`` counts the line only if it is not the one running.
 
-The hooks do the same per-line work as the other backends (csrc/tracer.c).
+The hooks do the same per-line work as the other backends (csrc/lineprof.c).
 The copy keeps the original's names, file, line numbers and positions; it
 runs while the function's ``__code__`` is swapped for it, between the first
 enable and the last disable, and the original is put back after.

@@ -11,6 +11,7 @@ import io
 import os
 
 from memlens._errors import UsageError
+from memlens._report import html_row
 
 FORMATS = (".png", ".svg", ".pdf", ".html")
 
@@ -202,11 +203,9 @@ def _html_page(fig, runs, title):
     rows = []
     for run in runs:
         s = run.summary()
-        rows.append(
-            "<tr><td>{}</td><td>{}</td><td>{:.2f} s</td><td>{:.2f} MiB</td>"
-            "<td>{:.2f} s</td></tr>".format(
-                html.escape(run.path), s["samples"], s["duration_s"],
-                s["peak_mib"], s["peak_time_s"]))
+        rows.append(html_row((
+            run.path, s["samples"], f"{s['duration_s']:.2f} s",
+            f"{s['peak_mib']:.2f} MiB", f"{s['peak_time_s']:.2f} s")))
     head = html.escape(title or runs[0].cmdline or "memlens")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
@@ -219,8 +218,9 @@ def _html_page(fig, runs, title):
         "text-align:right}td:first-child,th:first-child{text-align:left}"
         "</style>\n</head>\n<body>\n"
         f"{svg}\n"
-        "<table>\n<tr><th>data file</th><th>samples</th><th>duration</th>"
-        "<th>peak</th><th>peak at</th></tr>\n"
+        "<table>\n"
+        + html_row(("data file", "samples", "duration", "peak", "peak at"),
+                   "th") + "\n"
         + "\n".join(rows) + "\n</table>\n</body>\n</html>\n")
 
 

@@ -4,7 +4,7 @@
   choice before Python 3.12, and still available after.
 - ``instrument`` (Python 3.11): each profiled function runs a copy of its
   code that calls memlens's C hooks at each line start (see
-  ``_instrument``), in every thread; tracing stays off, so the rest of the
+  ``instrument``), in every thread; tracing stays off, so the rest of the
   program and the function's own instructions stay specialized.
 - ``monitoring``: sys.monitoring (PEP 669, Python 3.12+), with LINE events
   switched on for the profiled code objects only, in every thread.
@@ -150,7 +150,7 @@ class InstrumentBackend:
     def __init__(self):
         # Imported here, before the engine installs its allocator hooks:
         # a first import is not something to profile.
-        from memlens import _instrument  # noqa: F401
+        import memlens.lineprof.instrument  # noqa: F401
         # id(code) -> (original code, instrumented code, [weakref.ref to
         # each function running the copy]); the function is not kept
         # alive for its code to be put back.
@@ -220,7 +220,7 @@ def forget(code):
 def _instrumented(code):
     copy = _COPIES.get(id(code))
     if copy is None:
-        from memlens._instrument import instrument
+        from memlens.lineprof.instrument import instrument
         try:
             copy = (code, instrument(code))
         except Exception as exc:

@@ -6,7 +6,6 @@ writes the CMDLINE line and, through the ``profile`` builtin, one FUNC line
 per call of a decorated function, written as the call ends.
 """
 
-import functools
 import itertools
 import os
 import re
@@ -14,8 +13,9 @@ import threading
 import time
 
 from memlens import _core
+from memlens._report import mib
+from memlens._wrap import wrap
 
-_MIB = 1024 * 1024
 _SPACE = re.compile(r"\s+")
 
 
@@ -38,10 +38,6 @@ def open_output(path=None):
             continue
     raise FileExistsError(17, "too many data files of the same second",
                           f"{stem}.dat")
-
-
-def _mib(nbytes):
-    return f"{nbytes / _MIB:.6f}"
 
 
 def span_name(func):
@@ -80,7 +76,8 @@ class RunProfile:
         target = func
         if self.line_profiler is not None:
             target = self.line_profiler(func)
-        return self._wrap(func, target)
+        # A generator's span runs from the first next() to the end.
+        return wrap(func, self._enter, self._leave, span_name(func), target)
 
     # A failure here must never reach the program: the span is dropped.
     def _enter(self, name):
@@ -109,7 +106,7 @@ class RunProfile:
             return
         mem0, start, depth = begin
         self.recorder.write(
-            f"FUNC {name} {_mib(mem0)} {start:.6f} {_mib(mem)} {when:.6f} "
+            f"FUNC {name} {mib(mem0, 6)} {start:.6f} {mib(mem, 6)} {when:.6f} "
             f"{depth}\n".encode())
 
     def end_open_spans(self):
@@ -118,38 +115,6 @@ class RunProfile:
         self._open.clear()
         for name, begin in opened:
             self._end(name, begin)
-
-    def _wrap(self, func, target):
-        import inspect  # not at import: memlens run starts faster
-
-        name = span_name(func)
-        enter, leave = self._enter, self._leave
-        if inspect.isgeneratorfunction(func):
-            # The span runs from the first next() to the end.
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                key = enter(name)
-                try:
-                    return (yield from target(*args, **kwargs))
-                finally:
-                    leave(key)
-        elif inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
-            async def wrapper(*args, **kwargs):
-                key = enter(name)
-                try:
-                    return await target(*args, **kwargs)
-                finally:
-                    leave(key)
-        else:
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                key = enter(name)
-                try:
-                    return target(*args, **kwargs)
-                finally:
-                    leave(key)
-        return wrapper
 
     def print_stats(self, stream, precision):
         """The line tables of ``--line``, if any function was profiled."""

@@ -6,7 +6,6 @@ wall and CPU time. This module only orders those calls and formats.
 """
 
 import functools
-import inspect
 import os
 import sys
 import time
@@ -15,8 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from memlens import _core
-from memlens._format import mib
 from memlens._readings import peak as _peak_window
+from memlens._report import mib
+from memlens._wrap import wrap
 
 __all__ = ["measure", "Measurement"]
 
@@ -130,10 +130,12 @@ class _Measure:
         self._write = _writer(file)
         self._open = []
 
-    def _finish(self, run):
+    def _finish(self, history, run):
         m = run.close()
         if self.report:
             self._write(str(m))
+        if history is not None:
+            history.append(m)
         return m
 
     def __enter__(self):
@@ -148,7 +150,7 @@ class _Measure:
         if not self._open:
             raise RuntimeError(
                 "measure() block exited more times than it was entered")
-        self._finish(self._open.pop())
+        self._finish(None, self._open.pop())
         return False
 
     def __call__(self, func):
@@ -157,24 +159,10 @@ class _Measure:
                 f"measure() decorates callables, not {type(func).__name__}")
         label = self.label or getattr(func, "__qualname__", repr(func))
         history = deque(maxlen=HISTORY)
-
-        if inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
-            async def wrapper(*args, **kwargs):
-                run = _Open(label)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    history.append(self._finish(run))
-        else:
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                run = _Open(label)
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    history.append(self._finish(run))
-
+        # A generator function is measured as the call that makes the
+        # generator, as any other function.
+        wrapper = wrap(func, _Open, functools.partial(self._finish, history),
+                       label, generators=False)
         wrapper.measurements = history
         return wrapper
 

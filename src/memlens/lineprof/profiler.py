@@ -1,6 +1,6 @@
 """Line-by-line memory profile (SPEC 4): @profile and LineProfiler.
 
-The per-line work is C (csrc/tracer.c); this module registers code objects,
+The per-line work is C (csrc/lineprof.c); this module registers code objects,
 turns the backend on and off, and prints memory_profiler's table.
 """
 
@@ -16,14 +16,15 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
-from memlens import _backend, _core
+from memlens import _core
 from memlens._checks import int_in_range
-from memlens._npdata import numpy_hook_acquire, numpy_hook_release
+from memlens._npmem import numpy_hook_acquire, numpy_hook_release
+from memlens._report import html_table, mib
+from memlens._wrap import wrap
+from memlens.lineprof import backends
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
            "show_results"]
-
-MIB = 1024 * 1024
 
 #: The most decimals of a MiB figure: a byte count divided by 2**20 ends
 #: within 20 decimals, so more would only add zeros.
@@ -152,7 +153,7 @@ class _Engine:
         del self.registry[id(code)]
         if self.backend is not None:
             self.backend.remove_function(code)
-        _backend.forget(code)
+        backends.forget(code)
         _core._line_remove_code(code)
 
     def enable(self, alloc):
@@ -160,7 +161,7 @@ class _Engine:
             self.busy += 1
             try:
                 if self.count == 0:
-                    backend = _backend.choose()
+                    backend = backends.choose()
                     _core._line_begin(alloc)
                     try:
                         backend.start([(reg.code, reg.live_functions())
@@ -245,22 +246,13 @@ class FunctionProfile:
         return self.format()
 
     def _repr_html_(self):
-        header, rows = _table_rows(self, 1)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-            + "</tr>" for row in rows)
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         return (f"<p>Filename: {html.escape(self.filename)}</p>"
-                f"<table class='memlens'><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+                + html_table(*_table_rows(self, 1)))
 
 
 def _mib(nbytes, precision):
     """memory_profiler's number format, never '-0.0'."""
-    text = f"{nbytes / MIB:{precision + 4}.{precision}f}"
-    if text.strip().startswith("-") and float(text) == 0:
-        text = text.replace("-", " ")
-    return f"{text} MiB"
+    return f"{mib(nbytes, precision, precision + 4)} MiB"
 
 
 def _table_rows(fp, precision):
@@ -457,6 +449,7 @@ class LineProfiler:
             depth.n = getattr(depth, "n", 0) + 1
             if trace:
                 on()
+            return leave
 
         def leave(trace=True):
             if trace:
@@ -499,22 +492,10 @@ class LineProfiler:
                             error = exc
                 finally:
                     quietly(leave, False)
-        elif inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
-            async def wrapper(*args, **kwargs):
-                quietly(enter)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    quietly(leave)
         else:
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                quietly(enter)
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    quietly(leave)
+            # quietly(enter) before each call returns `leave`; quietly(leave)
+            # after it.
+            wrapper = wrap(func, quietly, quietly, enter)
         wrapper.__memlens_profiler__ = self
         return wrapper
 
