@@ -471,6 +471,13 @@ def test_in_process_main_leaves_nothing_installed(tmp_path):
         prepare = spawn.get_preparation_data
         assert cli.main(["run", "-o", "data.dat", "-c", code]) == 0
         assert spawn.get_preparation_data is prepare
+        assert sys.meta_path == finders
+        import multiprocessing.forkserver as forkserver
+        ensure = forkserver.ForkServer.ensure_running
+        assert cli.main(["run", "-o", "data.dat", "-c", code]) == 0
+        assert forkserver.ForkServer.ensure_running is ensure
+        assert spawn.get_preparation_data is prepare
+        assert sys.meta_path == finders
         assert signal.getsignal(signal.SIGTERM) is handler
         assert not hasattr(builtins, "profile")
         assert descriptors() == fds, (fds, descriptors())

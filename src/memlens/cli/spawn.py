@@ -8,15 +8,22 @@ the child unpickles before it runs the main module, carries a call of
 :func:`prepared` that gives the child a ``profile`` that leaves functions
 as they are (a child's spans are not recorded, as with fork).
 
+From 3.14 the fork server itself imports the main module before it forks
+any child (its preload list names ``__main__``): under ``memlens run`` the
+server is given the builtin first (it imports :mod:`memlens.cli.forkserver`)
+and leaves the main module to each child, as it did before 3.14.
+
 The hook on multiprocessing is installed by ``memlens run`` for the run
 only; multiprocessing is not imported for it: the hook waits on
-``sys.meta_path`` for the program to import ``multiprocessing.spawn``.
+``sys.meta_path`` for the program to import ``multiprocessing.spawn`` and
+``multiprocessing.forkserver``.
 """
 
 import builtins
 import sys
 
-_MODULE = "multiprocessing.spawn"
+#: What the fork server imports first under ``memlens run``.
+SERVER_MODULE = "memlens.cli.forkserver"
 
 
 def profile(func=None, **options):
@@ -41,7 +48,8 @@ class _Preparation(dict):
 
 
 class _Loader:
-    """The loader of multiprocessing.spawn, which patches it once run."""
+    """The loader of a module the hook waits for, which patches it once
+    run."""
 
     def __init__(self, hook, loader):
         self._hook = hook
@@ -63,19 +71,21 @@ class SpawnHook:
     """While installed, spawned and forkserver children get ``profile``."""
 
     def __init__(self):
-        self._module = None
-        self._original = None
-        self._wrapper = None
+        self._patched = []  # (owner, name, original, wrapper)
+        self._waiting = {}
 
     def install(self):
-        module = sys.modules.get(_MODULE)
-        if module is not None:
-            self.patch(module)
-        else:
+        self._waiting = {"multiprocessing.spawn": self._patch_spawn,
+                         "multiprocessing.forkserver": self._patch_server}
+        for name in list(self._waiting):
+            module = sys.modules.get(name)
+            if module is not None:
+                self.patch(module)
+        if self._waiting:
             sys.meta_path.insert(0, self)
 
     def find_spec(self, name, path=None, target=None):
-        if name != _MODULE:
+        if name not in self._waiting:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -89,15 +99,39 @@ class SpawnHook:
         return None
 
     def patch(self, module):
-        self.uninstall_finder()
+        patcher = self._waiting.pop(module.__name__, None)
+        if patcher is not None:
+            patcher(module)
+        if not self._waiting:
+            self.uninstall_finder()
+
+    def _replace(self, owner, name, wrapper):
+        self._patched.append((owner, name, getattr(owner, name), wrapper))
+        setattr(owner, name, wrapper)
+
+    def _patch_spawn(self, module):
         original = module.get_preparation_data
 
         def get_preparation_data(name):
             return _Preparation(original(name))
 
-        self._module, self._original = module, original
-        self._wrapper = get_preparation_data
-        module.get_preparation_data = get_preparation_data
+        self._replace(module, "get_preparation_data", get_preparation_data)
+
+    def _patch_server(self, module):
+        original = module.ForkServer.ensure_running
+
+        def ensure_running(server):
+            preload = server._preload_modules
+            if "__main__" not in preload:
+                return original(server)
+            server._preload_modules = [SERVER_MODULE] + [
+                name for name in preload if name != "__main__"]
+            try:
+                return original(server)
+            finally:
+                server._preload_modules = preload
+
+        self._replace(module.ForkServer, "ensure_running", ensure_running)
 
     def uninstall_finder(self):
         try:
@@ -107,8 +141,8 @@ class SpawnHook:
 
     def uninstall(self):
         self.uninstall_finder()
-        module = self._module
-        if module is not None and module.get_preparation_data is \
-                self._wrapper:
-            module.get_preparation_data = self._original
-        self._module = self._original = self._wrapper = None
+        self._waiting = {}
+        for owner, name, original, wrapper in reversed(self._patched):
+            if getattr(owner, name) is wrapper:
+                setattr(owner, name, original)
+        self._patched = []
