@@ -66,23 +66,6 @@
  * milliseconds of walking at most, and a negligible cost. */
 #define SIZEOF_SIGNAL_EVERY 4096
 
-/* 3.11 and 3.12 add the GC header when the type is a GC type; the other
- * versions ask the object (static types are not collected). */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-#define SIZEOF_HAS_GC_HEAD(o) PyType_IS_GC(Py_TYPE(o))
-#else
-#define SIZEOF_HAS_GC_HEAD(o) PyObject_IS_GC(o)
-#endif
-
-#if PY_VERSION_HEX >= 0x030C0000
-#define SIZEOF_PREHEADER_FLAGS                                                \
-    (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF)
-#elif PY_VERSION_HEX >= 0x030B0000
-#define SIZEOF_PREHEADER_FLAGS (Py_TPFLAGS_MANAGED_DICT)
-#else
-#define SIZEOF_PREHEADER_FLAGS 0
-#endif
-
 /* How the size of a type's instances is found. */
 enum {
     SIZE_UNKNOWN = 0,
@@ -532,11 +515,7 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             break;
         }
         case SIZE_STR:
-            if (PyUnicode_IS_COMPACT_ASCII(o)
-#if PY_VERSION_HEX < 0x030C0000
-                && ((PyASCIIObject *)o)->wstr == NULL
-#endif
-            ) {
+            if (memlens_str_plain_ascii(o)) {
                 n = (Py_ssize_t)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o)
                     + 1;
             }
@@ -551,25 +530,9 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             n = tp->tp_basicsize + ((PyByteArrayObject *)o)->ob_alloc;
 #endif
             break;
-        case SIZE_INT: {
-#if PY_VERSION_HEX >= 0x030C0000
-            /* 3.12 keeps the digit count in lv_tag and always counts at
-             * least one digit. */
-            Py_ssize_t digits =
-                (Py_ssize_t)(((PyLongObject *)o)->long_value.lv_tag >> 3);
-            n = (Py_ssize_t)offsetof(PyLongObject, long_value.ob_digit)
-                + (digits > 0 ? digits : 1) * (Py_ssize_t)sizeof(digit);
-#else
-            Py_ssize_t digits = Py_SIZE(o) < 0 ? -Py_SIZE(o) : Py_SIZE(o);
-#if PY_VERSION_HEX >= 0x030B0000
-            /* From 3.11, zero is counted with one digit too. */
-            digits = digits > 0 ? digits : 1;
-#endif
-            n = (Py_ssize_t)offsetof(PyLongObject, ob_digit)
-                + digits * (Py_ssize_t)sizeof(digit);
-#endif
+        case SIZE_INT:
+            n = memlens_int_size(o);
             break;
-        }
         case SIZE_GENERIC:
             n = tp->tp_basicsize;
             if (tp->tp_itemsize > 0) {
@@ -584,12 +547,12 @@ sizeof_one(sizeof_walk *w, PyObject *o)
         return -1;
     }
     /* What the object's own figure leaves out: a few words, and what
-     * getsizeof leaves out from 3.11 (see common.h). */
+     * getsizeof leaves out from 3.11 (see compat.h). */
     Py_ssize_t extra = 0;
-    if (SIZEOF_HAS_GC_HEAD(o)) {
+    if (MEMLENS_GETSIZEOF_GC_HEAD(o)) {
         extra += (Py_ssize_t)SIZEOF_GC_HEAD;
     }
-    if (PyType_HasFeature(tp, SIZEOF_PREHEADER_FLAGS)) {
+    if (PyType_HasFeature(tp, MEMLENS_PREHEADER_FLAGS)) {
         extra += 2 * (Py_ssize_t)sizeof(PyObject *);
     }
     extra += memlens_instance_values_bytes(o);
@@ -1233,15 +1196,12 @@ census_count(census *c, PyObject *o)
     if (managed != NULL && census_note_owner(c, (uintptr_t)managed, tp) < 0) {
         return -1;
     }
-#if PY_VERSION_HEX < 0x030B0000
     /* Before 3.11 an instance points at its dict from a fixed offset. */
-    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE) && tp->tp_dictoffset > 0) {
-        PyObject *d = *(PyObject **)((char *)o + tp->tp_dictoffset);
-        if (d != NULL && census_note_owner(c, (uintptr_t)d, tp) < 0) {
-            return -1;
-        }
+    PyObject *at_offset = memlens_offset_dict(o);
+    if (at_offset != NULL
+        && census_note_owner(c, (uintptr_t)at_offset, tp) < 0) {
+        return -1;
     }
-#endif
     if (PyDict_CheckExact(o)) {
         if (memlens_grow((void **)&c->dicts, &c->capdicts, c->ndicts,
                          sizeof(census_dict), 1024)
@@ -1297,7 +1257,7 @@ census_run(census *c, PyObject *self_list)
         && sizeof_set_add(&w->seen, (uintptr_t)self_list) < 0) {
         return sizeof_abort();
     }
-#if PY_VERSION_HEX >= 0x030C0000
+#if MEMLENS_HAS_GC_VISIT_OBJECTS
     PyUnstable_GC_VisitObjects(census_push_root, c);
 #else
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self_list); i++) {
@@ -1381,7 +1341,7 @@ sizeof_py_heap_census(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "Op:_heap_census", &objects, &program)) {
         return NULL;
     }
-#if PY_VERSION_HEX < 0x030C0000
+#if !MEMLENS_HAS_GC_VISIT_OBJECTS
     if (!PyList_Check(objects)) {
         PyErr_SetString(PyExc_TypeError, "objects must be gc.get_objects()");
         return NULL;

@@ -786,7 +786,7 @@ trace_intern(const trace_frame *frames, int n)
     return i;
 }
 
-/* Frames are read in place (common.h) when the reading agrees with the
+/* Frames are read in place (compat.h) when the reading agrees with the
  * API; decided at each start, with the GIL. */
 static int trace_in_place = 0;
 static int trace_frames_api = 0; /* Tests: always the API. */
@@ -884,7 +884,7 @@ static uint32_t trace_current_site_walk(PyThreadState *ts);
 /* The site of the Python stack of `ts`, this thread's state (borrowed),
  * passed in: the caller has just read it, and reading it costs a call
  * into libpython's thread-local storage. GIL held. Making frame objects
- * through the API may run a collection on 3.11 (common.h); reading in
+ * through the API may run a collection on 3.11 (compat.h); reading in
  * place makes none. */
 static uint32_t
 trace_current_site(PyThreadState *ts)

@@ -496,20 +496,12 @@ tracer_top(tracer_thread *t)
 
 /* ---- Backend 1: the C trace function ----------------------------------- */
 
-/* Whether a frame's call event is its start, not a resumption. From 3.11
- * a frame may run a few instructions before its RESUME (making cells,
- * copying free variables; a generator's first steps), so "nothing ran
- * yet" is "not past the first RESUME". */
+/* Whether a frame's call event is its start, not a resumption (see
+ * compat.h). */
 static inline int
 tracer_frame_fresh(PyFrameObject *frame, PyCodeObject *code)
 {
-    int lasti = MEMLENS_FRAME_LASTI(frame);
-#if PY_VERSION_HEX >= 0x030B0000
-    return lasti <= code->_co_firsttraceable * 2;
-#else
-    (void)code;
-    return lasti <= 0;
-#endif
+    return memlens_frame_not_started(MEMLENS_FRAME_LASTI(frame), code);
 }
 
 static int
