@@ -66,18 +66,4 @@ typedef struct {
     PyTypeObject *recorder_type; /* Owned. */
 } memlens_state;
 
-extern PyModuleDef memlens_module_def;
-
-/* Returns the module state of the module that defined `type` (borrowed). */
-memlens_state *memlens_state_from_type(PyTypeObject *type);
-
-/* ---- Error helpers ---------------------------------------------------- */
-
-/* Sets OSError(err, strerror(err), path); returns NULL for `return`. */
-PyObject *memlens_oserror_path(int err, const char *path);
-
-/* Sets OSError(EINVAL, "cannot parse <what>", path): the kernel answered
- * with text we could not read. Returns NULL. */
-PyObject *memlens_parse_error(const char *what, const char *path);
-
 #endif /* MEMLENS_COMMON_H */

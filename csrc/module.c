@@ -22,42 +22,6 @@
 #include "trace.h"
 #include "tracer.h"
 
-#include <errno.h>
-#include <stdio.h>
-#include <string.h>
-
-PyObject *
-memlens_oserror_path(int err, const char *path)
-{
-    PyObject *exc =
-        PyObject_CallFunction(PyExc_OSError, "iss", err, strerror(err), path);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-PyObject *
-memlens_parse_error(const char *what, const char *path)
-{
-    char msg[160];
-    snprintf(msg, sizeof(msg), "cannot parse %s", what);
-    PyObject *exc =
-        PyObject_CallFunction(PyExc_OSError, "iss", EINVAL, msg, path);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-memlens_state *
-memlens_state_from_type(PyTypeObject *type)
-{
-    return (memlens_state *)PyType_GetModuleState(type);
-}
-
 /* state() -> dict: what memlens has installed or running right now (the
  * quiet: on the calling thread). The test suite checks it is all gone
  * after each test. */
@@ -142,7 +106,7 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-PyModuleDef memlens_module_def = {
+static PyModuleDef memlens_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "memlens._core",
     .m_doc =

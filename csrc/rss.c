@@ -16,6 +16,7 @@
  * thread uses without the GIL.
  */
 #include "rss.h"
+#include "errors.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -15,6 +15,7 @@
  * recorder of `memlens run` (record.c) is one.
  */
 #include "sampler.h"
+#include "errors.h"
 #include "rss.h"
 
 #include <errno.h>

@@ -55,6 +55,7 @@
  * (a count of references), and do nothing once it was removed.
  */
 #include "tracer.h"
+#include "errors.h"
 #include "hooks.h"
 #include "rss.h"
 #include "sites.h"
