@@ -28,7 +28,7 @@
  * Hooks never raise and never touch Python objects.
  */
 #include "hooks.h"
-#include "sites.h"
+#include "ptrtable.h"
 #include "trace.h"
 
 #include <errno.h>
@@ -221,7 +221,7 @@ hooks_note_alloc(void *ptr, size_t size)
         hooks_failures++;
     }
     memlens_ptrtable_prefetch(&hooks_table,
-                              (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
+                              (uintptr_t)ptr + memlens_round16(size));
     pthread_mutex_unlock(&hooks_lock);
 }
 
@@ -238,7 +238,7 @@ hooks_forget(void *ptr)
         size = 0;
     }
     else {
-        uintptr_t step = (size + 15) & ~(uintptr_t)15;
+        uintptr_t step = memlens_round16(size);
         memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr + step);
         memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr - step);
     }

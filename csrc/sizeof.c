@@ -54,6 +54,7 @@
  */
 #include "common.h"
 #include "sizeof.h"
+#include "table.h"
 
 #include <string.h>
 
@@ -104,11 +105,11 @@ typedef struct {
     sizeof_region *last; /* Borrowed: the region hit last. */
 } sizeof_set;
 
-static inline size_t
-sizeof_hash(uintptr_t p)
+static inline uint64_t
+sizeof_region_key(const void *e)
 {
-    uint64_t h = (uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 17);
+    const sizeof_region *r = *(sizeof_region *const *)e;
+    return r != NULL ? r->base : 0; /* no object lives below 64 KiB */
 }
 
 /* The region of `base`, made if `make`; NULL if absent (or no memory). */
@@ -118,50 +119,37 @@ sizeof_region_of(sizeof_set *s, uintptr_t base, int make)
     if (s->last != NULL && s->last->base == base) {
         return s->last;
     }
+    size_t i = 0;
     if (s->slots != NULL) {
-        size_t i =
-            (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
-        while (s->slots[i] != NULL) {
-            if (s->slots[i]->base == base) {
-                return s->last = s->slots[i];
-            }
-            i = (i + 1) & s->mask;
+        i = memlens_table_find(s->slots, sizeof(sizeof_region *), s->mask,
+                               base, sizeof_region_key);
+        if (s->slots[i] != NULL) {
+            return s->last = s->slots[i];
         }
     }
     if (!make) {
         return NULL;
     }
-    if (s->slots == NULL || (s->used + 1) * 2 > s->mask + 1) {
+    if (memlens_table_full(s->slots == NULL, s->used, s->mask, 1, 2)) {
         size_t cap = s->slots ? (s->mask + 1) * 2 : 256;
         sizeof_region **slots = calloc(cap, sizeof(sizeof_region *));
         if (slots == NULL) {
             return NULL;
         }
-        for (size_t k = 0; s->slots != NULL && k <= s->mask; k++) {
-            sizeof_region *r = s->slots[k];
-            if (r != NULL) {
-                size_t j =
-                    (size_t)(r->base * UINT64_C(0x9E3779B97F4A7C15) >> 20)
-                    & (cap - 1);
-                while (slots[j] != NULL) {
-                    j = (j + 1) & (cap - 1);
-                }
-                slots[j] = r;
-            }
-        }
+        memlens_table_rehash(slots, cap - 1, s->slots,
+                             s->slots ? s->mask + 1 : 0,
+                             sizeof(sizeof_region *), sizeof_region_key);
         free(s->slots);
         s->slots = slots;
         s->mask = cap - 1;
+        i = memlens_table_find(s->slots, sizeof(sizeof_region *), s->mask,
+                               base, sizeof_region_key);
     }
     sizeof_region *r = calloc(1, sizeof(sizeof_region));
     if (r == NULL) {
         return NULL;
     }
     r->base = base;
-    size_t i = (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
-    while (s->slots[i] != NULL) {
-        i = (i + 1) & s->mask;
-    }
     s->slots[i] = r;
     s->used++;
     return s->last = r;
@@ -196,6 +184,12 @@ sizeof_set_clear(sizeof_set *s)
     s->used = 0;
 }
 
+/* A type's strategy, for one walk. */
+typedef struct {
+    uintptr_t type; /* 0: empty */
+    unsigned char strategy;
+} sizeof_type;
+
 typedef struct {
     sizeof_set seen;
     PyObject **stack;   /* Owned (libc); each item holds a reference. */
@@ -203,8 +197,7 @@ typedef struct {
     size_t depth, cap, levels_cap;
     Py_ssize_t level; /* Depth of the object being followed. */
     /* type -> strategy, for this walk (types stay alive meanwhile). */
-    uintptr_t *types;
-    unsigned char *strategy;
+    sizeof_type *types; /* Owned (libc). */
     size_t types_mask, types_used;
     PyObject *object_sizeof; /* Owned: object.__sizeof__. */
     uintptr_t last_type;     /* One-entry cache of the table below. */
@@ -393,52 +386,43 @@ sizeof_strategy(sizeof_walk *w, PyTypeObject *tp)
     return w->last_strategy;
 }
 
+static inline uint64_t
+sizeof_type_key(const void *e)
+{
+    return ((const sizeof_type *)e)->type;
+}
+
 /* The strategy of a type from the walk's table, computed once. */
 static unsigned char
 sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp)
 {
     uintptr_t key = (uintptr_t)tp;
     if (w->types != NULL) {
-        size_t i = sizeof_hash(key) & w->types_mask;
-        while (w->types[i] != 0) {
-            if (w->types[i] == key) {
-                return w->strategy[i];
-            }
-            i = (i + 1) & w->types_mask;
+        size_t i = memlens_table_find(w->types, sizeof(sizeof_type),
+                                      w->types_mask, key, sizeof_type_key);
+        if (w->types[i].type != 0) {
+            return w->types[i].strategy;
         }
     }
     unsigned char s = sizeof_strategy_for(w, tp);
-    if (w->types == NULL || (w->types_used + 1) * 2 > w->types_mask + 1) {
+    if (memlens_table_full(w->types == NULL, w->types_used, w->types_mask, 1,
+                           2)) {
         size_t cap = w->types ? (w->types_mask + 1) * 2 : 64;
-        uintptr_t *types = calloc(cap, sizeof(uintptr_t));
-        unsigned char *strategy = calloc(cap, 1);
-        if (types == NULL || strategy == NULL) {
-            free(types);
-            free(strategy);
+        sizeof_type *types = calloc(cap, sizeof(sizeof_type));
+        if (types == NULL) {
             return s;
         }
-        for (size_t i = 0; w->types != NULL && i <= w->types_mask; i++) {
-            if (w->types[i] != 0) {
-                size_t j = sizeof_hash(w->types[i]) & (cap - 1);
-                while (types[j] != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                types[j] = w->types[i];
-                strategy[j] = w->strategy[i];
-            }
-        }
+        memlens_table_rehash(types, cap - 1, w->types,
+                             w->types ? w->types_mask + 1 : 0,
+                             sizeof(sizeof_type), sizeof_type_key);
         free(w->types);
-        free(w->strategy);
         w->types = types;
-        w->strategy = strategy;
         w->types_mask = cap - 1;
     }
-    size_t i = sizeof_hash(key) & w->types_mask;
-    while (w->types[i] != 0) {
-        i = (i + 1) & w->types_mask;
-    }
-    w->types[i] = key;
-    w->strategy[i] = s;
+    size_t i = memlens_table_find(w->types, sizeof(sizeof_type), w->types_mask,
+                                  key, sizeof_type_key);
+    w->types[i].type = key;
+    w->types[i].strategy = s;
     w->types_used++;
     return s;
 }
@@ -1004,7 +988,6 @@ sizeof_walk_clear(sizeof_walk *w)
     free(w->levels);
     sizeof_set_clear(&w->seen);
     free(w->types);
-    free(w->strategy);
     Py_XDECREF(w->object_sizeof);
 }
 
@@ -1096,32 +1079,29 @@ typedef struct {
     size_t mask, used;
 } census_map;
 
+static inline uint64_t
+census_row_key(const void *e)
+{
+    return ((const census_row *)e)->key;
+}
+
 static census_row *
 census_row_for(census_map *m, uintptr_t key)
 {
-    if (m->rows == NULL || (m->used + 1) * 2 > m->mask + 1) {
+    if (memlens_table_full(m->rows == NULL, m->used, m->mask, 1, 2)) {
         size_t cap = m->rows ? (m->mask + 1) * 2 : 256;
         census_row *rows = calloc(cap, sizeof(census_row));
         if (rows == NULL) {
             return NULL;
         }
-        for (size_t i = 0; m->rows != NULL && i <= m->mask; i++) {
-            if (m->rows[i].key != 0) {
-                size_t j = sizeof_hash(m->rows[i].key) & (cap - 1);
-                while (rows[j].key != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                rows[j] = m->rows[i];
-            }
-        }
+        memlens_table_rehash(rows, cap - 1, m->rows, m->rows ? m->mask + 1 : 0,
+                             sizeof(census_row), census_row_key);
         free(m->rows);
         m->rows = rows;
         m->mask = cap - 1;
     }
-    size_t i = sizeof_hash(key) & m->mask;
-    while (m->rows[i].key != 0 && m->rows[i].key != key) {
-        i = (i + 1) & m->mask;
-    }
+    size_t i = memlens_table_find(m->rows, sizeof(census_row), m->mask, key,
+                                  census_row_key);
     if (m->rows[i].key == 0) {
         m->rows[i].key = key;
         m->used++;
@@ -1232,14 +1212,9 @@ census_owner(census *c, uintptr_t ptr)
     if (ptr == 0 || c->owners.rows == NULL) {
         return NULL;
     }
-    size_t i = sizeof_hash(ptr) & c->owners.mask;
-    while (c->owners.rows[i].key != 0) {
-        if (c->owners.rows[i].key == ptr) {
-            return (PyTypeObject *)(uintptr_t)c->owners.rows[i].count;
-        }
-        i = (i + 1) & c->owners.mask;
-    }
-    return NULL;
+    size_t i = memlens_table_find(c->owners.rows, sizeof(census_row),
+                                  c->owners.mask, ptr, census_row_key);
+    return (PyTypeObject *)(uintptr_t)c->owners.rows[i].count;
 }
 
 /* Walks every live object. 0, or -1 with an exception. */

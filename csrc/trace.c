@@ -26,6 +26,7 @@
 #include "trace.h"
 #include "common.h"
 #include "hooks.h"
+#include "table.h"
 
 #include <errno.h>
 #include <math.h>
@@ -68,14 +69,19 @@ trace_key_ptr(uint64_t key)
     return key >> TRACE_SITE_BITS;
 }
 
-/* A random hash: keeping neighbouring blocks in neighbouring slots was
- * tried, and the clusters it builds cost far more than the cache misses
- * it saves. */
-static inline size_t
-trace_slot(const trace_table *t, uint64_t p4)
+/* An entry's key in table.h's terms: its ptr >> 4 (0: empty). */
+static inline uint64_t
+trace_entry_key(const void *e)
 {
-    uint64_t h = p4 * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 20) & t->mask;
+    return trace_key_ptr(((const trace_entry *)e)->key);
+}
+
+/* The slot of the block at ptr >> 4 == p4, or the empty one for it. */
+static inline size_t
+trace_find(const trace_table *t, uint64_t p4)
+{
+    return memlens_table_find(t->slots, sizeof(trace_entry), t->mask, p4,
+                              trace_entry_key);
 }
 
 /* Starts loading the slot where `ptr` will be looked for: the miss then
@@ -84,7 +90,8 @@ static inline void
 trace_table_prefetch(const trace_table *t, uintptr_t ptr)
 {
     if (t->slots != NULL) {
-        __builtin_prefetch(&t->slots[trace_slot(t, (uint64_t)ptr >> 4)], 1);
+        __builtin_prefetch(
+            &t->slots[memlens_table_home((uint64_t)ptr >> 4, t->mask)], 1);
     }
 }
 
@@ -137,17 +144,10 @@ trace_table_grow(trace_table *t)
     if (slots == NULL) {
         return -1;
     }
+    memlens_table_rehash(slots, cap - 1, old, old_cap, sizeof(trace_entry),
+                         trace_entry_key);
     t->slots = slots;
     t->mask = cap - 1;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].key != 0) {
-            size_t j = trace_slot(t, trace_key_ptr(old[i].key));
-            while (slots[j].key != 0) {
-                j = (j + 1) & t->mask;
-            }
-            slots[j] = old[i];
-        }
-    }
     trace_slots_free(old, old_cap);
     return 0;
 }
@@ -159,19 +159,14 @@ static int
 trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site,
                 uint32_t *old_size, uint32_t *old_site)
 {
-    if (t->slots == NULL || (t->used + 1) * 4 > (t->mask + 1) * 3) {
+    if (memlens_table_full(t->slots == NULL, t->used, t->mask, 3, 4)) {
         if (trace_table_grow(t) < 0) {
             return -1;
         }
     }
     uint64_t p4 = (uint64_t)ptr >> 4;
-    size_t i = trace_slot(t, p4);
-    while (t->slots[i].key != 0) {
-        if (trace_key_ptr(t->slots[i].key) == p4) {
-            break; /* stale entry of a block freed untraced: replace */
-        }
-        i = (i + 1) & t->mask;
-    }
+    /* An entry found is stale, of a block freed untraced: replaced. */
+    size_t i = trace_find(t, p4);
     int replaced = t->slots[i].key != 0;
     if (replaced) {
         *old_size = t->slots[i].size;
@@ -192,37 +187,14 @@ trace_table_pop(trace_table *t, uintptr_t ptr, uint32_t *size, uint32_t *site)
     if (t->slots == NULL) {
         return 0;
     }
-    uint64_t p4 = (uint64_t)ptr >> 4;
-    size_t i = trace_slot(t, p4);
-    for (;;) {
-        uint64_t key = t->slots[i].key;
-        if (key == 0) {
-            return 0;
-        }
-        if (trace_key_ptr(key) == p4) {
-            break;
-        }
-        i = (i + 1) & t->mask;
+    size_t i = trace_find(t, (uint64_t)ptr >> 4);
+    if (t->slots[i].key == 0) {
+        return 0;
     }
     *size = t->slots[i].size;
     *site = (uint32_t)(t->slots[i].key & TRACE_MAX_SITES);
-    size_t hole = i, j = i;
-    for (;;) {
-        j = (j + 1) & t->mask;
-        uint64_t key = t->slots[j].key;
-        if (key == 0) {
-            break;
-        }
-        size_t home = trace_slot(t, trace_key_ptr(key));
-        int movable = (hole <= j) ? (home <= hole || home > j)
-                                  : (home <= hole && home > j);
-        if (movable) {
-            t->slots[hole] = t->slots[j];
-            hole = j;
-        }
-    }
-    t->slots[hole].key = 0;
-    t->slots[hole].size = 0;
+    memlens_table_remove(t->slots, sizeof(trace_entry), t->mask, i,
+                         trace_entry_key);
     t->used--;
     return 1;
 }
@@ -651,8 +623,9 @@ static int
 trace_line_of(PyObject *code, int lasti, int *skip)
 {
     int first = ((PyCodeObject *)code)->co_firstlineno;
-    size_t h = (((uintptr_t)code >> 4) ^ ((size_t)lasti * 0x9E3779B1u))
-               & (TRACE_LINE_CACHE - 1);
+    /* (code >> 4) takes 44 bits at most: lasti above them. */
+    uint64_t key = ((uint64_t)(uintptr_t)code >> 4) ^ ((uint64_t)lasti << 44);
+    size_t h = memlens_table_home(key, TRACE_LINE_CACHE - 1);
     trace_line_entry *e = trace_line_cache ? &trace_line_cache[h] : NULL;
     if (e != NULL && e->code == code && e->lasti == lasti
         && e->firstlineno == first) {
@@ -712,7 +685,7 @@ trace_index_grow(void)
         return -1;
     }
     for (uint32_t i = 1; i < trace_nsites; i++) {
-        size_t j = trace_site_at(i)->hash & (cap - 1);
+        size_t j = memlens_table_home(trace_site_at(i)->hash, cap - 1);
         while (index[j] != 0) {
             j = (j + 1) & (cap - 1);
         }
@@ -732,7 +705,7 @@ trace_intern(const trace_frame *frames, int n)
 {
     uint64_t h = trace_hash_frames(frames, n);
     if (trace_site_index != NULL) {
-        size_t j = h & trace_site_mask;
+        size_t j = memlens_table_home(h, trace_site_mask);
         uint32_t i;
         while ((i = trace_site_index[j]) != 0) {
             trace_site *s = trace_site_at(i);
@@ -747,8 +720,8 @@ trace_intern(const trace_frame *frames, int n)
         trace_fail();
         return TRACE_UNKNOWN_SITE;
     }
-    if (trace_site_index == NULL
-        || (size_t)(trace_nsites + 1) * 2 > trace_site_mask + 1) {
+    if (memlens_table_full(trace_site_index == NULL, trace_nsites,
+                           trace_site_mask, 1, 2)) {
         if (trace_index_grow() < 0) {
             trace_fail();
             return TRACE_UNKNOWN_SITE;
@@ -778,7 +751,7 @@ trace_intern(const trace_frame *frames, int n)
     s->nframes = n;
     s->frames = copy;
     trace_nsites++;
-    size_t j = h & trace_site_mask;
+    size_t j = memlens_table_home(h, trace_site_mask);
     while (trace_site_index[j] != 0) {
         j = (j + 1) & trace_site_mask;
     }
@@ -1051,7 +1024,7 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
     /* pymalloc hands out the blocks of a size class one after the other
      * in a pool: the next one of this size is likely right after this
      * one, and its slot can be on its way meanwhile. */
-    trace_table_prefetch(table, (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
+    trace_table_prefetch(table, (uintptr_t)ptr + memlens_round16(size));
     if (rc == 0) {
         /* A replaced record was counted already, at the same address. */
         trace_filter_count((uintptr_t)ptr);
@@ -1073,7 +1046,7 @@ trace_forget_gil(trace_table *table, void *ptr)
          * container freeing what it held, in either order): a neighbour's
          * slot is likely next. */
         if (stored < TRACE_BIG_SIZE && trace_sample_bytes == 0) {
-            uintptr_t step = (stored + 15) & ~(uintptr_t)15;
+            uintptr_t step = memlens_round16(stored);
             trace_table_prefetch(table, (uintptr_t)ptr + step);
             trace_table_prefetch(table, (uintptr_t)ptr - step);
         }

@@ -58,7 +58,7 @@
 #include "errors.h"
 #include "hooks.h"
 #include "rss.h"
-#include "sites.h"
+#include "ptrtable.h"
 
 #include <errno.h>
 #include <pthread.h>
