@@ -85,7 +85,7 @@ memlens_current_tstate(void)
  * read-only, with the GIL, the way the interpreter's own tracemalloc reads
  * them. Each mirror below follows its version's struct _PyInterpreterFrame
  * up to the last field read (3.11 made frames structs of the interpreter's
- * own stack: bpo-44590). trace.c checks the reading against the API
+ * own stack: bpo-44590). sites.c checks the reading against the API
  * when tracing starts, and uses the API instead if they disagree (and on
  * versions not listed here).
  *

@@ -19,7 +19,7 @@
 #include "rss.h"
 #include "sampler.h"
 #include "sizeof.h"
-#include "trace.h"
+#include "tracing.h"
 #include "tracer.h"
 
 /* state() -> dict: what memlens has installed or running right now (the
@@ -33,7 +33,7 @@ module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
         memlens_hooks_installed() ? Py_True : Py_False, "hooks_users",
         memlens_hooks_users(), "sampler_threads", memlens_sampler_threads(),
         "open_windows", memlens_peak_open_windows(), "line_profiling",
-        memlens_tracer_active(), "quiet", memlens_hooks_tls.quiet);
+        memlens_tracer_active(), "quiet", memlens_hooks_quiet_depth());
 }
 
 static PyMethodDef module_methods[] = {
@@ -57,7 +57,7 @@ module_exec(PyObject *module)
     memlens_state *st = PyModule_GetState(module);
     if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
         || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
-        || memlens_trace_init(module) < 0 || memlens_sizeof_init(module) < 0
+        || memlens_tracing_init(module) < 0 || memlens_sizeof_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0
         || memlens_record_init_type(module, st) < 0) {

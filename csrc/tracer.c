@@ -366,8 +366,8 @@ tracer_start_line(tracer_frame *f, int line)
     f->line = line;
     f->rss0 = tracer_rss;
     if (tracer_alloc_users) {
-        f->alloc0 = memlens_hooks_tls.allocated;
-        f->freed0 = memlens_hooks_tls.freed;
+        f->alloc0 = memlens_hooks_thread_allocated();
+        f->freed0 = memlens_hooks_thread_freed();
     }
 }
 
@@ -388,8 +388,8 @@ tracer_account(tracer_frame *f, int hit, int last)
         st->mem_usage = rss;
     }
     if (tracer_alloc_users) {
-        uint64_t a = memlens_hooks_tls.allocated - f->alloc0;
-        uint64_t fr = memlens_hooks_tls.freed - f->freed0;
+        uint64_t a = memlens_hooks_thread_allocated() - f->alloc0;
+        uint64_t fr = memlens_hooks_thread_freed() - f->freed0;
         st->allocated += a;
         st->freed += fr;
     }
@@ -447,8 +447,8 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
     f->frame = frame;
     f->line = -1;
     f->resumed = 0;
-    f->alloc0 = memlens_hooks_tls.allocated;
-    f->freed0 = memlens_hooks_tls.freed;
+    f->alloc0 = memlens_hooks_thread_allocated();
+    f->freed0 = memlens_hooks_thread_freed();
     if (fresh) {
         tracer_start_line(f, c->first_line);
     }

@@ -1,4 +1,4 @@
-/* trace.c: which lines hold memory, now and at the peak.
+/* tracing.c: which lines hold memory, now and at the peak.
  *
  * While tracing, every block the hooks see (or, with sampling, one block
  * per `sample_bytes` on average) is recorded with its size and its site:
@@ -20,12 +20,19 @@
  *     without the GIL cannot look at frames (site "unknown") nor touch the
  *     sites: it leaves its change in a small queue, under the same lock,
  *     that the next traced call holding the GIL applies;
- *   - sites, totals and the line cache are protected by the GIL.
+ *   - sites (sites.c), totals and the peak figures are protected by the
+ *     GIL.
  * All memory comes from libc, never from the allocators being traced.
+ *
+ * Which blocks are recorded when sampling is sampling.c's; what a site is,
+ * sites.c's. The allocator hooks call in only through the listener this
+ * file registers (hooks.h: memlens_hooks_tracer); this file calls the
+ * hooks to switch its records on and off and to keep its own work quiet.
  */
-#include "trace.h"
-#include "common.h"
+#include "tracing.h"
 #include "hooks.h"
+#include "sampling.h"
+#include "sites.h"
 #include "table.h"
 
 #include <errno.h>
@@ -35,16 +42,15 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int memlens_trace_on = 0;
+int memlens_tracing_on = 0;
 
 /* ---- Compact table of live blocks: 12 bytes an entry ------------------- */
 
 /* ptr >> 4 (blocks are 16-byte aligned; 44 bits cover the user address
  * space) and the site index (20 bits) in one word, the size beside it. A
  * size that does not fit 32 bits is kept in trace_big_sizes. */
-#define TRACE_SITE_BITS 20
-#define MEMLENS_TRACE_MAX_FRAMES 100
-#define TRACE_MAX_SITES ((1u << TRACE_SITE_BITS) - 1)
+#define TRACE_SITE_BITS MEMLENS_SITE_BITS
+#define TRACE_MAX_SITES MEMLENS_SITES_MAX
 #define TRACE_BIG_SIZE UINT32_MAX
 
 typedef struct __attribute__((packed)) {
@@ -208,50 +214,10 @@ trace_table_clear(trace_table *t)
     t->used = 0;
 }
 
-/* ---- Sites -------------------------------------------------------------- */
-
-typedef struct {
-    PyObject *code; /* Owned. */
-    int line;
-} trace_frame;
-
-typedef struct {
-    uint64_t hash;
-    int nframes;         /* 0: the "unknown" site. */
-    int dirty;           /* Touched since the last peak copy. */
-    int64_t size, count; /* Live now (estimated when sampling). */
-    int64_t peak_size, peak_count;
-    int64_t allocated, allocations; /* Handed out since the start. */
-    int64_t peak_allocated, peak_allocations;
-    trace_frame *frames; /* Owned (libc); most recent first. */
-} trace_site;
-
-/* Sites by index, in chunks that never move (the index is what a table
- * entry holds). Protected by the GIL. */
-#define TRACE_CHUNK 1024
-static trace_site *trace_chunks[TRACE_MAX_SITES / TRACE_CHUNK + 1];
-static uint32_t trace_nsites = 0;
-
-/* Site lookup: open addressing over indices, by hash. GIL. */
-static uint32_t *trace_site_index = NULL; /* Owned (libc); 0 empty. */
-static size_t trace_site_mask = 0;
-
-static inline trace_site *
-trace_site_at(uint32_t i)
-{
-    return &trace_chunks[i / TRACE_CHUNK][i % TRACE_CHUNK];
-}
-
-#define TRACE_UNKNOWN_SITE 0
-/* Not a site: the block is memlens's own, and is not recorded. */
-#define TRACE_NO_SITE UINT32_MAX
-
 /* ---- State (GIL unless said) -------------------------------------------- */
 
-static int trace_nframes = 1;
 #define TRACE_MAX_SAMPLE_BYTES (INT64_C(1) << 40)
-uint64_t memlens_trace_sample_bytes = 0;
-#define trace_sample_bytes memlens_trace_sample_bytes
+#define trace_sample_bytes memlens_sampling_bytes
 static trace_table trace_gil_table;
 static trace_table trace_raw_table; /* trace_raw_lock. */
 static pthread_mutex_t trace_raw_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -275,39 +241,6 @@ trace_fail(void)
     __atomic_fetch_add(&trace_failures, 1, __ATOMIC_RELAXED);
 }
 
-/* When sampling, most blocks are not recorded, and their frees should not
- * pay for a table lookup: the filter (trace.h) says "maybe recorded". Its
- * counts move atomically (the GIL side and the raw side both move them),
- * the raw side's under trace_raw_lock. NULL when exact. The array is made
- * once and never freed: a raw free on another thread may still be reading
- * it when tracing stops, so stopping only lets go of the pointer. */
-#define TRACE_FILTER_SLOTS ((size_t)1 << MEMLENS_TRACE_FILTER_BITS)
-uint8_t *memlens_trace_filter = NULL;
-static uint8_t *trace_filter_store = NULL;
-#define trace_filter memlens_trace_filter
-
-/* A record of a block at `ptr` was made (step +1) or went (-1): moves its
- * count. A full count stays full. */
-static inline void
-trace_filter_step(uintptr_t ptr, int step)
-{
-    uint8_t *filter = __atomic_load_n(&memlens_trace_filter, __ATOMIC_RELAXED);
-    if (filter == NULL) {
-        return;
-    }
-    uint8_t *c = &filter[memlens_trace_filter_slot(ptr)];
-    uint8_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
-    do {
-        if (v == MEMLENS_TRACE_FILTER_FULL || (step < 0 && v == 0)) {
-            return;
-        }
-    } while (!__atomic_compare_exchange_n(c, &v, (uint8_t)(v + step), 1,
-                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-}
-
-#define trace_filter_count(ptr) trace_filter_step((ptr), 1)
-#define trace_filter_uncount(ptr) trace_filter_step((ptr), -1)
-
 /* Changes made without the GIL, applied later. trace_raw_lock. */
 typedef struct {
     uint32_t site;
@@ -325,193 +258,10 @@ static uint64_t trace_queue_lost = 0; /* Changes dropped. trace_raw_lock. */
  * sites, and the figures overstate. trace_raw_lock. */
 static uint64_t trace_lost_frees = 0;
 
-#define TRACE_RECENT 4
-
-typedef struct {
-    uint64_t rng;
-    /* A small cache of (frame, code, lasti) -> site: a loop alternates a
-     * few allocating instructions. Identities only, never dereferenced. */
-    struct {
-        const void *frame;
-        const void *code;
-        int lasti;
-        uint32_t site;
-    } recent[TRACE_RECENT];
-    unsigned next_recent;
-    unsigned long generation;
-} trace_thread;
-
-static MEMLENS_TLS trace_thread trace_tls;
-static unsigned long trace_generation = 1; /* Bumped at each start. */
-
-/* Line numbers of (code, lasti), cached: computing one walks the code's
- * line table. Direct-mapped; GIL. An entry holds a reference to its code,
- * so that no other code object can come to live at the same address while
- * the entry stands (it would be given the dead one's line and kind). An
- * entry overwritten inside an allocator hook must not free its code there
- * (a deallocation may run weakref callbacks): a code that the entry held
- * last goes to trace_line_dead, released by trace_line_cache_clear. */
-#define TRACE_LINE_CACHE 8192
-typedef struct {
-    PyObject *code; /* Strong, or NULL. */
-    int lasti;
-    int firstlineno;
-    int line;
-    int skip; /* TRACE_CODE_*: what the code's folder makes of it. */
-} trace_line_entry;
-
-/* What a site makes of the frames of a code object, by its file's folder:
- *   - TRACE_CODE_SKIPPED: passed over (NumPy's own Python code, so that
- *     np.ones() lands on the caller's line);
- *   - TRACE_CODE_OWN: memlens's own code. A block whose site starts there
- *     is not recorded at all: memlens's glue that runs while tracing (a
- *     magic calling exec(), a context manager's exit) is not the
- *     program's, and must neither show as a line nor raise the peak. */
-enum { TRACE_CODE_PLAIN, TRACE_CODE_SKIPPED, TRACE_CODE_OWN };
-
-/* The folders of each kind: tuples of str, owned; GIL. */
-static PyObject *trace_skip_prefixes = NULL;
-static PyObject *trace_own_prefixes = NULL;
-
-/* Whether `fn` starts with one of `prefixes` (a tuple of str, or NULL). */
-static int
-trace_under(PyObject *fn, PyObject *prefixes)
-{
-    Py_ssize_t n = prefixes != NULL ? PyTuple_GET_SIZE(prefixes) : 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t r = PyUnicode_Tailmatch(fn, PyTuple_GET_ITEM(prefixes, i),
-                                           0, PY_SSIZE_T_MAX, -1);
-        if (r < 0) {
-            PyErr_Clear();
-        }
-        else if (r) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* TRACE_CODE_* of `code`. */
-static int
-trace_code_kind(PyObject *code)
-{
-    PyObject *fn = ((PyCodeObject *)code)->co_filename;
-    if (trace_under(fn, trace_own_prefixes)) {
-        return TRACE_CODE_OWN;
-    }
-    return trace_under(fn, trace_skip_prefixes) ? TRACE_CODE_SKIPPED
-                                                : TRACE_CODE_PLAIN;
-}
-static trace_line_entry *trace_line_cache = NULL; /* Owned (libc). */
-static PyObject **trace_line_dead = NULL;         /* Strong refs (libc). */
-static size_t trace_nline_dead = 0, trace_capline_dead = 0;
-
-/* Drops the cache's reference to `code` where no deallocation may run:
- * now if others hold it, else later. GIL. */
-static void
-trace_line_release(PyObject *code)
-{
-    if (Py_REFCNT(code) > 1) {
-        Py_DECREF(code);
-        return;
-    }
-    if (memlens_grow((void **)&trace_line_dead, &trace_capline_dead,
-                     trace_nline_dead, sizeof(PyObject *), 64)
-        < 0) {
-        return; /* Out of memory: the code is kept, never wrongly freed. */
-    }
-    trace_line_dead[trace_nline_dead++] = code;
-}
-
-/* Empties the line cache and releases what it held. GIL, outside the
- * allocator hooks. */
-static void
-trace_line_cache_clear(void)
-{
-    if (trace_line_cache != NULL) {
-        for (size_t i = 0; i < TRACE_LINE_CACHE; i++) {
-            Py_CLEAR(trace_line_cache[i].code);
-        }
-    }
-    /* Deallocations may free more codes: take the list first. */
-    PyObject **dead = trace_line_dead;
-    size_t n = trace_nline_dead;
-    trace_line_dead = NULL;
-    trace_nline_dead = trace_capline_dead = 0;
-    for (size_t i = 0; i < n; i++) {
-        Py_DECREF(dead[i]);
-    }
-    free(dead);
-}
-
-/* ---- Sampling ------------------------------------------------------------ *
- * With sample_bytes = N, each thread walks its stream of allocated bytes
- * and drops a mark every N bytes on average; a block gets recorded when
- * marks fall inside it, and stands for N bytes per mark. The gaps between
- * marks are N +/- 10% at random: the jitter breaks the aliasing a fixed
- * period would have with a loop that allocates a fixed amount per
- * iteration, while keeping the count of marks in T bytes within a few
- * percent of T / N (a Poisson process would scatter it by sqrt(T / N)).
- * A recorded block keeps its weight, not its size, for the free. */
-
-static inline uint64_t
-trace_next_gap(trace_thread *t)
-{
-    if (t->rng == 0) {
-        t->rng = (uint64_t)(uintptr_t)t ^ UINT64_C(0x2545F4914F6CDD1D);
-    }
-    /* xorshift64* */
-    t->rng ^= t->rng >> 12;
-    t->rng ^= t->rng << 25;
-    t->rng ^= t->rng >> 27;
-    double u = (double)((t->rng * UINT64_C(2685821657736338717)) >> 11)
-               * (1.0 / 9007199254740992.0);
-    double gap = (double)trace_sample_bytes * (0.9 + 0.2 * u);
-    return gap < 1.0 ? 1 : (uint64_t)gap;
-}
-
-/* The bytes this allocation stands for: its size when exact; when
- * sampling, N per mark falling inside it (0: not recorded). */
-static inline uint64_t
-trace_weight_of(uint64_t size)
-{
-    if (trace_sample_bytes == 0) {
-        return size;
-    }
-    trace_thread *t = &trace_tls;
-    if (t->generation != trace_generation) {
-        /* A fresh start: a random phase, so threads do not march in
-         * step. */
-        memlens_hooks_tls.countdown = trace_next_gap(t) / 2 + 1;
-        t->generation = trace_generation;
-        memset(t->recent, 0, sizeof(t->recent));
-    }
-    if (size < memlens_hooks_tls.countdown) {
-        memlens_hooks_tls.countdown -= size;
-        return 0;
-    }
-    uint64_t rest = size - memlens_hooks_tls.countdown;
-    uint64_t marks = 1;
-    if (rest >= 64 * trace_sample_bytes) {
-        marks += rest / trace_sample_bytes;
-        memlens_hooks_tls.countdown = trace_next_gap(t);
-    }
-    else {
-        uint64_t gap = trace_next_gap(t);
-        while (rest >= gap) {
-            rest -= gap;
-            marks++;
-            gap = trace_next_gap(t);
-        }
-        memlens_hooks_tls.countdown = gap - rest;
-    }
-    return marks * trace_sample_bytes;
-}
-
 /* ---- Peak bookkeeping (GIL) ---------------------------------------------- */
 
 static void
-trace_mark_dirty(uint32_t i, trace_site *s)
+trace_mark_dirty(uint32_t i, memlens_site *s)
 {
     if (s->dirty) {
         return;
@@ -532,10 +282,10 @@ trace_mark_dirty(uint32_t i, trace_site *s)
 static void
 trace_copy_peak(void)
 {
-    size_t n = trace_dirty_overflow ? trace_nsites : trace_ndirty;
+    size_t n = trace_dirty_overflow ? memlens_sites_count : trace_ndirty;
     for (size_t k = 0; k < n; k++) {
-        trace_site *s =
-            trace_site_at(trace_dirty_overflow ? (uint32_t)k : trace_dirty[k]);
+        memlens_site *s = memlens_site_at(
+            trace_dirty_overflow ? (uint32_t)k : trace_dirty[k]);
         s->peak_size = s->size;
         s->peak_count = s->count;
         s->peak_allocated = s->allocated;
@@ -551,7 +301,7 @@ trace_copy_peak(void)
 static inline void
 trace_apply(uint32_t i, int64_t bytes, int64_t count)
 {
-    trace_site *s = trace_site_at(i);
+    memlens_site *s = memlens_site_at(i);
     if (bytes < 0 && trace_at_peak) {
         trace_copy_peak();
     }
@@ -593,6 +343,9 @@ trace_maybe_drain(void)
  * subinterpreter's blocks and frames are not ours to record. GIL. */
 static PyInterpreterState *trace_interp = NULL;
 
+/* Bumped at each start: the thread states checked before are stale. */
+static unsigned long trace_generation = 1;
+
 /* Whether this thread holds the GIL of the traced interpreter. Any
  * thread, with or without a GIL. */
 static MEMLENS_TLS PyThreadState *trace_tstate_ok = NULL; /* Checked once. */
@@ -614,326 +367,6 @@ trace_gil_here(void)
     trace_tstate_ok = ts;
     trace_tstate_generation = trace_generation;
     return 1;
-}
-
-/* ---- Sites from frames (GIL) --------------------------------------------- */
-
-/* The line of (code, lasti); *skip is the code's TRACE_CODE_* kind. */
-static int
-trace_line_of(PyObject *code, int lasti, int *skip)
-{
-    int first = ((PyCodeObject *)code)->co_firstlineno;
-    /* (code >> 4) takes 44 bits at most: lasti above them. */
-    uint64_t key = ((uint64_t)(uintptr_t)code >> 4) ^ ((uint64_t)lasti << 44);
-    size_t h = memlens_table_home(key, TRACE_LINE_CACHE - 1);
-    trace_line_entry *e = trace_line_cache ? &trace_line_cache[h] : NULL;
-    if (e != NULL && e->code == code && e->lasti == lasti
-        && e->firstlineno == first) {
-        *skip = e->skip;
-        return e->line;
-    }
-    int line =
-        lasti < 0 ? first : PyCode_Addr2Line((PyCodeObject *)code, lasti);
-    *skip = trace_code_kind(code);
-    if (e != NULL) {
-        if (e->code != code) {
-            Py_INCREF(code);
-            if (e->code != NULL) {
-                trace_line_release(e->code);
-            }
-            e->code = code;
-        }
-        e->lasti = lasti;
-        e->firstlineno = first;
-        e->line = line;
-        e->skip = *skip;
-    }
-    return line;
-}
-
-static uint64_t
-trace_hash_frames(const trace_frame *f, int n)
-{
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (int i = 0; i < n; i++) {
-        h ^= (uint64_t)(uintptr_t)f[i].code;
-        h *= UINT64_C(1099511628211);
-        h ^= (uint64_t)(uint32_t)f[i].line;
-        h *= UINT64_C(1099511628211);
-    }
-    return h ? h : 1;
-}
-
-/* Field by field: the struct has padding. */
-static int
-trace_same_frames(const trace_frame *a, const trace_frame *b, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (a[i].code != b[i].code || a[i].line != b[i].line) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
-trace_index_grow(void)
-{
-    size_t cap = trace_site_index ? (trace_site_mask + 1) * 2 : 4096;
-    uint32_t *index = calloc(cap, sizeof(uint32_t));
-    if (index == NULL) {
-        return -1;
-    }
-    for (uint32_t i = 1; i < trace_nsites; i++) {
-        size_t j = memlens_table_home(trace_site_at(i)->hash, cap - 1);
-        while (index[j] != 0) {
-            j = (j + 1) & (cap - 1);
-        }
-        index[j] = i;
-    }
-    free(trace_site_index);
-    trace_site_index = index;
-    trace_site_mask = cap - 1;
-    return 0;
-}
-
-/* The index of the site for these frames, interned on first sight
- * (taking references to the code objects); TRACE_UNKNOWN_SITE when out of
- * room. */
-static uint32_t
-trace_intern(const trace_frame *frames, int n)
-{
-    uint64_t h = trace_hash_frames(frames, n);
-    if (trace_site_index != NULL) {
-        size_t j = memlens_table_home(h, trace_site_mask);
-        uint32_t i;
-        while ((i = trace_site_index[j]) != 0) {
-            trace_site *s = trace_site_at(i);
-            if (s->hash == h && s->nframes == n
-                && trace_same_frames(s->frames, frames, n)) {
-                return i;
-            }
-            j = (j + 1) & trace_site_mask;
-        }
-    }
-    if (trace_nsites >= TRACE_MAX_SITES) {
-        trace_fail();
-        return TRACE_UNKNOWN_SITE;
-    }
-    if (memlens_table_full(trace_site_index == NULL, trace_nsites,
-                           trace_site_mask, 1, 2)) {
-        if (trace_index_grow() < 0) {
-            trace_fail();
-            return TRACE_UNKNOWN_SITE;
-        }
-    }
-    uint32_t i = trace_nsites;
-    trace_site **chunk = &trace_chunks[i / TRACE_CHUNK];
-    if (*chunk == NULL) {
-        *chunk = calloc(TRACE_CHUNK, sizeof(trace_site));
-        if (*chunk == NULL) {
-            trace_fail();
-            return TRACE_UNKNOWN_SITE;
-        }
-    }
-    trace_frame *copy = malloc(n * sizeof(trace_frame));
-    if (copy == NULL) {
-        trace_fail();
-        return TRACE_UNKNOWN_SITE;
-    }
-    memcpy(copy, frames, n * sizeof(trace_frame));
-    for (int k = 0; k < n; k++) {
-        Py_INCREF(copy[k].code);
-    }
-    trace_site *s = trace_site_at(i);
-    memset(s, 0, sizeof(*s));
-    s->hash = h;
-    s->nframes = n;
-    s->frames = copy;
-    trace_nsites++;
-    size_t j = memlens_table_home(h, trace_site_mask);
-    while (trace_site_index[j] != 0) {
-        j = (j + 1) & trace_site_mask;
-    }
-    trace_site_index[j] = i;
-    return i;
-}
-
-/* Frames are read in place (compat.h) when the reading agrees with the
- * API; decided at each start, with the GIL. */
-static int trace_in_place = 0;
-static int trace_frames_api = 0; /* Tests: always the API. */
-
-/* A walk up the current thread's frames, in place or through the API (which
- * holds a reference to the frame it stands on). */
-typedef struct {
-    memlens_frame f;
-    int in_place;
-    PyFrameObject *owned; /* Through the API: the frame it stands on. */
-} trace_cursor;
-
-static int
-trace_cursor_fill(trace_cursor *c)
-{
-    PyFrameObject *frame = c->owned;
-    if (frame == NULL) {
-        return 0;
-    }
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    Py_DECREF(code); /* The running frame holds it. */
-    c->f.id = frame;
-    c->f.code = code;
-    c->f.lasti = MEMLENS_FRAME_LASTI(frame);
-    c->f.at = frame;
-    return 1;
-}
-
-static int
-trace_cursor_top(PyThreadState *ts, trace_cursor *c, int in_place)
-{
-    c->in_place = in_place;
-    c->owned = NULL;
-#if MEMLENS_FRAMES_IN_PLACE
-    if (in_place) {
-        return memlens_frame_top(ts, &c->f);
-    }
-#endif
-    c->owned = PyThreadState_GetFrame(ts);
-    return trace_cursor_fill(c);
-}
-
-/* Moves to the caller; 0 (and stays put) when there is none. */
-static int
-trace_cursor_back(trace_cursor *c)
-{
-#if MEMLENS_FRAMES_IN_PLACE
-    if (c->in_place) {
-        return memlens_frame_back(&c->f);
-    }
-#endif
-    if (c->owned == NULL) {
-        return 0;
-    }
-    PyFrameObject *back = PyFrame_GetBack(c->owned);
-    if (back == NULL) {
-        return 0;
-    }
-    Py_SETREF(c->owned, back);
-    return trace_cursor_fill(c);
-}
-
-static void
-trace_cursor_done(trace_cursor *c)
-{
-    Py_CLEAR(c->owned);
-}
-
-/* Whether reading this thread's frames in place finds what the API finds,
- * frame by frame. GIL held. */
-static int
-trace_frames_agree(PyThreadState *ts)
-{
-#if MEMLENS_FRAMES_IN_PLACE
-    trace_cursor api, here;
-    int a = trace_cursor_top(ts, &api, 0);
-    int h = trace_cursor_top(ts, &here, 1);
-    int same = 1;
-    for (int depth = 0; same && a && h && depth < 256; depth++) {
-        same = api.f.code == here.f.code && api.f.lasti == here.f.lasti;
-        a = trace_cursor_back(&api);
-        h = trace_cursor_back(&here);
-    }
-    int agree = same && a == h;
-    trace_cursor_done(&api);
-    return agree;
-#else
-    (void)ts;
-    return 0;
-#endif
-}
-
-static uint32_t trace_current_site_walk(PyThreadState *ts);
-
-/* The site of the Python stack of `ts`, this thread's state (borrowed),
- * passed in: the caller has just read it, and reading it costs a call
- * into libpython's thread-local storage. GIL held. Making frame objects
- * through the API may run a collection on 3.11 (compat.h); reading in
- * place makes none. */
-static uint32_t
-trace_current_site(PyThreadState *ts)
-{
-#if MEMLENS_FRAMES_MAY_COLLECT
-    if (!trace_in_place) {
-        int collecting = PyGC_Disable();
-        uint32_t site = trace_current_site_walk(ts);
-        if (collecting) {
-            PyGC_Enable();
-        }
-        return site;
-    }
-#endif
-    return trace_current_site_walk(ts);
-}
-
-static uint32_t
-trace_current_site_walk(PyThreadState *ts)
-{
-    trace_thread *t = &trace_tls;
-    trace_cursor cur;
-    if (!trace_cursor_top(ts, &cur, trace_in_place)) {
-        return TRACE_UNKNOWN_SITE;
-    }
-    const void *frame = cur.f.id;
-    PyCodeObject *code = cur.f.code;
-    int lasti = cur.f.lasti;
-    if (t->generation != trace_generation) {
-        memset(t->recent, 0, sizeof(t->recent));
-        t->generation = trace_generation;
-    }
-    if (trace_nframes == 1) {
-        for (int k = 0; k < TRACE_RECENT; k++) {
-            if (t->recent[k].frame == frame
-                && t->recent[k].code == (const void *)code
-                && t->recent[k].lasti == lasti) {
-                trace_cursor_done(&cur);
-                return t->recent[k].site;
-            }
-        }
-    }
-    /* Codes borrowed from running frames, which hold them. */
-    trace_frame frames[MEMLENS_TRACE_MAX_FRAMES];
-    int skip;
-    frames[0].code = (PyObject *)code;
-    frames[0].line = trace_line_of((PyObject *)code, lasti, &skip);
-    /* A site found past skipped frames depends on the callers: not for
-     * the one-entry cache. Nor is a block of memlens's own code (no site):
-     * only a site's reference keeps the code, and so the key, alive. */
-    int cacheable = skip == TRACE_CODE_PLAIN;
-    /* Frames of skipped code are passed over, unless nothing else is
-     * left: then the last one stands. */
-    while (skip == TRACE_CODE_SKIPPED && trace_cursor_back(&cur)) {
-        frames[0].code = (PyObject *)cur.f.code;
-        frames[0].line =
-            trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
-    }
-    /* A block memlens's own code asked for has no site. */
-    int n = skip == TRACE_CODE_OWN ? 0 : 1;
-    while (n > 0 && n < trace_nframes && trace_cursor_back(&cur)) {
-        frames[n].code = (PyObject *)cur.f.code;
-        frames[n].line =
-            trace_line_of((PyObject *)cur.f.code, cur.f.lasti, &skip);
-        n++;
-    }
-    trace_cursor_done(&cur);
-    uint32_t site = n > 0 ? trace_intern(frames, n) : TRACE_NO_SITE;
-    if (cacheable && trace_nframes == 1) {
-        unsigned k = t->next_recent++ % TRACE_RECENT;
-        t->recent[k].frame = frame;
-        t->recent[k].code = code;
-        t->recent[k].lasti = lasti;
-        t->recent[k].site = site;
-    }
-    return site;
 }
 
 /* ---- Recording -------------------------------------------------------- */
@@ -993,13 +426,13 @@ static void
 trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
 {
     trace_maybe_drain();
-    uint64_t weight = trace_weight_of(size);
+    uint64_t weight = memlens_sampling_weight(size);
     if (weight == 0) {
         return;
     }
     trace_table_prefetch(table, (uintptr_t)ptr);
-    uint32_t site = trace_current_site(ts);
-    if (site == TRACE_NO_SITE) {
+    uint32_t site = memlens_sites_current(ts);
+    if (site == MEMLENS_SITE_NONE) {
         return;
     }
     uint32_t stored =
@@ -1027,7 +460,7 @@ trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
     trace_table_prefetch(table, (uintptr_t)ptr + memlens_round16(size));
     if (rc == 0) {
         /* A replaced record was counted already, at the same address. */
-        trace_filter_count((uintptr_t)ptr);
+        memlens_sampling_filter_step((uintptr_t)ptr, 1);
     }
     trace_apply(site, (int64_t)weight, 1);
 }
@@ -1036,7 +469,7 @@ static void
 trace_forget_gil(trace_table *table, void *ptr)
 {
     uint32_t stored, site;
-    if (!memlens_trace_maybe_recorded((uintptr_t)ptr)) {
+    if (!memlens_sampling_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
     trace_maybe_drain();
@@ -1050,7 +483,7 @@ trace_forget_gil(trace_table *table, void *ptr)
             trace_table_prefetch(table, (uintptr_t)ptr + step);
             trace_table_prefetch(table, (uintptr_t)ptr - step);
         }
-        trace_filter_uncount((uintptr_t)ptr);
+        memlens_sampling_filter_step((uintptr_t)ptr, -1);
         trace_apply(site, -(int64_t)weight, -1);
     }
 }
@@ -1081,8 +514,8 @@ static void
 trace_put_raw(void *ptr, uint64_t weight, int gil)
 {
     uint32_t site =
-        gil ? trace_current_site(trace_tstate_ok) : TRACE_UNKNOWN_SITE;
-    if (site == TRACE_NO_SITE) {
+        gil ? memlens_sites_current(trace_tstate_ok) : MEMLENS_SITE_UNKNOWN;
+    if (site == MEMLENS_SITE_NONE) {
         return;
     }
     uint32_t stored =
@@ -1090,7 +523,7 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
     uint32_t old_stored = 0, old_site = 0;
     uint64_t old_weight = 0;
     pthread_mutex_lock(&trace_raw_lock);
-    if (!__atomic_load_n(&memlens_trace_on, __ATOMIC_SEQ_CST)) {
+    if (!__atomic_load_n(&memlens_tracing_on, __ATOMIC_SEQ_CST)) {
         /* A thread without the GIL that came in before a stop: the tables
          * (and the filter) may be cleared or not yet set up again. Start
          * and stop change them under this lock while tracing is off. */
@@ -1120,10 +553,10 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
     }
     /* A replaced record was counted already, at the same address. */
     if (rc == 0 && kept) {
-        trace_filter_count((uintptr_t)ptr);
+        memlens_sampling_filter_step((uintptr_t)ptr, 1);
     }
     else if (rc == 1 && !kept) {
-        trace_filter_uncount((uintptr_t)ptr);
+        memlens_sampling_filter_step((uintptr_t)ptr, -1);
     }
     pthread_mutex_unlock(&trace_raw_lock);
     if (!ok) {
@@ -1146,7 +579,7 @@ trace_record_raw(void *ptr, size_t size)
     if (gil) {
         trace_maybe_drain();
     }
-    uint64_t weight = trace_weight_of(size);
+    uint64_t weight = memlens_sampling_weight(size);
     if (weight != 0) {
         trace_put_raw(ptr, weight, gil);
     }
@@ -1155,7 +588,7 @@ trace_record_raw(void *ptr, size_t size)
 static void
 trace_forget_raw(void *ptr)
 {
-    if (!memlens_trace_maybe_recorded((uintptr_t)ptr)) {
+    if (!memlens_sampling_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
     int gil = trace_gil_here();
@@ -1165,7 +598,7 @@ trace_forget_raw(void *ptr)
     int found =
         trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &stored, &site);
     if (found) {
-        trace_filter_uncount((uintptr_t)ptr);
+        memlens_sampling_filter_step((uintptr_t)ptr, -1);
         weight = trace_take_weight((uintptr_t)ptr, stored);
     }
     if (found && !gil) {
@@ -1178,8 +611,11 @@ trace_forget_raw(void *ptr)
     }
 }
 
-void
-memlens_trace_alloc(int domain, void *ptr, size_t size)
+/* The hooks' calls (hooks.h: memlens_hooks_tracer), made with their busy
+ * flag raised: with the GIL for the mem and obj domains, maybe without it
+ * for the raw domain. Never raise. */
+static void
+tracing_alloc(int domain, void *ptr, size_t size)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
         trace_record_raw(ptr, size);
@@ -1190,8 +626,8 @@ memlens_trace_alloc(int domain, void *ptr, size_t size)
     }
 }
 
-void
-memlens_trace_free(int domain, void *ptr)
+static void
+tracing_free(int domain, void *ptr)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
         trace_forget_raw(ptr);
@@ -1201,43 +637,41 @@ memlens_trace_free(int domain, void *ptr)
     }
 }
 
+static uint64_t
+tracing_weigh(size_t size)
+{
+    return trace_gil_here() ? memlens_sampling_weight(size) : 0;
+}
+
+static void
+tracing_put_weighed(void *ptr, uint64_t weight)
+{
+    /* tracing_weigh has just checked this thread's state. */
+    trace_maybe_drain();
+    trace_put_raw(ptr, weight, 1);
+}
+
+static const memlens_hooks_tracer tracing_listener = {
+    tracing_alloc,
+    tracing_free,
+    tracing_weigh,
+    tracing_put_weighed,
+};
+
 int
-memlens_trace_gil_here(void)
+memlens_tracing_gil_here(void)
 {
     return trace_gil_here();
 }
 
 void
-memlens_trace_realloc(int domain, void *old, void *ptr, size_t size)
-{
-    if (old != NULL) {
-        memlens_trace_free(domain, old);
-    }
-    memlens_trace_alloc(domain, ptr, size);
-}
-
-uint64_t
-memlens_trace_weigh(size_t size)
-{
-    return trace_gil_here() ? trace_weight_of(size) : 0;
-}
-
-void
-memlens_trace_put_weighed(void *ptr, uint64_t weight)
-{
-    /* memlens_trace_weigh has just checked this thread's state. */
-    trace_maybe_drain();
-    trace_put_raw(ptr, weight, 1);
-}
-
-void
-memlens_trace_external_alloc(void *ptr, size_t size)
+memlens_tracing_external_alloc(void *ptr, size_t size)
 {
     trace_record_gil(&trace_gil_table, PyThreadState_Get(), ptr, size);
 }
 
 void
-memlens_trace_external_free(void *ptr, size_t size)
+memlens_tracing_external_free(void *ptr, size_t size)
 {
     trace_forget_gil(&trace_gil_table, ptr);
 }
@@ -1247,22 +681,6 @@ memlens_trace_external_free(void *ptr, size_t size)
 static void
 trace_clear_all(void)
 {
-    for (uint32_t i = 0; i < trace_nsites; i++) {
-        trace_site *s = trace_site_at(i);
-        for (int k = 0; k < s->nframes; k++) {
-            Py_DECREF(s->frames[k].code);
-        }
-        free(s->frames);
-    }
-    for (size_t c = 0; c < sizeof(trace_chunks) / sizeof(trace_chunks[0]);
-         c++) {
-        free(trace_chunks[c]);
-        trace_chunks[c] = NULL;
-    }
-    trace_nsites = 0;
-    free(trace_site_index);
-    trace_site_index = NULL;
-    trace_site_mask = 0;
     trace_table_clear(&trace_gil_table);
     pthread_mutex_lock(&trace_raw_lock);
     trace_table_clear(&trace_raw_table);
@@ -1275,10 +693,10 @@ trace_clear_all(void)
     free(trace_dirty);
     trace_dirty = NULL;
     trace_ndirty = trace_capdirty = 0;
-    __atomic_store_n(&memlens_trace_filter, NULL, __ATOMIC_SEQ_CST);
+    memlens_sampling_stop();
     trace_total = trace_peak = 0;
     trace_at_peak = 0;
-    trace_line_cache_clear();
+    memlens_sites_clear();
 }
 
 /* _trace_start(nframes, sample_bytes): start tracing (the hooks too). */
@@ -1290,10 +708,10 @@ trace_py_start(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "iL:start_tracing", &nframes, &sample)) {
         return NULL;
     }
-    if (nframes < 1 || nframes > MEMLENS_TRACE_MAX_FRAMES) {
+    if (nframes < 1 || nframes > MEMLENS_SITES_MAX_FRAMES) {
         return PyErr_Format(PyExc_ValueError,
                             "nframes must be between 1 and %d, got %d",
-                            MEMLENS_TRACE_MAX_FRAMES, nframes);
+                            MEMLENS_SITES_MAX_FRAMES, nframes);
     }
     /* The bound keeps every estimate (marks times sample_bytes) far from
      * overflowing. */
@@ -1303,44 +721,28 @@ trace_py_start(PyObject *m, PyObject *args)
                             "got %lld",
                             (long long)TRACE_MAX_SAMPLE_BYTES, sample);
     }
-    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED)) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is already running");
         return NULL;
     }
     trace_clear_all();
-    if (trace_line_cache == NULL) {
-        trace_line_cache = calloc(TRACE_LINE_CACHE, sizeof(trace_line_entry));
-        if (trace_line_cache == NULL) {
-            return PyErr_NoMemory();
-        }
+    if (memlens_sites_start(nframes) < 0) {
+        return NULL;
     }
-    /* Site 0: allocations whose stack could not be seen. */
-    trace_site **chunk = &trace_chunks[0];
-    *chunk = calloc(TRACE_CHUNK, sizeof(trace_site));
-    if (*chunk == NULL || trace_index_grow() < 0) {
-        trace_clear_all();
-        return PyErr_NoMemory();
-    }
+    uint8_t *filter = NULL;
     if (sample > 0) {
-        if (trace_filter_store == NULL) {
-            trace_filter_store = calloc(TRACE_FILTER_SLOTS, 1);
-        }
-        else {
-            /* Under the lock: a raw free of the last run may still be
-             * uncounting a block it found there. */
-            pthread_mutex_lock(&trace_raw_lock);
-            memset(trace_filter_store, 0, TRACE_FILTER_SLOTS);
-            pthread_mutex_unlock(&trace_raw_lock);
-        }
-        trace_filter = trace_filter_store;
-        if (trace_filter == NULL) {
+        filter = memlens_sampling_filter_store();
+        if (filter == NULL) {
             trace_clear_all();
             return PyErr_NoMemory();
         }
+        /* Under the lock: a raw free of the last run may still be
+         * uncounting a block it found there. */
+        pthread_mutex_lock(&trace_raw_lock);
+        memset(filter, 0, MEMLENS_SAMPLING_FILTER_SLOTS);
+        pthread_mutex_unlock(&trace_raw_lock);
     }
-    trace_nsites = 1;
-    trace_nframes = nframes;
-    trace_sample_bytes = (uint64_t)sample;
+    memlens_sampling_start((uint64_t)sample, filter);
     trace_generation++;
     __atomic_store_n(&trace_failures, 0, __ATOMIC_RELAXED);
     pthread_mutex_lock(&trace_raw_lock);
@@ -1348,11 +750,9 @@ trace_py_start(PyObject *m, PyObject *args)
     trace_lost_frees = 0;
     pthread_mutex_unlock(&trace_raw_lock);
     trace_interp = PyInterpreterState_Get();
-    trace_in_place =
-        !trace_frames_api && trace_frames_agree(PyThreadState_Get());
-    __atomic_store_n(&memlens_trace_on, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&memlens_tracing_on, 1, __ATOMIC_SEQ_CST);
     if (memlens_hooks_trace(1) < 0) {
-        __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
         trace_clear_all();
         return NULL;
     }
@@ -1364,7 +764,7 @@ static PyObject *
 trace_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
 {
     memlens_hooks_trace(0);
-    __atomic_store_n(&memlens_trace_on, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
     trace_clear_all();
     Py_RETURN_NONE;
 }
@@ -1373,14 +773,14 @@ static PyObject *
 trace_py_is_tracing(PyObject *m, PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(
-        __atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED));
+        __atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED));
 }
 
 /* _trace_memory() -> (current, peak) traced bytes. */
 static PyObject *
 trace_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    if (!memlens_trace_on) {
+    if (!memlens_tracing_on) {
         return Py_BuildValue("(ii)", 0, 0);
     }
     trace_maybe_drain();
@@ -1396,7 +796,7 @@ trace_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
 static PyObject *
 trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    if (!memlens_trace_on) {
+    if (!memlens_tracing_on) {
         Py_RETURN_NONE;
     }
     trace_maybe_drain();
@@ -1406,26 +806,6 @@ trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
     Py_RETURN_NONE;
 }
 
-/* A tuple of (filename, lineno) pairs, most recent first. */
-static PyObject *
-trace_site_traceback(const trace_site *s)
-{
-    PyObject *tb = PyTuple_New(s->nframes);
-    if (tb == NULL) {
-        return NULL;
-    }
-    for (int k = 0; k < s->nframes; k++) {
-        PyObject *fn = ((PyCodeObject *)s->frames[k].code)->co_filename;
-        PyObject *pair = Py_BuildValue("(Oi)", fn, s->frames[k].line);
-        if (pair == NULL) {
-            Py_DECREF(tb);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(tb, k, pair);
-    }
-    return tb;
-}
-
 /* The result of _trace_snapshot, now or at the peak. GIL, tracing. */
 static PyObject *
 trace_snapshot_rows(int at_peak)
@@ -1433,15 +813,16 @@ trace_snapshot_rows(int at_peak)
     pthread_mutex_lock(&trace_raw_lock);
     uint64_t lost_frees = trace_lost_frees;
     pthread_mutex_unlock(&trace_raw_lock);
-    uint64_t lost_records = __atomic_load_n(&trace_failures, __ATOMIC_RELAXED);
-    uint32_t n = trace_nsites;
+    uint64_t lost_records = __atomic_load_n(&trace_failures, __ATOMIC_RELAXED)
+                            + memlens_sites_failures();
+    uint32_t n = memlens_sites_count;
     int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
     if (fig == NULL) {
         return PyErr_NoMemory();
     }
     int64_t total = at_peak ? trace_peak : trace_total;
     for (uint32_t i = 0; i < n; i++) {
-        trace_site *s = trace_site_at(i);
+        memlens_site *s = memlens_site_at(i);
         int64_t *f = &fig[4 * i];
         f[0] = at_peak ? s->peak_size : s->size;
         f[1] = at_peak ? s->peak_count : s->count;
@@ -1458,7 +839,7 @@ trace_snapshot_rows(int at_peak)
         if (f[0] == 0 && f[1] == 0 && f[2] == 0) {
             continue;
         }
-        PyObject *tb = trace_site_traceback(trace_site_at(i));
+        PyObject *tb = memlens_site_traceback(memlens_site_at(i));
         PyObject *row =
             tb ? Py_BuildValue("(NLLLL)", tb, (long long)f[0], (long long)f[1],
                                (long long)f[2], (long long)f[3])
@@ -1473,9 +854,9 @@ trace_snapshot_rows(int at_peak)
     }
     free(fig);
     return Py_BuildValue(
-        "(iKLNKK)", trace_nframes, (unsigned long long)trace_sample_bytes,
-        (long long)total, rows, (unsigned long long)lost_frees,
-        (unsigned long long)lost_records);
+        "(iKLNKK)", memlens_sites_nframes(),
+        (unsigned long long)trace_sample_bytes, (long long)total, rows,
+        (unsigned long long)lost_frees, (unsigned long long)lost_records);
 }
 
 /* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
@@ -1490,7 +871,7 @@ trace_py_snapshot(PyObject *m, PyObject *arg)
     if (at_peak < 0) {
         return NULL;
     }
-    if (!memlens_trace_on) {
+    if (!memlens_tracing_on) {
         PyErr_SetString(PyExc_RuntimeError,
                         "memlens is not tracing: call start_tracing() "
                         "first");
@@ -1524,22 +905,25 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
     uint64_t lost_frees = trace_lost_frees;
     /* The filter's counts: their sum equals `blocks` while none is full. */
     size_t counted = 0, full = 0;
-    const uint8_t *filter = trace_filter;
-    for (size_t i = 0; filter != NULL && i < TRACE_FILTER_SLOTS; i++) {
+    const uint8_t *filter =
+        __atomic_load_n(&memlens_sampling_filter, __ATOMIC_RELAXED);
+    for (size_t i = 0; filter != NULL && i < MEMLENS_SAMPLING_FILTER_SLOTS;
+         i++) {
         uint8_t v = __atomic_load_n(&filter[i], __ATOMIC_RELAXED);
         counted += v;
-        full += v == MEMLENS_TRACE_FILTER_FULL;
+        full += v == MEMLENS_SAMPLING_FILTER_FULL;
     }
     pthread_mutex_unlock(&trace_raw_lock);
     return Py_BuildValue(
         "{s:n,s:n,s:I,s:K,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes), "sites",
-        (unsigned int)trace_nsites, "failures",
-        (unsigned long long)__atomic_load_n(&trace_failures, __ATOMIC_RELAXED),
+        (unsigned int)memlens_sites_count, "failures",
+        (unsigned long long)(__atomic_load_n(&trace_failures, __ATOMIC_RELAXED)
+                             + memlens_sites_failures()),
         "queue_lost", (unsigned long long)lost, "lost_frees",
         (unsigned long long)lost_frees, "filter_counted", (Py_ssize_t)counted,
         "filter_full", (Py_ssize_t)full, "frames_in_place",
-        trace_in_place ? Py_True : Py_False);
+        memlens_sites_in_place() ? Py_True : Py_False);
 }
 
 /* Whether `arg` is a tuple of str; TypeError if not. */
@@ -1566,12 +950,7 @@ trace_py_skip(PyObject *m, PyObject *args)
         || !trace_check_prefixes(skipped) || !trace_check_prefixes(own)) {
         return NULL;
     }
-    Py_INCREF(skipped);
-    Py_XSETREF(trace_skip_prefixes, skipped);
-    Py_INCREF(own);
-    Py_XSETREF(trace_own_prefixes, own);
-    trace_line_cache_clear();
-    trace_generation++;
+    memlens_sites_skip(skipped, own);
     Py_RETURN_NONE;
 }
 
@@ -1584,7 +963,7 @@ trace_py_frames_api(PyObject *m, PyObject *arg)
     if (flag < 0) {
         return NULL;
     }
-    trace_frames_api = flag;
+    memlens_sites_frames_api(flag);
     Py_RETURN_NONE;
 }
 
@@ -1602,7 +981,7 @@ trace_py_block(PyObject *m, PyObject *args)
                           &gil)) {
         return NULL;
     }
-    if (!memlens_trace_on) {
+    if (!memlens_tracing_on) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
         return NULL;
     }
@@ -1623,10 +1002,10 @@ trace_py_block(PyObject *m, PyObject *args)
     }
     PyThreadState *ts = gil ? NULL : PyEval_SaveThread();
     if (size < 0) {
-        memlens_trace_free(domain, (void *)(uintptr_t)address);
+        tracing_free(domain, (void *)(uintptr_t)address);
     }
     else {
-        memlens_trace_alloc(domain, (void *)(uintptr_t)address, (size_t)size);
+        tracing_alloc(domain, (void *)(uintptr_t)address, (size_t)size);
     }
     if (ts != NULL) {
         PyEval_RestoreThread(ts);
@@ -1649,7 +1028,7 @@ trace_py_queue_limit(PyObject *m, PyObject *arg)
                             "the limit must be between 0 and %d, got %zd",
                             TRACE_PENDING_MAX, n);
     }
-    if (!memlens_trace_on) {
+    if (!memlens_tracing_on) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
         return NULL;
     }
@@ -1690,8 +1069,9 @@ trace_atfork_release(void)
 }
 
 int
-memlens_trace_init(PyObject *module)
+memlens_tracing_init(PyObject *module)
 {
+    memlens_hooks_set_tracer(&tracing_listener);
     static int registered = 0;
     if (!registered) {
         int rc = pthread_atfork(trace_atfork_prepare, trace_atfork_release,
