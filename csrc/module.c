@@ -11,16 +11,17 @@
  * and was then destroyed would leave the main interpreter tracing with
  * dangling state, and its stop would stop the main interpreter's run.
  */
+#include "census.h"
 #include "common.h"
 #include "hooks.h"
 #include "npmem.h"
 #include "peak.h"
 #include "record.h"
-#include "rss.h"
+#include "readings.h"
 #include "sampler.h"
 #include "sizeof.h"
 #include "tracing.h"
-#include "tracer.h"
+#include "lineprof.h"
 
 /* state() -> dict: what memlens has installed or running right now (the
  * quiet: on the calling thread). The test suite checks it is all gone
@@ -33,7 +34,7 @@ module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
         memlens_hooks_installed() ? Py_True : Py_False, "hooks_users",
         memlens_hooks_users(), "sampler_threads", memlens_sampler_threads(),
         "open_windows", memlens_peak_open_windows(), "line_profiling",
-        memlens_tracer_active(), "quiet", memlens_hooks_quiet_depth());
+        memlens_lineprof_active(), "quiet", memlens_hooks_quiet_depth());
 }
 
 static PyMethodDef module_methods[] = {
@@ -55,9 +56,10 @@ module_exec(PyObject *module)
         return -1;
     }
     memlens_state *st = PyModule_GetState(module);
-    if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
-        || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
+    if (memlens_readings_init(module) < 0 || memlens_hooks_init(module) < 0
+        || memlens_lineprof_init(module) < 0 || memlens_npmem_init(module) < 0
         || memlens_tracing_init(module) < 0 || memlens_sizeof_init(module) < 0
+        || memlens_census_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0
         || memlens_record_init_type(module, st) < 0) {

@@ -16,7 +16,7 @@
  */
 #include "sampler.h"
 #include "errors.h"
-#include "rss.h"
+#include "readings.h"
 
 #include <errno.h>
 #include <float.h>
