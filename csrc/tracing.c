@@ -14,8 +14,8 @@
  *
  * Tables and locks:
  *   - blocks of the mem and obj domains (and NumPy's data) live in
- *     trace_gil_table, protected by the GIL, as those allocators demand it;
- *   - raw-domain blocks live in trace_raw_table under trace_raw_lock,
+ *     tracing_gil_table, protected by the GIL, as those allocators demand it;
+ *   - raw-domain blocks live in tracing_raw_table under tracing_raw_lock,
  *     because the raw allocator may run without the GIL. A raw call made
  *     without the GIL cannot look at frames (site "unknown") nor touch the
  *     sites: it leaves its change in a small queue, under the same lock,
@@ -48,52 +48,52 @@ int memlens_tracing_on = 0;
 
 /* ptr >> 4 (blocks are 16-byte aligned; 44 bits cover the user address
  * space) and the site index (20 bits) in one word, the size beside it. A
- * size that does not fit 32 bits is kept in trace_big_sizes. */
-#define TRACE_SITE_BITS MEMLENS_SITE_BITS
-#define TRACE_MAX_SITES MEMLENS_SITES_MAX
-#define TRACE_BIG_SIZE UINT32_MAX
+ * size that does not fit 32 bits is kept in tracing_big_sizes. */
+#define TRACING_SITE_BITS MEMLENS_SITE_BITS
+#define TRACING_MAX_SITES MEMLENS_SITES_MAX
+#define TRACING_BIG_SIZE UINT32_MAX
 
 typedef struct __attribute__((packed)) {
-    uint64_t key;  /* (ptr >> 4) << TRACE_SITE_BITS | site; 0 empty. */
-    uint32_t size; /* TRACE_BIG_SIZE: see trace_big. */
-} trace_entry;
+    uint64_t key;  /* (ptr >> 4) << TRACING_SITE_BITS | site; 0 empty. */
+    uint32_t size; /* TRACING_BIG_SIZE: see tracing_big. */
+} tracing_entry;
 
 typedef struct {
-    trace_entry *slots; /* Owned (libc). */
+    tracing_entry *slots; /* Owned (libc). */
     size_t mask;
     size_t used;
-} trace_table;
+} tracing_table;
 
 typedef struct {
     uintptr_t ptr;
     uint64_t size;
-} trace_big;
+} tracing_big;
 
 static inline uint64_t
-trace_key_ptr(uint64_t key)
+tracing_key_ptr(uint64_t key)
 {
-    return key >> TRACE_SITE_BITS;
+    return key >> TRACING_SITE_BITS;
 }
 
 /* An entry's key in table.h's terms: its ptr >> 4 (0: empty). */
 static inline uint64_t
-trace_entry_key(const void *e)
+tracing_entry_key(const void *e)
 {
-    return trace_key_ptr(((const trace_entry *)e)->key);
+    return tracing_key_ptr(((const tracing_entry *)e)->key);
 }
 
 /* The slot of the block at ptr >> 4 == p4, or the empty one for it. */
 static inline size_t
-trace_find(const trace_table *t, uint64_t p4)
+tracing_find(const tracing_table *t, uint64_t p4)
 {
-    return memlens_table_find(t->slots, sizeof(trace_entry), t->mask, p4,
-                              trace_entry_key);
+    return memlens_table_find(t->slots, sizeof(tracing_entry), t->mask, p4,
+                              tracing_entry_key);
 }
 
 /* Starts loading the slot where `ptr` will be looked for: the miss then
  * overlaps the work done before the table is touched. */
 static inline void
-trace_table_prefetch(const trace_table *t, uintptr_t ptr)
+tracing_table_prefetch(const tracing_table *t, uintptr_t ptr)
 {
     if (t->slots != NULL) {
         __builtin_prefetch(
@@ -104,15 +104,15 @@ trace_table_prefetch(const trace_table *t, uintptr_t ptr)
 /* Tables this big are mapped apart and asked for huge pages: every
  * lookup lands at random in them, and with 4 KiB pages each would also
  * miss the TLB. */
-#define TRACE_HUGE_TABLE ((size_t)2 << 20)
+#define TRACING_HUGE_TABLE ((size_t)2 << 20)
 
 /* Zeroed room for `cap` entries (libc or mapped); NULL if none. */
-static trace_entry *
-trace_slots_alloc(size_t cap)
+static tracing_entry *
+tracing_slots_alloc(size_t cap)
 {
-    size_t bytes = cap * sizeof(trace_entry);
-    if (bytes < TRACE_HUGE_TABLE) {
-        return calloc(cap, sizeof(trace_entry));
+    size_t bytes = cap * sizeof(tracing_entry);
+    if (bytes < TRACING_HUGE_TABLE) {
+        return calloc(cap, sizeof(tracing_entry));
     }
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -126,13 +126,13 @@ trace_slots_alloc(size_t cap)
 }
 
 static void
-trace_slots_free(trace_entry *slots, size_t cap)
+tracing_slots_free(tracing_entry *slots, size_t cap)
 {
     if (slots == NULL) {
         return;
     }
-    size_t bytes = cap * sizeof(trace_entry);
-    if (bytes < TRACE_HUGE_TABLE) {
+    size_t bytes = cap * sizeof(tracing_entry);
+    if (bytes < TRACING_HUGE_TABLE) {
         free(slots);
     }
     else {
@@ -141,20 +141,20 @@ trace_slots_free(trace_entry *slots, size_t cap)
 }
 
 static int
-trace_table_grow(trace_table *t)
+tracing_table_grow(tracing_table *t)
 {
     size_t old_cap = t->slots ? t->mask + 1 : 0;
     size_t cap = old_cap ? old_cap * 2 : 4096;
-    trace_entry *old = t->slots;
-    trace_entry *slots = trace_slots_alloc(cap);
+    tracing_entry *old = t->slots;
+    tracing_entry *slots = tracing_slots_alloc(cap);
     if (slots == NULL) {
         return -1;
     }
-    memlens_table_rehash(slots, cap - 1, old, old_cap, sizeof(trace_entry),
-                         trace_entry_key);
+    memlens_table_rehash(slots, cap - 1, old, old_cap, sizeof(tracing_entry),
+                         tracing_entry_key);
     t->slots = slots;
     t->mask = cap - 1;
-    trace_slots_free(old, old_cap);
+    tracing_slots_free(old, old_cap);
     return 0;
 }
 
@@ -162,53 +162,54 @@ trace_table_grow(trace_table *t)
  * (a block freed where no hook saw it), replaced, its size and site in
  * *old_size and *old_site for the caller to take back; -1 out of memory. */
 static int
-trace_table_put(trace_table *t, uintptr_t ptr, uint32_t size, uint32_t site,
-                uint32_t *old_size, uint32_t *old_site)
+tracing_table_put(tracing_table *t, uintptr_t ptr, uint32_t size,
+                  uint32_t site, uint32_t *old_size, uint32_t *old_site)
 {
     if (memlens_table_full(t->slots == NULL, t->used, t->mask, 3, 4)) {
-        if (trace_table_grow(t) < 0) {
+        if (tracing_table_grow(t) < 0) {
             return -1;
         }
     }
     uint64_t p4 = (uint64_t)ptr >> 4;
     /* An entry found is stale, of a block freed untraced: replaced. */
-    size_t i = trace_find(t, p4);
+    size_t i = tracing_find(t, p4);
     int replaced = t->slots[i].key != 0;
     if (replaced) {
         *old_size = t->slots[i].size;
-        *old_site = (uint32_t)(t->slots[i].key & TRACE_MAX_SITES);
+        *old_site = (uint32_t)(t->slots[i].key & TRACING_MAX_SITES);
     }
     else {
         t->used++;
     }
-    t->slots[i].key = (p4 << TRACE_SITE_BITS) | site;
+    t->slots[i].key = (p4 << TRACING_SITE_BITS) | site;
     t->slots[i].size = size;
     return replaced;
 }
 
 /* Removes a block; 1 with its size and site, or 0 when absent. */
 static int
-trace_table_pop(trace_table *t, uintptr_t ptr, uint32_t *size, uint32_t *site)
+tracing_table_pop(tracing_table *t, uintptr_t ptr, uint32_t *size,
+                  uint32_t *site)
 {
     if (t->slots == NULL) {
         return 0;
     }
-    size_t i = trace_find(t, (uint64_t)ptr >> 4);
+    size_t i = tracing_find(t, (uint64_t)ptr >> 4);
     if (t->slots[i].key == 0) {
         return 0;
     }
     *size = t->slots[i].size;
-    *site = (uint32_t)(t->slots[i].key & TRACE_MAX_SITES);
-    memlens_table_remove(t->slots, sizeof(trace_entry), t->mask, i,
-                         trace_entry_key);
+    *site = (uint32_t)(t->slots[i].key & TRACING_MAX_SITES);
+    memlens_table_remove(t->slots, sizeof(tracing_entry), t->mask, i,
+                         tracing_entry_key);
     t->used--;
     return 1;
 }
 
 static void
-trace_table_clear(trace_table *t)
+tracing_table_clear(tracing_table *t)
 {
-    trace_slots_free(t->slots, t->slots ? t->mask + 1 : 0);
+    tracing_slots_free(t->slots, t->slots ? t->mask + 1 : 0);
     t->slots = NULL;
     t->mask = 0;
     t->used = 0;
@@ -216,94 +217,95 @@ trace_table_clear(trace_table *t)
 
 /* ---- State (GIL unless said) -------------------------------------------- */
 
-#define TRACE_MAX_SAMPLE_BYTES (INT64_C(1) << 40)
-#define trace_sample_bytes memlens_sampling_bytes
-static trace_table trace_gil_table;
-static trace_table trace_raw_table; /* trace_raw_lock. */
-static pthread_mutex_t trace_raw_lock = PTHREAD_MUTEX_INITIALIZER;
-static trace_big *trace_bigs = NULL; /* Owned; trace_raw_lock. */
-static size_t trace_nbigs = 0, trace_capbigs = 0;
-static int64_t trace_total = 0, trace_peak = 0;
-static int trace_at_peak = 0;
-static uint32_t *trace_dirty = NULL; /* Owned; dirty site indices. */
-static size_t trace_ndirty = 0, trace_capdirty = 0;
-static int trace_dirty_overflow = 0; /* A mark was lost: copy all. */
+#define TRACING_MAX_SAMPLE_BYTES (INT64_C(1) << 40)
+#define tracing_sample_bytes memlens_sampling_bytes
+static tracing_table tracing_gil_table;
+static tracing_table tracing_raw_table; /* tracing_raw_lock. */
+static pthread_mutex_t tracing_raw_lock = PTHREAD_MUTEX_INITIALIZER;
+static tracing_big *tracing_bigs = NULL; /* Owned; tracing_raw_lock. */
+static size_t tracing_nbigs = 0, tracing_capbigs = 0;
+static int64_t tracing_total = 0, tracing_peak = 0;
+static int tracing_at_peak = 0;
+static uint32_t *tracing_dirty = NULL; /* Owned; dirty site indices. */
+static size_t tracing_ndirty = 0, tracing_capdirty = 0;
+static int tracing_dirty_overflow = 0; /* A mark was lost: copy all. */
 /* Records not kept as they should be (no memory for the tables, the
  * queue below full): blocks unrecorded or on the unknown site, and the
  * figures may understate. Moved from threads with and without the GIL.
  * Atomic. */
-static uint64_t trace_failures = 0;
+static uint64_t tracing_failures = 0;
 
 /* One more lost record; any thread. */
 static inline void
-trace_fail(void)
+tracing_fail(void)
 {
-    __atomic_fetch_add(&trace_failures, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&tracing_failures, 1, __ATOMIC_RELAXED);
 }
 
-/* Changes made without the GIL, applied later. trace_raw_lock. */
+/* Changes made without the GIL, applied later. tracing_raw_lock. */
 typedef struct {
     uint32_t site;
     int64_t bytes;
     int64_t count;
-} trace_pending;
-#define TRACE_PENDING_MAX 16384
-static trace_pending trace_queue[TRACE_PENDING_MAX];
-static size_t trace_nqueue = 0; /* trace_raw_lock; read relaxed. */
-/* The changes the queue can hold: TRACE_PENDING_MAX, less while a test
- * asks (_trace_queue_limit) until tracing stops. trace_raw_lock. */
-static size_t trace_queue_limit = TRACE_PENDING_MAX;
-static uint64_t trace_queue_lost = 0; /* Changes dropped. trace_raw_lock. */
+} tracing_pending;
+#define TRACING_PENDING_MAX 16384
+static tracing_pending tracing_queue[TRACING_PENDING_MAX];
+static size_t tracing_nqueue = 0; /* tracing_raw_lock; read relaxed. */
+/* The changes the queue can hold: TRACING_PENDING_MAX, less while a test
+ * asks (_trace_queue_limit) until tracing stops. tracing_raw_lock. */
+static size_t tracing_queue_limit = TRACING_PENDING_MAX;
+static uint64_t tracing_queue_lost =
+    0; /* Changes dropped. tracing_raw_lock. */
 /* Frees dropped with a full queue: their blocks' bytes stay on their
- * sites, and the figures overstate. trace_raw_lock. */
-static uint64_t trace_lost_frees = 0;
+ * sites, and the figures overstate. tracing_raw_lock. */
+static uint64_t tracing_lost_frees = 0;
 
 /* ---- Peak bookkeeping (GIL) ---------------------------------------------- */
 
 static void
-trace_mark_dirty(uint32_t i, memlens_site *s)
+tracing_mark_dirty(uint32_t i, memlens_site *s)
 {
     if (s->dirty) {
         return;
     }
-    if (memlens_grow((void **)&trace_dirty, &trace_capdirty, trace_ndirty,
-                     sizeof(uint32_t), 1024)
+    if (memlens_grow((void **)&tracing_dirty, &tracing_capdirty,
+                     tracing_ndirty, sizeof(uint32_t), 1024)
         < 0) {
         /* Without room in the list, the next peak copies every site. */
-        trace_fail();
-        trace_dirty_overflow = 1;
+        tracing_fail();
+        tracing_dirty_overflow = 1;
         return;
     }
-    trace_dirty[trace_ndirty++] = i;
+    tracing_dirty[tracing_ndirty++] = i;
     s->dirty = 1;
 }
 
 /* The state right now is the peak: copy what moved since the last copy. */
 static void
-trace_copy_peak(void)
+tracing_copy_peak(void)
 {
-    size_t n = trace_dirty_overflow ? memlens_sites_count : trace_ndirty;
+    size_t n = tracing_dirty_overflow ? memlens_sites_count : tracing_ndirty;
     for (size_t k = 0; k < n; k++) {
         memlens_site *s = memlens_site_at(
-            trace_dirty_overflow ? (uint32_t)k : trace_dirty[k]);
+            tracing_dirty_overflow ? (uint32_t)k : tracing_dirty[k]);
         s->peak_size = s->size;
         s->peak_count = s->count;
         s->peak_allocated = s->allocated;
         s->peak_allocations = s->allocations;
         s->dirty = 0;
     }
-    trace_ndirty = 0;
-    trace_dirty_overflow = 0;
-    trace_at_peak = 0;
+    tracing_ndirty = 0;
+    tracing_dirty_overflow = 0;
+    tracing_at_peak = 0;
 }
 
 /* Applies one change to a site and the totals. GIL. */
 static inline void
-trace_apply(uint32_t i, int64_t bytes, int64_t count)
+tracing_apply(uint32_t i, int64_t bytes, int64_t count)
 {
     memlens_site *s = memlens_site_at(i);
-    if (bytes < 0 && trace_at_peak) {
-        trace_copy_peak();
+    if (bytes < 0 && tracing_at_peak) {
+        tracing_copy_peak();
     }
     s->size += bytes;
     s->count += count;
@@ -311,89 +313,90 @@ trace_apply(uint32_t i, int64_t bytes, int64_t count)
         s->allocated += bytes;
         s->allocations += count;
     }
-    trace_total += bytes;
-    if (trace_total > trace_peak) {
-        trace_peak = trace_total;
-        trace_at_peak = 1;
+    tracing_total += bytes;
+    if (tracing_total > tracing_peak) {
+        tracing_peak = tracing_total;
+        tracing_at_peak = 1;
     }
-    trace_mark_dirty(i, s);
+    tracing_mark_dirty(i, s);
 }
 
 static void
-trace_drain_queue(void)
+tracing_drain_queue(void)
 {
-    pthread_mutex_lock(&trace_raw_lock);
-    for (size_t k = 0; k < trace_nqueue; k++) {
-        trace_apply(trace_queue[k].site, trace_queue[k].bytes,
-                    trace_queue[k].count);
+    pthread_mutex_lock(&tracing_raw_lock);
+    for (size_t k = 0; k < tracing_nqueue; k++) {
+        tracing_apply(tracing_queue[k].site, tracing_queue[k].bytes,
+                      tracing_queue[k].count);
     }
-    trace_nqueue = 0;
-    pthread_mutex_unlock(&trace_raw_lock);
+    tracing_nqueue = 0;
+    pthread_mutex_unlock(&tracing_raw_lock);
 }
 
 static inline void
-trace_maybe_drain(void)
+tracing_maybe_drain(void)
 {
-    if (__atomic_load_n(&trace_nqueue, __ATOMIC_RELAXED) != 0) {
-        trace_drain_queue();
+    if (__atomic_load_n(&tracing_nqueue, __ATOMIC_RELAXED) != 0) {
+        tracing_drain_queue();
     }
 }
 
 /* The interpreter that started tracing. Only its threads are traced: a
  * subinterpreter's blocks and frames are not ours to record. GIL. */
-static PyInterpreterState *trace_interp = NULL;
+static PyInterpreterState *tracing_interp = NULL;
 
 /* Bumped at each start: the thread states checked before are stale. */
-static unsigned long trace_generation = 1;
+static unsigned long tracing_generation = 1;
 
 /* Whether this thread holds the GIL of the traced interpreter. Any
  * thread, with or without a GIL. */
-static MEMLENS_TLS PyThreadState *trace_tstate_ok = NULL; /* Checked once. */
-static MEMLENS_TLS unsigned long trace_tstate_generation = 0;
+static MEMLENS_TLS PyThreadState *tracing_tstate_ok = NULL; /* Checked once. */
+static MEMLENS_TLS unsigned long tracing_tstate_generation = 0;
 
 static inline int
-trace_gil_here(void)
+tracing_gil_here(void)
 {
     PyThreadState *ts = MEMLENS_CURRENT_TSTATE();
     if (ts == NULL) {
         return 0;
     }
-    if (ts == trace_tstate_ok && trace_tstate_generation == trace_generation) {
+    if (ts == tracing_tstate_ok
+        && tracing_tstate_generation == tracing_generation) {
         return 1;
     }
-    if (PyThreadState_GetInterpreter(ts) != trace_interp) {
+    if (PyThreadState_GetInterpreter(ts) != tracing_interp) {
         return 0;
     }
-    trace_tstate_ok = ts;
-    trace_tstate_generation = trace_generation;
+    tracing_tstate_ok = ts;
+    tracing_tstate_generation = tracing_generation;
     return 1;
 }
 
 /* ---- Recording -------------------------------------------------------- */
 
 /* The list of weights of 4 GiB and more: both sides use it, under
- * trace_raw_lock (it is touched only for such blocks). */
+ * tracing_raw_lock (it is touched only for such blocks). */
 static void
-trace_big_put(uintptr_t ptr, uint64_t size)
+tracing_big_put(uintptr_t ptr, uint64_t size)
 {
-    if (memlens_grow((void **)&trace_bigs, &trace_capbigs, trace_nbigs,
-                     sizeof(trace_big), 8)
+    if (memlens_grow((void **)&tracing_bigs, &tracing_capbigs, tracing_nbigs,
+                     sizeof(tracing_big), 8)
         < 0) {
-        trace_fail();
+        tracing_fail();
         return;
     }
-    trace_bigs[trace_nbigs].ptr = ptr;
-    trace_bigs[trace_nbigs].size = size;
-    trace_nbigs++;
+    tracing_bigs[tracing_nbigs].ptr = ptr;
+    tracing_bigs[tracing_nbigs].size = size;
+    tracing_nbigs++;
 }
 
 static uint64_t
-trace_big_pop(uintptr_t ptr)
+tracing_big_pop(uintptr_t ptr)
 {
-    for (size_t k = 0; k < trace_nbigs; k++) {
-        if (trace_bigs[k].ptr == ptr) {
-            uint64_t size = trace_bigs[k].size;
-            trace_bigs[k] = trace_bigs[--trace_nbigs];
+    for (size_t k = 0; k < tracing_nbigs; k++) {
+        if (tracing_bigs[k].ptr == ptr) {
+            uint64_t size = tracing_bigs[k].size;
+            tracing_bigs[k] = tracing_bigs[--tracing_nbigs];
             return size;
         }
     }
@@ -401,155 +404,156 @@ trace_big_pop(uintptr_t ptr)
 }
 
 /* The weight an entry stands for, taking a big one off its list. Under
- * trace_raw_lock. */
+ * tracing_raw_lock. */
 static inline uint64_t
-trace_take_weight(uintptr_t ptr, uint32_t stored)
+tracing_take_weight(uintptr_t ptr, uint32_t stored)
 {
-    return stored == TRACE_BIG_SIZE ? trace_big_pop(ptr) : stored;
+    return stored == TRACING_BIG_SIZE ? tracing_big_pop(ptr) : stored;
 }
 
 /* The same for an entry of the GIL table, which holds no lock. */
 static inline uint64_t
-trace_real_size(uintptr_t ptr, uint32_t stored)
+tracing_real_size(uintptr_t ptr, uint32_t stored)
 {
-    if (stored != TRACE_BIG_SIZE) {
+    if (stored != TRACING_BIG_SIZE) {
         return stored;
     }
-    pthread_mutex_lock(&trace_raw_lock);
-    uint64_t weight = trace_take_weight(ptr, stored);
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_lock(&tracing_raw_lock);
+    uint64_t weight = tracing_take_weight(ptr, stored);
+    pthread_mutex_unlock(&tracing_raw_lock);
     return weight;
 }
 
 /* With the GIL: a traced block into the GIL table. */
 static void
-trace_record_gil(trace_table *table, PyThreadState *ts, void *ptr, size_t size)
+tracing_record_gil(tracing_table *table, PyThreadState *ts, void *ptr,
+                   size_t size)
 {
-    trace_maybe_drain();
+    tracing_maybe_drain();
     uint64_t weight = memlens_sampling_weight(size);
     if (weight == 0) {
         return;
     }
-    trace_table_prefetch(table, (uintptr_t)ptr);
+    tracing_table_prefetch(table, (uintptr_t)ptr);
     uint32_t site = memlens_sites_current(ts);
     if (site == MEMLENS_SITE_NONE) {
         return;
     }
     uint32_t stored =
-        weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
+        weight >= TRACING_BIG_SIZE ? TRACING_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored, old_site;
-    int rc = trace_table_put(table, (uintptr_t)ptr, stored, site, &old_stored,
-                             &old_site);
+    int rc = tracing_table_put(table, (uintptr_t)ptr, stored, site,
+                               &old_stored, &old_site);
     if (rc < 0) {
-        trace_fail();
+        tracing_fail();
         return;
     }
     if (rc == 1) {
         /* Its big size, if any, first: the new one goes in after. */
-        uint64_t old = trace_real_size((uintptr_t)ptr, old_stored);
-        trace_apply(old_site, -(int64_t)old, -1);
+        uint64_t old = tracing_real_size((uintptr_t)ptr, old_stored);
+        tracing_apply(old_site, -(int64_t)old, -1);
     }
-    if (stored == TRACE_BIG_SIZE) {
-        pthread_mutex_lock(&trace_raw_lock);
-        trace_big_put((uintptr_t)ptr, weight);
-        pthread_mutex_unlock(&trace_raw_lock);
+    if (stored == TRACING_BIG_SIZE) {
+        pthread_mutex_lock(&tracing_raw_lock);
+        tracing_big_put((uintptr_t)ptr, weight);
+        pthread_mutex_unlock(&tracing_raw_lock);
     }
     /* pymalloc hands out the blocks of a size class one after the other
      * in a pool: the next one of this size is likely right after this
      * one, and its slot can be on its way meanwhile. */
-    trace_table_prefetch(table, (uintptr_t)ptr + memlens_round16(size));
+    tracing_table_prefetch(table, (uintptr_t)ptr + memlens_round16(size));
     if (rc == 0) {
         /* A replaced record was counted already, at the same address. */
         memlens_sampling_filter_step((uintptr_t)ptr, 1);
     }
-    trace_apply(site, (int64_t)weight, 1);
+    tracing_apply(site, (int64_t)weight, 1);
 }
 
 static void
-trace_forget_gil(trace_table *table, void *ptr)
+tracing_forget_gil(tracing_table *table, void *ptr)
 {
     uint32_t stored, site;
     if (!memlens_sampling_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
-    trace_maybe_drain();
-    if (trace_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
-        uint64_t weight = trace_real_size((uintptr_t)ptr, stored);
+    tracing_maybe_drain();
+    if (tracing_table_pop(table, (uintptr_t)ptr, &stored, &site)) {
+        uint64_t weight = tracing_real_size((uintptr_t)ptr, stored);
         /* Blocks made one after the other tend to go together too (a
          * container freeing what it held, in either order): a neighbour's
          * slot is likely next. */
-        if (stored < TRACE_BIG_SIZE && trace_sample_bytes == 0) {
+        if (stored < TRACING_BIG_SIZE && tracing_sample_bytes == 0) {
             uintptr_t step = memlens_round16(stored);
-            trace_table_prefetch(table, (uintptr_t)ptr + step);
-            trace_table_prefetch(table, (uintptr_t)ptr - step);
+            tracing_table_prefetch(table, (uintptr_t)ptr + step);
+            tracing_table_prefetch(table, (uintptr_t)ptr - step);
         }
         memlens_sampling_filter_step((uintptr_t)ptr, -1);
-        trace_apply(site, -(int64_t)weight, -1);
+        tracing_apply(site, -(int64_t)weight, -1);
     }
 }
 
 /* Queues a change for the GIL side; 0 when the queue is full (counted:
- * a dropped free in trace_lost_frees, a dropped block is the caller's to
- * count). Caller holds trace_raw_lock. */
+ * a dropped free in tracing_lost_frees, a dropped block is the caller's to
+ * count). Caller holds tracing_raw_lock. */
 static int
-trace_enqueue(uint32_t site, int64_t bytes, int64_t count)
+tracing_enqueue(uint32_t site, int64_t bytes, int64_t count)
 {
-    if (trace_nqueue >= trace_queue_limit) {
-        trace_queue_lost++;
+    if (tracing_nqueue >= tracing_queue_limit) {
+        tracing_queue_lost++;
         if (count < 0) {
-            trace_lost_frees++;
+            tracing_lost_frees++;
         }
         return 0;
     }
-    trace_queue[trace_nqueue].site = site;
-    trace_queue[trace_nqueue].bytes = bytes;
-    trace_queue[trace_nqueue].count = count;
-    __atomic_store_n(&trace_nqueue, trace_nqueue + 1, __ATOMIC_RELAXED);
+    tracing_queue[tracing_nqueue].site = site;
+    tracing_queue[tracing_nqueue].bytes = bytes;
+    tracing_queue[tracing_nqueue].count = count;
+    __atomic_store_n(&tracing_nqueue, tracing_nqueue + 1, __ATOMIC_RELAXED);
     return 1;
 }
 
 /* A block of `weight` bytes into the raw table: under the lock; sites
  * only with the GIL (`gil`). */
 static void
-trace_put_raw(void *ptr, uint64_t weight, int gil)
+tracing_put_raw(void *ptr, uint64_t weight, int gil)
 {
     uint32_t site =
-        gil ? memlens_sites_current(trace_tstate_ok) : MEMLENS_SITE_UNKNOWN;
+        gil ? memlens_sites_current(tracing_tstate_ok) : MEMLENS_SITE_UNKNOWN;
     if (site == MEMLENS_SITE_NONE) {
         return;
     }
     uint32_t stored =
-        weight >= TRACE_BIG_SIZE ? TRACE_BIG_SIZE : (uint32_t)weight;
+        weight >= TRACING_BIG_SIZE ? TRACING_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored = 0, old_site = 0;
     uint64_t old_weight = 0;
-    pthread_mutex_lock(&trace_raw_lock);
+    pthread_mutex_lock(&tracing_raw_lock);
     if (!__atomic_load_n(&memlens_tracing_on, __ATOMIC_SEQ_CST)) {
         /* A thread without the GIL that came in before a stop: the tables
          * (and the filter) may be cleared or not yet set up again. Start
          * and stop change them under this lock while tracing is off. */
-        pthread_mutex_unlock(&trace_raw_lock);
+        pthread_mutex_unlock(&tracing_raw_lock);
         return;
     }
-    int rc = trace_table_put(&trace_raw_table, (uintptr_t)ptr, stored, site,
-                             &old_stored, &old_site);
+    int rc = tracing_table_put(&tracing_raw_table, (uintptr_t)ptr, stored,
+                               site, &old_stored, &old_site);
     int ok = rc >= 0;
     int kept = ok;
     if (rc == 1) {
-        old_weight = trace_take_weight((uintptr_t)ptr, old_stored);
+        old_weight = tracing_take_weight((uintptr_t)ptr, old_stored);
         if (!gil) {
-            trace_enqueue(old_site, -(int64_t)old_weight, -1);
+            tracing_enqueue(old_site, -(int64_t)old_weight, -1);
         }
     }
-    if (ok && !gil && !trace_enqueue(site, (int64_t)weight, 1)) {
+    if (ok && !gil && !tracing_enqueue(site, (int64_t)weight, 1)) {
         /* No room to apply it later: do not keep the record either, so
          * that its free finds nothing to take back. */
         uint32_t w2, s2;
-        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &w2, &s2);
+        tracing_table_pop(&tracing_raw_table, (uintptr_t)ptr, &w2, &s2);
         kept = 0;
-        trace_fail();
+        tracing_fail();
     }
-    if (kept && stored == TRACE_BIG_SIZE) {
-        trace_big_put((uintptr_t)ptr, weight);
+    if (kept && stored == TRACING_BIG_SIZE) {
+        tracing_big_put((uintptr_t)ptr, weight);
     }
     /* A replaced record was counted already, at the same address. */
     if (rc == 0 && kept) {
@@ -558,56 +562,56 @@ trace_put_raw(void *ptr, uint64_t weight, int gil)
     else if (rc == 1 && !kept) {
         memlens_sampling_filter_step((uintptr_t)ptr, -1);
     }
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_unlock(&tracing_raw_lock);
     if (!ok) {
-        trace_fail();
+        tracing_fail();
         return;
     }
     if (gil) {
         if (rc == 1) {
-            trace_apply(old_site, -(int64_t)old_weight, -1);
+            tracing_apply(old_site, -(int64_t)old_weight, -1);
         }
-        trace_apply(site, (int64_t)weight, 1);
+        tracing_apply(site, (int64_t)weight, 1);
     }
 }
 
 /* A raw-domain block, with or without the GIL. */
 static void
-trace_record_raw(void *ptr, size_t size)
+tracing_record_raw(void *ptr, size_t size)
 {
-    int gil = trace_gil_here();
+    int gil = tracing_gil_here();
     if (gil) {
-        trace_maybe_drain();
+        tracing_maybe_drain();
     }
     uint64_t weight = memlens_sampling_weight(size);
     if (weight != 0) {
-        trace_put_raw(ptr, weight, gil);
+        tracing_put_raw(ptr, weight, gil);
     }
 }
 
 static void
-trace_forget_raw(void *ptr)
+tracing_forget_raw(void *ptr)
 {
     if (!memlens_sampling_maybe_recorded((uintptr_t)ptr)) {
         return;
     }
-    int gil = trace_gil_here();
+    int gil = tracing_gil_here();
     uint32_t stored, site;
     uint64_t weight = 0;
-    pthread_mutex_lock(&trace_raw_lock);
+    pthread_mutex_lock(&tracing_raw_lock);
     int found =
-        trace_table_pop(&trace_raw_table, (uintptr_t)ptr, &stored, &site);
+        tracing_table_pop(&tracing_raw_table, (uintptr_t)ptr, &stored, &site);
     if (found) {
         memlens_sampling_filter_step((uintptr_t)ptr, -1);
-        weight = trace_take_weight((uintptr_t)ptr, stored);
+        weight = tracing_take_weight((uintptr_t)ptr, stored);
     }
     if (found && !gil) {
-        trace_enqueue(site, -(int64_t)weight, -1);
+        tracing_enqueue(site, -(int64_t)weight, -1);
     }
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_unlock(&tracing_raw_lock);
     if (found && gil) {
-        trace_maybe_drain();
-        trace_apply(site, -(int64_t)weight, -1);
+        tracing_maybe_drain();
+        tracing_apply(site, -(int64_t)weight, -1);
     }
 }
 
@@ -618,11 +622,11 @@ static void
 tracing_alloc(int domain, void *ptr, size_t size)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
-        trace_record_raw(ptr, size);
+        tracing_record_raw(ptr, size);
     }
-    else if (trace_gil_here()) {
-        /* trace_gil_here() has just checked this thread's state. */
-        trace_record_gil(&trace_gil_table, trace_tstate_ok, ptr, size);
+    else if (tracing_gil_here()) {
+        /* tracing_gil_here() has just checked this thread's state. */
+        tracing_record_gil(&tracing_gil_table, tracing_tstate_ok, ptr, size);
     }
 }
 
@@ -630,25 +634,25 @@ static void
 tracing_free(int domain, void *ptr)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
-        trace_forget_raw(ptr);
+        tracing_forget_raw(ptr);
     }
-    else if (trace_gil_here()) {
-        trace_forget_gil(&trace_gil_table, ptr);
+    else if (tracing_gil_here()) {
+        tracing_forget_gil(&tracing_gil_table, ptr);
     }
 }
 
 static uint64_t
 tracing_weigh(size_t size)
 {
-    return trace_gil_here() ? memlens_sampling_weight(size) : 0;
+    return tracing_gil_here() ? memlens_sampling_weight(size) : 0;
 }
 
 static void
 tracing_put_weighed(void *ptr, uint64_t weight)
 {
     /* tracing_weigh has just checked this thread's state. */
-    trace_maybe_drain();
-    trace_put_raw(ptr, weight, 1);
+    tracing_maybe_drain();
+    tracing_put_raw(ptr, weight, 1);
 }
 
 static const memlens_hooks_tracer tracing_listener = {
@@ -661,47 +665,47 @@ static const memlens_hooks_tracer tracing_listener = {
 int
 memlens_tracing_gil_here(void)
 {
-    return trace_gil_here();
+    return tracing_gil_here();
 }
 
 void
 memlens_tracing_external_alloc(void *ptr, size_t size)
 {
-    trace_record_gil(&trace_gil_table, PyThreadState_Get(), ptr, size);
+    tracing_record_gil(&tracing_gil_table, PyThreadState_Get(), ptr, size);
 }
 
 void
 memlens_tracing_external_free(void *ptr, size_t size)
 {
-    trace_forget_gil(&trace_gil_table, ptr);
+    tracing_forget_gil(&tracing_gil_table, ptr);
 }
 
 /* ---- Python API (GIL held) ---------------------------------------------- */
 
 static void
-trace_clear_all(void)
+tracing_clear_all(void)
 {
-    trace_table_clear(&trace_gil_table);
-    pthread_mutex_lock(&trace_raw_lock);
-    trace_table_clear(&trace_raw_table);
-    trace_nqueue = 0;
-    trace_queue_limit = TRACE_PENDING_MAX;
-    free(trace_bigs);
-    trace_bigs = NULL;
-    trace_nbigs = trace_capbigs = 0;
-    pthread_mutex_unlock(&trace_raw_lock);
-    free(trace_dirty);
-    trace_dirty = NULL;
-    trace_ndirty = trace_capdirty = 0;
+    tracing_table_clear(&tracing_gil_table);
+    pthread_mutex_lock(&tracing_raw_lock);
+    tracing_table_clear(&tracing_raw_table);
+    tracing_nqueue = 0;
+    tracing_queue_limit = TRACING_PENDING_MAX;
+    free(tracing_bigs);
+    tracing_bigs = NULL;
+    tracing_nbigs = tracing_capbigs = 0;
+    pthread_mutex_unlock(&tracing_raw_lock);
+    free(tracing_dirty);
+    tracing_dirty = NULL;
+    tracing_ndirty = tracing_capdirty = 0;
     memlens_sampling_stop();
-    trace_total = trace_peak = 0;
-    trace_at_peak = 0;
+    tracing_total = tracing_peak = 0;
+    tracing_at_peak = 0;
     memlens_sites_clear();
 }
 
 /* _trace_start(nframes, sample_bytes): start tracing (the hooks too). */
 static PyObject *
-trace_py_start(PyObject *m, PyObject *args)
+tracing_py_start(PyObject *m, PyObject *args)
 {
     int nframes;
     long long sample;
@@ -715,17 +719,17 @@ trace_py_start(PyObject *m, PyObject *args)
     }
     /* The bound keeps every estimate (marks times sample_bytes) far from
      * overflowing. */
-    if (sample < 0 || sample > TRACE_MAX_SAMPLE_BYTES) {
+    if (sample < 0 || sample > TRACING_MAX_SAMPLE_BYTES) {
         return PyErr_Format(PyExc_ValueError,
                             "sample_bytes must be between 0 and %lld, "
                             "got %lld",
-                            (long long)TRACE_MAX_SAMPLE_BYTES, sample);
+                            (long long)TRACING_MAX_SAMPLE_BYTES, sample);
     }
     if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED)) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is already running");
         return NULL;
     }
-    trace_clear_all();
+    tracing_clear_all();
     if (memlens_sites_start(nframes) < 0) {
         return NULL;
     }
@@ -733,27 +737,27 @@ trace_py_start(PyObject *m, PyObject *args)
     if (sample > 0) {
         filter = memlens_sampling_filter_store();
         if (filter == NULL) {
-            trace_clear_all();
+            tracing_clear_all();
             return PyErr_NoMemory();
         }
         /* Under the lock: a raw free of the last run may still be
          * uncounting a block it found there. */
-        pthread_mutex_lock(&trace_raw_lock);
+        pthread_mutex_lock(&tracing_raw_lock);
         memset(filter, 0, MEMLENS_SAMPLING_FILTER_SLOTS);
-        pthread_mutex_unlock(&trace_raw_lock);
+        pthread_mutex_unlock(&tracing_raw_lock);
     }
     memlens_sampling_start((uint64_t)sample, filter);
-    trace_generation++;
-    __atomic_store_n(&trace_failures, 0, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&trace_raw_lock);
-    trace_queue_lost = 0;
-    trace_lost_frees = 0;
-    pthread_mutex_unlock(&trace_raw_lock);
-    trace_interp = PyInterpreterState_Get();
+    tracing_generation++;
+    __atomic_store_n(&tracing_failures, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&tracing_raw_lock);
+    tracing_queue_lost = 0;
+    tracing_lost_frees = 0;
+    pthread_mutex_unlock(&tracing_raw_lock);
+    tracing_interp = PyInterpreterState_Get();
     __atomic_store_n(&memlens_tracing_on, 1, __ATOMIC_SEQ_CST);
     if (memlens_hooks_trace(1) < 0) {
         __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
-        trace_clear_all();
+        tracing_clear_all();
         return NULL;
     }
     Py_RETURN_NONE;
@@ -761,16 +765,16 @@ trace_py_start(PyObject *m, PyObject *args)
 
 /* _trace_stop(): stop recording and drop every record. */
 static PyObject *
-trace_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
+tracing_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
 {
     memlens_hooks_trace(0);
     __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
-    trace_clear_all();
+    tracing_clear_all();
     Py_RETURN_NONE;
 }
 
 static PyObject *
-trace_py_is_tracing(PyObject *m, PyObject *Py_UNUSED(args))
+tracing_py_is_tracing(PyObject *m, PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(
         __atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED));
@@ -778,49 +782,50 @@ trace_py_is_tracing(PyObject *m, PyObject *Py_UNUSED(args))
 
 /* _trace_memory() -> (current, peak) traced bytes. */
 static PyObject *
-trace_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
+tracing_py_memory(PyObject *m, PyObject *Py_UNUSED(args))
 {
     if (!memlens_tracing_on) {
         return Py_BuildValue("(ii)", 0, 0);
     }
-    trace_maybe_drain();
+    tracing_maybe_drain();
     /* The tuple is memlens's own: quiet (hooks.h). */
     memlens_hooks_quiet(1);
-    PyObject *res =
-        Py_BuildValue("(LL)", (long long)trace_total, (long long)trace_peak);
+    PyObject *res = Py_BuildValue("(LL)", (long long)tracing_total,
+                                  (long long)tracing_peak);
     memlens_hooks_quiet(0);
     return res;
 }
 
 /* _trace_reset_peak(): the peak becomes now. */
 static PyObject *
-trace_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
+tracing_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
 {
     if (!memlens_tracing_on) {
         Py_RETURN_NONE;
     }
-    trace_maybe_drain();
-    trace_dirty_overflow = 1; /* every site's peak becomes its now */
-    trace_copy_peak();
-    trace_peak = trace_total;
+    tracing_maybe_drain();
+    tracing_dirty_overflow = 1; /* every site's peak becomes its now */
+    tracing_copy_peak();
+    tracing_peak = tracing_total;
     Py_RETURN_NONE;
 }
 
 /* The result of _trace_snapshot, now or at the peak. GIL, tracing. */
 static PyObject *
-trace_snapshot_rows(int at_peak)
+tracing_snapshot_rows(int at_peak)
 {
-    pthread_mutex_lock(&trace_raw_lock);
-    uint64_t lost_frees = trace_lost_frees;
-    pthread_mutex_unlock(&trace_raw_lock);
-    uint64_t lost_records = __atomic_load_n(&trace_failures, __ATOMIC_RELAXED)
-                            + memlens_sites_failures();
+    pthread_mutex_lock(&tracing_raw_lock);
+    uint64_t lost_frees = tracing_lost_frees;
+    pthread_mutex_unlock(&tracing_raw_lock);
+    uint64_t lost_records =
+        __atomic_load_n(&tracing_failures, __ATOMIC_RELAXED)
+        + memlens_sites_failures();
     uint32_t n = memlens_sites_count;
     int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
     if (fig == NULL) {
         return PyErr_NoMemory();
     }
-    int64_t total = at_peak ? trace_peak : trace_total;
+    int64_t total = at_peak ? tracing_peak : tracing_total;
     for (uint32_t i = 0; i < n; i++) {
         memlens_site *s = memlens_site_at(i);
         int64_t *f = &fig[4 * i];
@@ -855,7 +860,7 @@ trace_snapshot_rows(int at_peak)
     free(fig);
     return Py_BuildValue(
         "(iKLNKK)", memlens_sites_nframes(),
-        (unsigned long long)trace_sample_bytes, (long long)total, rows,
+        (unsigned long long)tracing_sample_bytes, (long long)total, rows,
         (unsigned long long)lost_frees, (unsigned long long)lost_records);
 }
 
@@ -863,9 +868,9 @@ trace_snapshot_rows(int at_peak)
  * lost_frees, lost_records), rows [(traceback, size, count, allocated,
  * allocations)] for every site that holds or handed out memory (now, or at
  * the peak); the two counts since the start say how far the figures may
- * be off (trace_lost_frees, trace_failures). */
+ * be off (tracing_lost_frees, tracing_failures). */
 static PyObject *
-trace_py_snapshot(PyObject *m, PyObject *arg)
+tracing_py_snapshot(PyObject *m, PyObject *arg)
 {
     int at_peak = PyObject_IsTrue(arg);
     if (at_peak < 0) {
@@ -877,32 +882,33 @@ trace_py_snapshot(PyObject *m, PyObject *arg)
                         "first");
         return NULL;
     }
-    trace_maybe_drain();
-    if (at_peak && trace_at_peak) {
-        trace_copy_peak();
+    tracing_maybe_drain();
+    if (at_peak && tracing_at_peak) {
+        tracing_copy_peak();
     }
     /* Copy the figures first: building the rows allocates, and may run a
      * collection that frees traced blocks. What the rows take is memlens's
      * own: quiet (hooks.h). */
     memlens_hooks_quiet(1);
-    PyObject *res = trace_snapshot_rows(at_peak);
+    PyObject *res = tracing_snapshot_rows(at_peak);
     memlens_hooks_quiet(0);
     return res;
 }
 
 /* _trace_stats() -> dict: bookkeeping figures (for tests and bench). */
 static PyObject *
-trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
+tracing_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
 {
     size_t table_bytes =
-        (trace_gil_table.slots ? (trace_gil_table.mask + 1) : 0)
-        * sizeof(trace_entry);
-    pthread_mutex_lock(&trace_raw_lock);
-    size_t raw_bytes = (trace_raw_table.slots ? (trace_raw_table.mask + 1) : 0)
-                       * sizeof(trace_entry);
-    size_t blocks = trace_gil_table.used + trace_raw_table.used;
-    uint64_t lost = trace_queue_lost;
-    uint64_t lost_frees = trace_lost_frees;
+        (tracing_gil_table.slots ? (tracing_gil_table.mask + 1) : 0)
+        * sizeof(tracing_entry);
+    pthread_mutex_lock(&tracing_raw_lock);
+    size_t raw_bytes =
+        (tracing_raw_table.slots ? (tracing_raw_table.mask + 1) : 0)
+        * sizeof(tracing_entry);
+    size_t blocks = tracing_gil_table.used + tracing_raw_table.used;
+    uint64_t lost = tracing_queue_lost;
+    uint64_t lost_frees = tracing_lost_frees;
     /* The filter's counts: their sum equals `blocks` while none is full. */
     size_t counted = 0, full = 0;
     const uint8_t *filter =
@@ -913,12 +919,13 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
         counted += v;
         full += v == MEMLENS_SAMPLING_FILTER_FULL;
     }
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_unlock(&tracing_raw_lock);
     return Py_BuildValue(
         "{s:n,s:n,s:I,s:K,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes), "sites",
         (unsigned int)memlens_sites_count, "failures",
-        (unsigned long long)(__atomic_load_n(&trace_failures, __ATOMIC_RELAXED)
+        (unsigned long long)(__atomic_load_n(&tracing_failures,
+                                             __ATOMIC_RELAXED)
                              + memlens_sites_failures()),
         "queue_lost", (unsigned long long)lost, "lost_frees",
         (unsigned long long)lost_frees, "filter_counted", (Py_ssize_t)counted,
@@ -928,7 +935,7 @@ trace_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
 
 /* Whether `arg` is a tuple of str; TypeError if not. */
 static int
-trace_check_prefixes(PyObject *arg)
+tracing_check_prefixes(PyObject *arg)
 {
     int ok = PyTuple_Check(arg);
     for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(arg); i++) {
@@ -943,11 +950,11 @@ trace_check_prefixes(PyObject *arg)
 /* _trace_skip(skipped, own): the folders whose frames sites pass over, and
  * those of memlens's own code, whose blocks are not recorded. */
 static PyObject *
-trace_py_skip(PyObject *m, PyObject *args)
+tracing_py_skip(PyObject *m, PyObject *args)
 {
     PyObject *skipped, *own;
     if (!PyArg_ParseTuple(args, "OO:_trace_skip", &skipped, &own)
-        || !trace_check_prefixes(skipped) || !trace_check_prefixes(own)) {
+        || !tracing_check_prefixes(skipped) || !tracing_check_prefixes(own)) {
         return NULL;
     }
     memlens_sites_skip(skipped, own);
@@ -957,7 +964,7 @@ trace_py_skip(PyObject *m, PyObject *args)
 /* _trace_frames_api(flag): from the next start, read frames through the
  * API only (flag true) or in place where that agrees (false). Tests. */
 static PyObject *
-trace_py_frames_api(PyObject *m, PyObject *arg)
+tracing_py_frames_api(PyObject *m, PyObject *arg)
 {
     int flag = PyObject_IsTrue(arg);
     if (flag < 0) {
@@ -972,7 +979,7 @@ trace_py_frames_api(PyObject *m, PyObject *arg)
  * tables do with addresses no real block has; with gil false, as a thread
  * without the GIL would (raw domain). */
 static PyObject *
-trace_py_block(PyObject *m, PyObject *args)
+tracing_py_block(PyObject *m, PyObject *args)
 {
     int domain, gil = 1;
     unsigned long long address;
@@ -1017,55 +1024,55 @@ trace_py_block(PyObject *m, PyObject *args)
  * without the GIL takes at most n (up to its size) until tracing stops,
  * so that tests can fill it. */
 static PyObject *
-trace_py_queue_limit(PyObject *m, PyObject *arg)
+tracing_py_queue_limit(PyObject *m, PyObject *arg)
 {
     Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (n < 0 || n > TRACE_PENDING_MAX) {
+    if (n < 0 || n > TRACING_PENDING_MAX) {
         return PyErr_Format(PyExc_ValueError,
                             "the limit must be between 0 and %d, got %zd",
-                            TRACE_PENDING_MAX, n);
+                            TRACING_PENDING_MAX, n);
     }
     if (!memlens_tracing_on) {
         PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
         return NULL;
     }
-    pthread_mutex_lock(&trace_raw_lock);
-    size_t before = trace_queue_limit;
-    trace_queue_limit = (size_t)n;
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_lock(&tracing_raw_lock);
+    size_t before = tracing_queue_limit;
+    tracing_queue_limit = (size_t)n;
+    pthread_mutex_unlock(&tracing_raw_lock);
     return PyLong_FromSize_t(before);
 }
 
-static PyMethodDef trace_methods[] = {
-    {"_trace_block", trace_py_block, METH_VARARGS, NULL},
-    {"_trace_queue_limit", trace_py_queue_limit, METH_O, NULL},
-    {"_trace_frames_api", trace_py_frames_api, METH_O, NULL},
-    {"_trace_skip", trace_py_skip, METH_VARARGS, NULL},
-    {"_trace_start", trace_py_start, METH_VARARGS, NULL},
-    {"_trace_stop", trace_py_stop, METH_NOARGS, NULL},
-    {"_trace_is_tracing", trace_py_is_tracing, METH_NOARGS, NULL},
-    {"_trace_memory", trace_py_memory, METH_NOARGS, NULL},
-    {"_trace_reset_peak", trace_py_reset_peak, METH_NOARGS, NULL},
-    {"_trace_snapshot", trace_py_snapshot, METH_O, NULL},
-    {"_trace_stats", trace_py_stats, METH_NOARGS, NULL},
+static PyMethodDef tracing_methods[] = {
+    {"_trace_block", tracing_py_block, METH_VARARGS, NULL},
+    {"_trace_queue_limit", tracing_py_queue_limit, METH_O, NULL},
+    {"_trace_frames_api", tracing_py_frames_api, METH_O, NULL},
+    {"_trace_skip", tracing_py_skip, METH_VARARGS, NULL},
+    {"_trace_start", tracing_py_start, METH_VARARGS, NULL},
+    {"_trace_stop", tracing_py_stop, METH_NOARGS, NULL},
+    {"_trace_is_tracing", tracing_py_is_tracing, METH_NOARGS, NULL},
+    {"_trace_memory", tracing_py_memory, METH_NOARGS, NULL},
+    {"_trace_reset_peak", tracing_py_reset_peak, METH_NOARGS, NULL},
+    {"_trace_snapshot", tracing_py_snapshot, METH_O, NULL},
+    {"_trace_stats", tracing_py_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
-/* A fork while a thread without the GIL holds trace_raw_lock would leave
+/* A fork while a thread without the GIL holds tracing_raw_lock would leave
  * the child's copy locked: hold it across the fork. */
 static void
-trace_atfork_prepare(void)
+tracing_atfork_prepare(void)
 {
-    pthread_mutex_lock(&trace_raw_lock);
+    pthread_mutex_lock(&tracing_raw_lock);
 }
 
 static void
-trace_atfork_release(void)
+tracing_atfork_release(void)
 {
-    pthread_mutex_unlock(&trace_raw_lock);
+    pthread_mutex_unlock(&tracing_raw_lock);
 }
 
 int
@@ -1074,8 +1081,8 @@ memlens_tracing_init(PyObject *module)
     memlens_hooks_set_tracer(&tracing_listener);
     static int registered = 0;
     if (!registered) {
-        int rc = pthread_atfork(trace_atfork_prepare, trace_atfork_release,
-                                trace_atfork_release);
+        int rc = pthread_atfork(tracing_atfork_prepare, tracing_atfork_release,
+                                tracing_atfork_release);
         if (rc != 0) {
             errno = rc;
             PyErr_SetFromErrno(PyExc_OSError);
@@ -1083,5 +1090,5 @@ memlens_tracing_init(PyObject *module)
         }
         registered = 1;
     }
-    return PyModule_AddFunctions(module, trace_methods);
+    return PyModule_AddFunctions(module, tracing_methods);
 }
