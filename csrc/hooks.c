@@ -4,7 +4,7 @@
  * Each hook calls the allocator it replaced and, while someone listens,
  * counts. Two kinds of listener:
  *   - exact (measure(), the line profiler's alloc columns): every block is
- *     recorded in the live-block table (sites.c) so that its free can be
+ *     recorded in the live-block table (ptrtable.h) so that its free can be
  *     sized; totals and the table are protected by hooks_lock, because
  *     raw-domain calls may come from threads without the GIL; per-thread
  *     totals let the line profiler attribute bytes to lines;
@@ -28,8 +28,8 @@
  * Hooks never raise and never touch Python objects.
  */
 #include "hooks.h"
-#include "sites.h"
-#include "trace.h"
+#include "ptrtable.h"
+#include "sampling.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -60,7 +60,8 @@ static long hooks_light_users = 0; /* GIL. */
 static long hooks_bare_users = 0;  /* GIL. Linked, nothing listening. */
 
 /* Bits of hooks_mode: the churn is kept whenever anyone listens; exact
- * records for measure() and alloc columns; tracing records (trace.c).
+ * records for measure() and alloc columns; tracing records (the tracer
+ * registered by tracing.c).
  * HOOKS_SAMPLED goes with HOOKS_TRACE alone when tracing samples: the one
  * mode whose fast path does any work, told by one comparison. */
 enum {
@@ -74,10 +75,12 @@ enum {
 #define HOOKS_SAMPLING_ALONE (HOOKS_TRACE | HOOKS_SAMPLED)
 static int hooks_mode = 0; /* Atomic. */
 /* The free path's view of HOOKS_SAMPLING_ALONE: the filter of recorded
- * blocks (trace.h) in that mode, NULL in any other, so that one load tells
+ * blocks (sampling.h) in that mode, NULL in any other, so that one load tells
  * both. hooks_set_mode keeps it. Atomic. */
 static const uint8_t *hooks_sampling_filter = NULL;
 static int hooks_tracing = 0; /* GIL. */
+/* The tracer's calls (hooks.h): set once, never cleared. GIL to write. */
+static const memlens_hooks_tracer *hooks_tracer = NULL;
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static memlens_ptrtable hooks_table; /* Protected by hooks_lock. */
@@ -221,7 +224,7 @@ hooks_note_alloc(void *ptr, size_t size)
         hooks_failures++;
     }
     memlens_ptrtable_prefetch(&hooks_table,
-                              (uintptr_t)ptr + ((size + 15) & ~(size_t)15));
+                              (uintptr_t)ptr + memlens_round16(size));
     pthread_mutex_unlock(&hooks_lock);
 }
 
@@ -238,7 +241,7 @@ hooks_forget(void *ptr)
         size = 0;
     }
     else {
-        uintptr_t step = (size + 15) & ~(uintptr_t)15;
+        uintptr_t step = memlens_round16(size);
         memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr + step);
         memlens_ptrtable_prefetch(&hooks_table, (uintptr_t)ptr - step);
     }
@@ -273,13 +276,13 @@ memlens_hooks_quiet(int on)
     memlens_hooks_thread *t = &memlens_hooks_tls;
     if (on) {
         if (t->quiet++ == 0) {
-            t->quiet_countdown = t->countdown;
+            memlens_sampling_quiet_begin();
             t->busy += MEMLENS_HOOKS_QUIET;
         }
     }
     else if (t->quiet > 0 && --t->quiet == 0) {
         t->busy -= MEMLENS_HOOKS_QUIET;
-        t->countdown = t->quiet_countdown;
+        memlens_sampling_quiet_end();
     }
 }
 
@@ -305,8 +308,8 @@ static inline void
 hooks_forget_inside(const hooks_domain *d, int mode, void *ptr)
 {
     if ((mode & HOOKS_TRACE) && d->domain == PYMEM_DOMAIN_RAW && ptr != NULL
-        && memlens_trace_sample_bytes != 0) {
-        memlens_trace_free(PYMEM_DOMAIN_RAW, ptr);
+        && memlens_sampling_bytes != 0) {
+        hooks_tracer->free(PYMEM_DOMAIN_RAW, ptr);
     }
 }
 
@@ -352,7 +355,7 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
         hooks_note_alloc(ptr, size);
     }
     if (mode & HOOKS_TRACE) {
-        memlens_trace_alloc(d->domain, ptr, size);
+        hooks_tracer->alloc(d->domain, ptr, size);
     }
 }
 
@@ -366,12 +369,9 @@ hooks_record_alloc(hooks_domain *d, int mode, void *ptr, size_t size)
 static inline int
 hooks_unsampled(const hooks_domain *d, int mode, size_t size)
 {
-    if (mode != HOOKS_SAMPLING_ALONE || size >= memlens_hooks_tls.countdown
-        || (size > MEMLENS_SMALL_BLOCK && d->domain != PYMEM_DOMAIN_RAW)) {
-        return 0;
-    }
-    memlens_hooks_tls.countdown -= size;
-    return 1;
+    return mode == HOOKS_SAMPLING_ALONE
+           && (size <= MEMLENS_SMALL_BLOCK || d->domain == PYMEM_DOMAIN_RAW)
+           && memlens_sampling_passes(size);
 }
 
 /* Each hook below starts with its fast path (off, or a block that sampling
@@ -389,9 +389,9 @@ hooks_malloc_slow(hooks_domain *d, int mode, size_t size)
         return ptr;
     }
     memlens_hooks_tls.busy = 1;
-    uint64_t held = memlens_hooks_hold();
+    uint64_t held = memlens_sampling_hold();
     void *ptr = hooks_prev_malloc(d, size);
-    memlens_hooks_unhold(held);
+    memlens_sampling_unhold(held);
     if (ptr != NULL) {
         hooks_record_alloc(d, mode, ptr, size);
     }
@@ -422,9 +422,9 @@ hooks_calloc_slow(hooks_domain *d, int mode, size_t nelem, size_t elsize)
         return ptr;
     }
     memlens_hooks_tls.busy = 1;
-    uint64_t held = memlens_hooks_hold();
+    uint64_t held = memlens_sampling_hold();
     void *ptr = hooks_prev_calloc(d, nelem, elsize);
-    memlens_hooks_unhold(held);
+    memlens_sampling_unhold(held);
     if (ptr != NULL) {
         /* The product cannot overflow: the allocator succeeded. */
         hooks_record_alloc(d, mode, ptr, nelem * elsize);
@@ -475,11 +475,11 @@ hooks_realloc(void *ctx, void *ptr, size_t size)
         old = hooks_forget(ptr);
     }
     if (ptr != NULL && (mode & HOOKS_TRACE)) {
-        memlens_trace_free(d->domain, ptr);
+        hooks_tracer->free(d->domain, ptr);
     }
-    uint64_t held = memlens_hooks_hold();
+    uint64_t held = memlens_sampling_hold();
     void *res = hooks_prev_realloc(d, ptr, size);
-    memlens_hooks_unhold(held);
+    memlens_sampling_unhold(held);
     if (res == NULL) {
         /* The block is still there, unchanged: remember it again. */
         if (old != 0) {
@@ -529,7 +529,7 @@ hooks_free_slow(hooks_domain *d, int mode, void *ptr)
         size = hooks_forget(ptr);
     }
     if (mode & HOOKS_TRACE) {
-        memlens_trace_free(d->domain, ptr);
+        hooks_tracer->free(d->domain, ptr);
     }
     hooks_prev_free(d, ptr);
     if (size != 0) {
@@ -546,8 +546,9 @@ hooks_free(void *ctx, void *ptr)
     const uint8_t *filter =
         __atomic_load_n(&hooks_sampling_filter, __ATOMIC_RELAXED);
     if (filter != NULL
-        && !__atomic_load_n(&filter[memlens_trace_filter_slot((uintptr_t)ptr)],
-                            __ATOMIC_RELAXED)) {
+        && !__atomic_load_n(
+            &filter[memlens_sampling_filter_slot((uintptr_t)ptr)],
+            __ATOMIC_RELAXED)) {
         /* Sampling, and no recorded block has an address of this hash. */
         hooks_prev_free(d, ptr);
         return;
@@ -611,13 +612,13 @@ hooks_lean_slow(hooks_domain *d, int op, void *ptr, size_t size)
     memlens_hooks_tls.busy = busy + 1;
     /* In the quiet, nothing is recorded and the countdown is put back at
      * its end. */
-    uint64_t weight = busy == 0 ? memlens_trace_weigh(size) : 0;
+    uint64_t weight = busy == 0 ? hooks_tracer->weigh(size) : 0;
     size_t asked = weight != 0 ? MEMLENS_SMALL_BLOCK + 1 : size;
-    uint64_t held = memlens_hooks_hold();
+    uint64_t held = memlens_sampling_hold();
     void *res = hooks_lean_call(d, op, ptr, 1, asked);
-    memlens_hooks_unhold(held);
+    memlens_sampling_unhold(held);
     if (res != NULL && weight != 0) {
-        memlens_trace_put_weighed(res, weight);
+        hooks_tracer->put_weighed(res, weight);
     }
     memlens_hooks_tls.busy = busy;
     return res;
@@ -638,14 +639,7 @@ hooks_lean_pass(hooks_domain *d, int op, void *ptr, size_t nelem, size_t size)
 static inline int
 hooks_lean_passes(size_t size)
 {
-    if (size > MEMLENS_SMALL_BLOCK) {
-        return 1;
-    }
-    if (size < memlens_hooks_tls.countdown) {
-        memlens_hooks_tls.countdown -= size;
-        return 1;
-    }
-    return 0;
+    return size > MEMLENS_SMALL_BLOCK || memlens_sampling_passes(size);
 }
 
 static inline void *
@@ -881,7 +875,7 @@ hooks_mode_for(long exact_users, long light_users, int tracing)
 {
     int mode = (exact_users ? HOOKS_EXACT | HOOKS_LIGHT : 0)
                | (light_users ? HOOKS_LIGHT : 0) | (tracing ? HOOKS_TRACE : 0);
-    if (mode == HOOKS_TRACE && memlens_trace_sample_bytes != 0) {
+    if (mode == HOOKS_TRACE && memlens_sampling_bytes != 0) {
         mode |= HOOKS_SAMPLED;
     }
     return mode;
@@ -894,7 +888,7 @@ hooks_set_mode(void)
         hooks_mode_for(hooks_exact_users, hooks_light_users, hooks_tracing);
     __atomic_store_n(&hooks_mode, mode, __ATOMIC_SEQ_CST);
     __atomic_store_n(&hooks_sampling_filter,
-                     mode == HOOKS_SAMPLING_ALONE ? memlens_trace_filter
+                     mode == HOOKS_SAMPLING_ALONE ? memlens_sampling_filter
                                                   : NULL,
                      __ATOMIC_SEQ_CST);
 }
@@ -1079,6 +1073,12 @@ memlens_hooks_release(int exact)
     }
 }
 
+void
+memlens_hooks_set_tracer(const memlens_hooks_tracer *tracer)
+{
+    hooks_tracer = tracer;
+}
+
 int
 memlens_hooks_trace(int on)
 {
@@ -1093,7 +1093,7 @@ memlens_hooks_trace(int on)
         /* Lean hooks only where nothing else listens, from the start: a
          * full hook's records of small blocks need their frees. */
         hooks_lean_allowed =
-            fresh && memlens_trace_sample_bytes >= HOOKS_LEAN_MIN_SAMPLE;
+            fresh && memlens_sampling_bytes >= HOOKS_LEAN_MIN_SAMPLE;
         hooks_tracing = 1;
         hooks_sync();
     }

@@ -4,7 +4,9 @@
 
 #include "common.h"
 
-/* What one thread has seen through the hooks. Thread-local. */
+/* What one thread has seen through the hooks. Thread-local, owned by
+ * hooks.c: other units read it and move the busy flag only through the
+ * inline functions below (memlens_hooks_enter/leave, the totals). */
 typedef struct {
     int busy;           /* Inside one of our hooks (the low bits, a depth):
                            do not record again. MEMLENS_HOOKS_QUIET added:
@@ -14,10 +16,7 @@ typedef struct {
     void *probe_out;    /* a hook took in (freed, resized) and gave out. */
     uint64_t allocated; /* Bytes handed out to this thread (exact mode). */
     uint64_t freed;     /* Bytes of known blocks it gave back (exact). */
-    uint64_t countdown; /* Tracing with sampling: bytes before the next
-                           mark (trace.c). */
     int quiet;          /* Depth of memlens_hooks_quiet(1) calls. */
-    uint64_t quiet_countdown; /* The countdown when the first was made. */
 } memlens_hooks_thread;
 
 extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
@@ -38,25 +37,48 @@ extern MEMLENS_TLS memlens_hooks_thread memlens_hooks_tls;
  * bytes do not move the marks. Any thread; no GIL needed. */
 void memlens_hooks_quiet(int on);
 
-/* Around a call into an allocator below ours, made with the busy flag
- * raised: what that call allocates through our hooks on the way (pymalloc
- * handing a large block on to the raw domain) is not recorded, and must
- * not count the sampling countdown down either, or the same bytes would
- * count twice. The sampling fast path does not look at the busy flag;
- * the countdown is put back instead:
- *     uint64_t held = memlens_hooks_hold();
- *     p = prev.malloc(prev.ctx, size);
- *     memlens_hooks_unhold(held);                                        */
-static inline uint64_t
-memlens_hooks_hold(void)
+/* This thread's quiet depth. */
+static inline int
+memlens_hooks_quiet_depth(void)
 {
-    return memlens_hooks_tls.countdown;
+    return memlens_hooks_tls.quiet;
+}
+
+/* Whether this thread is inside one of our hooks or in the quiet: what it
+ * allocates now is not the program's. */
+static inline int
+memlens_hooks_busy(void)
+{
+    return memlens_hooks_tls.busy != 0;
+}
+
+/* Around a call made outside the Python allocators that our hooks must
+ * not record again (NumPy's data handler calling PyMem): raises and
+ * lowers this thread's busy flag. */
+static inline void
+memlens_hooks_enter(void)
+{
+    memlens_hooks_tls.busy++;
 }
 
 static inline void
-memlens_hooks_unhold(uint64_t held)
+memlens_hooks_leave(void)
 {
-    memlens_hooks_tls.countdown = held;
+    memlens_hooks_tls.busy--;
+}
+
+/* Bytes this thread was handed and gave back through the hooks in exact
+ * mode, since it started (the line profiler's alloc columns). */
+static inline uint64_t
+memlens_hooks_thread_allocated(void)
+{
+    return memlens_hooks_tls.allocated;
+}
+
+static inline uint64_t
+memlens_hooks_thread_freed(void)
+{
+    return memlens_hooks_tls.freed;
 }
 
 /* Bytes allocated or freed in the whole process since import, roughly
@@ -95,8 +117,32 @@ memlens_small_net_add(int64_t n)
 int memlens_hooks_acquire(int exact);
 void memlens_hooks_release(int exact);
 
-/* Turns the tracing records on or off in the hooks (trace.c keeps them).
- * GIL held. Turning on may fail as acquiring does. */
+/* What allocation tracing (tracing.c) listens with: the hooks call these
+ * with their busy flag raised, with the GIL for the mem and obj domains,
+ * maybe without it for the raw domain. They never raise.
+ *   alloc, free    a block handed out / about to be given back;
+ *   weigh          the lean hooks (chaining straight to pymalloc, when
+ *                  sampling alone): the weight of an allocation of `size`
+ *                  bytes (0: not recorded; the countdown moves either
+ *                  way), GIL checked;
+ *   put_weighed    the record of a block given that weight, after weigh
+ *                  said nonzero. The record goes to the raw domain's
+ *                  table: pymalloc handed the block on to the raw domain,
+ *                  and its free comes back through there. */
+typedef struct {
+    void (*alloc)(int domain, void *ptr, size_t size);
+    void (*free)(int domain, void *ptr);
+    uint64_t (*weigh)(size_t size);
+    void (*put_weighed)(void *ptr, uint64_t weight);
+} memlens_hooks_tracer;
+
+/* Registers the tracer, once, before the first memlens_hooks_trace(1).
+ * It stays: a raw call without the GIL may still be reading it after a
+ * stop. GIL held. */
+void memlens_hooks_set_tracer(const memlens_hooks_tracer *tracer);
+
+/* Turns the tracer's records on or off in the hooks. GIL held. Turning on
+ * may fail as acquiring does. */
 int memlens_hooks_trace(int on);
 
 /* Counts an allocation or a free made outside the Python allocators (the

@@ -11,52 +11,17 @@
  * and was then destroyed would leave the main interpreter tracing with
  * dangling state, and its stop would stop the main interpreter's run.
  */
+#include "census.h"
 #include "common.h"
 #include "hooks.h"
 #include "npmem.h"
 #include "peak.h"
 #include "record.h"
-#include "rss.h"
+#include "readings.h"
 #include "sampler.h"
 #include "sizeof.h"
-#include "trace.h"
-#include "tracer.h"
-
-#include <errno.h>
-#include <stdio.h>
-#include <string.h>
-
-PyObject *
-memlens_oserror_path(int err, const char *path)
-{
-    PyObject *exc =
-        PyObject_CallFunction(PyExc_OSError, "iss", err, strerror(err), path);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-PyObject *
-memlens_parse_error(const char *what, const char *path)
-{
-    char msg[160];
-    snprintf(msg, sizeof(msg), "cannot parse %s", what);
-    PyObject *exc =
-        PyObject_CallFunction(PyExc_OSError, "iss", EINVAL, msg, path);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-memlens_state *
-memlens_state_from_type(PyTypeObject *type)
-{
-    return (memlens_state *)PyType_GetModuleState(type);
-}
+#include "tracing.h"
+#include "lineprof.h"
 
 /* state() -> dict: what memlens has installed or running right now (the
  * quiet: on the calling thread). The test suite checks it is all gone
@@ -69,7 +34,7 @@ module_state_info(PyObject *module, PyObject *Py_UNUSED(args))
         memlens_hooks_installed() ? Py_True : Py_False, "hooks_users",
         memlens_hooks_users(), "sampler_threads", memlens_sampler_threads(),
         "open_windows", memlens_peak_open_windows(), "line_profiling",
-        memlens_tracer_active(), "quiet", memlens_hooks_tls.quiet);
+        memlens_lineprof_active(), "quiet", memlens_hooks_quiet_depth());
 }
 
 static PyMethodDef module_methods[] = {
@@ -91,9 +56,10 @@ module_exec(PyObject *module)
         return -1;
     }
     memlens_state *st = PyModule_GetState(module);
-    if (memlens_rss_init(module) < 0 || memlens_hooks_init(module) < 0
-        || memlens_tracer_init(module) < 0 || memlens_npmem_init(module) < 0
-        || memlens_trace_init(module) < 0 || memlens_sizeof_init(module) < 0
+    if (memlens_readings_init(module) < 0 || memlens_hooks_init(module) < 0
+        || memlens_lineprof_init(module) < 0 || memlens_npmem_init(module) < 0
+        || memlens_tracing_init(module) < 0 || memlens_sizeof_init(module) < 0
+        || memlens_census_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0
         || memlens_record_init_type(module, st) < 0) {
@@ -142,7 +108,7 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-PyModuleDef memlens_module_def = {
+static PyModuleDef memlens_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "memlens._core",
     .m_doc =

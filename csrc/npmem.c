@@ -26,7 +26,8 @@
  */
 #include "npmem.h"
 #include "hooks.h"
-#include "trace.h"
+#include "sampling.h"
+#include "tracing.h"
 
 #include <string.h>
 
@@ -63,11 +64,11 @@ static void
 npmem_note_alloc(void *p, size_t size)
 {
     memlens_hooks_note_external(size, 0);
-    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
-        && memlens_hooks_tls.busy == 0 && memlens_trace_gil_here()) {
-        memlens_hooks_tls.busy++;
-        memlens_trace_external_alloc(p, size);
-        memlens_hooks_tls.busy--;
+    if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED)
+        && !memlens_hooks_busy() && memlens_tracing_gil_here()) {
+        memlens_hooks_enter();
+        memlens_tracing_external_alloc(p, size);
+        memlens_hooks_leave();
     }
 }
 
@@ -78,22 +79,22 @@ npmem_note_free(void *p, size_t size)
     if (size != 0) {
         memlens_hooks_note_external(0, size);
     }
-    if (__atomic_load_n(&memlens_trace_on, __ATOMIC_RELAXED)
-        && memlens_trace_gil_here()) {
-        memlens_hooks_tls.busy++;
-        memlens_trace_external_free(p, size);
-        memlens_hooks_tls.busy--;
+    if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_RELAXED)
+        && memlens_tracing_gil_here()) {
+        memlens_hooks_enter();
+        memlens_tracing_external_free(p, size);
+        memlens_hooks_leave();
     }
 }
 
 static void *
 npmem_malloc(void *ctx, size_t size)
 {
-    memlens_hooks_tls.busy++;
-    uint64_t held = memlens_hooks_hold();
+    memlens_hooks_enter();
+    uint64_t held = memlens_sampling_hold();
     void *p = npmem_prev.malloc(npmem_prev.ctx, size);
-    memlens_hooks_unhold(held);
-    memlens_hooks_tls.busy--;
+    memlens_sampling_unhold(held);
+    memlens_hooks_leave();
     if (p != NULL) {
         npmem_note_alloc(p, size);
     }
@@ -103,11 +104,11 @@ npmem_malloc(void *ctx, size_t size)
 static void *
 npmem_calloc(void *ctx, size_t nelem, size_t elsize)
 {
-    memlens_hooks_tls.busy++;
-    uint64_t held = memlens_hooks_hold();
+    memlens_hooks_enter();
+    uint64_t held = memlens_sampling_hold();
     void *p = npmem_prev.calloc(npmem_prev.ctx, nelem, elsize);
-    memlens_hooks_unhold(held);
-    memlens_hooks_tls.busy--;
+    memlens_sampling_unhold(held);
+    memlens_hooks_leave();
     if (p != NULL) {
         npmem_note_alloc(p, nelem * elsize);
     }
@@ -117,14 +118,14 @@ npmem_calloc(void *ctx, size_t nelem, size_t elsize)
 static void *
 npmem_realloc(void *ctx, void *ptr, size_t new_size)
 {
-    memlens_hooks_tls.busy++;
+    memlens_hooks_enter();
     if (ptr != NULL) {
         npmem_note_free(ptr, 0);
     }
-    uint64_t held = memlens_hooks_hold();
+    uint64_t held = memlens_sampling_hold();
     void *p = npmem_prev.realloc(npmem_prev.ctx, ptr, new_size);
-    memlens_hooks_unhold(held);
-    memlens_hooks_tls.busy--;
+    memlens_sampling_unhold(held);
+    memlens_hooks_leave();
     if (p != NULL) {
         /* NumPy does not tell the old size of a resize: the counters see
          * the new block only. */
@@ -139,9 +140,9 @@ npmem_free(void *ctx, void *ptr, size_t size)
     if (ptr != NULL) {
         npmem_note_free(ptr, size);
     }
-    memlens_hooks_tls.busy++;
+    memlens_hooks_enter();
     npmem_prev.free(npmem_prev.ctx, ptr, size);
-    memlens_hooks_tls.busy--;
+    memlens_hooks_leave();
 }
 
 /* Finds NumPy's C-API table; NULL (no exception) if NumPy is too old or

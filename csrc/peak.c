@@ -14,7 +14,7 @@
  * open windows.
  */
 #include "peak.h"
-#include "rss.h"
+#include "readings.h"
 #include "sampler.h"
 
 #include <errno.h>

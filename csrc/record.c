@@ -21,7 +21,7 @@
  * elapsed) on its own copy of stderr ten times a second; stop() clears
  * it.
  *
- * The data file and the meter's stderr are memlens_ownfd (rss.h): high
+ * The data file and the meter's stderr are memlens_ownfd (readings.h): high
  * numbers, checked before each write. A program that closes every
  * descriptor (os.closerange, as daemonising code does) and opens files of
  * its own at the same numbers never has our lines written into them: the
@@ -39,7 +39,7 @@
  * writes are dropped (the file is the parent's).
  */
 #include "record.h"
-#include "rss.h"
+#include "readings.h"
 #include "sampler.h"
 
 #include <errno.h>

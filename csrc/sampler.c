@@ -15,7 +15,8 @@
  * recorder of `memlens run` (record.c) is one.
  */
 #include "sampler.h"
-#include "rss.h"
+#include "errors.h"
+#include "readings.h"
 
 #include <errno.h>
 #include <float.h>

@@ -3,7 +3,7 @@
 #define MEMLENS_SAMPLER_H
 
 #include "common.h"
-#include "rss.h"
+#include "readings.h"
 
 #include <pthread.h>
 #include <time.h>

@@ -54,6 +54,7 @@
  */
 #include "common.h"
 #include "sizeof.h"
+#include "table.h"
 
 #include <string.h>
 
@@ -65,23 +66,6 @@
 /* Objects walked between two checks for a pending signal (Ctrl-C): a few
  * milliseconds of walking at most, and a negligible cost. */
 #define SIZEOF_SIGNAL_EVERY 4096
-
-/* 3.11 and 3.12 add the GC header when the type is a GC type; the other
- * versions ask the object (static types are not collected). */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-#define SIZEOF_HAS_GC_HEAD(o) PyType_IS_GC(Py_TYPE(o))
-#else
-#define SIZEOF_HAS_GC_HEAD(o) PyObject_IS_GC(o)
-#endif
-
-#if PY_VERSION_HEX >= 0x030C0000
-#define SIZEOF_PREHEADER_FLAGS                                                \
-    (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF)
-#elif PY_VERSION_HEX >= 0x030B0000
-#define SIZEOF_PREHEADER_FLAGS (Py_TPFLAGS_MANAGED_DICT)
-#else
-#define SIZEOF_PREHEADER_FLAGS 0
-#endif
 
 /* How the size of a type's instances is found. */
 enum {
@@ -100,95 +84,62 @@ enum {
 #define SIZE_NDARRAY 0x80
 #define SIZE_HOW(s) ((s)&0x7f)
 
-/* The set of objects already seen: a bit per 16 bytes of address space,
- * in bitmaps of 64 KiB regions found through a small hash table. Objects
- * made one after the other sit in the same region, so a walk touches a
- * few hot bitmaps instead of a cache line of a big table per object. Two
- * distinct objects (at least 16 bytes each, never overlapping) never share
- * a bit. */
-#define SEEN_REGION_SHIFT 16
-#define SEEN_WORDS ((1 << (SEEN_REGION_SHIFT - 4)) / 64)
-
-typedef struct {
-    uintptr_t base; /* address >> SEEN_REGION_SHIFT */
-    uint64_t bits[SEEN_WORDS];
-} sizeof_region;
-
-typedef struct {
-    sizeof_region **slots; /* Owned (libc), and each region. */
-    size_t mask;
-    size_t used;
-    sizeof_region *last; /* Borrowed: the region hit last. */
-} sizeof_set;
-
-static inline size_t
-sizeof_hash(uintptr_t p)
+static inline uint64_t
+sizeof_region_key(const void *e)
 {
-    uint64_t h = (uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 17);
+    const memlens_sizeof_region *r = *(memlens_sizeof_region *const *)e;
+    return r != NULL ? r->base : 0; /* no object lives below 64 KiB */
 }
 
 /* The region of `base`, made if `make`; NULL if absent (or no memory). */
-static sizeof_region *
-sizeof_region_of(sizeof_set *s, uintptr_t base, int make)
+static memlens_sizeof_region *
+sizeof_region_of(memlens_sizeof_set *s, uintptr_t base, int make)
 {
     if (s->last != NULL && s->last->base == base) {
         return s->last;
     }
+    size_t i = 0;
     if (s->slots != NULL) {
-        size_t i =
-            (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
-        while (s->slots[i] != NULL) {
-            if (s->slots[i]->base == base) {
-                return s->last = s->slots[i];
-            }
-            i = (i + 1) & s->mask;
+        i = memlens_table_find(s->slots, sizeof(memlens_sizeof_region *),
+                               s->mask, base, sizeof_region_key);
+        if (s->slots[i] != NULL) {
+            return s->last = s->slots[i];
         }
     }
     if (!make) {
         return NULL;
     }
-    if (s->slots == NULL || (s->used + 1) * 2 > s->mask + 1) {
+    if (memlens_table_full(s->slots == NULL, s->used, s->mask, 1, 2)) {
         size_t cap = s->slots ? (s->mask + 1) * 2 : 256;
-        sizeof_region **slots = calloc(cap, sizeof(sizeof_region *));
+        memlens_sizeof_region **slots =
+            calloc(cap, sizeof(memlens_sizeof_region *));
         if (slots == NULL) {
             return NULL;
         }
-        for (size_t k = 0; s->slots != NULL && k <= s->mask; k++) {
-            sizeof_region *r = s->slots[k];
-            if (r != NULL) {
-                size_t j =
-                    (size_t)(r->base * UINT64_C(0x9E3779B97F4A7C15) >> 20)
-                    & (cap - 1);
-                while (slots[j] != NULL) {
-                    j = (j + 1) & (cap - 1);
-                }
-                slots[j] = r;
-            }
-        }
+        memlens_table_rehash(
+            slots, cap - 1, s->slots, s->slots ? s->mask + 1 : 0,
+            sizeof(memlens_sizeof_region *), sizeof_region_key);
         free(s->slots);
         s->slots = slots;
         s->mask = cap - 1;
+        i = memlens_table_find(s->slots, sizeof(memlens_sizeof_region *),
+                               s->mask, base, sizeof_region_key);
     }
-    sizeof_region *r = calloc(1, sizeof(sizeof_region));
+    memlens_sizeof_region *r = calloc(1, sizeof(memlens_sizeof_region));
     if (r == NULL) {
         return NULL;
     }
     r->base = base;
-    size_t i = (size_t)(base * UINT64_C(0x9E3779B97F4A7C15) >> 20) & s->mask;
-    while (s->slots[i] != NULL) {
-        i = (i + 1) & s->mask;
-    }
     s->slots[i] = r;
     s->used++;
     return s->last = r;
 }
 
 /* Adds p; 1 if it was new, 0 if already there, -1 out of memory. */
-static int
-sizeof_set_add(sizeof_set *s, uintptr_t p)
+int
+memlens_sizeof_set_add(memlens_sizeof_set *s, uintptr_t p)
 {
-    sizeof_region *r = sizeof_region_of(s, p >> SEEN_REGION_SHIFT, 1);
+    memlens_sizeof_region *r = sizeof_region_of(s, p >> SEEN_REGION_SHIFT, 1);
     if (r == NULL) {
         return -1;
     }
@@ -202,7 +153,7 @@ sizeof_set_add(sizeof_set *s, uintptr_t p)
 }
 
 static void
-sizeof_set_clear(sizeof_set *s)
+sizeof_set_clear(memlens_sizeof_set *s)
 {
     for (size_t k = 0; s->slots != NULL && k <= s->mask; k++) {
         free(s->slots[k]);
@@ -213,36 +164,15 @@ sizeof_set_clear(sizeof_set *s)
     s->used = 0;
 }
 
-typedef struct {
-    sizeof_set seen;
-    PyObject **stack;   /* Owned (libc); each item holds a reference. */
-    Py_ssize_t *levels; /* Owned (libc): each stack item's depth. */
-    size_t depth, cap, levels_cap;
-    Py_ssize_t level; /* Depth of the object being followed. */
-    /* type -> strategy, for this walk (types stay alive meanwhile). */
-    uintptr_t *types;
-    unsigned char *strategy;
-    size_t types_mask, types_used;
-    PyObject *object_sizeof; /* Owned: object.__sizeof__. */
-    uintptr_t last_type;     /* One-entry cache of the table below. */
-    unsigned char last_strategy;
-    uint64_t errors; /* __sizeof__ that failed. */
-    int oom;
-    int failed;       /* A lookup raised what must propagate (still set). */
-    Py_ssize_t limit; /* Objects this deep are counted, not followed; -1:
-                       * none. */
-    unsigned visits;  /* Objects walked since the last signal check. */
-} sizeof_walk;
-
 /* Marks o seen and pushes a new reference to it, unless it was seen
  * already: each object is pushed once. 0, or -1 out of memory. */
-static int
-sizeof_push(sizeof_walk *w, PyObject *o)
+int
+memlens_sizeof_push(memlens_sizeof_walk *w, PyObject *o)
 {
     if (o == NULL) {
         return 0;
     }
-    int added = sizeof_set_add(&w->seen, (uintptr_t)o);
+    int added = memlens_sizeof_set_add(&w->seen, (uintptr_t)o);
     if (added <= 0) {
         if (added < 0) {
             w->oom = 1;
@@ -267,12 +197,12 @@ sizeof_push(sizeof_walk *w, PyObject *o)
 static int
 sizeof_visit(PyObject *o, void *arg)
 {
-    return sizeof_push((sizeof_walk *)arg, o);
+    return memlens_sizeof_push((memlens_sizeof_walk *)arg, o);
 }
 
 /* Program, not data: neither counted nor followed when reached. */
-static int
-sizeof_excluded(PyObject *o)
+int
+memlens_sizeof_excluded(PyObject *o)
 {
     return PyModule_Check(o) || PyType_Check(o) || PyFunction_Check(o)
            || PyCFunction_Check(o) || PyCode_Check(o);
@@ -313,8 +243,8 @@ sizeof_add(Py_ssize_t *total, Py_ssize_t n)
 }
 
 /* The same for the census's 64-bit counters, kept within sys.maxsize. */
-static int
-sizeof_add64(int64_t *total, int64_t n)
+int
+memlens_sizeof_add64(int64_t *total, int64_t n)
 {
     if (n > (int64_t)PY_SSIZE_T_MAX - *total) {
         return sizeof_total_too_large();
@@ -325,8 +255,8 @@ sizeof_add64(int64_t *total, int64_t n)
 
 /* Counts one more object walked; runs the pending signal handlers now and
  * then. 0, or -1 with the exception a handler raised. */
-static int
-sizeof_tick(sizeof_walk *w)
+int
+memlens_sizeof_tick(memlens_sizeof_walk *w)
 {
     if (++w->visits < SIZEOF_SIGNAL_EVERY) {
         return 0;
@@ -337,8 +267,8 @@ sizeof_tick(sizeof_walk *w)
 
 /* Stops a walk that failed: the exception set, or MemoryError when the
  * walk ran out of memory (its own tables). -1. */
-static int
-sizeof_abort(void)
+int
+memlens_sizeof_abort(void)
 {
     if (!PyErr_Occurred()) {
         PyErr_NoMemory();
@@ -347,7 +277,7 @@ sizeof_abort(void)
 }
 
 static unsigned char
-sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
+sizeof_strategy_for(memlens_sizeof_walk *w, PyTypeObject *tp)
 {
     if (tp == &PyList_Type) {
         return SIZE_LIST;
@@ -396,10 +326,11 @@ sizeof_strategy_for(sizeof_walk *w, PyTypeObject *tp)
 }
 
 /* The strategy of a type, cached for the walk. */
-static unsigned char sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp);
+static unsigned char sizeof_strategy_lookup(memlens_sizeof_walk *w,
+                                            PyTypeObject *tp);
 
 static unsigned char
-sizeof_strategy(sizeof_walk *w, PyTypeObject *tp)
+sizeof_strategy(memlens_sizeof_walk *w, PyTypeObject *tp)
 {
     uintptr_t key = (uintptr_t)tp;
     if (key == w->last_type) {
@@ -410,52 +341,43 @@ sizeof_strategy(sizeof_walk *w, PyTypeObject *tp)
     return w->last_strategy;
 }
 
+static inline uint64_t
+sizeof_type_key(const void *e)
+{
+    return ((const memlens_sizeof_type *)e)->type;
+}
+
 /* The strategy of a type from the walk's table, computed once. */
 static unsigned char
-sizeof_strategy_lookup(sizeof_walk *w, PyTypeObject *tp)
+sizeof_strategy_lookup(memlens_sizeof_walk *w, PyTypeObject *tp)
 {
     uintptr_t key = (uintptr_t)tp;
     if (w->types != NULL) {
-        size_t i = sizeof_hash(key) & w->types_mask;
-        while (w->types[i] != 0) {
-            if (w->types[i] == key) {
-                return w->strategy[i];
-            }
-            i = (i + 1) & w->types_mask;
+        size_t i = memlens_table_find(w->types, sizeof(memlens_sizeof_type),
+                                      w->types_mask, key, sizeof_type_key);
+        if (w->types[i].type != 0) {
+            return w->types[i].strategy;
         }
     }
     unsigned char s = sizeof_strategy_for(w, tp);
-    if (w->types == NULL || (w->types_used + 1) * 2 > w->types_mask + 1) {
+    if (memlens_table_full(w->types == NULL, w->types_used, w->types_mask, 1,
+                           2)) {
         size_t cap = w->types ? (w->types_mask + 1) * 2 : 64;
-        uintptr_t *types = calloc(cap, sizeof(uintptr_t));
-        unsigned char *strategy = calloc(cap, 1);
-        if (types == NULL || strategy == NULL) {
-            free(types);
-            free(strategy);
+        memlens_sizeof_type *types = calloc(cap, sizeof(memlens_sizeof_type));
+        if (types == NULL) {
             return s;
         }
-        for (size_t i = 0; w->types != NULL && i <= w->types_mask; i++) {
-            if (w->types[i] != 0) {
-                size_t j = sizeof_hash(w->types[i]) & (cap - 1);
-                while (types[j] != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                types[j] = w->types[i];
-                strategy[j] = w->strategy[i];
-            }
-        }
+        memlens_table_rehash(types, cap - 1, w->types,
+                             w->types ? w->types_mask + 1 : 0,
+                             sizeof(memlens_sizeof_type), sizeof_type_key);
         free(w->types);
-        free(w->strategy);
         w->types = types;
-        w->strategy = strategy;
         w->types_mask = cap - 1;
     }
-    size_t i = sizeof_hash(key) & w->types_mask;
-    while (w->types[i] != 0) {
-        i = (i + 1) & w->types_mask;
-    }
-    w->types[i] = key;
-    w->strategy[i] = s;
+    size_t i = memlens_table_find(w->types, sizeof(memlens_sizeof_type),
+                                  w->types_mask, key, sizeof_type_key);
+    w->types[i].type = key;
+    w->types[i].strategy = s;
     w->types_used++;
     return s;
 }
@@ -475,7 +397,7 @@ sizeof_too_large(PyTypeObject *tp)
  * it raises an ordinary exception or returns nonsense. -1 with an
  * exception that must propagate. */
 static Py_ssize_t
-sizeof_call(sizeof_walk *w, PyObject *o)
+sizeof_call(memlens_sizeof_walk *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     /* Looked up on the type, as sys.getsizeof does: a class's own
@@ -509,8 +431,8 @@ sizeof_call(sizeof_walk *w, PyObject *o)
 
 /* What sys.getsizeof(o) reports; -1 with an exception that must
  * propagate (from a __sizeof__, or OverflowError). */
-static Py_ssize_t
-sizeof_one(sizeof_walk *w, PyObject *o)
+Py_ssize_t
+memlens_sizeof_one(memlens_sizeof_walk *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     Py_ssize_t n;
@@ -532,11 +454,7 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             break;
         }
         case SIZE_STR:
-            if (PyUnicode_IS_COMPACT_ASCII(o)
-#if PY_VERSION_HEX < 0x030C0000
-                && ((PyASCIIObject *)o)->wstr == NULL
-#endif
-            ) {
+            if (memlens_str_plain_ascii(o)) {
                 n = (Py_ssize_t)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o)
                     + 1;
             }
@@ -551,25 +469,9 @@ sizeof_one(sizeof_walk *w, PyObject *o)
             n = tp->tp_basicsize + ((PyByteArrayObject *)o)->ob_alloc;
 #endif
             break;
-        case SIZE_INT: {
-#if PY_VERSION_HEX >= 0x030C0000
-            /* 3.12 keeps the digit count in lv_tag and always counts at
-             * least one digit. */
-            Py_ssize_t digits =
-                (Py_ssize_t)(((PyLongObject *)o)->long_value.lv_tag >> 3);
-            n = (Py_ssize_t)offsetof(PyLongObject, long_value.ob_digit)
-                + (digits > 0 ? digits : 1) * (Py_ssize_t)sizeof(digit);
-#else
-            Py_ssize_t digits = Py_SIZE(o) < 0 ? -Py_SIZE(o) : Py_SIZE(o);
-#if PY_VERSION_HEX >= 0x030B0000
-            /* From 3.11, zero is counted with one digit too. */
-            digits = digits > 0 ? digits : 1;
-#endif
-            n = (Py_ssize_t)offsetof(PyLongObject, ob_digit)
-                + digits * (Py_ssize_t)sizeof(digit);
-#endif
+        case SIZE_INT:
+            n = memlens_int_size(o);
             break;
-        }
         case SIZE_GENERIC:
             n = tp->tp_basicsize;
             if (tp->tp_itemsize > 0) {
@@ -584,12 +486,12 @@ sizeof_one(sizeof_walk *w, PyObject *o)
         return -1;
     }
     /* What the object's own figure leaves out: a few words, and what
-     * getsizeof leaves out from 3.11 (see common.h). */
+     * getsizeof leaves out from 3.11 (see compat.h). */
     Py_ssize_t extra = 0;
-    if (SIZEOF_HAS_GC_HEAD(o)) {
+    if (MEMLENS_GETSIZEOF_GC_HEAD(o)) {
         extra += (Py_ssize_t)SIZEOF_GC_HEAD;
     }
-    if (PyType_HasFeature(tp, SIZEOF_PREHEADER_FLAGS)) {
+    if (PyType_HasFeature(tp, MEMLENS_PREHEADER_FLAGS)) {
         extra += 2 * (Py_ssize_t)sizeof(PyObject *);
     }
     extra += memlens_instance_values_bytes(o);
@@ -604,9 +506,9 @@ sizeof_one(sizeof_walk *w, PyObject *o)
 
 /* Adds o's size to *total. 0, or -1 with an exception. */
 static int
-sizeof_count(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
+sizeof_count(memlens_sizeof_walk *w, PyObject *o, Py_ssize_t *total)
 {
-    Py_ssize_t n = sizeof_one(w, o);
+    Py_ssize_t n = memlens_sizeof_one(w, o);
     return n < 0 ? -1 : sizeof_add(total, n);
 }
 
@@ -769,7 +671,7 @@ sizeof_dtype_objects(PyObject *dtype, Py_ssize_t at, int depth,
  * given offsets of each item, over any shape and strides. 0, or -1 out
  * of memory (w->oom). */
 static int
-sizeof_ndarray_elements(sizeof_walk *w, sizeof_ndarray_head *a,
+sizeof_ndarray_elements(memlens_sizeof_walk *w, sizeof_ndarray_head *a,
                         const sizeof_offsets *offs)
 {
     int nd = a->nd;
@@ -789,7 +691,7 @@ sizeof_ndarray_elements(sizeof_walk *w, sizeof_ndarray_head *a,
         for (size_t j = 0; rc == 0 && j < offs->n; j++) {
             PyObject *e;
             memcpy(&e, item + offs->at[j], sizeof(e));
-            rc = sizeof_push(w, e);
+            rc = memlens_sizeof_push(w, e);
         }
         if (rc < 0) {
             break;
@@ -815,9 +717,9 @@ sizeof_ndarray_elements(sizeof_walk *w, sizeof_ndarray_head *a,
  * holds object references, the objects its elements refer to. Those are
  * followed from the array that holds the references: one whose base is
  * not an array (a view's elements are its owner's, reached through the
- * base). 0, or -1 (as sizeof_follow). */
+ * base). 0, or -1 (as memlens_sizeof_follow). */
 static int
-sizeof_ndarray(sizeof_walk *w, PyObject *o)
+sizeof_ndarray(memlens_sizeof_walk *w, PyObject *o)
 {
     PyObject *base = PyObject_GetAttrString(o, "base");
     if (base == NULL) {
@@ -827,7 +729,7 @@ sizeof_ndarray(sizeof_walk *w, PyObject *o)
         base == Py_None || !(sizeof_strategy(w, Py_TYPE(base)) & SIZE_NDARRAY);
     sizeof_ndarray_head *a = (sizeof_ndarray_head *)o;
     int same = (base == Py_None ? NULL : base) == a->base;
-    int rc = base != Py_None ? sizeof_push(w, base) : 0;
+    int rc = base != Py_None ? memlens_sizeof_push(w, base) : 0;
     Py_DECREF(base);
     if (rc < 0 || !owner || !same) {
         return rc;
@@ -853,8 +755,8 @@ sizeof_ndarray(sizeof_walk *w, PyObject *o)
 
 /* Pushes what o refers to, under the rule. 0, or -1: out of memory
  * (w->oom), or an exception set that must propagate. */
-static int
-sizeof_follow(sizeof_walk *w, PyObject *o)
+int
+memlens_sizeof_follow(memlens_sizeof_walk *w, PyObject *o)
 {
     if (w->limit >= 0 && w->level >= w->limit) {
         return 0;
@@ -867,14 +769,15 @@ sizeof_follow(sizeof_walk *w, PyObject *o)
     }
     /* 3.13's traversal skips a made __dict__ whose values are still the
      * instance's inline ones. */
-    if (sizeof_push(w, memlens_managed_dict(o)) < 0) {
+    if (memlens_sizeof_push(w, memlens_managed_dict(o)) < 0) {
         return -1;
     }
     if (PyDict_Check(o)) {
         Py_ssize_t pos = 0;
         PyObject *key, *value;
         while (PyDict_Next(o, &pos, &key, &value)) {
-            if (sizeof_push(w, key) < 0 || sizeof_push(w, value) < 0) {
+            if (memlens_sizeof_push(w, key) < 0
+                || memlens_sizeof_push(w, value) < 0) {
                 return -1;
             }
         }
@@ -912,7 +815,7 @@ sizeof_is_dunder(PyObject *key)
 static int
 sizeof_program_entry(PyObject *key, PyObject *value)
 {
-    return sizeof_is_dunder(key) || sizeof_excluded(value)
+    return sizeof_is_dunder(key) || memlens_sizeof_excluded(value)
            || PyObject_TypeCheck(value, &PyStaticMethod_Type)
            || PyObject_TypeCheck(value, &PyClassMethod_Type)
            || PyObject_TypeCheck(value, &PyProperty_Type)
@@ -928,12 +831,12 @@ sizeof_program_entry(PyObject *key, PyObject *value)
  * entries. A namespace counted already (with an earlier argument) adds
  * nothing. 0, or -1: out of memory, or an exception set. */
 static int
-sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
+sizeof_namespace(memlens_sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
 {
     if (ns == NULL || !PyDict_Check(ns)) {
         return 0;
     }
-    int added = sizeof_set_add(&w->seen, (uintptr_t)ns);
+    int added = memlens_sizeof_set_add(&w->seen, (uintptr_t)ns);
     if (added <= 0) {
         return added;
     }
@@ -949,7 +852,10 @@ sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
     int rc = 0;
     while (rc == 0 && PyDict_Next(ns, &pos, &key, &value)) {
         if (!sizeof_program_entry(key, value)) {
-            rc = sizeof_push(w, key) < 0 || sizeof_push(w, value) < 0 ? -1 : 0;
+            rc = memlens_sizeof_push(w, key) < 0
+                         || memlens_sizeof_push(w, value) < 0
+                     ? -1
+                     : 0;
         }
     }
     w->level = 0;
@@ -961,24 +867,24 @@ sizeof_namespace(sizeof_walk *w, PyObject *ns, Py_ssize_t *total)
  * when reached. Adds to *total what is counted here (a namespace). 0, or
  * -1 out of memory. */
 static int
-sizeof_follow_argument(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
+sizeof_follow_argument(memlens_sizeof_walk *w, PyObject *o, Py_ssize_t *total)
 {
     if (w->limit == 0) {
         return 0;
     }
     if (PyFunction_Check(o)) {
         PyFunctionObject *f = (PyFunctionObject *)o;
-        if (sizeof_push(w, f->func_defaults) < 0
-            || sizeof_push(w, f->func_kwdefaults) < 0
-            || sizeof_push(w, f->func_closure) < 0
-            || sizeof_push(w, f->func_dict) < 0) {
+        if (memlens_sizeof_push(w, f->func_defaults) < 0
+            || memlens_sizeof_push(w, f->func_kwdefaults) < 0
+            || memlens_sizeof_push(w, f->func_closure) < 0
+            || memlens_sizeof_push(w, f->func_dict) < 0) {
             return -1;
         }
         return 0;
     }
     if (PyCFunction_Check(o)) {
         /* Its self, when a module, is not counted once popped. */
-        return sizeof_push(w, PyCFunction_GET_SELF(o));
+        return memlens_sizeof_push(w, PyCFunction_GET_SELF(o));
     }
     if (PyType_Check(o)) {
         PyObject *ns = memlens_type_dict((PyTypeObject *)o);
@@ -991,19 +897,19 @@ sizeof_follow_argument(sizeof_walk *w, PyObject *o, Py_ssize_t *total)
          * on a module. */
         return sizeof_namespace(w, PyModule_GetDict(o), total);
     }
-    return sizeof_follow(w, o);
+    return memlens_sizeof_follow(w, o);
 }
 
 /* Walks from one root; adds its new bytes to *total. 0, or -1 with an
  * exception (MemoryError, OverflowError, what a __sizeof__ or a signal
  * handler raised); what is left on the stack is released by
- * sizeof_walk_clear. */
+ * memlens_sizeof_walk_clear. */
 static int
-sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
+sizeof_walk_from(memlens_sizeof_walk *w, PyObject *root, Py_ssize_t *total)
 {
-    int added = sizeof_set_add(&w->seen, (uintptr_t)root);
+    int added = memlens_sizeof_set_add(&w->seen, (uintptr_t)root);
     if (added < 0) {
-        return sizeof_abort();
+        return memlens_sizeof_abort();
     }
     if (added == 0) {
         return 0; /* counted with an earlier argument */
@@ -1011,28 +917,28 @@ sizeof_walk_from(sizeof_walk *w, PyObject *root, Py_ssize_t *total)
     w->level = 0;
     if (sizeof_count(w, root, total) < 0
         || sizeof_follow_argument(w, root, total) < 0) {
-        return sizeof_abort();
+        return memlens_sizeof_abort();
     }
     while (w->depth > 0) {
         PyObject *o = w->stack[--w->depth];
         w->level = w->levels[w->depth];
-        int rc = sizeof_tick(w);
-        if (rc == 0 && !sizeof_excluded(o)) {
+        int rc = memlens_sizeof_tick(w);
+        if (rc == 0 && !memlens_sizeof_excluded(o)) {
             rc = sizeof_count(w, o, total);
             if (rc == 0) {
-                rc = sizeof_follow(w, o);
+                rc = memlens_sizeof_follow(w, o);
             }
         }
         Py_DECREF(o);
         if (rc < 0) {
-            return sizeof_abort();
+            return memlens_sizeof_abort();
         }
     }
     return 0;
 }
 
-static void
-sizeof_walk_clear(sizeof_walk *w)
+void
+memlens_sizeof_walk_clear(memlens_sizeof_walk *w)
 {
     while (w->depth > 0) {
         Py_DECREF(w->stack[--w->depth]);
@@ -1041,7 +947,6 @@ sizeof_walk_clear(sizeof_walk *w)
     free(w->levels);
     sizeof_set_clear(&w->seen);
     free(w->types);
-    free(w->strategy);
     Py_XDECREF(w->object_sizeof);
 }
 
@@ -1052,7 +957,7 @@ sizeof_walk_clear(sizeof_walk *w)
 static PyObject *
 sizeof_py_asizesof(PyObject *m, PyObject *args)
 {
-    sizeof_walk w;
+    memlens_sizeof_walk w;
     PyObject *objs;
     Py_ssize_t limit;
     memset(&w, 0, sizeof(w));
@@ -1069,7 +974,7 @@ sizeof_py_asizesof(PyObject *m, PyObject *args)
     Py_ssize_t n = PyTuple_GET_SIZE(objs);
     Py_ssize_t *totals = calloc((size_t)n + 1, sizeof(Py_ssize_t));
     if (totals == NULL) {
-        sizeof_walk_clear(&w);
+        memlens_sizeof_walk_clear(&w);
         return PyErr_NoMemory();
     }
     PyObject *result = NULL;
@@ -1096,7 +1001,7 @@ sizeof_py_asizesof(PyObject *m, PyObject *args)
     result = Py_BuildValue("(NK)", sizes, (unsigned long long)errors);
 done:
     free(totals);
-    sizeof_walk_clear(&w);
+    memlens_sizeof_walk_clear(&w);
     return result;
 }
 
@@ -1104,393 +1009,19 @@ done:
 static PyObject *
 sizeof_py_getsizeof(PyObject *m, PyObject *o)
 {
-    sizeof_walk w;
+    memlens_sizeof_walk w;
     memset(&w, 0, sizeof(w));
     w.object_sizeof =
         PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
     if (w.object_sizeof == NULL) {
         return NULL;
     }
-    Py_ssize_t n = sizeof_one(&w, o);
-    sizeof_walk_clear(&w);
+    Py_ssize_t n = memlens_sizeof_one(&w, o);
+    memlens_sizeof_walk_clear(&w);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
-/* ---- Heap census -------------------------------------------------------- *
- * Every live object the GC knows of, and every object they refer to (the
- * untracked ones: strings, numbers, dict keys), each counted once and
- * partitioned by type. A dict is "dict of C" when it is an instance
- * dictionary of class C: a split dict sharing the keys C caches for its
- * instances, or (before 3.11) the dict an instance points at. */
-
-typedef struct {
-    uintptr_t key; /* type pointer << 1 | 1 for "dict of"; 0 empty. */
-    int64_t count, size;
-} census_row;
-
-typedef struct {
-    census_row *rows; /* Owned (libc). */
-    size_t mask, used;
-} census_map;
-
-static census_row *
-census_row_for(census_map *m, uintptr_t key)
-{
-    if (m->rows == NULL || (m->used + 1) * 2 > m->mask + 1) {
-        size_t cap = m->rows ? (m->mask + 1) * 2 : 256;
-        census_row *rows = calloc(cap, sizeof(census_row));
-        if (rows == NULL) {
-            return NULL;
-        }
-        for (size_t i = 0; m->rows != NULL && i <= m->mask; i++) {
-            if (m->rows[i].key != 0) {
-                size_t j = sizeof_hash(m->rows[i].key) & (cap - 1);
-                while (rows[j].key != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                rows[j] = m->rows[i];
-            }
-        }
-        free(m->rows);
-        m->rows = rows;
-        m->mask = cap - 1;
-    }
-    size_t i = sizeof_hash(key) & m->mask;
-    while (m->rows[i].key != 0 && m->rows[i].key != key) {
-        i = (i + 1) & m->mask;
-    }
-    if (m->rows[i].key == 0) {
-        m->rows[i].key = key;
-        m->used++;
-    }
-    return &m->rows[i];
-}
-
-/* A dict whose owner is decided after the walk. */
-typedef struct {
-    uintptr_t dict;
-    uintptr_t keys; /* ma_keys when split, else 0. */
-    int64_t size;
-} census_dict;
-
-typedef struct {
-    sizeof_walk w;
-    census_map kinds;
-    census_dict *dicts; /* Owned (libc). */
-    size_t ndicts, capdicts;
-    census_map owners; /* dict or keys pointer -> owner type. */
-    int program;       /* Count modules, classes, functions, code. */
-    int64_t total_count, total_size;
-} census;
-
-static int
-census_push_root(PyObject *o, void *arg)
-{
-    census *c = arg;
-    c->w.level = 0;
-    return sizeof_push(&c->w, o) < 0 ? 0 : 1;
-}
-
-/* Records that `dict` (or dicts with `keys`) belong to instances of tp. */
-static int
-census_note_owner(census *c, uintptr_t ptr, PyTypeObject *tp)
-{
-    census_row *r = census_row_for(&c->owners, ptr);
-    if (r == NULL) {
-        return -1;
-    }
-    if (r->count == 0) {
-        /* Held until the census ends: a __sizeof__ run meanwhile could
-         * let a class be freed. */
-        Py_INCREF(tp);
-        r->count = (int64_t)(uintptr_t)tp;
-    }
-    return 0;
-}
-
-/* Counts one object into the census. 0, or -1: out of memory, or an
- * exception set. A row's size never exceeds the total, checked here. */
-static int
-census_count(census *c, PyObject *o)
-{
-    PyTypeObject *tp = Py_TYPE(o);
-    int64_t size = sizeof_one(&c->w, o);
-    if (size < 0 || sizeof_add64(&c->total_size, size) < 0) {
-        return -1;
-    }
-    c->total_count++;
-    if (PyType_Check(o)
-        && PyType_HasFeature((PyTypeObject *)o, Py_TPFLAGS_HEAPTYPE)) {
-        PyHeapTypeObject *ht = (PyHeapTypeObject *)o;
-        if (ht->ht_cached_keys != NULL
-            && census_note_owner(c, (uintptr_t)ht->ht_cached_keys,
-                                 (PyTypeObject *)o)
-                   < 0) {
-            return -1;
-        }
-    }
-    PyObject *managed = memlens_managed_dict(o);
-    if (managed != NULL && census_note_owner(c, (uintptr_t)managed, tp) < 0) {
-        return -1;
-    }
-#if PY_VERSION_HEX < 0x030B0000
-    /* Before 3.11 an instance points at its dict from a fixed offset. */
-    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE) && tp->tp_dictoffset > 0) {
-        PyObject *d = *(PyObject **)((char *)o + tp->tp_dictoffset);
-        if (d != NULL && census_note_owner(c, (uintptr_t)d, tp) < 0) {
-            return -1;
-        }
-    }
-#endif
-    if (PyDict_CheckExact(o)) {
-        if (memlens_grow((void **)&c->dicts, &c->capdicts, c->ndicts,
-                         sizeof(census_dict), 1024)
-            < 0) {
-            return -1;
-        }
-        PyDictObject *d = (PyDictObject *)o;
-        census_dict *cd = &c->dicts[c->ndicts++];
-        cd->dict = (uintptr_t)o;
-        cd->keys = d->ma_values != NULL ? (uintptr_t)d->ma_keys : 0;
-        cd->size = size;
-        return 0;
-    }
-    census_row *r = census_row_for(&c->kinds, (uintptr_t)tp << 1);
-    if (r == NULL) {
-        return -1;
-    }
-    if (r->count == 0) {
-        Py_INCREF(tp); /* held until the census ends */
-    }
-    r->count++;
-    return sizeof_add64(&r->size, size);
-}
-
-static PyTypeObject *
-census_owner(census *c, uintptr_t ptr)
-{
-    if (ptr == 0 || c->owners.rows == NULL) {
-        return NULL;
-    }
-    size_t i = sizeof_hash(ptr) & c->owners.mask;
-    while (c->owners.rows[i].key != 0) {
-        if (c->owners.rows[i].key == ptr) {
-            return (PyTypeObject *)(uintptr_t)c->owners.rows[i].count;
-        }
-        i = (i + 1) & c->owners.mask;
-    }
-    return NULL;
-}
-
-/* Walks every live object. 0, or -1 with an exception. */
-static int
-census_run(census *c, PyObject *self_list)
-{
-    sizeof_walk *w = &c->w;
-    w->object_sizeof =
-        PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
-    if (w->object_sizeof == NULL) {
-        return -1;
-    }
-    w->limit = -1;
-    if (self_list != NULL
-        && sizeof_set_add(&w->seen, (uintptr_t)self_list) < 0) {
-        return sizeof_abort();
-    }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyUnstable_GC_VisitObjects(census_push_root, c);
-#else
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self_list); i++) {
-        census_push_root(PyList_GET_ITEM(self_list, i), c);
-    }
-#endif
-    if (w->oom) {
-        return sizeof_abort();
-    }
-    while (w->depth > 0) {
-        PyObject *o = w->stack[--w->depth];
-        w->level = 0;
-        int rc = sizeof_tick(w);
-        if (rc == 0 && (c->program || !sizeof_excluded(o))) {
-            rc = census_count(c, o);
-            if (rc == 0) {
-                rc = sizeof_follow(w, o);
-            }
-        }
-        Py_DECREF(o);
-        if (rc < 0) {
-            /* What is left on the stack: census_clear. */
-            return sizeof_abort();
-        }
-    }
-    /* Now that every class has been seen, decide whose each dict is. */
-    for (size_t i = 0; i < c->ndicts; i++) {
-        census_dict *cd = &c->dicts[i];
-        PyTypeObject *owner = census_owner(c, cd->dict);
-        if (owner == NULL) {
-            owner = census_owner(c, cd->keys);
-        }
-        uintptr_t key = owner != NULL ? ((uintptr_t)owner << 1) | 1
-                                      : (uintptr_t)&PyDict_Type << 1;
-        census_row *r = census_row_for(&c->kinds, key);
-        if (r == NULL) {
-            return sizeof_abort();
-        }
-        if (r->count == 0) {
-            Py_INCREF((PyObject *)(key >> 1));
-        }
-        r->count++;
-        if (sizeof_add64(&r->size, cd->size) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void
-census_clear(census *c)
-{
-    sizeof_walk_clear(&c->w);
-    for (size_t i = 0; c->kinds.rows != NULL && i <= c->kinds.mask; i++) {
-        if (c->kinds.rows[i].key != 0 && c->kinds.rows[i].count != 0) {
-            Py_DECREF((PyObject *)(c->kinds.rows[i].key >> 1));
-        }
-    }
-    for (size_t i = 0; c->owners.rows != NULL && i <= c->owners.mask; i++) {
-        if (c->owners.rows[i].key != 0 && c->owners.rows[i].count != 0) {
-            Py_DECREF((PyObject *)(uintptr_t)c->owners.rows[i].count);
-        }
-    }
-    free(c->kinds.rows);
-    free(c->owners.rows);
-    free(c->dicts);
-}
-
-/* _heap_census(objects, program) -> (count, size, errors, [(type,
- * dict_of, count, size)]). `objects`: gc.get_objects() before 3.12, None
- * after (the census visits the GC's objects itself); it is left out. With
- * `program` false, modules, classes, functions and code objects are
- * neither counted nor followed (MEMORY()). */
-static PyObject *
-sizeof_py_heap_census(PyObject *m, PyObject *args)
-{
-    PyObject *objects;
-    int program;
-    census c;
-    memset(&c, 0, sizeof(c));
-    if (!PyArg_ParseTuple(args, "Op:_heap_census", &objects, &program)) {
-        return NULL;
-    }
-#if PY_VERSION_HEX < 0x030C0000
-    if (!PyList_Check(objects)) {
-        PyErr_SetString(PyExc_TypeError, "objects must be gc.get_objects()");
-        return NULL;
-    }
-#endif
-    c.program = program;
-    PyObject *result = NULL;
-    if (census_run(&c, objects != Py_None ? objects : NULL) < 0) {
-        goto done;
-    }
-    PyObject *rows = PyList_New(0);
-    if (rows == NULL) {
-        goto done;
-    }
-    for (size_t i = 0; c.kinds.rows != NULL && i <= c.kinds.mask; i++) {
-        census_row *r = &c.kinds.rows[i];
-        if (r->key == 0) {
-            continue;
-        }
-        PyObject *row = Py_BuildValue("(OiLL)", (PyObject *)(r->key >> 1),
-                                      (int)(r->key & 1), (long long)r->count,
-                                      (long long)r->size);
-        if (row == NULL || PyList_Append(rows, row) < 0) {
-            Py_XDECREF(row);
-            Py_DECREF(rows);
-            goto done;
-        }
-        Py_DECREF(row);
-    }
-    result = Py_BuildValue("(LLKN)", (long long)c.total_count,
-                           (long long)c.total_size,
-                           (unsigned long long)c.w.errors, rows);
-done:
-    census_clear(&c);
-    return result;
-}
-
-/* _kind_name(type) -> str: how a census names a class, "module.qualname"
- * or, for builtins and __main__, "qualname". Read from the type's own
- * fields (tp_name; a heap type's qualified name and the __module__ entry
- * of its dict), so that no user code runs: a metaclass may define
- * __getattribute__ or properties for these names. */
-static PyObject *
-sizeof_py_kind_name(PyObject *m, PyObject *arg)
-{
-    if (!PyType_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "_kind_name() needs a type, not %.200s",
-                     Py_TYPE(arg)->tp_name);
-        return NULL;
-    }
-    PyTypeObject *tp = (PyTypeObject *)arg;
-    PyObject *module = NULL, *qualname = NULL, *result = NULL;
-    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        /* Both strings (the setters see to it), perhaps of a subclass of
-         * str: only their characters are read. */
-        qualname = ((PyHeapTypeObject *)tp)->ht_qualname;
-        Py_XINCREF(qualname);
-        PyObject *ns = memlens_type_dict(tp);
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        /* A walk, not a lookup: a lookup may compare keys with __eq__. */
-        while (ns != NULL && PyDict_Next(ns, &pos, &key, &value)) {
-            if (PyUnicode_Check(key)
-                && PyUnicode_CompareWithASCIIString(key, "__module__") == 0) {
-                if (PyUnicode_Check(value)) {
-                    module = Py_NewRef(value);
-                }
-                break;
-            }
-        }
-        Py_XDECREF(ns);
-    }
-    else {
-        /* "module.name", or "name" for a builtin. */
-        const char *dot = strrchr(tp->tp_name, '.');
-        if (dot != NULL) {
-            module =
-                PyUnicode_FromStringAndSize(tp->tp_name, dot - tp->tp_name);
-            if (module == NULL) {
-                return NULL;
-            }
-        }
-        qualname = PyUnicode_FromString(dot != NULL ? dot + 1 : tp->tp_name);
-    }
-    if (qualname == NULL) {
-        qualname = PyUnicode_FromString(tp->tp_name);
-        if (qualname == NULL) {
-            goto error;
-        }
-    }
-    if (module == NULL
-        || PyUnicode_CompareWithASCIIString(module, "builtins") == 0
-        || PyUnicode_CompareWithASCIIString(module, "__main__") == 0) {
-        result = PyUnicode_FromFormat("%U", qualname);
-    }
-    else {
-        result = PyUnicode_FromFormat("%U.%U", module, qualname);
-    }
-error:
-    Py_XDECREF(module);
-    Py_XDECREF(qualname);
-    return result;
-}
-
 static PyMethodDef sizeof_methods[] = {
-    {"_kind_name", sizeof_py_kind_name, METH_O,
-     "_kind_name(type) -> str: how a heap census names a class."},
-    {"_heap_census", sizeof_py_heap_census, METH_VARARGS,
-     "_heap_census(objects, program) -> (count, size, errors, rows)."},
     {"_asizesof", sizeof_py_asizesof, METH_VARARGS,
      "_asizesof(objs) -> (sizes, errors): deep sizes, one per object."},
     {"_getsizeof", sizeof_py_getsizeof, METH_O,

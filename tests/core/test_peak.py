@@ -8,7 +8,7 @@ import pytest
 import memlens
 
 from conftest import MiB, figures, spike
-from waiting import until
+from .waiting import until
 
 SPIKE = 300 * MiB
 

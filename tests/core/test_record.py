@@ -12,7 +12,7 @@ import memlens
 from memlens import _core
 
 from conftest import MiB, figures, fork_beside_threads
-from waiting import never_faster_than_asked, samples, until
+from .waiting import never_faster_than_asked, samples, until
 
 MEM = re.compile(r"MEM (\d+\.\d{6}) (\d+\.\d{6})\Z")
 CHLD = re.compile(r"CHLD (\d+) (\d+\.\d{6}) (\d+\.\d{6})\Z")

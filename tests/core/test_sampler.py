@@ -9,7 +9,7 @@ import memlens
 from memlens import _core
 
 from conftest import MiB, figures, fork_beside_threads
-from waiting import never_faster_than_asked, samples, until
+from .waiting import never_faster_than_asked, samples, until
 
 
 @pytest.mark.parametrize("interval", [0, -1, -0.5, math.nan, math.inf, 1e-9])

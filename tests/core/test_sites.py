@@ -1,79 +1,75 @@
-"""sites.c: the table of live blocks (pointer -> size) behind the exact
-hooks. Reached through the hooks: every block handed out while they listen
-is put in the table, and its free is sized by finding it again, so the
-bytes counted freed equal those counted allocated only if every lookup
-finds its block, with its size, however the table grew and whatever was
-removed before it."""
-import random
+"""sites.c, through tracing: a site is a traceback interned once, the
+folders it passes over, and the unknown site of blocks whose stack cannot
+be seen.
+
+Synthetic blocks (_trace_block) sit in the first page, where no real block
+can be."""
+import os
+import sys
 
 import pytest
 
 from memlens import _core
 
-
-class exact_hooks:
-    def __enter__(self):
-        _core._hooks_acquire(True)
-        self.start = _core.alloc_counters()
-        return self
-
-    def __exit__(self, *exc):
-        self.end = _core.alloc_counters()
-        _core._hooks_release(True)
-
-    @property
-    def allocated(self):
-        return self.end[0] - self.start[0]
-
-    @property
-    def freed(self):
-        return self.end[1] - self.start[1]
+RAW, MEM = 0, 1
 
 
-@pytest.mark.parametrize("n", [10, 1000, 50_000])
-def test_every_block_freed_in_random_order_is_found_with_its_size(n):
-    # 50,000 blocks: the table (from 1,024 slots) doubles six times.
-    order = list(range(n))
-    random.Random(n).shuffle(order)
-    with exact_hooks() as h:
-        blocks = [bytes(100 + i % 400) for i in range(n)]
-        for i in order:
-            blocks[i] = None
-        del blocks
-    made = sum(100 + i % 400 for i in range(n))
-    assert h.allocated >= made
-    # everything made inside was freed inside: the few bytes between are
-    # the counters' own tuple and the loop's small ints
-    assert 0 <= h.allocated - h.freed < 4096
+@pytest.fixture
+def tracing():
+    _core._trace_skip((), ())
+    _core._trace_start(1, 0)
+    try:
+        yield
+    finally:
+        _core._trace_stop()
+        _core._trace_skip((), ())
 
 
-def test_blocks_removed_between_others_leave_the_rest_findable():
-    # Removing entries shifts colliding ones back; those must stay found.
-    with exact_hooks() as h:
-        keep = [bytearray(64 + i % 64) for i in range(20_000)]
-        for i in range(0, len(keep), 3):
-            keep[i] = None  # a third removed, scattered over the table
-        for i in range(len(keep)):
-            keep[i] = None  # then the rest
-        del keep
-    assert 0 <= h.allocated - h.freed < 4096
+def rows_at(line):
+    return [r for r in _core._trace_snapshot(False)[3]
+            if r[0] and r[0][0] == (__file__, line)]
 
 
-def test_a_resized_block_is_found_under_its_new_address_and_size():
-    with exact_hooks() as h:
-        buf = bytearray(1000)
-        for size in (5000, 100_000, 300, 2_000_000):
-            buf.extend(bytes(size))
-        del buf
-    assert h.allocated > 2_000_000
-    assert 0 <= h.allocated - h.freed < 4096
+def test_blocks_from_one_line_share_one_site(tracing):
+    line = sys._getframe().f_lineno + 2
+    for address in (16, 32, 48):
+        _core._trace_block(MEM, address, 100)
+    [row] = rows_at(line)
+    assert (row[1], row[2]) == (300, 3)
+    _core._trace_block(MEM, 64, 100)  # another line: a site of its own
+    assert [(r[1], r[2]) for r in rows_at(line)] == [(300, 3)]
+    assert [r[1] >= 100 for r in rows_at(line + 3)] == [True]
+    for address in (16, 32, 48, 64):
+        _core._trace_block(MEM, address, -1)
 
 
-def test_the_table_is_emptied_when_the_last_exact_user_goes():
-    with exact_hooks() as first:
-        blocks = [bytes(200) for _ in range(5000)]
-    assert first.allocated >= 5000 * 200
-    # A later user did not see them made: their frees are not its to count.
-    with exact_hooks() as later:
-        del blocks
-    assert later.freed < 4096
+def test_a_skipped_folder_hands_its_blocks_to_the_caller(tracing):
+    _core._trace_skip((os.path.dirname(__file__),), ())
+    line = sys._getframe().f_lineno + 1
+    _core._trace_block(MEM, 16, 100)
+    assert rows_at(line) == []
+    # Nothing from this folder since it was skipped (a block from the
+    # test's entry, before, may stand).
+    folder = os.path.dirname(__file__)
+    assert not [r for r in _core._trace_snapshot(False)[3]
+                if r[0] and r[0][0][0].startswith(folder)
+                and r[0][0][1] >= line - 1]
+    assert _core._trace_memory()[0] >= 100
+    _core._trace_block(MEM, 16, -1)
+
+
+def test_blocks_of_memlenss_own_folders_get_no_site(tracing):
+    _core._trace_skip((), (os.path.dirname(__file__),))
+    before = _core._trace_memory()[0]
+    line = sys._getframe().f_lineno + 1
+    _core._trace_block(MEM, 16, 100)
+    assert _core._trace_memory()[0] - before < 100
+    assert rows_at(line) == []
+    _core._trace_block(MEM, 16, -1)
+
+
+def test_a_raw_block_without_the_gil_goes_to_the_unknown_site(tracing):
+    _core._trace_block(RAW, 16, 100, False)
+    unknown = [r for r in _core._trace_snapshot(False)[3] if r[0] == ()]
+    assert [(r[1], r[2]) for r in unknown] == [(100, 1)]
+    _core._trace_block(RAW, 16, -1, False)

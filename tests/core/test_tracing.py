@@ -1,4 +1,4 @@
-"""trace.c, through its _core functions: the block tables, the traced
+"""tracing.c, through its _core functions: the block tables, the traced
 current and peak, snapshots now and at the peak, and argument checks.
 
 Synthetic blocks (_trace_block) sit in the first page, where no real block

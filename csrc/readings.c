@@ -1,4 +1,4 @@
-/* rss.c: fast readers of the kernel's memory accounting.
+/* readings.c: fast readers of the kernel's memory accounting.
  *
  * rss() preads a statm file descriptor kept open for the life of the
  * process (reopened after fork, since an fd on /proc/self keeps naming the
@@ -15,7 +15,8 @@
  * and memlens_proc_open touch no Python object and are what the sampler
  * thread uses without the GIL.
  */
-#include "rss.h"
+#include "readings.h"
+#include "errors.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,21 +34,21 @@
 /* Where the process's files are read from. Only tests change it, to
  * check how failures are reported. Protected by the GIL (and read by the
  * sampler only while opening, which happens under the GIL). */
-static char rss_proc_dir[MEMLENS_PATH_MAX / 2] = "/proc/self";
+static char readings_proc_dir[MEMLENS_PATH_MAX / 2] = "/proc/self";
 
 /* Cached descriptors, -1 when closed. Protected by the GIL; closed in the
  * child after fork. */
-static memlens_ownfd rss_statm = MEMLENS_OWNFD_NONE;
-static memlens_ownfd rss_status = MEMLENS_OWNFD_NONE;
+static memlens_ownfd readings_statm = MEMLENS_OWNFD_NONE;
+static memlens_ownfd readings_status = MEMLENS_OWNFD_NONE;
 
 /* Highest VmHWM seen before one of our resets. Protected by the GIL. */
-static uint64_t rss_folded_peak = 0;
+static uint64_t readings_folded_peak = 0;
 
 /* Bumped whenever the proc dir changes, so that cached verdicts about
  * what the kernel allows are taken again. Protected by the GIL. */
 unsigned long memlens_proc_generation = 0;
 
-static long rss_page_size = 4096;
+static long readings_page_size = 4096;
 
 int
 memlens_ownfd_adopt(memlens_ownfd *o, int fd)
@@ -111,7 +112,7 @@ memlens_proc_reopen(memlens_ownfd *o, const char *path)
 int
 memlens_proc_open(const char *name, char *path)
 {
-    int n = snprintf(path, MEMLENS_PATH_MAX, "%s/%s", rss_proc_dir, name);
+    int n = snprintf(path, MEMLENS_PATH_MAX, "%s/%s", readings_proc_dir, name);
     if (n < 0 || n >= MEMLENS_PATH_MAX) {
         errno = ENAMETOOLONG;
         return -1;
@@ -127,7 +128,7 @@ memlens_proc_open(const char *name, char *path)
 /* Reads the whole of a small proc file from offset 0 into buf (NUL
  * terminated). Returns the length, or -1 with errno set. */
 static ssize_t
-rss_pread_all(int fd, char *buf, size_t size)
+readings_pread_all(int fd, char *buf, size_t size)
 {
     size_t got = 0;
     while (got + 1 < size) {
@@ -153,7 +154,7 @@ rss_pread_all(int fd, char *buf, size_t size)
 /* Parses the first three fields of statm (pages): size, resident, shared.
  * Returns 0, or -1 when the text is not three numbers. */
 static int
-rss_parse_statm(const char *buf, uint64_t out[3])
+readings_parse_statm(const char *buf, uint64_t out[3])
 {
     const char *p = buf;
     for (int i = 0; i < 3; i++) {
@@ -180,21 +181,21 @@ memlens_rss_from_fd(int fd, uint64_t *rss)
 {
     char buf[128];
     uint64_t f[3];
-    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
+    if (readings_pread_all(fd, buf, sizeof(buf)) < 0) {
         return -1;
     }
-    if (rss_parse_statm(buf, f) < 0) {
+    if (readings_parse_statm(buf, f) < 0) {
         errno = EINVAL;
         return -1;
     }
-    *rss = f[1] * (uint64_t)rss_page_size;
+    *rss = f[1] * (uint64_t)readings_page_size;
     return 0;
 }
 
 /* Returns the cached fd for `name`, opening it if needed or if the
  * program took its number; -1 with an OSError. GIL held. */
 static int
-rss_cached_fd(memlens_ownfd *slot, const char *name)
+readings_cached_fd(memlens_ownfd *slot, const char *name)
 {
     if (!memlens_ownfd_check(slot)) {
         char path[MEMLENS_PATH_MAX];
@@ -210,10 +211,10 @@ rss_cached_fd(memlens_ownfd *slot, const char *name)
 /* Sets an OSError for a failed read of <proc dir>/<name>: the path is
  * only spelled out on this slow path. Returns -1. */
 static int
-rss_read_failed(int err, const char *name, const char *what)
+readings_read_failed(int err, const char *name, const char *what)
 {
     char path[MEMLENS_PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", rss_proc_dir, name);
+    snprintf(path, sizeof(path), "%s/%s", readings_proc_dir, name);
     if (what != NULL) {
         memlens_parse_error(what, path);
     }
@@ -224,26 +225,26 @@ rss_read_failed(int err, const char *name, const char *what)
 }
 
 static void
-rss_close_cached(void)
+readings_close_cached(void)
 {
-    memlens_ownfd_close(&rss_statm);
-    memlens_ownfd_close(&rss_status);
+    memlens_ownfd_close(&readings_statm);
+    memlens_ownfd_close(&readings_status);
 }
 
 /* Reads statm through the cached fd into f[3] (pages). 0 or -1 + OSError. */
 static int
-rss_read_statm(uint64_t f[3])
+readings_read_statm(uint64_t f[3])
 {
     char buf[128];
-    int fd = rss_cached_fd(&rss_statm, "statm");
+    int fd = readings_cached_fd(&readings_statm, "statm");
     if (fd < 0) {
         return -1;
     }
-    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
-        return rss_read_failed(errno, "statm", NULL);
+    if (readings_pread_all(fd, buf, sizeof(buf)) < 0) {
+        return readings_read_failed(errno, "statm", NULL);
     }
-    if (rss_parse_statm(buf, f) < 0) {
-        return rss_read_failed(0, "statm", "statm");
+    if (readings_parse_statm(buf, f) < 0) {
+        return readings_read_failed(0, "statm", "statm");
     }
     return 0;
 }
@@ -252,17 +253,17 @@ int
 memlens_rss_now(uint64_t *rss)
 {
     uint64_t f[3];
-    if (rss_read_statm(f) < 0) {
+    if (readings_read_statm(f) < 0) {
         return -1;
     }
-    *rss = f[1] * (uint64_t)rss_page_size;
+    *rss = f[1] * (uint64_t)readings_page_size;
     return 0;
 }
 
 /* Finds "<key>" at a line start in a proc key/value text and returns its
  * value in kB through *kb. 1 found, 0 absent. */
 static int
-rss_find_kb(const char *text, const char *key, uint64_t *kb)
+readings_find_kb(const char *text, const char *key, uint64_t *kb)
 {
     size_t klen = strlen(key);
     const char *p = text;
@@ -292,15 +293,15 @@ memlens_hwm_now(uint64_t *hwm)
 {
     char buf[4096];
     uint64_t kb;
-    int fd = rss_cached_fd(&rss_status, "status");
+    int fd = readings_cached_fd(&readings_status, "status");
     if (fd < 0) {
         return -1;
     }
-    if (rss_pread_all(fd, buf, sizeof(buf)) < 0) {
-        return rss_read_failed(errno, "status", NULL);
+    if (readings_pread_all(fd, buf, sizeof(buf)) < 0) {
+        return readings_read_failed(errno, "status", NULL);
     }
-    if (!rss_find_kb(buf, "VmHWM:", &kb)) {
-        return rss_read_failed(0, "status", "VmHWM in status");
+    if (!readings_find_kb(buf, "VmHWM:", &kb)) {
+        return readings_read_failed(0, "status", "VmHWM in status");
     }
     *hwm = kb * 1024;
     return 0;
@@ -316,8 +317,8 @@ memlens_hwm_reset(uint64_t *before)
         errno = EIO;
         return -1;
     }
-    if (hwm > rss_folded_peak) {
-        rss_folded_peak = hwm;
+    if (hwm > readings_folded_peak) {
+        readings_folded_peak = hwm;
     }
     *before = hwm;
     /* clear_refs is opened per reset: it is written rarely, and a
@@ -346,13 +347,13 @@ memlens_lifetime_peak(uint64_t *peak)
     if (memlens_hwm_now(&hwm) < 0) {
         return -1;
     }
-    *peak = hwm > rss_folded_peak ? hwm : rss_folded_peak;
+    *peak = hwm > readings_folded_peak ? hwm : readings_folded_peak;
     return 0;
 }
 
 /* Reads smaps_rollup into uss, pss and swap (bytes). 0 or -1 + OSError. */
 static int
-rss_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
+readings_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
 {
     char path[MEMLENS_PATH_MAX];
     char buf[4096];
@@ -362,21 +363,22 @@ rss_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
         memlens_oserror_path(errno, path);
         return -1;
     }
-    ssize_t n = rss_pread_all(fd, buf, sizeof(buf));
+    ssize_t n = readings_pread_all(fd, buf, sizeof(buf));
     int err = errno;
     close(fd);
     if (n < 0) {
         memlens_oserror_path(err, path);
         return -1;
     }
-    if (!rss_find_kb(buf, "Pss:", pss) || !rss_find_kb(buf, "Swap:", swap)
-        || !rss_find_kb(buf, "Private_Clean:", &clean)
-        || !rss_find_kb(buf, "Private_Dirty:", &dirty)) {
+    if (!readings_find_kb(buf, "Pss:", pss)
+        || !readings_find_kb(buf, "Swap:", swap)
+        || !readings_find_kb(buf, "Private_Clean:", &clean)
+        || !readings_find_kb(buf, "Private_Dirty:", &dirty)) {
         memlens_parse_error("smaps_rollup", path);
         return -1;
     }
     /* Absent before Linux 4.15's hugetlb accounting: counts as zero. */
-    (void)rss_find_kb(buf, "Private_Hugetlb:", &huge);
+    (void)readings_find_kb(buf, "Private_Hugetlb:", &huge);
     *uss = (clean + dirty + huge) * 1024;
     *pss *= 1024;
     *swap *= 1024;
@@ -385,7 +387,7 @@ rss_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
 
 /* rss() -> int: resident set size in bytes, one pread. */
 static PyObject *
-rss_py_rss(PyObject *module, PyObject *Py_UNUSED(args))
+readings_py_rss(PyObject *module, PyObject *Py_UNUSED(args))
 {
     uint64_t rss;
     if (memlens_rss_now(&rss) < 0) {
@@ -406,7 +408,7 @@ memlens_heap_trim(void)
 
 /* _trim_heap() -> bool: whether the C heap gave pages back. */
 static PyObject *
-rss_py_trim_heap(PyObject *module, PyObject *Py_UNUSED(args))
+readings_py_trim_heap(PyObject *module, PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(memlens_heap_trim());
 }
@@ -414,22 +416,22 @@ rss_py_trim_heap(PyObject *module, PyObject *Py_UNUSED(args))
 /* memory(detail) -> (rss, vms, shared, peak, uss, pss, swap); the last
  * three are None unless detail is true. New reference. */
 static PyObject *
-rss_py_memory(PyObject *module, PyObject *arg)
+readings_py_memory(PyObject *module, PyObject *arg)
 {
     int detail = PyObject_IsTrue(arg);
     uint64_t f[3], peak, uss, pss, swap;
     if (detail < 0) {
         return NULL;
     }
-    if (rss_read_statm(f) < 0 || memlens_lifetime_peak(&peak) < 0) {
+    if (readings_read_statm(f) < 0 || memlens_lifetime_peak(&peak) < 0) {
         return NULL;
     }
-    uint64_t page = (uint64_t)rss_page_size;
+    uint64_t page = (uint64_t)readings_page_size;
     if (!detail) {
         return Py_BuildValue("(KKKKOOO)", f[1] * page, f[0] * page,
                              f[2] * page, peak, Py_None, Py_None, Py_None);
     }
-    if (rss_read_rollup(&uss, &pss, &swap) < 0) {
+    if (readings_read_rollup(&uss, &pss, &swap) < 0) {
         return NULL;
     }
     return Py_BuildValue("(KKKKKKK)", f[1] * page, f[0] * page, f[2] * page,
@@ -439,7 +441,7 @@ rss_py_memory(PyObject *module, PyObject *arg)
 /* _set_proc_dir(path): reads the process files from `path` instead of
  * /proc/self. For tests of failure reporting; "" restores the default. */
 static PyObject *
-rss_py_set_proc_dir(PyObject *module, PyObject *arg)
+readings_py_set_proc_dir(PyObject *module, PyObject *arg)
 {
     Py_ssize_t len;
     const char *s;
@@ -452,12 +454,12 @@ rss_py_set_proc_dir(PyObject *module, PyObject *arg)
     if (s == NULL) {
         return NULL;
     }
-    if ((size_t)len >= sizeof(rss_proc_dir)) {
+    if ((size_t)len >= sizeof(readings_proc_dir)) {
         PyErr_SetString(PyExc_ValueError, "path too long");
         return NULL;
     }
-    rss_close_cached();
-    snprintf(rss_proc_dir, sizeof(rss_proc_dir), "%s",
+    readings_close_cached();
+    snprintf(readings_proc_dir, sizeof(readings_proc_dir), "%s",
              len == 0 ? "/proc/self" : s);
     memlens_proc_generation++;
     Py_RETURN_NONE;
@@ -466,7 +468,7 @@ rss_py_set_proc_dir(PyObject *module, PyObject *arg)
 /* ---- Child processes ------------------------------------------------- */
 
 static int
-rss_pidlist_add(memlens_pidlist *l, pid_t pid)
+readings_pidlist_add(memlens_pidlist *l, pid_t pid)
 {
     for (size_t i = 0; i < l->count; i++) {
         if (l->pids[i] == pid) {
@@ -484,7 +486,7 @@ rss_pidlist_add(memlens_pidlist *l, pid_t pid)
 /* Appends the children of every thread of `pid` to `l`. A process that
  * exits meanwhile is skipped. 0, or -1 when out of memory. */
 static int
-rss_add_children(pid_t pid, memlens_pidlist *l)
+readings_add_children(pid_t pid, memlens_pidlist *l)
 {
     char path[MEMLENS_PATH_MAX];
     char buf[4096];
@@ -505,7 +507,7 @@ rss_add_children(pid_t pid, memlens_pidlist *l)
         if (fd < 0) {
             continue;
         }
-        ssize_t n = rss_pread_all(fd, buf, sizeof(buf));
+        ssize_t n = readings_pread_all(fd, buf, sizeof(buf));
         close(fd);
         if (n <= 0) {
             continue;
@@ -517,7 +519,7 @@ rss_add_children(pid_t pid, memlens_pidlist *l)
                 break;
             }
             if (child > 0) {
-                rc = rss_pidlist_add(l, (pid_t)child);
+                rc = readings_pidlist_add(l, (pid_t)child);
             }
             p = end;
         }
@@ -529,10 +531,10 @@ rss_add_children(pid_t pid, memlens_pidlist *l)
 int
 memlens_descendants(pid_t pid, memlens_pidlist *l)
 {
-    int rc = rss_add_children(pid, l);
+    int rc = readings_add_children(pid, l);
     /* The list grows as we go: each descendant's children join it. */
     for (size_t i = 0; rc == 0 && i < l->count; i++) {
-        rc = rss_add_children(l->pids[i], l);
+        rc = readings_add_children(l->pids[i], l);
     }
     return rc;
 }
@@ -579,42 +581,42 @@ memlens_children_rss(void)
 }
 
 static PyObject *
-rss_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
+readings_py_children_rss(PyObject *module, PyObject *Py_UNUSED(args))
 {
     return memlens_children_rss();
 }
 
-PyMethodDef memlens_rss_methods[] = {
-    {"children_rss", rss_py_children_rss, METH_NOARGS,
+PyMethodDef memlens_readings_methods[] = {
+    {"children_rss", readings_py_children_rss, METH_NOARGS,
      "children_rss() -> (bytes, count) of all living descendants."},
-    {"rss", rss_py_rss, METH_NOARGS,
+    {"rss", readings_py_rss, METH_NOARGS,
      "rss() -> int\n\nResident set size of this process, in bytes."},
-    {"memory", rss_py_memory, METH_O,
+    {"memory", readings_py_memory, METH_O,
      "memory(detail) -> tuple\n\n(rss, vms, shared, peak, uss, pss, swap)"},
-    {"_trim_heap", rss_py_trim_heap, METH_NOARGS,
+    {"_trim_heap", readings_py_trim_heap, METH_NOARGS,
      "_trim_heap() -> bool: give the C heap's free pages back to the OS."},
-    {"_set_proc_dir", rss_py_set_proc_dir, METH_O,
+    {"_set_proc_dir", readings_py_set_proc_dir, METH_O,
      "Read the process files from another folder (tests only)."},
     {NULL, NULL, 0, NULL},
 };
 
 /* After fork the cached descriptors still name the parent's files. */
 static void
-rss_atfork_child(void)
+readings_atfork_child(void)
 {
-    rss_close_cached();
+    readings_close_cached();
 }
 
 int
-memlens_rss_init(PyObject *module)
+memlens_readings_init(PyObject *module)
 {
     static int registered = 0;
     long ps = sysconf(_SC_PAGESIZE);
     if (ps > 0) {
-        rss_page_size = ps;
+        readings_page_size = ps;
     }
     if (!registered) {
-        int rc = pthread_atfork(NULL, NULL, rss_atfork_child);
+        int rc = pthread_atfork(NULL, NULL, readings_atfork_child);
         if (rc != 0) {
             errno = rc;
             PyErr_SetFromErrno(PyExc_OSError);
@@ -622,5 +624,5 @@ memlens_rss_init(PyObject *module)
         }
         registered = 1;
     }
-    return PyModule_AddFunctions(module, memlens_rss_methods);
+    return PyModule_AddFunctions(module, memlens_readings_methods);
 }

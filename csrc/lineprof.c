@@ -1,4 +1,4 @@
-/* tracer.c: line-by-line memory attribution.
+/* lineprof.c: line-by-line memory attribution.
  *
  * Line events come from one of three backends, chosen by the Python layer:
  *   - a C trace function (PyEval_SetTrace), per thread (3.9, 3.10; on
@@ -23,10 +23,10 @@
  *     malloc or mmap (NumPy's buffers, any library's) never passes the
  *     hooks, but the kernel charges it only as its pages are touched, and
  *     touching pages takes time: a line that grows RSS by megabytes runs
- *     for milliseconds. A line that ran TRACER_LONG_NS or more is read
+ *     for milliseconds. A line that ran LINEPROF_LONG_NS or more is read
  *     after. Reading the clock costs as much as the rest of a line event,
- *     so a line found quick TRACER_TRUST times in a row is then timed only
- *     once every TRACER_TRUST occurrences (and again every time as soon as
+ *     so a line found quick LINEPROF_TRUST times in a row is then timed only
+ *     once every LINEPROF_TRUST occurrences (and again every time as soon as
  *     it is found long); an outermost call always times its start and its
  *     end, so every call's lines add up to its whole RSS change.
  * A tight loop that makes and drops small objects never pays for a read.
@@ -47,17 +47,18 @@
  * _line_remove_code (the Python layer removes it when no living profiler
  * holds it), and the table owns a reference meanwhile, so the address that
  * keys the index cannot be reused while the entry is there. Removing an
- * entry bumps tracer_epoch; a thread's frames are checked against the
- * table when it next sees an event after that (tracer_here), by code
+ * entry bumps lineprof_epoch; a thread's frames are checked against the
+ * table when it next sees an event after that (lineprof_here), by code
  * address and serial number, so that a frame of a removed code, or of a
  * new code registered at the same address since, is dropped instead of
  * followed. On 3.11 the hooks of instrumented copies hold the entry itself
  * (a count of references), and do nothing once it was removed.
  */
-#include "tracer.h"
+#include "lineprof.h"
+#include "errors.h"
 #include "hooks.h"
-#include "rss.h"
-#include "sites.h"
+#include "readings.h"
+#include "ptrtable.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -68,102 +69,103 @@
 
 /* Read RSS again once this many bytes of large blocks were allocated or
  * freed, or the count of small blocks moved by this many. */
-#define TRACER_CHURN_STEP (32 * 1024)
-#define TRACER_SMALL_STEP 256
+#define LINEPROF_CHURN_STEP (32 * 1024)
+#define LINEPROF_SMALL_STEP 256
 
 /* A line that ran this long is followed by a read: a read costs about
  * 1.5 us, so even a loop of lines just this long pays under 3%. */
-#define TRACER_LONG_NS (50 * 1000)
+#define LINEPROF_LONG_NS (50 * 1000)
 
 /* Quick occurrences in a row after which a line is timed only once every
  * this many occurrences. */
-#define TRACER_TRUST 16
+#define LINEPROF_TRUST 16
 
 typedef struct {
     PyObject *code;           /* Owned; NULL once removed from the table. */
     uint64_t serial;          /* Never reused: tells entries apart. */
-    size_t slot;              /* Index in tracer_codes while there. */
+    size_t slot;              /* Index in lineprof_codes while there. */
     long refs;                /* The table's, and each hook capsule's. */
     int first_line;           /* co_firstlineno. */
     int nlines;               /* Lines first_line .. first_line+nlines-1. */
     memlens_line_stat *lines; /* Owned (libc). */
-} tracer_code;
+} lineprof_code;
 
 typedef struct {
-    tracer_code *code; /* Borrowed from the engine; valid while the code's
+    lineprof_code *code; /* Borrowed from the engine; valid while the code's
                           entry (key, serial) is in the table. */
-    const void *key;   /* The code object's address, never dereferenced. */
-    uint64_t serial;   /* The entry's serial number. */
-    const void *frame; /* Frame identity (trace backend), or NULL. */
-    int line;          /* Line running, -1 none. */
-    int resumed;       /* The line runs on from before a yield: its
+    const void *key;     /* The code object's address, never dereferenced. */
+    uint64_t serial;     /* The entry's serial number. */
+    const void *frame;   /* Frame identity (trace backend), or NULL. */
+    int line;            /* Line running, -1 none. */
+    int resumed;         /* The line runs on from before a yield: its
                           occurrence was counted then. */
-    uint64_t rss0;     /* RSS when the line (re)started. */
-    uint64_t alloc0;   /* Thread's hook counters then. */
+    uint64_t rss0;       /* RSS when the line (re)started. */
+    uint64_t alloc0;     /* Thread's hook counters then. */
     uint64_t freed0;
-} tracer_frame;
+} lineprof_frame;
 
 typedef struct {
-    tracer_frame *frames; /* Owned (libc). */
+    lineprof_frame *frames; /* Owned (libc). */
     int depth;
     int cap;
-    uint64_t epoch; /* tracer_epoch when the frames were last checked. */
-} tracer_thread;
+    uint64_t epoch; /* lineprof_epoch when the frames were last checked. */
+} lineprof_thread;
 
 /* ---- Engine state: all protected by the GIL ---------------------------- */
 
-/* Each tracer_code is allocated on its own, so that frames may point at
+/* Each lineprof_code is allocated on its own, so that frames may point at
  * it while the array of pointers grows. */
-static tracer_code **tracer_codes = NULL; /* Owned (libc), and each item. */
-static size_t tracer_ncodes = 0;
-static size_t tracer_capcodes = 0;
-static memlens_ptrtable tracer_index; /* code pointer -> tracer_code*. */
-static uint64_t tracer_serial = 0;    /* Last serial number given. */
-static uint64_t tracer_epoch = 0;     /* Bumped at each removal. */
-static uint64_t tracer_dropped = 0;   /* Frames dropped by tracer_prune. */
+static lineprof_code **lineprof_codes =
+    NULL; /* Owned (libc), and each item. */
+static size_t lineprof_ncodes = 0;
+static size_t lineprof_capcodes = 0;
+static memlens_ptrtable lineprof_index; /* code pointer -> lineprof_code*. */
+static uint64_t lineprof_serial = 0;    /* Last serial number given. */
+static uint64_t lineprof_epoch = 0;     /* Bumped at each removal. */
+static uint64_t lineprof_dropped = 0;   /* Frames dropped by lineprof_prune. */
 
-static long tracer_begun = 0;       /* line_begin() calls open. */
-static long tracer_alloc_users = 0; /* ... of which with alloc. */
-static int tracer_children = 0;     /* Add children's RSS. */
+static long lineprof_begun = 0;       /* line_begin() calls open. */
+static long lineprof_alloc_users = 0; /* ... of which with alloc. */
+static int lineprof_children = 0;     /* Add children's RSS. */
 /* statm, owned: at a high number and checked before each read, since the
  * profiled program may close it and open a file of its own there. */
-static memlens_ownfd tracer_statm = MEMLENS_OWNFD_NONE;
-static pid_t tracer_fd_pid = 0;
-static uint64_t tracer_rss = 0;        /* Last RSS read. */
-static uint64_t tracer_churn_mark = 0; /* Churn at that read. */
-static int64_t tracer_small_mark = 0;  /* Small-block count then. */
-static uint64_t tracer_failures = 0;   /* Reads or growths that failed. */
-static uint64_t tracer_clock_last = 0; /* Monotonic ns of the last timing. */
-static uint64_t tracer_reads = 0;      /* RSS reads made (for the tests). */
+static memlens_ownfd lineprof_statm = MEMLENS_OWNFD_NONE;
+static pid_t lineprof_fd_pid = 0;
+static uint64_t lineprof_rss = 0;        /* Last RSS read. */
+static uint64_t lineprof_churn_mark = 0; /* Churn at that read. */
+static int64_t lineprof_small_mark = 0;  /* Small-block count then. */
+static uint64_t lineprof_failures = 0;   /* Reads or growths that failed. */
+static uint64_t lineprof_clock_last = 0; /* Monotonic ns of the last timing. */
+static uint64_t lineprof_reads = 0;      /* RSS reads made (for the tests). */
 
-static pthread_key_t tracer_key;
-static MEMLENS_TLS tracer_thread *tracer_tls = NULL;
+static pthread_key_t lineprof_key;
+static MEMLENS_TLS lineprof_thread *lineprof_tls = NULL;
 
 static void
-tracer_thread_free(void *p)
+lineprof_thread_free(void *p)
 {
-    tracer_thread *t = p;
+    lineprof_thread *t = p;
     if (t != NULL) {
         free(t->frames);
         free(t);
     }
-    tracer_tls = NULL; /* destructors run in the exiting thread */
+    lineprof_tls = NULL; /* destructors run in the exiting thread */
 }
 
 /* This thread's frame stack, created on first use; NULL if out of
  * memory. */
-static tracer_thread *
-tracer_thread_get(void)
+static lineprof_thread *
+lineprof_thread_get(void)
 {
-    tracer_thread *t = tracer_tls;
+    lineprof_thread *t = lineprof_tls;
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
         if (t == NULL) {
             return NULL;
         }
-        t->epoch = tracer_epoch;
-        tracer_tls = t;
-        pthread_setspecific(tracer_key, t);
+        t->epoch = lineprof_epoch;
+        lineprof_tls = t;
+        pthread_setspecific(lineprof_key, t);
     }
     return t;
 }
@@ -175,12 +177,12 @@ tracer_thread_get(void)
  * while it walks /proc, and a thread that ran then could change the engine
  * in the middle of a line event. Touches no Python object. */
 static uint64_t
-tracer_children_rss(void)
+lineprof_children_rss(void)
 {
     memlens_pidlist l = {NULL, 0, 0};
     uint64_t total = 0;
     if (memlens_descendants(getpid(), &l) < 0) {
-        tracer_failures++;
+        lineprof_failures++;
     }
     for (size_t i = 0; i < l.count; i++) {
         uint64_t rss;
@@ -193,7 +195,7 @@ tracer_children_rss(void)
 }
 
 static inline uint64_t
-tracer_clock(void)
+lineprof_clock(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -201,95 +203,95 @@ tracer_clock(void)
 }
 
 static void
-tracer_read_rss(void)
+lineprof_read_rss(void)
 {
     uint64_t rss;
-    tracer_reads++;
-    if (tracer_fd_pid != getpid()) {
+    lineprof_reads++;
+    if (lineprof_fd_pid != getpid()) {
         /* A forked child: the parent's statm, inherited, reads the
          * parent. */
-        memlens_ownfd_close(&tracer_statm);
-        tracer_fd_pid = getpid();
+        memlens_ownfd_close(&lineprof_statm);
+        lineprof_fd_pid = getpid();
     }
-    if (!memlens_ownfd_check(&tracer_statm)) {
+    if (!memlens_ownfd_check(&lineprof_statm)) {
         char path[MEMLENS_PATH_MAX];
         int fd = memlens_proc_open("statm", path);
         if (fd >= 0) {
-            (void)memlens_ownfd_adopt(&tracer_statm, fd);
+            (void)memlens_ownfd_adopt(&lineprof_statm, fd);
         }
     }
-    if (tracer_statm.fd >= 0
-        && memlens_rss_from_fd(tracer_statm.fd, &rss) == 0) {
-        if (tracer_children) {
-            rss += tracer_children_rss();
+    if (lineprof_statm.fd >= 0
+        && memlens_rss_from_fd(lineprof_statm.fd, &rss) == 0) {
+        if (lineprof_children) {
+            rss += lineprof_children_rss();
         }
-        tracer_rss = rss;
+        lineprof_rss = rss;
     }
     else {
-        tracer_failures++;
+        lineprof_failures++;
     }
-    tracer_churn_mark =
+    lineprof_churn_mark =
         __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
-    tracer_small_mark =
+    lineprof_small_mark =
         __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
-    tracer_clock_last = tracer_clock();
+    lineprof_clock_last = lineprof_clock();
 }
 
 /* Whether the line whose statistics are `st` (NULL: no line, or one whose
  * statistics could not grow; always timed) ran long, that is whether
- * TRACER_LONG_NS passed since the last timing. Untimed occurrences of a
+ * LINEPROF_LONG_NS passed since the last timing. Untimed occurrences of a
  * trusted line make the next timing see a longer time: at worst an extra
  * read. */
 static inline int
-tracer_ran_long(memlens_line_stat *st)
+lineprof_ran_long(memlens_line_stat *st)
 {
     if (st != NULL && st->untimed > 0) {
         st->untimed--;
         return 0;
     }
-    uint64_t now = tracer_clock();
-    int ran_long = now - tracer_clock_last >= TRACER_LONG_NS;
-    tracer_clock_last = now;
+    uint64_t now = lineprof_clock();
+    int ran_long = now - lineprof_clock_last >= LINEPROF_LONG_NS;
+    lineprof_clock_last = now;
     if (st != NULL) {
         if (ran_long) {
             st->quick = 0;
         }
-        else if (++st->quick >= TRACER_TRUST) {
-            st->quick = TRACER_TRUST;
-            st->untimed = TRACER_TRUST - 1;
+        else if (++st->quick >= LINEPROF_TRUST) {
+            st->quick = LINEPROF_TRUST;
+            st->untimed = LINEPROF_TRUST - 1;
         }
     }
     return ran_long;
 }
 
 /* The RSS now, read again only if it may have moved since the last read:
- * churn through the hooks, or the line `st` (as tracer_ran_long) ran
+ * churn through the hooks, or the line `st` (as lineprof_ran_long) ran
  * long. */
 static inline uint64_t
-tracer_rss_now(memlens_line_stat *st)
+lineprof_rss_now(memlens_line_stat *st)
 {
     uint64_t churn = __atomic_load_n(&memlens_hooks_churn, __ATOMIC_RELAXED);
     int64_t small =
         __atomic_load_n(&memlens_hooks_small_net, __ATOMIC_RELAXED);
-    int64_t moved = small - tracer_small_mark;
-    if (churn - tracer_churn_mark >= TRACER_CHURN_STEP
-        || moved >= TRACER_SMALL_STEP || moved <= -TRACER_SMALL_STEP
-        || tracer_children || tracer_ran_long(st)) {
-        tracer_read_rss();
+    int64_t moved = small - lineprof_small_mark;
+    if (churn - lineprof_churn_mark >= LINEPROF_CHURN_STEP
+        || moved >= LINEPROF_SMALL_STEP || moved <= -LINEPROF_SMALL_STEP
+        || lineprof_children || lineprof_ran_long(st)) {
+        lineprof_read_rss();
     }
-    return tracer_rss;
+    return lineprof_rss;
 }
 
 /* ---- Code objects ------------------------------------------------------ */
 
-static tracer_code *
-tracer_lookup(PyObject *code)
+static lineprof_code *
+lineprof_lookup(PyObject *code)
 {
     size_t found;
-    if (!memlens_ptrtable_get(&tracer_index, (uintptr_t)code, &found)) {
+    if (!memlens_ptrtable_get(&lineprof_index, (uintptr_t)code, &found)) {
         return NULL;
     }
-    return (tracer_code *)found;
+    return (lineprof_code *)found;
 }
 
 /* Drops the frames of `t` whose code entry was removed since the thread
@@ -298,35 +300,35 @@ tracer_lookup(PyObject *code)
  * order: a frame whose caller was dropped is now the caller's caller's
  * callee, as if the dropped function had not been profiled. */
 static void
-tracer_prune(tracer_thread *t)
+lineprof_prune(lineprof_thread *t)
 {
     int kept = 0;
     for (int i = 0; i < t->depth; i++) {
-        tracer_code *c = tracer_lookup((PyObject *)t->frames[i].key);
+        lineprof_code *c = lineprof_lookup((PyObject *)t->frames[i].key);
         if (c != NULL && c->serial == t->frames[i].serial) {
             t->frames[kept++] = t->frames[i];
         }
     }
-    tracer_dropped += (uint64_t)(t->depth - kept);
+    lineprof_dropped += (uint64_t)(t->depth - kept);
     t->depth = kept;
-    t->epoch = tracer_epoch;
+    t->epoch = lineprof_epoch;
 }
 
 /* This thread's frame stack (NULL if it has none), every frame of it of a
  * code still registered. */
-static inline tracer_thread *
-tracer_here(void)
+static inline lineprof_thread *
+lineprof_here(void)
 {
-    tracer_thread *t = tracer_tls;
-    if (t != NULL && t->epoch != tracer_epoch) {
-        tracer_prune(t);
+    lineprof_thread *t = lineprof_tls;
+    if (t != NULL && t->epoch != lineprof_epoch) {
+        lineprof_prune(t);
     }
     return t;
 }
 
 /* Drops one reference to `c`, freeing it with the last. */
 static void
-tracer_code_unref(tracer_code *c)
+lineprof_code_unref(lineprof_code *c)
 {
     if (--c->refs == 0) {
         free(c->lines);
@@ -337,7 +339,7 @@ tracer_code_unref(tracer_code *c)
 /* The statistics of `line` in `c`, growing the array as needed; NULL if
  * out of memory or the line precedes the function. */
 static memlens_line_stat *
-tracer_stat(tracer_code *c, int line)
+lineprof_stat(lineprof_code *c, int line)
 {
     int i = line - c->first_line;
     if (i < 0) {
@@ -347,7 +349,7 @@ tracer_stat(tracer_code *c, int line)
         int n = i + 16;
         memlens_line_stat *lines = realloc(c->lines, n * sizeof(*lines));
         if (lines == NULL) {
-            tracer_failures++;
+            lineprof_failures++;
             return NULL;
         }
         memset(lines + c->nlines, 0, (n - c->nlines) * sizeof(*lines));
@@ -360,13 +362,13 @@ tracer_stat(tracer_code *c, int line)
 /* ---- The per-line work ------------------------------------------------- */
 
 static inline void
-tracer_start_line(tracer_frame *f, int line)
+lineprof_start_line(lineprof_frame *f, int line)
 {
     f->line = line;
-    f->rss0 = tracer_rss;
-    if (tracer_alloc_users) {
-        f->alloc0 = memlens_hooks_tls.allocated;
-        f->freed0 = memlens_hooks_tls.freed;
+    f->rss0 = lineprof_rss;
+    if (lineprof_alloc_users) {
+        f->alloc0 = memlens_hooks_thread_allocated();
+        f->freed0 = memlens_hooks_thread_freed();
     }
 }
 
@@ -374,10 +376,10 @@ tracer_start_line(tracer_frame *f, int line)
  * `hit` counts one more occurrence (0 when only pausing); `last` says
  * that the outermost profiled call ends, which is always timed. */
 static inline void
-tracer_account(tracer_frame *f, int hit, int last)
+lineprof_account(lineprof_frame *f, int hit, int last)
 {
-    memlens_line_stat *st = tracer_stat(f->code, f->line);
-    uint64_t rss = tracer_rss_now(last ? NULL : st);
+    memlens_line_stat *st = lineprof_stat(f->code, f->line);
+    uint64_t rss = lineprof_rss_now(last ? NULL : st);
     if (st == NULL) {
         return;
     }
@@ -386,70 +388,70 @@ tracer_account(tracer_frame *f, int hit, int last)
     if (rss > st->mem_usage) {
         st->mem_usage = rss;
     }
-    if (tracer_alloc_users) {
-        uint64_t a = memlens_hooks_tls.allocated - f->alloc0;
-        uint64_t fr = memlens_hooks_tls.freed - f->freed0;
+    if (lineprof_alloc_users) {
+        uint64_t a = memlens_hooks_thread_allocated() - f->alloc0;
+        uint64_t fr = memlens_hooks_thread_freed() - f->freed0;
         st->allocated += a;
         st->freed += fr;
     }
 }
 
 static inline void
-tracer_line(tracer_frame *f, int line)
+lineprof_line(lineprof_frame *f, int line)
 {
     if (f->line >= 0) {
-        tracer_account(f, !f->resumed, 0);
+        lineprof_account(f, !f->resumed, 0);
     }
     f->resumed = 0;
-    tracer_start_line(f, line);
+    lineprof_start_line(f, line);
 }
 
 /* A profiled frame starts (fresh: its first line is the def line, which
  * gets the call's own occurrence) or resumes. */
 static void
-tracer_push(tracer_code *c, const void *frame, int fresh)
+lineprof_push(lineprof_code *c, const void *frame, int fresh)
 {
     if (c->code == NULL) {
         return; /* removed: a hook of an instrumented copy still running */
     }
-    tracer_thread *t = tracer_thread_get();
+    lineprof_thread *t = lineprof_thread_get();
     if (t == NULL) {
-        tracer_failures++;
+        lineprof_failures++;
         return;
     }
-    if (t->epoch != tracer_epoch) {
-        tracer_prune(t);
+    if (t->epoch != lineprof_epoch) {
+        lineprof_prune(t);
     }
     if (t->depth > 0) {
-        tracer_frame *caller = &t->frames[t->depth - 1];
+        lineprof_frame *caller = &t->frames[t->depth - 1];
         if (caller->line >= 0) {
-            tracer_account(caller, 0, 0); /* paused until we return */
+            lineprof_account(caller, 0, 0); /* paused until we return */
         }
     }
     else {
-        (void)tracer_rss_now(NULL); /* the call's start, always timed */
+        (void)lineprof_rss_now(NULL); /* the call's start, always timed */
     }
     if (t->depth == t->cap) {
         int cap = t->cap ? t->cap * 2 : 64;
-        tracer_frame *frames = realloc(t->frames, cap * sizeof(*frames));
+        lineprof_frame *frames = realloc(t->frames, cap * sizeof(*frames));
         if (frames == NULL) {
-            tracer_failures++;
+            lineprof_failures++;
             return;
         }
         t->frames = frames;
         t->cap = cap;
     }
-    tracer_frame *f = &t->frames[t->depth++];
+    lineprof_frame *f = &t->frames[t->depth++];
     f->code = c;
     f->key = c->code;
     f->serial = c->serial;
     f->frame = frame;
     f->line = -1;
     f->resumed = 0;
-    f->alloc0 = memlens_hooks_tls.allocated;
-    f->freed0 = memlens_hooks_tls.freed;
+    f->alloc0 = memlens_hooks_thread_allocated();
+    f->freed0 = memlens_hooks_thread_freed();
     if (fresh) {
-        tracer_start_line(f, c->first_line);
+        lineprof_start_line(f, c->first_line);
     }
 }
 
@@ -457,15 +459,16 @@ tracer_push(tracer_code *c, const void *frame, int fresh)
  * does there is the line's, counted as the same occurrence) or adopted
  * (seen first there: the line counts when it ends). */
 static void
-tracer_push_in_line(tracer_code *c, const void *frame, int line, int resumed)
+lineprof_push_in_line(lineprof_code *c, const void *frame, int line,
+                      int resumed)
 {
-    tracer_push(c, frame, 0);
-    tracer_thread *t = tracer_tls;
+    lineprof_push(c, frame, 0);
+    lineprof_thread *t = lineprof_tls;
     if (line >= 0 && t != NULL && t->depth > 0
         && t->frames[t->depth - 1].frame == frame
         && t->frames[t->depth - 1].code == c) {
-        tracer_frame *f = &t->frames[t->depth - 1];
-        tracer_start_line(f, line);
+        lineprof_frame *f = &t->frames[t->depth - 1];
+        lineprof_start_line(f, line);
         f->resumed = resumed;
     }
 }
@@ -473,75 +476,67 @@ tracer_push_in_line(tracer_code *c, const void *frame, int line, int resumed)
 /* The frame on top returns, yields or unwinds: its line is closed and the
  * caller's resumes. */
 static void
-tracer_pop(tracer_thread *t)
+lineprof_pop(lineprof_thread *t)
 {
-    tracer_frame *f = &t->frames[--t->depth];
+    lineprof_frame *f = &t->frames[--t->depth];
     if (f->line >= 0) {
-        tracer_account(f, !f->resumed, t->depth == 0);
+        lineprof_account(f, !f->resumed, t->depth == 0);
     }
     if (t->depth > 0) {
-        tracer_frame *caller = &t->frames[t->depth - 1];
+        lineprof_frame *caller = &t->frames[t->depth - 1];
         if (caller->line >= 0) {
             int line = caller->line;
-            tracer_start_line(caller, line);
+            lineprof_start_line(caller, line);
         }
     }
 }
 
-static inline tracer_frame *
-tracer_top(tracer_thread *t)
+static inline lineprof_frame *
+lineprof_top(lineprof_thread *t)
 {
     return (t != NULL && t->depth > 0) ? &t->frames[t->depth - 1] : NULL;
 }
 
 /* ---- Backend 1: the C trace function ----------------------------------- */
 
-/* Whether a frame's call event is its start, not a resumption. From 3.11
- * a frame may run a few instructions before its RESUME (making cells,
- * copying free variables; a generator's first steps), so "nothing ran
- * yet" is "not past the first RESUME". */
+/* Whether a frame's call event is its start, not a resumption (see
+ * compat.h). */
 static inline int
-tracer_frame_fresh(PyFrameObject *frame, PyCodeObject *code)
+lineprof_frame_fresh(PyFrameObject *frame, PyCodeObject *code)
 {
-    int lasti = MEMLENS_FRAME_LASTI(frame);
-#if PY_VERSION_HEX >= 0x030B0000
-    return lasti <= code->_co_firsttraceable * 2;
-#else
-    (void)code;
-    return lasti <= 0;
-#endif
+    return memlens_frame_not_started(MEMLENS_FRAME_LASTI(frame), code);
 }
 
 static int
-tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+lineprof_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    tracer_frame *top;
+    lineprof_frame *top;
     switch (what) {
         case PyTrace_CALL: {
             PyCodeObject *code = PyFrame_GetCode(frame);
-            tracer_code *c = tracer_lookup((PyObject *)code);
+            lineprof_code *c = lineprof_lookup((PyObject *)code);
             if (c != NULL) {
-                if (tracer_frame_fresh(frame, code)) {
-                    tracer_push(c, frame, 1);
+                if (lineprof_frame_fresh(frame, code)) {
+                    lineprof_push(c, frame, 1);
                 }
                 else {
-                    tracer_push_in_line(c, frame, PyFrame_GetLineNumber(frame),
-                                        1);
+                    lineprof_push_in_line(c, frame,
+                                          PyFrame_GetLineNumber(frame), 1);
                 }
             }
             Py_DECREF(code);
             break;
         }
         case PyTrace_LINE:
-            top = tracer_top(tracer_here());
+            top = lineprof_top(lineprof_here());
             if (top != NULL && top->frame == (const void *)frame) {
-                tracer_line(top, PyFrame_GetLineNumber(frame));
+                lineprof_line(top, PyFrame_GetLineNumber(frame));
             }
             break;
         case PyTrace_RETURN:
-            top = tracer_top(tracer_here());
+            top = lineprof_top(lineprof_here());
             if (top != NULL && top->frame == (const void *)frame) {
-                tracer_pop(tracer_tls);
+                lineprof_pop(lineprof_tls);
             }
             break;
         default:
@@ -553,7 +548,7 @@ tracer_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 /* ---- Backend 2: sys.monitoring callbacks ------------------------------- */
 
 static int
-tracer_check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+lineprof_check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
 {
     if (nargs < want) {
         PyErr_Format(PyExc_TypeError, "%s expects %zd arguments", name, want);
@@ -564,31 +559,31 @@ tracer_check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
 
 /* PY_START(code, offset) and PY_RESUME / PY_THROW(code, offset[, exc]) */
 static PyObject *
-tracer_mon_start(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+lineprof_mon_start(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (tracer_check_args(nargs, 1, "_line_start") < 0) {
+    if (lineprof_check_args(nargs, 1, "_line_start") < 0) {
         return NULL;
     }
-    tracer_code *c = tracer_lookup(args[0]);
+    lineprof_code *c = lineprof_lookup(args[0]);
     if (c != NULL) {
-        tracer_push(c, NULL, 1);
+        lineprof_push(c, NULL, 1);
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+lineprof_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (tracer_check_args(nargs, 2, "_line_resume") < 0) {
+    if (lineprof_check_args(nargs, 2, "_line_resume") < 0) {
         return NULL;
     }
-    tracer_code *c = tracer_lookup(args[0]);
+    lineprof_code *c = lineprof_lookup(args[0]);
     if (c != NULL) {
         long offset = memlens_small_int(args[1]);
         if (offset == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        tracer_push_in_line(
+        lineprof_push_in_line(
             c, NULL, PyCode_Addr2Line((PyCodeObject *)args[0], (int)offset),
             1);
     }
@@ -597,32 +592,32 @@ tracer_mon_resume(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 
 /* LINE(code, line_number) */
 static PyObject *
-tracer_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+lineprof_mon_line(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 2) {
         return PyErr_Format(PyExc_TypeError, "_line_line expects 2 arguments");
     }
-    tracer_frame *top = tracer_top(tracer_here());
+    lineprof_frame *top = lineprof_top(lineprof_here());
     if (top != NULL && top->code->code == args[0]) {
         long line = memlens_small_int(args[1]);
         if (line == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        tracer_line(top, (int)line);
+        lineprof_line(top, (int)line);
     }
     Py_RETURN_NONE;
 }
 
 /* PY_RETURN / PY_YIELD / PY_UNWIND(code, offset, value) */
 static PyObject *
-tracer_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+lineprof_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (tracer_check_args(nargs, 1, "_line_leave") < 0) {
+    if (lineprof_check_args(nargs, 1, "_line_leave") < 0) {
         return NULL;
     }
-    tracer_frame *top = tracer_top(tracer_here());
+    lineprof_frame *top = lineprof_top(lineprof_here());
     if (top != NULL && top->code->code == args[0]) {
-        tracer_pop(tracer_tls);
+        lineprof_pop(lineprof_tls);
     }
     Py_RETURN_NONE;
 }
@@ -632,21 +627,21 @@ tracer_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
  * On 3.11 a trace function turns off the specializing interpreter for
  * every instruction; src/memlens/_instrument.py instead gives each profiled
  * code object a copy that calls the builtins below, each bound to the
- * code's statistics (a capsule of its tracer_code). A frame is known by its
+ * code's statistics (a capsule of its lineprof_code). A frame is known by its
  * interpreter frame, read from the thread state: generators keep theirs
  * across resumptions, and a new call always enters before its lines. */
 
 #if MEMLENS_LINE_INSTRUMENT
-static const char tracer_hook_name[] = "memlens.line_hook";
+static const char lineprof_hook_name[] = "memlens.line_hook";
 
-static inline tracer_code *
-tracer_hook_code(PyObject *self)
+static inline lineprof_code *
+lineprof_hook_code(PyObject *self)
 {
-    return PyCapsule_GetPointer(self, tracer_hook_name);
+    return PyCapsule_GetPointer(self, lineprof_hook_name);
 }
 
 static inline const void *
-tracer_hook_frame(void)
+lineprof_hook_frame(void)
 {
     return memlens_iframe_top(PyThreadState_Get());
 }
@@ -655,68 +650,69 @@ tracer_hook_frame(void)
  * running (an instruction reached both from its own line and from
  * another). */
 static inline PyObject *
-tracer_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
+lineprof_hook_line_at(PyObject *self, PyObject *arg, int if_changed)
 {
-    if (tracer_begun) {
-        const void *frame = tracer_hook_frame();
-        tracer_frame *top = tracer_top(tracer_here());
+    if (lineprof_begun) {
+        const void *frame = lineprof_hook_frame();
+        lineprof_frame *top = lineprof_top(lineprof_here());
         long line = memlens_small_int(arg);
         if (line == -1 && PyErr_Occurred()) {
             return NULL;
         }
         if (top != NULL && top->frame == frame) {
             if (!if_changed || top->line != line) {
-                tracer_line(top, (int)line);
+                lineprof_line(top, (int)line);
             }
         }
         else {
             /* A frame not on top of this thread's stack: one that began
              * before profiling did, or a generator resumed by throw(). */
-            tracer_push_in_line(tracer_hook_code(self), frame, (int)line, 0);
+            lineprof_push_in_line(lineprof_hook_code(self), frame, (int)line,
+                                  0);
         }
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tracer_hook_line(PyObject *self, PyObject *arg)
+lineprof_hook_line(PyObject *self, PyObject *arg)
 {
-    return tracer_hook_line_at(self, arg, 0);
+    return lineprof_hook_line_at(self, arg, 0);
 }
 
 static PyObject *
-tracer_hook_line_changed(PyObject *self, PyObject *arg)
+lineprof_hook_line_changed(PyObject *self, PyObject *arg)
 {
-    return tracer_hook_line_at(self, arg, 1);
+    return lineprof_hook_line_at(self, arg, 1);
 }
 
 static PyObject *
-tracer_hook_enter(PyObject *self, PyObject *Py_UNUSED(arg))
+lineprof_hook_enter(PyObject *self, PyObject *Py_UNUSED(arg))
 {
-    if (tracer_begun) {
-        const void *frame = tracer_hook_frame();
-        tracer_thread *t = tracer_here();
+    if (lineprof_begun) {
+        const void *frame = lineprof_hook_frame();
+        lineprof_thread *t = lineprof_here();
         /* A frame left here unclosed is gone: this one just began. */
         while (t != NULL && t->depth > 0
                && t->frames[t->depth - 1].frame == frame) {
-            tracer_pop(t);
+            lineprof_pop(t);
         }
-        tracer_push(tracer_hook_code(self), frame, 1);
+        lineprof_push(lineprof_hook_code(self), frame, 1);
     }
     Py_RETURN_NONE;
 }
 
 /* resume(line): after a yield or await, inside `line`. */
 static PyObject *
-tracer_hook_resume(PyObject *self, PyObject *arg)
+lineprof_hook_resume(PyObject *self, PyObject *arg)
 {
-    if (tracer_begun) {
+    if (lineprof_begun) {
         long line = memlens_small_int(arg);
         if (line == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        tracer_push_in_line(tracer_hook_code(self), tracer_hook_frame(),
-                            (int)line, 1);
+        lineprof_push_in_line(lineprof_hook_code(self), lineprof_hook_frame(),
+                              (int)line, 1);
     }
     Py_RETURN_NONE;
 }
@@ -724,31 +720,31 @@ tracer_hook_resume(PyObject *self, PyObject *arg)
 /* Return, yield, or an exception leaving the frame. Runs even when no
  * profiler is on, so that no frame stays open. */
 static PyObject *
-tracer_hook_leave(PyObject *self, PyObject *Py_UNUSED(arg))
+lineprof_hook_leave(PyObject *self, PyObject *Py_UNUSED(arg))
 {
-    tracer_frame *top = tracer_top(tracer_here());
-    if (top != NULL && top->frame == tracer_hook_frame()) {
-        tracer_pop(tracer_tls);
+    lineprof_frame *top = lineprof_top(lineprof_here());
+    if (top != NULL && top->frame == lineprof_hook_frame()) {
+        lineprof_pop(lineprof_tls);
     }
     Py_RETURN_NONE;
 }
 
-static PyMethodDef tracer_hook_defs[] = {
-    {"enter", tracer_hook_enter, METH_O, NULL},
-    {"line", tracer_hook_line, METH_O, NULL},
-    {"line_changed", tracer_hook_line_changed, METH_O, NULL},
-    {"leave", tracer_hook_leave, METH_O, NULL},
-    {"resume", tracer_hook_resume, METH_O, NULL},
+static PyMethodDef lineprof_hook_defs[] = {
+    {"enter", lineprof_hook_enter, METH_O, NULL},
+    {"line", lineprof_hook_line, METH_O, NULL},
+    {"line_changed", lineprof_hook_line_changed, METH_O, NULL},
+    {"leave", lineprof_hook_leave, METH_O, NULL},
+    {"resume", lineprof_hook_resume, METH_O, NULL},
 };
 
 /* The hooks of an instrumented copy are gone: their entry may go too
  * (once removed from the table). */
 static void
-tracer_hook_capsule_free(PyObject *capsule)
+lineprof_hook_capsule_free(PyObject *capsule)
 {
-    tracer_code *c = PyCapsule_GetPointer(capsule, tracer_hook_name);
+    lineprof_code *c = PyCapsule_GetPointer(capsule, lineprof_hook_name);
     if (c != NULL) {
-        tracer_code_unref(c);
+        lineprof_code_unref(c);
     }
     else {
         PyErr_Clear();
@@ -758,23 +754,23 @@ tracer_hook_capsule_free(PyObject *capsule)
 /* _line_ins_hooks(code) -> (enter, line, line_changed, leave, resume),
  * builtins bound to the statistics of a registered code object. */
 static PyObject *
-tracer_py_ins_hooks(PyObject *m, PyObject *code)
+lineprof_py_ins_hooks(PyObject *m, PyObject *code)
 {
-    tracer_code *c = tracer_lookup(code);
+    lineprof_code *c = lineprof_lookup(code);
     if (c == NULL) {
         return PyErr_Format(PyExc_ValueError,
                             "_line_ins_hooks: %R is not registered", code);
     }
     PyObject *capsule =
-        PyCapsule_New(c, tracer_hook_name, tracer_hook_capsule_free);
+        PyCapsule_New(c, lineprof_hook_name, lineprof_hook_capsule_free);
     if (capsule == NULL) {
         return NULL;
     }
     c->refs++;
-    size_t n = sizeof(tracer_hook_defs) / sizeof(tracer_hook_defs[0]);
+    size_t n = sizeof(lineprof_hook_defs) / sizeof(lineprof_hook_defs[0]);
     PyObject *out = PyTuple_New((Py_ssize_t)n);
     for (size_t i = 0; out != NULL && i < n; i++) {
-        PyObject *f = PyCFunction_New(&tracer_hook_defs[i], capsule);
+        PyObject *f = PyCFunction_New(&lineprof_hook_defs[i], capsule);
         if (f == NULL) {
             Py_CLEAR(out);
             break;
@@ -790,7 +786,7 @@ tracer_py_ins_hooks(PyObject *m, PyObject *code)
 
 /* _line_add_code(code, last_line): profile this code object. */
 static PyObject *
-tracer_py_add_code(PyObject *m, PyObject *args)
+lineprof_py_add_code(PyObject *m, PyObject *args)
 {
     PyObject *code;
     int last_line;
@@ -798,24 +794,24 @@ tracer_py_add_code(PyObject *m, PyObject *args)
                           &last_line)) {
         return NULL;
     }
-    if (tracer_lookup(code) != NULL) {
+    if (lineprof_lookup(code) != NULL) {
         Py_RETURN_NONE;
     }
     int first = ((PyCodeObject *)code)->co_firstlineno;
     int n = last_line >= first ? last_line - first + 1 : 1;
-    if (tracer_ncodes == tracer_capcodes) {
-        size_t cap = tracer_capcodes ? tracer_capcodes * 2 : 16;
-        tracer_code **codes = realloc(tracer_codes, cap * sizeof(*codes));
+    if (lineprof_ncodes == lineprof_capcodes) {
+        size_t cap = lineprof_capcodes ? lineprof_capcodes * 2 : 16;
+        lineprof_code **codes = realloc(lineprof_codes, cap * sizeof(*codes));
         if (codes == NULL) {
             return PyErr_NoMemory();
         }
-        tracer_codes = codes;
-        tracer_capcodes = cap;
+        lineprof_codes = codes;
+        lineprof_capcodes = cap;
     }
-    tracer_code *c = calloc(1, sizeof(*c));
+    lineprof_code *c = calloc(1, sizeof(*c));
     memlens_line_stat *lines = calloc((size_t)n, sizeof(*lines));
     if (c == NULL || lines == NULL
-        || memlens_ptrtable_put(&tracer_index, (uintptr_t)code,
+        || memlens_ptrtable_put(&lineprof_index, (uintptr_t)code,
                                 (size_t)(uintptr_t)c)
                < 0) {
         free(c);
@@ -823,55 +819,55 @@ tracer_py_add_code(PyObject *m, PyObject *args)
         return PyErr_NoMemory();
     }
     c->code = Py_NewRef(code);
-    c->serial = ++tracer_serial;
-    c->slot = tracer_ncodes;
+    c->serial = ++lineprof_serial;
+    c->slot = lineprof_ncodes;
     c->refs = 1;
     c->first_line = first;
     c->nlines = n;
     c->lines = lines;
-    tracer_codes[tracer_ncodes++] = c;
+    lineprof_codes[lineprof_ncodes++] = c;
     Py_RETURN_NONE;
 }
 
 /* _line_remove_code(code): stop profiling this code object and forget its
  * statistics; ValueError if it is not registered. */
 static PyObject *
-tracer_py_remove_code(PyObject *m, PyObject *code)
+lineprof_py_remove_code(PyObject *m, PyObject *code)
 {
     size_t found;
-    if (!memlens_ptrtable_pop(&tracer_index, (uintptr_t)code, &found)) {
+    if (!memlens_ptrtable_pop(&lineprof_index, (uintptr_t)code, &found)) {
         return PyErr_Format(PyExc_ValueError,
                             "_line_remove_code: %R is not registered", code);
     }
-    tracer_code *c = (tracer_code *)found;
-    tracer_code *last = tracer_codes[--tracer_ncodes];
-    tracer_codes[c->slot] = last;
+    lineprof_code *c = (lineprof_code *)found;
+    lineprof_code *last = lineprof_codes[--lineprof_ncodes];
+    lineprof_codes[c->slot] = last;
     last->slot = c->slot;
-    if (tracer_ncodes == 0) {
+    if (lineprof_ncodes == 0) {
         /* Nothing left: give the storage back too. */
-        free(tracer_codes);
-        tracer_codes = NULL;
-        tracer_capcodes = 0;
-        memlens_ptrtable_clear(&tracer_index);
+        free(lineprof_codes);
+        lineprof_codes = NULL;
+        lineprof_capcodes = 0;
+        memlens_ptrtable_clear(&lineprof_index);
     }
     /* Frames of the entry are dropped before any thread follows them. */
-    tracer_epoch++;
+    lineprof_epoch++;
     PyObject *obj = c->code;
     c->code = NULL;
-    tracer_code_unref(c);
+    lineprof_code_unref(c);
     Py_DECREF(obj); /* last: it may run code (weakref callbacks) */
     Py_RETURN_NONE;
 }
 
 /* _line_begin(alloc): start attributing; hooks in light or exact mode. */
 static PyObject *
-tracer_py_begin(PyObject *m, PyObject *arg)
+lineprof_py_begin(PyObject *m, PyObject *arg)
 {
     int alloc = PyObject_IsTrue(arg);
     if (alloc < 0) {
         return NULL;
     }
-    if (tracer_begun == 0) {
+    if (lineprof_begun == 0) {
         char path[MEMLENS_PATH_MAX];
         /* A line that reuses heap pages freed before the profile would
          * show no growth: the figures must not depend on what ran
@@ -881,47 +877,47 @@ tracer_py_begin(PyObject *m, PyObject *arg)
         if (fd < 0) {
             return memlens_oserror_path(errno, path);
         }
-        memlens_ownfd_close(&tracer_statm);
-        if (memlens_ownfd_adopt(&tracer_statm, fd) < 0) {
+        memlens_ownfd_close(&lineprof_statm);
+        if (memlens_ownfd_adopt(&lineprof_statm, fd) < 0) {
             return memlens_oserror_path(errno, path);
         }
-        tracer_fd_pid = getpid();
-        tracer_read_rss();
+        lineprof_fd_pid = getpid();
+        lineprof_read_rss();
         /* Nothing was being profiled: frames still open here were left by
          * an earlier run without their end (an error in a hook's call). */
-        if (tracer_tls != NULL) {
-            tracer_tls->depth = 0;
+        if (lineprof_tls != NULL) {
+            lineprof_tls->depth = 0;
         }
     }
     if (memlens_hooks_acquire(alloc) < 0) {
-        if (tracer_begun == 0) {
-            memlens_ownfd_close(&tracer_statm);
+        if (lineprof_begun == 0) {
+            memlens_ownfd_close(&lineprof_statm);
         }
         return NULL;
     }
-    tracer_begun++;
-    tracer_alloc_users += alloc;
+    lineprof_begun++;
+    lineprof_alloc_users += alloc;
     Py_RETURN_NONE;
 }
 
 /* _line_end(alloc): the matching end of _line_begin. */
 static PyObject *
-tracer_py_end(PyObject *m, PyObject *arg)
+lineprof_py_end(PyObject *m, PyObject *arg)
 {
     int alloc = PyObject_IsTrue(arg);
     if (alloc < 0) {
         return NULL;
     }
-    if (tracer_begun == 0 || (alloc && tracer_alloc_users == 0)
-        || (!alloc && tracer_begun == tracer_alloc_users)) {
+    if (lineprof_begun == 0 || (alloc && lineprof_alloc_users == 0)
+        || (!alloc && lineprof_begun == lineprof_alloc_users)) {
         PyErr_SetString(PyExc_RuntimeError, "_line_end without _line_begin");
         return NULL;
     }
-    tracer_begun--;
-    tracer_alloc_users -= alloc;
+    lineprof_begun--;
+    lineprof_alloc_users -= alloc;
     memlens_hooks_release(alloc);
-    if (tracer_begun == 0) {
-        memlens_ownfd_close(&tracer_statm);
+    if (lineprof_begun == 0) {
+        memlens_ownfd_close(&lineprof_statm);
     }
     Py_RETURN_NONE;
 }
@@ -929,19 +925,19 @@ tracer_py_end(PyObject *m, PyObject *arg)
 /* _line_settrace(on): install or remove the C trace function in this
  * thread. The Python layer saves and restores any earlier one. */
 static PyObject *
-tracer_py_settrace(PyObject *m, PyObject *arg)
+lineprof_py_settrace(PyObject *m, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
     if (on < 0) {
         return NULL;
     }
-    tracer_thread *t = tracer_thread_get();
+    lineprof_thread *t = lineprof_thread_get();
     if (t == NULL) {
         return PyErr_NoMemory();
     }
     t->depth = 0;
     if (on) {
-        PyEval_SetTrace(tracer_trace, NULL);
+        PyEval_SetTrace(lineprof_trace, NULL);
     }
     else {
         PyEval_SetTrace(NULL, NULL);
@@ -952,37 +948,37 @@ tracer_py_settrace(PyObject *m, PyObject *arg)
 /* _line_reset_thread(): forget this thread's open frames (after a
  * backend switch or an interrupted run). */
 static PyObject *
-tracer_py_reset_thread(PyObject *m, PyObject *Py_UNUSED(args))
+lineprof_py_reset_thread(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    if (tracer_tls != NULL) {
-        tracer_tls->depth = 0;
+    if (lineprof_tls != NULL) {
+        lineprof_tls->depth = 0;
     }
     Py_RETURN_NONE;
 }
 
 /* _line_children(on): add the RSS of child processes to every reading. */
 static PyObject *
-tracer_py_children(PyObject *m, PyObject *arg)
+lineprof_py_children(PyObject *m, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
     if (on < 0) {
         return NULL;
     }
-    tracer_children = on;
+    lineprof_children = on;
     Py_RETURN_NONE;
 }
 
 /* _line_results() -> [(code, [(line, hits, increment, mem_usage,
  * allocated, freed), ...]), ...] for every line that ran. */
 static PyObject *
-tracer_py_results(PyObject *m, PyObject *Py_UNUSED(args))
+lineprof_py_results(PyObject *m, PyObject *Py_UNUSED(args))
 {
     PyObject *out = PyList_New(0);
     if (out == NULL) {
         return NULL;
     }
-    for (size_t i = 0; i < tracer_ncodes; i++) {
-        tracer_code *c = tracer_codes[i];
+    for (size_t i = 0; i < lineprof_ncodes; i++) {
+        lineprof_code *c = lineprof_codes[i];
         PyObject *rows = PyList_New(0);
         if (rows == NULL) {
             goto error;
@@ -1020,17 +1016,17 @@ error:
 
 /* _line_clear(code=None): zero the statistics of one code or all. */
 static PyObject *
-tracer_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+lineprof_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs > 0 && args[0] != Py_None) {
-        tracer_code *c = tracer_lookup(args[0]);
+        lineprof_code *c = lineprof_lookup(args[0]);
         if (c != NULL) {
             memset(c->lines, 0, (size_t)c->nlines * sizeof(*c->lines));
         }
         Py_RETURN_NONE;
     }
-    for (size_t i = 0; i < tracer_ncodes; i++) {
-        tracer_code *c = tracer_codes[i];
+    for (size_t i = 0; i < lineprof_ncodes; i++) {
+        lineprof_code *c = lineprof_codes[i];
         memset(c->lines, 0, (size_t)c->nlines * sizeof(*c->lines));
     }
     Py_RETURN_NONE;
@@ -1038,65 +1034,65 @@ tracer_py_clear(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 
 /* _line_state() -> dict: engine figures for tests and leak checks. */
 static PyObject *
-tracer_py_state(PyObject *m, PyObject *Py_UNUSED(args))
+lineprof_py_state(PyObject *m, PyObject *Py_UNUSED(args))
 {
-    tracer_thread *t = tracer_here();
+    lineprof_thread *t = lineprof_here();
     return Py_BuildValue("{s:l,s:l,s:n,s:i,s:K,s:K,s:K}", "begun",
-                         tracer_begun, "alloc_users", tracer_alloc_users,
-                         "codes", (Py_ssize_t)tracer_ncodes, "depth",
+                         lineprof_begun, "alloc_users", lineprof_alloc_users,
+                         "codes", (Py_ssize_t)lineprof_ncodes, "depth",
                          t != NULL ? t->depth : 0, "failures",
-                         (unsigned long long)tracer_failures, "reads",
-                         (unsigned long long)tracer_reads, "dropped_frames",
-                         (unsigned long long)tracer_dropped);
+                         (unsigned long long)lineprof_failures, "reads",
+                         (unsigned long long)lineprof_reads, "dropped_frames",
+                         (unsigned long long)lineprof_dropped);
 }
 
 long
-memlens_tracer_active(void)
+memlens_lineprof_active(void)
 {
-    return tracer_begun;
+    return lineprof_begun;
 }
 
 #define FASTCALL(f) ((PyCFunction)(void (*)(void))(f))
 
-static PyMethodDef tracer_methods[] = {
-    {"_line_add_code", tracer_py_add_code, METH_VARARGS,
+static PyMethodDef lineprof_methods[] = {
+    {"_line_add_code", lineprof_py_add_code, METH_VARARGS,
      "_line_add_code(code, last_line): profile this code object."},
-    {"_line_remove_code", tracer_py_remove_code, METH_O,
+    {"_line_remove_code", lineprof_py_remove_code, METH_O,
      "_line_remove_code(code): stop profiling it, forget its figures."},
-    {"_line_begin", tracer_py_begin, METH_O,
+    {"_line_begin", lineprof_py_begin, METH_O,
      "_line_begin(alloc): start attributing memory to lines."},
-    {"_line_end", tracer_py_end, METH_O, "_line_end(alloc)"},
-    {"_line_settrace", tracer_py_settrace, METH_O,
+    {"_line_end", lineprof_py_end, METH_O, "_line_end(alloc)"},
+    {"_line_settrace", lineprof_py_settrace, METH_O,
      "_line_settrace(on): the C trace function in this thread."},
-    {"_line_reset_thread", tracer_py_reset_thread, METH_NOARGS, NULL},
-    {"_line_children", tracer_py_children, METH_O,
+    {"_line_reset_thread", lineprof_py_reset_thread, METH_NOARGS, NULL},
+    {"_line_children", lineprof_py_children, METH_O,
      "_line_children(on): include child processes' RSS."},
-    {"_line_results", tracer_py_results, METH_NOARGS,
+    {"_line_results", lineprof_py_results, METH_NOARGS,
      "Per-line statistics of every profiled code object."},
-    {"_line_clear", FASTCALL(tracer_py_clear), METH_FASTCALL,
+    {"_line_clear", FASTCALL(lineprof_py_clear), METH_FASTCALL,
      "_line_clear(code=None): zero the statistics."},
-    {"_line_state", tracer_py_state, METH_NOARGS, NULL},
-    {"_line_mon_start", FASTCALL(tracer_mon_start), METH_FASTCALL,
+    {"_line_state", lineprof_py_state, METH_NOARGS, NULL},
+    {"_line_mon_start", FASTCALL(lineprof_mon_start), METH_FASTCALL,
      "sys.monitoring PY_START callback."},
-    {"_line_mon_resume", FASTCALL(tracer_mon_resume), METH_FASTCALL,
+    {"_line_mon_resume", FASTCALL(lineprof_mon_resume), METH_FASTCALL,
      "sys.monitoring PY_RESUME / PY_THROW callback."},
-    {"_line_mon_line", FASTCALL(tracer_mon_line), METH_FASTCALL,
+    {"_line_mon_line", FASTCALL(lineprof_mon_line), METH_FASTCALL,
      "sys.monitoring LINE callback."},
-    {"_line_mon_leave", FASTCALL(tracer_mon_leave), METH_FASTCALL,
+    {"_line_mon_leave", FASTCALL(lineprof_mon_leave), METH_FASTCALL,
      "sys.monitoring PY_RETURN / PY_YIELD / PY_UNWIND callback."},
 #if MEMLENS_LINE_INSTRUMENT
-    {"_line_ins_hooks", tracer_py_ins_hooks, METH_O,
+    {"_line_ins_hooks", lineprof_py_ins_hooks, METH_O,
      "_line_ins_hooks(code): the hooks of instrumented bytecode."},
 #endif
     {NULL, NULL, 0, NULL},
 };
 
 int
-memlens_tracer_init(PyObject *module)
+memlens_lineprof_init(PyObject *module)
 {
     static int key_made = 0;
     if (!key_made) {
-        int rc = pthread_key_create(&tracer_key, tracer_thread_free);
+        int rc = pthread_key_create(&lineprof_key, lineprof_thread_free);
         if (rc != 0) {
             errno = rc;
             PyErr_SetFromErrno(PyExc_OSError);
@@ -1104,5 +1100,5 @@ memlens_tracer_init(PyObject *module)
         }
         key_made = 1;
     }
-    return PyModule_AddFunctions(module, tracer_methods);
+    return PyModule_AddFunctions(module, lineprof_methods);
 }

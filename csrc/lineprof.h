@@ -1,6 +1,6 @@
-/* tracer.h: line-by-line memory attribution (two event backends). */
-#ifndef MEMLENS_TRACER_H
-#define MEMLENS_TRACER_H
+/* lineprof.h: line-by-line memory attribution (two event backends). */
+#ifndef MEMLENS_LINEPROF_H
+#define MEMLENS_LINEPROF_H
 
 #include "common.h"
 
@@ -16,8 +16,8 @@ typedef struct {
 } memlens_line_stat;
 
 /* Profiling sessions open (for the leak checks). GIL. */
-long memlens_tracer_active(void);
+long memlens_lineprof_active(void);
 
-int memlens_tracer_init(PyObject *module);
+int memlens_lineprof_init(PyObject *module);
 
 #endif

@@ -1,4 +1,4 @@
-"""tracer.c, through its _core functions: code objects registered, line
+"""lineprof.c, through its _core functions: code objects registered, line
 events counted under the trace-function backend (every version has it),
 the allocation columns, clearing, and the engine's state."""
 import pytest

@@ -1,6 +1,6 @@
-/* rss.h: readers of the kernel's accounting of this process's memory. */
-#ifndef MEMLENS_RSS_H
-#define MEMLENS_RSS_H
+/* readings.h: readers of the kernel's accounting of this process's memory. */
+#ifndef MEMLENS_READINGS_H
+#define MEMLENS_READINGS_H
 
 #include "common.h"
 
@@ -106,8 +106,8 @@ int memlens_rss_of_pid(pid_t pid, uint64_t *rss);
 /* Bumped when tests point the readers at another folder. GIL. */
 extern unsigned long memlens_proc_generation;
 
-extern PyMethodDef memlens_rss_methods[];
+extern PyMethodDef memlens_readings_methods[];
 
-int memlens_rss_init(PyObject *module);
+int memlens_readings_init(PyObject *module);
 
 #endif

@@ -1,0 +1,1 @@
+"""The C units, one test file each: tests/core/test_<unit>.py for csrc/<unit>.c."""
