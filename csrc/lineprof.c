@@ -6,7 +6,7 @@
  *   - hooks called by instrumented bytecode (3.11): C builtins bound to a
  *     code object's statistics, which a rewritten copy of the profiled
  *     code calls at each line start, start, return, yield, resumption and
- *     unwinding (src/memlens/_instrument.py);
+ *     unwinding (src/memlens/lineprof/instrument.py);
  *   - sys.monitoring (3.12+): the callbacks below are C builtins that the
  *     Python layer registers for LINE, PY_START, PY_RESUME, PY_RETURN and
  *     PY_YIELD on the profiled code objects only, plus the global
@@ -625,7 +625,7 @@ lineprof_mon_leave(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 /* ---- Backend 3: hooks called by instrumented bytecode (3.11) ----------
  *
  * On 3.11 a trace function turns off the specializing interpreter for
- * every instruction; src/memlens/_instrument.py instead gives each profiled
+ * every instruction; src/memlens/lineprof/instrument.py instead gives each profiled
  * code object a copy that calls the builtins below, each bound to the
  * code's statistics (a capsule of its lineprof_code). A frame is known by its
  * interpreter frame, read from the thread state: generators keep theirs

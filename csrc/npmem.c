@@ -17,7 +17,7 @@
  *
  * NumPy keeps the current handler in a context variable: installing and
  * restoring act on the calling context only, and memlens keeps nothing of
- * a context here. What was replaced goes back to the caller (_npdata.py
+ * a context here. What was replaced goes back to the caller (_npmem.py
  * keeps it per context), and is put back only where the handler is still
  * ours: a handler another library set meanwhile is left alone.
  *

@@ -26,9 +26,10 @@ __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
 
 KEYS = ("lineno", "filename", "traceback")
 
-#: The ranges the C core accepts (csrc/tracing.c: MEMLENS_TRACE_MAX_FRAMES and
-#: TRACE_MAX_SAMPLE_BYTES). Checked here first, so that a value too large
-#: for a C integer gets the same ValueError as any other out of range.
+#: The ranges the C core accepts (MEMLENS_SITES_MAX_FRAMES in csrc/sites.h,
+#: TRACING_MAX_SAMPLE_BYTES in csrc/tracing.c). Checked here first, so that
+#: a value too large for a C integer gets the same ValueError as any other
+#: out of range.
 MAX_FRAMES = 100
 MAX_SAMPLE_BYTES = 1 << 40
 
