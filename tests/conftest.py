@@ -18,6 +18,36 @@ figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
 
 
+class counting_hooks:
+    """Holds memlens's exact allocator hooks for a block, as measure()
+    does (they size each free from a table of live blocks), and reads their
+    allocated and freed counters around it."""
+
+    def __init__(self, exact=True):
+        self.exact = exact
+
+    def __enter__(self):
+        from memlens import _core
+
+        _core._hooks_acquire(self.exact)
+        self.start = _core.alloc_counters()
+        return self
+
+    def __exit__(self, *exc):
+        from memlens import _core
+
+        self.end = _core.alloc_counters()
+        _core._hooks_release(self.exact)
+
+    @property
+    def allocated(self):
+        return self.end[0] - self.start[0]
+
+    @property
+    def freed(self):
+        return self.end[1] - self.start[1]
+
+
 def fork_beside_threads():
     """os.fork() while memlens's native thread runs, on purpose: these
     tests are about that very case. From 3.12 Python warns of forking a

@@ -6,28 +6,7 @@ import pytest
 
 from memlens import _core
 
-from conftest import MiB
-
-
-class hooks:
-    """Hold the hooks for the duration of a block, as measure() does."""
-
-    def __enter__(self):
-        _core._hooks_acquire()
-        self.start = _core.alloc_counters()
-        return self
-
-    def __exit__(self, *exc):
-        self.end = _core.alloc_counters()
-        _core._hooks_release()
-
-    @property
-    def allocated(self):
-        return self.end[0] - self.start[0]
-
-    @property
-    def freed(self):
-        return self.end[1] - self.start[1]
+from conftest import MiB, counting_hooks as hooks
 
 
 def test_hooks_count_a_block_handed_out_and_taken_back():

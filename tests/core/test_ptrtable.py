@@ -10,24 +10,7 @@ import pytest
 
 from memlens import _core
 
-
-class exact_hooks:
-    def __enter__(self):
-        _core._hooks_acquire(True)
-        self.start = _core.alloc_counters()
-        return self
-
-    def __exit__(self, *exc):
-        self.end = _core.alloc_counters()
-        _core._hooks_release(True)
-
-    @property
-    def allocated(self):
-        return self.end[0] - self.start[0]
-
-    @property
-    def freed(self):
-        return self.end[1] - self.start[1]
+from conftest import counting_hooks
 
 
 @pytest.mark.parametrize("n", [10, 1000, 50_000])
@@ -35,7 +18,7 @@ def test_every_block_freed_in_random_order_is_found_with_its_size(n):
     # 50,000 blocks: the table (from 1,024 slots) doubles six times.
     order = list(range(n))
     random.Random(n).shuffle(order)
-    with exact_hooks() as h:
+    with counting_hooks() as h:
         blocks = [bytes(100 + i % 400) for i in range(n)]
         for i in order:
             blocks[i] = None
@@ -49,7 +32,7 @@ def test_every_block_freed_in_random_order_is_found_with_its_size(n):
 
 def test_blocks_removed_between_others_leave_the_rest_findable():
     # Removing entries shifts colliding ones back; those must stay found.
-    with exact_hooks() as h:
+    with counting_hooks() as h:
         keep = [bytearray(64 + i % 64) for i in range(20_000)]
         for i in range(0, len(keep), 3):
             keep[i] = None  # a third removed, scattered over the table
@@ -60,7 +43,7 @@ def test_blocks_removed_between_others_leave_the_rest_findable():
 
 
 def test_a_resized_block_is_found_under_its_new_address_and_size():
-    with exact_hooks() as h:
+    with counting_hooks() as h:
         buf = bytearray(1000)
         for size in (5000, 100_000, 300, 2_000_000):
             buf.extend(bytes(size))
@@ -70,10 +53,10 @@ def test_a_resized_block_is_found_under_its_new_address_and_size():
 
 
 def test_the_table_is_emptied_when_the_last_exact_user_goes():
-    with exact_hooks() as first:
+    with counting_hooks() as first:
         blocks = [bytes(200) for _ in range(5000)]
     assert first.allocated >= 5000 * 200
     # A later user did not see them made: their frees are not its to count.
-    with exact_hooks() as later:
+    with counting_hooks() as later:
         del blocks
     assert later.freed < 4096
