@@ -168,3 +168,19 @@ def report_slowdowns(title, tools, medians, samples, width, label_width,
               f"  {spread}")
     print()
     return slowdowns
+
+
+def bracketed_seconds(start, func, n, stop):
+    """Seconds of start(), func(n), stop(), all inside the timed block;
+    what func returned is dropped only after the clock stops."""
+    import time
+
+    t0 = time.perf_counter()
+    start()
+    try:
+        result = func(n)
+    finally:
+        stop()
+    t1 = time.perf_counter()
+    del result
+    return t1 - t0

@@ -64,9 +64,9 @@ from memlens.lineprof import backends
 from memlens.lineprof import profiler as line_engine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_of, measure, parse_args,  # noqa: E402
-                     print_header as print_common_header, report_slowdowns,
-                     section, target_line)
+from _common import (bracketed_seconds, copy_of, measure,  # noqa: E402
+                     parse_args, print_header as print_common_header,
+                     report_slowdowns, section, target_line)
 
 #: Iterations of each workload.
 N = 200_000
@@ -143,16 +143,7 @@ class Plain:
         """Takes it away again (inside the timed block too)."""
 
     def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
-        self.start()
-        try:
-            result = func(n)
-        finally:
-            self.stop()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+        return bracketed_seconds(self.start, self.func, n, self.stop)
 
     def hits(self):
         return None

@@ -76,8 +76,8 @@ import memlens
 from memlens import _core
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (copy_of, measure, min_max,  # noqa: E402
-                     parse_args, print_header as print_common_header,
+from _common import (bracketed_seconds, copy_of, measure,  # noqa: E402
+                     min_max, parse_args, print_header as print_common_header,
                      section, target_line)
 
 try:
@@ -184,16 +184,7 @@ class Bracketed(Plain):
         raise NotImplementedError
 
     def run(self, n):
-        func = self.func
-        t0 = time.perf_counter()
-        self.start()
-        try:
-            result = func(n)
-        finally:
-            self.stop()
-        t1 = time.perf_counter()
-        del result
-        return t1 - t0
+        return bracketed_seconds(self.start, self.func, n, self.stop)
 
 
 class HooksFloor(Bracketed):
