@@ -22,6 +22,7 @@
 #include "sizeof.h"
 #include "tracing.h"
 #include "lineprof.h"
+#include "native.h"
 
 /* state() -> dict: what memlens has installed or running right now (the
  * quiet: on the calling thread). The test suite checks it is all gone
@@ -58,8 +59,8 @@ module_exec(PyObject *module)
     memlens_state *st = PyModule_GetState(module);
     if (memlens_readings_init(module) < 0 || memlens_hooks_init(module) < 0
         || memlens_lineprof_init(module) < 0 || memlens_npmem_init(module) < 0
-        || memlens_tracing_init(module) < 0 || memlens_sizeof_init(module) < 0
-        || memlens_census_init(module) < 0
+        || memlens_tracing_init(module) < 0 || memlens_native_init(module) < 0
+        || memlens_sizeof_init(module) < 0 || memlens_census_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0
         || memlens_record_init_type(module, st) < 0) {

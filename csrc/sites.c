@@ -244,15 +244,16 @@ sites_index_grow(void)
  * (taking references to the code objects); MEMLENS_SITE_UNKNOWN when out of
  * room. */
 static uint32_t
-sites_intern(const memlens_site_frame *frames, int n)
+sites_intern(const memlens_site_frame *frames, int n, int native)
 {
-    uint64_t h = sites_hash_frames(frames, n);
+    uint64_t h = sites_hash_frames(frames, n) ^ (uint64_t)native;
+    h = h ? h : 1;
     if (sites_site_index != NULL) {
         size_t j = memlens_table_home(h, sites_site_mask);
         uint32_t i;
         while ((i = sites_site_index[j]) != 0) {
             memlens_site *s = memlens_site_at(i);
-            if (s->hash == h && s->nframes == n
+            if (s->hash == h && s->nframes == n && s->native == native
                 && sites_same_frames(s->frames, frames, n)) {
                 return i;
             }
@@ -293,6 +294,7 @@ sites_intern(const memlens_site_frame *frames, int n)
     s->hash = h;
     s->nframes = n;
     s->frames = copy;
+    s->native = native;
     memlens_sites_count++;
     size_t j = memlens_table_home(h, sites_site_mask);
     while (sites_site_index[j] != 0) {
@@ -468,7 +470,7 @@ sites_current_site_walk(PyThreadState *ts)
         n++;
     }
     sites_cursor_done(&cur);
-    uint32_t site = n > 0 ? sites_intern(frames, n) : MEMLENS_SITE_NONE;
+    uint32_t site = n > 0 ? sites_intern(frames, n, 0) : MEMLENS_SITE_NONE;
     if (cacheable && sites_nframes == 1) {
         unsigned k = t->next_recent++ % SITES_RECENT;
         t->recent[k].frame = frame;
@@ -477,6 +479,26 @@ sites_current_site_walk(PyThreadState *ts)
         t->recent[k].site = site;
     }
     return site;
+}
+
+uint32_t
+memlens_sites_native(uint32_t site)
+{
+    if (site == MEMLENS_SITE_NONE) {
+        return site;
+    }
+    memlens_site *s = memlens_site_at(site);
+    if (s->native || s->twin != 0) {
+        return s->native ? site : s->twin;
+    }
+    /* Interning copies the frames and takes references of its own. */
+    uint32_t twin = sites_intern(s->frames, s->nframes, 1);
+    if (twin == MEMLENS_SITE_UNKNOWN) {
+        return MEMLENS_SITE_NATIVE_THREAD;
+    }
+    memlens_site_at(site)->twin = twin;
+    memlens_site_at(twin)->twin = site;
+    return twin;
 }
 
 /* ---- Start, stop and settings (GIL) -------------------------------------- */
@@ -523,7 +545,14 @@ memlens_sites_start(int nframes)
         PyErr_NoMemory();
         return -1;
     }
-    memlens_sites_count = 1;
+    /* Site 1: native blocks of threads whose Python origin is unknown,
+     * the native twin of site 0. */
+    memlens_sites_chunks[0][MEMLENS_SITE_NATIVE_THREAD].native = 1;
+    memlens_sites_chunks[0][MEMLENS_SITE_UNKNOWN].twin =
+        MEMLENS_SITE_NATIVE_THREAD;
+    memlens_sites_chunks[0][MEMLENS_SITE_NATIVE_THREAD].twin =
+        MEMLENS_SITE_NATIVE_THREAD;
+    memlens_sites_count = 2;
     sites_nframes = nframes;
     sites_failures = 0;
     sites_generation++;

@@ -23,6 +23,8 @@
 
 /* Allocations whose stack could not be seen. */
 #define MEMLENS_SITE_UNKNOWN 0
+/* Native blocks of a thread whose Python origin is unknown. */
+#define MEMLENS_SITE_NATIVE_THREAD 1
 /* Not a site: the block is memlens's own, and is not recorded. */
 #define MEMLENS_SITE_NONE UINT32_MAX
 
@@ -36,6 +38,8 @@ typedef struct {
     uint64_t hash;
     int nframes;                /* 0: the "unknown" site. */
     memlens_site_frame *frames; /* Owned (libc); most recent first. */
+    int native;                 /* Native blocks (native.c), not Python's. */
+    uint32_t twin; /* The same frames' other kind, once made; 0: none. */
     /* Written by tracing.c (GIL); zero when interned. */
     int dirty;           /* Touched since the last peak copy. */
     int64_t size, count; /* Live now (estimated when sampling). */
@@ -72,6 +76,11 @@ void memlens_sites_clear(void);
  * MEMLENS_SITE_NONE for memlens's own code. From the allocator hooks:
  * never raises. */
 uint32_t memlens_sites_current(PyThreadState *ts);
+
+/* The native twin of `site` (the same frames, for blocks the native hooks
+ * saw), interned on first use; MEMLENS_SITE_NATIVE_THREAD for the unknown
+ * site or when out of room. GIL held; never raises. */
+uint32_t memlens_sites_native(uint32_t site);
 
 /* Frames per site, as last started. */
 int memlens_sites_nframes(void);

@@ -31,6 +31,8 @@
  */
 #include "tracing.h"
 #include "hooks.h"
+#include "native.h"
+#include "readings.h"
 #include "sampling.h"
 #include "sites.h"
 #include "table.h"
@@ -280,10 +282,58 @@ tracing_mark_dirty(uint32_t i, memlens_site *s)
     s->dirty = 1;
 }
 
+/* With native tracing, what the peak copy adds: per site, the resident
+ * bytes less the recorded ones of its large blocks and mappings at that
+ * moment (native.h), and the RSS then. GIL. */
+static int64_t *tracing_peak_discount = NULL; /* Owned (libc). */
+static size_t tracing_npeak_discount = 0, tracing_cappeak_discount = 0;
+static int64_t tracing_peak_discount_sum = 0;
+static uint64_t tracing_rss_start = 0, tracing_rss_peak = 0;
+
+/* RSS now, or 0 when it cannot be read: from inside the hooks, which must
+ * leave the exception state as they found it. GIL. */
+static uint64_t
+tracing_rss_quietly(void)
+{
+    uint64_t rss = 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (memlens_rss_now(&rss) < 0) {
+        PyErr_Clear();
+        rss = 0;
+    }
+    PyErr_Restore(type, value, tb);
+    return rss;
+}
+
+static void
+tracing_copy_peak_resident(void)
+{
+    uint32_t n = memlens_sites_count;
+    if (n > tracing_cappeak_discount) {
+        size_t cap = (size_t)n * 2;
+        int64_t *a = realloc(tracing_peak_discount, cap * sizeof(int64_t));
+        if (a == NULL) {
+            tracing_fail();
+            return;
+        }
+        tracing_peak_discount = a;
+        tracing_cappeak_discount = cap;
+    }
+    memset(tracing_peak_discount, 0, (size_t)n * sizeof(int64_t));
+    tracing_npeak_discount = n;
+    tracing_peak_discount_sum =
+        memlens_native_discount(tracing_peak_discount, n);
+    tracing_rss_peak = tracing_rss_quietly();
+}
+
 /* The state right now is the peak: copy what moved since the last copy. */
 static void
 tracing_copy_peak(void)
 {
+    if (__atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED)) {
+        tracing_copy_peak_resident();
+    }
     size_t n = tracing_dirty_overflow ? memlens_sites_count : tracing_ndirty;
     for (size_t k = 0; k < n; k++) {
         memlens_site *s = memlens_site_at(
@@ -303,6 +353,11 @@ tracing_copy_peak(void)
 static inline void
 tracing_apply(uint32_t i, int64_t bytes, int64_t count)
 {
+    if (i >= memlens_sites_count) {
+        /* A site of a run before this one, from a thread without the GIL
+         * that read it then (native.c). */
+        i = MEMLENS_SITE_UNKNOWN;
+    }
     memlens_site *s = memlens_site_at(i);
     if (bytes < 0 && tracing_at_peak) {
         tracing_copy_peak();
@@ -451,8 +506,10 @@ tracing_record_gil(tracing_table *table, PyThreadState *ts, void *ptr,
     if (rc == 1) {
         /* Its big size, if any, first: the new one goes in after. */
         uint64_t old = tracing_real_size((uintptr_t)ptr, old_stored);
+        memlens_native_block_pop(ptr, old);
         tracing_apply(old_site, -(int64_t)old, -1);
     }
+    memlens_native_block_put(ptr, size, weight, site);
     if (stored == TRACING_BIG_SIZE) {
         pthread_mutex_lock(&tracing_raw_lock);
         tracing_big_put((uintptr_t)ptr, weight);
@@ -488,6 +545,7 @@ tracing_forget_gil(tracing_table *table, void *ptr)
             tracing_table_prefetch(table, (uintptr_t)ptr - step);
         }
         memlens_sampling_filter_step((uintptr_t)ptr, -1);
+        memlens_native_block_pop(ptr, weight);
         tracing_apply(site, -(int64_t)weight, -1);
     }
 }
@@ -512,13 +570,13 @@ tracing_enqueue(uint32_t site, int64_t bytes, int64_t count)
     return 1;
 }
 
-/* A block of `weight` bytes into the raw table: under the lock; sites
- * only with the GIL (`gil`). */
+/* A block of `weight` bytes (`size` asked for; 0: unknown) on `site`
+ * into the raw table, under the lock; the site's figures move now with
+ * the GIL (`gil`), later without. */
 static void
-tracing_put_raw(void *ptr, uint64_t weight, int gil)
+tracing_put_raw_site(void *ptr, size_t size, uint64_t weight, uint32_t site,
+                     int gil)
 {
-    uint32_t site =
-        gil ? memlens_sites_current(tracing_tstate_ok) : MEMLENS_SITE_UNKNOWN;
     if (site == MEMLENS_SITE_NONE) {
         return;
     }
@@ -567,12 +625,29 @@ tracing_put_raw(void *ptr, uint64_t weight, int gil)
         tracing_fail();
         return;
     }
+    if (rc == 1) {
+        memlens_native_block_pop(ptr, old_weight);
+    }
+    if (kept) {
+        memlens_native_block_put(ptr, size, weight, site);
+    }
     if (gil) {
         if (rc == 1) {
             tracing_apply(old_site, -(int64_t)old_weight, -1);
         }
         tracing_apply(site, (int64_t)weight, 1);
     }
+}
+
+/* A block into the raw table, on the site of this thread's stack with
+ * the GIL, the unknown one without. */
+static void
+tracing_put_raw(void *ptr, size_t size, uint64_t weight, int gil)
+{
+    tracing_put_raw_site(ptr, size, weight,
+                         gil ? memlens_sites_current(tracing_tstate_ok)
+                             : MEMLENS_SITE_UNKNOWN,
+                         gil);
 }
 
 /* A raw-domain block, with or without the GIL. */
@@ -585,7 +660,7 @@ tracing_record_raw(void *ptr, size_t size)
     }
     uint64_t weight = memlens_sampling_weight(size);
     if (weight != 0) {
-        tracing_put_raw(ptr, weight, gil);
+        tracing_put_raw(ptr, size, weight, gil);
     }
 }
 
@@ -609,6 +684,9 @@ tracing_forget_raw(void *ptr)
         tracing_enqueue(site, -(int64_t)weight, -1);
     }
     pthread_mutex_unlock(&tracing_raw_lock);
+    if (found) {
+        memlens_native_block_pop(ptr, weight);
+    }
     if (found && gil) {
         tracing_maybe_drain();
         tracing_apply(site, -(int64_t)weight, -1);
@@ -652,7 +730,7 @@ tracing_put_weighed(void *ptr, uint64_t weight)
 {
     /* tracing_weigh has just checked this thread's state. */
     tracing_maybe_drain();
-    tracing_put_raw(ptr, weight, 1);
+    tracing_put_raw(ptr, 0, weight, 1);
 }
 
 static const memlens_hooks_tracer tracing_listener = {
@@ -680,6 +758,51 @@ memlens_tracing_external_free(void *ptr, size_t size)
     tracing_forget_gil(&tracing_gil_table, ptr);
 }
 
+uint32_t
+memlens_tracing_native_site(uint32_t fallback)
+{
+    if (!tracing_gil_here()) {
+        return fallback;
+    }
+    tracing_maybe_drain();
+    return memlens_sites_native(memlens_sites_current(tracing_tstate_ok));
+}
+
+void
+memlens_tracing_native_put(void *ptr, size_t size, uint64_t weight,
+                           uint32_t fallback)
+{
+    int gil = tracing_gil_here();
+    uint32_t site = fallback;
+    if (gil) {
+        tracing_maybe_drain();
+        site = memlens_sites_native(memlens_sites_current(tracing_tstate_ok));
+    }
+    tracing_put_raw_site(ptr, size, weight, site, gil);
+}
+
+void
+memlens_tracing_native_forget(void *ptr)
+{
+    tracing_forget_raw(ptr);
+}
+
+void
+memlens_tracing_native_change(uint32_t site, int64_t bytes, int64_t count)
+{
+    if (tracing_gil_here()) {
+        tracing_maybe_drain();
+        tracing_apply(site, bytes, count);
+        return;
+    }
+    pthread_mutex_lock(&tracing_raw_lock);
+    if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_SEQ_CST)
+        && !tracing_enqueue(site, bytes, count) && count > 0) {
+        tracing_fail();
+    }
+    pthread_mutex_unlock(&tracing_raw_lock);
+}
+
 /* ---- Python API (GIL held) ---------------------------------------------- */
 
 static void
@@ -698,18 +821,24 @@ tracing_clear_all(void)
     tracing_dirty = NULL;
     tracing_ndirty = tracing_capdirty = 0;
     memlens_sampling_stop();
+    free(tracing_peak_discount);
+    tracing_peak_discount = NULL;
+    tracing_npeak_discount = tracing_cappeak_discount = 0;
+    tracing_peak_discount_sum = 0;
     tracing_total = tracing_peak = 0;
     tracing_at_peak = 0;
     memlens_sites_clear();
 }
 
-/* _trace_start(nframes, sample_bytes): start tracing (the hooks too). */
+/* _trace_start(nframes, sample_bytes, native=False): start tracing (the
+ * hooks too; with native, every loaded library's allocators). */
 static PyObject *
 tracing_py_start(PyObject *m, PyObject *args)
 {
-    int nframes;
+    int nframes, native = 0;
     long long sample;
-    if (!PyArg_ParseTuple(args, "iL:start_tracing", &nframes, &sample)) {
+    if (!PyArg_ParseTuple(args, "iL|p:start_tracing", &nframes, &sample,
+                          &native)) {
         return NULL;
     }
     if (nframes < 1 || nframes > MEMLENS_SITES_MAX_FRAMES) {
@@ -754,8 +883,19 @@ tracing_py_start(PyObject *m, PyObject *args)
     tracing_lost_frees = 0;
     pthread_mutex_unlock(&tracing_raw_lock);
     tracing_interp = PyInterpreterState_Get();
+    if (native && memlens_rss_now(&tracing_rss_start) < 0) {
+        tracing_clear_all();
+        return NULL;
+    }
+    tracing_rss_peak = tracing_rss_start;
     __atomic_store_n(&memlens_tracing_on, 1, __ATOMIC_SEQ_CST);
     if (memlens_hooks_trace(1) < 0) {
+        __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
+        tracing_clear_all();
+        return NULL;
+    }
+    if (native && memlens_native_start() < 0) {
+        memlens_hooks_trace(0);
         __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
         tracing_clear_all();
         return NULL;
@@ -767,6 +907,7 @@ tracing_py_start(PyObject *m, PyObject *args)
 static PyObject *
 tracing_py_stop(PyObject *m, PyObject *Py_UNUSED(args))
 {
+    memlens_native_stop();
     memlens_hooks_trace(0);
     __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
     tracing_clear_all();
@@ -820,19 +961,47 @@ tracing_snapshot_rows(int at_peak)
     uint64_t lost_records =
         __atomic_load_n(&tracing_failures, __ATOMIC_RELAXED)
         + memlens_sites_failures();
+    int native = __atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED);
     uint32_t n = memlens_sites_count;
-    int64_t *fig = malloc((size_t)n * 4 * sizeof(int64_t) + 1);
+    /* Per site: size, count, allocated, allocations, resident less size. */
+    int64_t *fig = calloc((size_t)n * 5 + 1, sizeof(int64_t));
     if (fig == NULL) {
         return PyErr_NoMemory();
     }
     int64_t total = at_peak ? tracing_peak : tracing_total;
+    int64_t discount = 0;
+    uint64_t rss = 0;
+    if (native && at_peak) {
+        for (uint32_t i = 0; i < n && i < tracing_npeak_discount; i++) {
+            fig[5 * i + 4] = tracing_peak_discount[i];
+        }
+        discount = tracing_peak_discount_sum;
+        rss = tracing_rss_peak;
+    }
     for (uint32_t i = 0; i < n; i++) {
         memlens_site *s = memlens_site_at(i);
-        int64_t *f = &fig[4 * i];
+        int64_t *f = &fig[5 * i];
         f[0] = at_peak ? s->peak_size : s->size;
         f[1] = at_peak ? s->peak_count : s->count;
         f[2] = at_peak ? s->peak_allocated : s->allocated;
         f[3] = at_peak ? s->peak_allocations : s->allocations;
+    }
+    if (native && !at_peak) {
+        /* The discount array is the figures' fifth column: spread. */
+        int64_t *now = calloc((size_t)n + 1, sizeof(int64_t));
+        if (now == NULL) {
+            free(fig);
+            return PyErr_NoMemory();
+        }
+        discount = memlens_native_discount(now, n);
+        for (uint32_t i = 0; i < n; i++) {
+            fig[5 * i + 4] = now[i];
+        }
+        free(now);
+        if (memlens_rss_now(&rss) < 0) {
+            free(fig);
+            return NULL;
+        }
     }
     PyObject *rows = PyList_New(0);
     if (rows == NULL) {
@@ -840,14 +1009,17 @@ tracing_snapshot_rows(int at_peak)
         return NULL;
     }
     for (uint32_t i = 0; i < n; i++) {
-        int64_t *f = &fig[4 * i];
+        int64_t *f = &fig[5 * i];
         if (f[0] == 0 && f[1] == 0 && f[2] == 0) {
             continue;
         }
-        PyObject *tb = memlens_site_traceback(memlens_site_at(i));
+        memlens_site *s = memlens_site_at(i);
+        PyObject *tb = memlens_site_traceback(s);
         PyObject *row =
-            tb ? Py_BuildValue("(NLLLL)", tb, (long long)f[0], (long long)f[1],
-                               (long long)f[2], (long long)f[3])
+            tb ? Py_BuildValue("(NLLLLOL)", tb, (long long)f[0],
+                               (long long)f[1], (long long)f[2],
+                               (long long)f[3], s->native ? Py_True : Py_False,
+                               (long long)(f[0] + f[4]))
                : NULL;
         if (row == NULL || PyList_Append(rows, row) < 0) {
             Py_XDECREF(row);
@@ -858,17 +1030,32 @@ tracing_snapshot_rows(int at_peak)
         Py_DECREF(row);
     }
     free(fig);
+    PyObject *rise = Py_None;
+    Py_INCREF(rise);
+    if (native) {
+        Py_SETREF(rise, PyLong_FromLongLong((long long)rss
+                                            - (long long)tracing_rss_start));
+        if (rise == NULL) {
+            Py_DECREF(rows);
+            return NULL;
+        }
+    }
     return Py_BuildValue(
-        "(iKLNKK)", memlens_sites_nframes(),
+        "(iKLNKKOLN)", memlens_sites_nframes(),
         (unsigned long long)tracing_sample_bytes, (long long)total, rows,
-        (unsigned long long)lost_frees, (unsigned long long)lost_records);
+        (unsigned long long)lost_frees, (unsigned long long)lost_records,
+        native ? Py_True : Py_False, (long long)(total + discount), rise);
 }
 
 /* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
- * lost_frees, lost_records), rows [(traceback, size, count, allocated,
- * allocations)] for every site that holds or handed out memory (now, or at
- * the peak); the two counts since the start say how far the figures may
- * be off (tracing_lost_frees, tracing_failures). */
+ * lost_frees, lost_records, native, resident, rss_rise), rows
+ * [(traceback, size, count, allocated, allocations, native, resident)]
+ * for every site that holds or handed out memory (now, or at the peak);
+ * the two counts since the start say how far the figures may be off
+ * (tracing_lost_frees, tracing_failures). With native tracing, resident
+ * counts the resident pages of large blocks and mappings (native.h) and
+ * rss_rise is the RSS then less the RSS at the start; otherwise resident
+ * is the size and rss_rise None. */
 static PyObject *
 tracing_py_snapshot(PyObject *m, PyObject *arg)
 {

@@ -23,6 +23,7 @@ _LAZY = {
     "stop_tracing": "memlens._tracing",
     "is_tracing": "memlens._tracing",
     "tracing": "memlens._tracing",
+    "tracing_native": "memlens._tracing",
     "traced_memory": "memlens._tracing",
     "reset_peak": "memlens._tracing",
     "take_snapshot": "memlens._tracing",

@@ -21,6 +21,7 @@ from memlens._npmem import numpy_hook_acquire, numpy_hook_release
 from memlens._report import Markup, html_table, kib
 
 __all__ = ["start_tracing", "stop_tracing", "is_tracing", "tracing",
+           "tracing_native",
            "traced_memory", "reset_peak", "take_snapshot", "peak_snapshot",
            "Snapshot", "Statistic", "StatisticDiff", "Frame"]
 
@@ -84,7 +85,13 @@ def _unwatch_tracemalloc():
         _tracemalloc_stop = None
 
 
-def start_tracing(nframes=1, sample_bytes=0):
+def _check_native(native):
+    if not isinstance(native, (bool, int)):
+        raise TypeError(f"native must be True or False, not "
+                        f"{type(native).__name__}")
+
+
+def start_tracing(nframes=1, sample_bytes=0, native=False):
     """Start recording allocations with `nframes` frames each.
 
     ``sample_bytes=0`` records every allocation exactly; ``sample_bytes=N``
@@ -92,18 +99,25 @@ def start_tracing(nframes=1, sample_bytes=0):
     and records the blocks marks fall in, each standing for N bytes per
     mark, for near-zero overhead.
 
+    ``native=True`` also records what every loaded library asks of the C
+    allocators (the malloc family) and of ``mmap``, hooked in each
+    library's global offset table, libraries loaded later included, and
+    put back at stop_tracing(). Large blocks and mappings then count their
+    resident pages: see the snapshots' ``resident`` and ``untracked``.
+
     memlens keeps out of its own records: the blocks its own code asks for
     while tracing (taking snapshots, the glue of tracing() and of the
     magics) are not recorded, and raise neither the figures nor the peak.
     """
     int_in_range("nframes", nframes, 1, MAX_FRAMES)
     int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
+    _check_native(native)
     global _numpy_token
     _core._trace_skip(*_skip_prefixes())
     # first: its own bookkeeping is not the program's
     token = numpy_hook_acquire()
     try:
-        _core._trace_start(nframes, sample_bytes)
+        _core._trace_start(nframes, sample_bytes, bool(native))
     except BaseException:
         numpy_hook_release(token)
         raise
@@ -124,6 +138,11 @@ def stop_tracing():
 
 def is_tracing():
     return _core._trace_is_tracing()
+
+
+def tracing_native():
+    """Whether the native hooks are in place now (native tracing)."""
+    return _core._native_stats()["on"]
 
 
 def traced_memory():
@@ -159,22 +178,23 @@ def peak_snapshot():
 
 
 class tracing:
-    """``with memlens.tracing(nframes=1, sample_bytes=0) as t: ...``
+    """``with memlens.tracing(nframes=1, sample_bytes=0, native=False) as t:``
 
     Traces the block; on exit ``t.snapshot`` (what was alive at the end),
     ``t.peak`` (what was alive at the peak) and ``t.traced`` ((current,
     peak) bytes) are kept, then tracing stops. Exceptions pass through.
     """
 
-    def __init__(self, nframes=1, sample_bytes=0):
+    def __init__(self, nframes=1, sample_bytes=0, native=False):
         self.nframes = nframes
         self.sample_bytes = sample_bytes
+        self.native = native
         self.snapshot = None
         self.peak = None
         self.traced = None
 
     def __enter__(self):
-        start_tracing(self.nframes, self.sample_bytes)
+        start_tracing(self.nframes, self.sample_bytes, self.native)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -211,7 +231,13 @@ class Statistic:
     """One row: a line (key "lineno"), a file ("filename") or a traceback
     ("traceback"). ``size`` and ``count`` are the live bytes and blocks;
     ``allocated`` and ``allocations`` what the group handed out since
-    tracing started, freed since or not. Bytes; estimates when sampling."""
+    tracing started, freed since or not. Bytes; estimates when sampling.
+
+    With native tracing, ``native_size`` and ``native_count`` are the part
+    of ``size`` and ``count`` the native hooks saw (``python_size`` the
+    rest), and ``resident`` the bytes of them in RAM: large blocks and
+    mappings count their resident pages. Without, ``resident`` is
+    ``size``."""
 
     filename: str
     lineno: Optional[int]
@@ -220,6 +246,18 @@ class Statistic:
     traceback: Tuple[Frame, ...]
     allocated: int = 0
     allocations: int = 0
+    native_size: int = 0
+    native_count: int = 0
+    resident: Optional[int] = None
+
+    def __post_init__(self):
+        if self.resident is None:
+            self.resident = self.size
+
+    @property
+    def python_size(self):
+        """The live bytes of the Python allocators (and NumPy's data)."""
+        return self.size - self.native_size
 
     @property
     def line(self):
@@ -241,6 +279,11 @@ class StatisticDiff(Statistic):
 
 
 UNKNOWN = Frame("<unknown>", 0)
+#: Native blocks of a thread whose Python origin is unknown.
+NATIVE_THREAD = Frame("<native thread>", 0)
+
+#: What top(), statistics() and format() can order by.
+ORDERS = ("size", "allocated", "resident")
 
 
 def _check_limit(limit):
@@ -259,8 +302,8 @@ def _fmt_kib(nbytes):
 
 class Snapshot:
     """Memory by site, now (take_snapshot) or at the peak (peak_snapshot).
-    ``traces`` holds (traceback, size, count, allocated, allocations) per
-    site, tracebacks most recent frame first.
+    ``traces`` holds (traceback, size, count, allocated, allocations,
+    native, resident) per site, tracebacks most recent frame first.
 
     The figures are exact (or sampling estimates) unless memlens lost some
     of its bookkeeping since tracing started, which the snapshot says:
@@ -270,11 +313,19 @@ class Snapshot:
     times memlens could not keep a record as it should (no memory for its
     tables, or the same queue full): blocks went unrecorded, or to the
     ``<unknown>`` line, and the figures may understate. ``affected`` is
-    true when either is not zero; format() and repr() then say so."""
+    true when either is not zero; format() and repr() then say so.
+
+    Taken with native tracing (``native``), it reconciles with RSS:
+    ``resident`` is what its rows hold in RAM, ``rss_rise`` the RSS then
+    (now, or when the peak was reached) less the RSS when tracing started,
+    and ``untracked`` the rest, what no hook sees (the interpreter and
+    library code, allocator fragmentation, memory freed but kept by the
+    allocator): ``resident + untracked == rss_rise``. ``explained`` is the
+    share of the rise the rows account for."""
 
     def __init__(self, traces, total, nframes=1, sample_bytes=0,
                  kind="current", timestamp=None, lost_frees=0,
-                 lost_records=0):
+                 lost_records=0, native=False, resident=None, rss_rise=None):
         self.traces = traces
         self.total = total
         self.nframes = nframes
@@ -283,16 +334,38 @@ class Snapshot:
         self.timestamp = time.time() if timestamp is None else timestamp
         self.lost_frees = lost_frees
         self.lost_records = lost_records
+        self.native = native
+        self.resident = total if resident is None else resident
+        self.rss_rise = rss_rise
 
     @classmethod
     def _from_core(cls, raw, kind):
-        nframes, sample_bytes, total, rows, lost_frees, lost_records = raw
+        (nframes, sample_bytes, total, rows, lost_frees, lost_records,
+         native, resident, rss_rise) = raw
         traces = []
-        for tb, size, count, allocated, allocations in rows:
-            frames = tuple(Frame(fn, ln) for fn, ln in tb) or (UNKNOWN,)
-            traces.append((frames, size, count, allocated, allocations))
+        for tb, size, count, allocated, allocations, is_native, held in rows:
+            frames = tuple(Frame(fn, ln) for fn, ln in tb) or (
+                NATIVE_THREAD if is_native else UNKNOWN,)
+            traces.append((frames, size, count, allocated, allocations,
+                           is_native, held))
         return cls(traces, total, nframes, sample_bytes, kind,
-                   lost_frees=lost_frees, lost_records=lost_records)
+                   lost_frees=lost_frees, lost_records=lost_records,
+                   native=native, resident=resident, rss_rise=rss_rise)
+
+    @property
+    def untracked(self):
+        """The RSS rise no row explains (None without native tracing)."""
+        if self.rss_rise is None:
+            return None
+        return self.rss_rise - self.resident
+
+    @property
+    def explained(self):
+        """The share of the RSS rise the rows hold (None without native
+        tracing, or when RSS did not rise)."""
+        if self.rss_rise is None or self.rss_rise <= 0:
+            return None
+        return self.resident / self.rss_rise
 
     @property
     def affected(self):
@@ -314,16 +387,26 @@ class Snapshot:
 
     # ---- grouping --------------------------------------------------------
 
-    def statistics(self, key="lineno", by="size"):
-        """Every group under `key`, largest first by live ``size`` or by
-        bytes ``allocated``."""
+    def _order(self, by):
+        """`by` checked; None: resident with native tracing, else size."""
+        if by is None:
+            return "resident" if self.native else "size"
+        if by not in ORDERS:
+            raise ValueError(f"by must be one of {', '.join(ORDERS)}, "
+                             f"not {by!r}")
+        return by
+
+    def statistics(self, key="lineno", by=None):
+        """Every group under `key`, largest first by live ``size``, by
+        bytes ``allocated`` or by ``resident`` bytes (the default with
+        native tracing)."""
         if key not in KEYS:
             raise ValueError(f"key must be one of {', '.join(KEYS)}, "
                              f"not {key!r}")
-        if by not in ("size", "allocated"):
-            raise ValueError(f"by must be 'size' or 'allocated', not {by!r}")
+        by = self._order(by)
         groups = {}
-        for frames, size, count, allocated, allocations in self.traces:
+        for (frames, size, count, allocated, allocations, native,
+             resident) in self.traces:
             top = frames[0]
             if key == "lineno":
                 group = (top.filename, top.lineno, (top,))
@@ -331,25 +414,29 @@ class Snapshot:
                 group = (top.filename, None, (Frame(top.filename, 0),))
             else:
                 group = (top.filename, top.lineno, frames)
-            entry = groups.setdefault(group, [0, 0, 0, 0])
+            entry = groups.setdefault(group, [0] * 7)
             entry[0] += size
             entry[1] += count
             entry[2] += allocated
             entry[3] += allocations
+            entry[4] += size if native else 0
+            entry[5] += count if native else 0
+            entry[6] += resident
         stats = [Statistic(fn, ln, *figures[:2], tb, *figures[2:])
                  for (fn, ln, tb), figures in groups.items()]
-        if by == "size":
-            stats = [s for s in stats if s.size or s.count]
-            stats.sort(key=lambda s: (-s.size, -s.count, s.filename,
-                                      s.lineno or 0))
-        else:
+        if by == "allocated":
             stats.sort(key=lambda s: (-s.allocated, -s.allocations,
                                       s.filename, s.lineno or 0))
+        else:
+            stats = [s for s in stats if s.size or s.count]
+            stats.sort(key=lambda s: (-getattr(s, by), -s.count, s.filename,
+                                      s.lineno or 0))
         return stats
 
-    def top(self, limit=10, key="lineno", by="size"):
-        """The `limit` largest groups under `key` (by live ``size`` or by
-        bytes ``allocated``). ``limit=None`` gives every group."""
+    def top(self, limit=10, key="lineno", by=None):
+        """The `limit` largest groups under `key` (by live ``size``, bytes
+        ``allocated`` or ``resident``). ``limit=None`` gives every
+        group."""
         _check_limit(limit)
         stats = self.statistics(key, by)
         return stats if limit is None else stats[:limit]
@@ -360,9 +447,9 @@ class Snapshot:
             raise TypeError(f"diff() needs a Snapshot, not "
                             f"{type(older).__name__}")
         new = {(s.filename, s.lineno, s.traceback): s
-               for s in self.statistics(key)}
+               for s in self.statistics(key, "size")}
         old = {(s.filename, s.lineno, s.traceback): s
-               for s in older.statistics(key)}
+               for s in older.statistics(key, "size")}
         out = []
         for group in set(new) | set(old):
             n, o = new.get(group), old.get(group)
@@ -371,7 +458,8 @@ class Snapshot:
             old_size, old_count = (o.size, o.count) if o else (0, 0)
             out.append(StatisticDiff(
                 fn, ln, cur.size, cur.count, tb, cur.allocated,
-                cur.allocations, size_diff=cur.size - old_size,
+                cur.allocations, cur.native_size, cur.native_count,
+                cur.resident, size_diff=cur.size - old_size,
                 count_diff=cur.count - old_count))
         out.sort(key=lambda d: (-abs(d.size_diff), -d.size, d.filename,
                                 d.lineno or 0))
@@ -379,19 +467,22 @@ class Snapshot:
 
     # ---- output ---------------------------------------------------------
 
-    def format(self, limit=10, key="lineno", by="size"):
+    def format(self, limit=10, key="lineno", by=None):
         """The familiar text (tracemalloc's display_top layout); with
         ``by="allocated"`` the groups that handed out most. ``limit`` rows
         are shown (``None``: all; ``0``: none, only the summary lines); the
-        rest are summed on one ``other`` line."""
+        rest are summed on one ``other`` line. With native tracing the rows
+        show resident bytes, then what was allocated and how much of it
+        was native, and the summary how much of the RSS rise they
+        explain."""
         _check_limit(limit)
+        by = self._order(by)
         stats = self.statistics(key, by)
         shown = stats if limit is None else stats[:limit]
         noun = {"lineno": "lines", "filename": "files",
                 "traceback": "tracebacks"}[key]
         out = [f"Top {len(shown)} {noun}"]
-        figure = (lambda s: s.size) if by == "size" else (
-            lambda s: s.allocated)
+        figure = (lambda s: getattr(s, by))
         for i, s in enumerate(shown, 1):
             if key == "traceback":
                 out.append(f"#{i}: {s.count} blocks, {_fmt_kib(figure(s))}")
@@ -403,7 +494,8 @@ class Snapshot:
                 continue
             where = s.filename if key == "filename" else (
                 f"{s.filename}:{s.lineno}")
-            out.append(f"#{i}: {where}: {_fmt_kib(figure(s))}")
+            out.append(f"#{i}: {where}: {_fmt_kib(figure(s))}"
+                       + self._native_note(s))
             if key == "lineno" and s.line:
                 out.append(f"    {s.line}")
         rest = stats[len(shown):]
@@ -413,10 +505,31 @@ class Snapshot:
         total = sum(figure(s) for s in stats)
         if by == "size":
             out.append(f"Total allocated size: {_fmt_kib(total)}")
+        elif by == "resident":
+            out.append(f"Total resident: {_fmt_kib(total)} (allocated: "
+                       f"{_fmt_kib(sum(s.size for s in stats))})")
         else:
             out.append(f"Total handed out: {_fmt_kib(total)}")
+        if self.rss_rise is not None:
+            out.append(self._reconciliation())
         out.extend(self._warnings())
         return "\n".join(out)
+
+    def _native_note(self, s):
+        """What a native snapshot's row adds: allocated and native bytes
+        beside the resident ones."""
+        if not self.native:
+            return ""
+        return (f" resident ({_fmt_kib(s.size)} allocated, "
+                f"{_fmt_kib(s.native_size)} native)")
+
+    def _reconciliation(self):
+        """The sentence that squares the rows with RSS."""
+        share = self.explained
+        said = (f"the rows explain {share:.1%}" if share is not None
+                else "RSS did not rise")
+        return (f"RSS rise since tracing started: {_fmt_kib(self.rss_rise)};"
+                f" {said}, untracked {_fmt_kib(self.untracked)}")
 
     def __str__(self):
         return self.format()
@@ -428,15 +541,25 @@ class Snapshot:
         if self.lost_records:
             lost.append(f"{self.lost_records} records lost, figures may "
                         f"understate")
+        held = (f", {_fmt_kib(self.resident)} resident" if self.native
+                else "")
         return (f"<memlens.Snapshot {self.kind}: {len(self.traces)} sites, "
-                f"{_fmt_kib(self.total)}{''.join(', ' + x for x in lost)}>")
+                f"{_fmt_kib(self.total)}{held}"
+                f"{''.join(', ' + x for x in lost)}>")
 
     def _repr_html_(self):
+        native = ("resident", "native") if self.native else ()
         rows = [(i, f"{s.filename}:{s.lineno}", _fmt_kib(s.size), s.count,
+                 *((_fmt_kib(s.resident), _fmt_kib(s.native_size))
+                   if native else ()),
                  Markup(f"<code>{html.escape(s.line)}</code>"))
                 for i, s in enumerate(self.top(10), 1)]
-        return (html_table(("#", "line", "size", "blocks", "source"), rows)
-                + f"<p>Total: {_fmt_kib(self.total)}</p>"
+        notes = [f"Total: {_fmt_kib(self.total)}"]
+        if self.rss_rise is not None:
+            notes.append(self._reconciliation())
+        return (html_table(("#", "line", "size", "blocks", *native,
+                            "source"), rows)
+                + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                 + "".join(f"<p><strong>{html.escape(w)}</strong></p>"
                           for w in self._warnings()))
 
@@ -446,12 +569,15 @@ class Snapshot:
                 "timestamp": self.timestamp,
                 "lost_frees": self.lost_frees,
                 "lost_records": self.lost_records,
+                "native": self.native, "resident": self.resident,
+                "rss_rise": self.rss_rise, "untracked": self.untracked,
                 "traces": [{"traceback": [asdict(f) for f in frames],
                             "size": size, "count": count,
                             "allocated": allocated,
-                            "allocations": allocations}
-                           for frames, size, count, allocated, allocations
-                           in self.traces]}
+                            "allocations": allocations,
+                            "native": native, "resident": resident}
+                           for (frames, size, count, allocated, allocations,
+                                native, resident) in self.traces]}
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)

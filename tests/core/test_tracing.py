@@ -110,11 +110,14 @@ def test_snapshot_names_the_line_now_and_at_the_peak(tracing):
     line = here() + 1
     _core._trace_block(MEM, 80, 123_456)
     snap = _core._trace_snapshot(False)
-    nframes, sample_bytes, total, _, lost_frees, lost_records = snap
+    (nframes, sample_bytes, total, _, lost_frees, lost_records, native,
+     resident, rss_rise) = snap
     assert (nframes, sample_bytes, lost_frees, lost_records) == (3, 0, 0, 0)
+    # without native tracing, every block is taken as resident
+    assert (native, resident, rss_rise) == (False, total, None)
     [row] = rows_at(snap, line)
-    traceback, size, count, allocated, allocations = row
-    assert (size, count) == (123_456, 1)
+    traceback, size, count, allocated, allocations, native, resident = row
+    assert (size, count, native, resident) == (123_456, 1, False, 123_456)
     assert allocated >= 123_456 and allocations >= 1
     assert 1 <= len(traceback) <= 3
     assert total >= 123_456

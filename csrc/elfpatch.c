@@ -1,0 +1,442 @@
+/* elfpatch.c: rewriting the global-offset-table slots of loaded objects
+ * (elfpatch.h says what and why).
+ *
+ * State, under elfpatch_lock: the objects seen (by load address and
+ * program headers, which a reload at the same address may share: hence
+ * memlens_elfpatch_forget_unloaded after each dlclose) and, per patched
+ * slot, its address, its old value and the hook written. Memory from
+ * libc.
+ */
+#include "elfpatch.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#define ELFPATCH_R_JUMP_SLOT R_X86_64_JUMP_SLOT
+#define ELFPATCH_R_GLOB_DAT R_X86_64_GLOB_DAT
+#elif defined(__aarch64__)
+#define ELFPATCH_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
+#define ELFPATCH_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#else
+#error "memlens: native tracing knows the relocations of x86-64 and AArch64"
+#endif
+
+typedef struct {
+    uintptr_t base;          /* dlpi_addr. */
+    const ElfW(Phdr) * phdr; /* dlpi_phdr: with base, the identity. */
+    char *name;              /* Owned (libc). */
+    int seen;                /* Found by the last walk. */
+} elfpatch_object;
+
+typedef struct {
+    size_t object; /* Index in elfpatch_objects. */
+    const memlens_elfpatch_symbol *symbol;
+    uintptr_t slot;
+    void *original;
+    int readonly; /* In PT_GNU_RELRO: made writable only to be written. */
+} elfpatch_record;
+
+static pthread_mutex_t elfpatch_lock = PTHREAD_MUTEX_INITIALIZER;
+static elfpatch_object *elfpatch_objects = NULL;
+static size_t elfpatch_nobjects = 0, elfpatch_capobjects = 0;
+static elfpatch_record *elfpatch_records = NULL;
+static size_t elfpatch_nrecords = 0, elfpatch_caprecords = 0;
+
+/* The walk's arguments and outcome (under the lock). */
+typedef struct {
+    const memlens_elfpatch_symbol *symbols;
+    size_t nsymbols;
+    int error; /* errno of the first failure, 0 if none. */
+} elfpatch_walk;
+
+/* Whether `addr` lies in one of the object's loaded segments. */
+static int
+elfpatch_holds(const struct dl_phdr_info *info, uintptr_t addr)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && addr >= start
+            && addr - start < ph->p_memsz) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Objects whose slots are never ours to write: the loader's (its malloc
+ * is not libc's), the vDSO's, and the runtimes that replace malloc
+ * themselves and call the real one through their own slots. */
+static int
+elfpatch_left_alone(const struct dl_phdr_info *info)
+{
+    static const char *const runtimes[] = {
+        "linux-vdso", "linux-gate", "/libasan.", "/libubsan.",
+        "/libtsan.",  "/liblsan.",  "/libmsan.", "vgpreload",
+    };
+    if (info->dlpi_addr != 0 && info->dlpi_addr == getauxval(AT_BASE)) {
+        return 1;
+    }
+    if (elfpatch_holds(info, (uintptr_t)&memlens_elfpatch_apply)) {
+        return 1;
+    }
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    for (size_t i = 0; i < sizeof(runtimes) / sizeof(runtimes[0]); i++) {
+        if (strstr(name, runtimes[i]) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The object already known by this identity, or -1. */
+static long
+elfpatch_find_object(const struct dl_phdr_info *info)
+{
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        if (elfpatch_objects[i].base == info->dlpi_addr
+            && elfpatch_objects[i].phdr == info->dlpi_phdr) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* A pointer of the dynamic section: the loader has made most absolute;
+ * one still below the load address is relative to it. */
+static uintptr_t
+elfpatch_dyn_ptr(const struct dl_phdr_info *info, ElfW(Addr) value)
+{
+    return value < info->dlpi_addr ? info->dlpi_addr + value : value;
+}
+
+/* Whether the page of `slot` is in the object's read-only-after-
+ * relocation range (the loader protects its whole pages only). */
+static int
+elfpatch_in_relro(const struct dl_phdr_info *info, uintptr_t slot)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_GNU_RELRO) {
+            continue;
+        }
+        uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(page - 1);
+        uintptr_t end =
+            (info->dlpi_addr + ph->p_vaddr + ph->p_memsz) & ~(page - 1);
+        if (slot >= start && slot < end) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Writes `value` into the slot; 0, or -1 with errno. */
+static int
+elfpatch_write(uintptr_t slot, void *value, int readonly)
+{
+    if (!readonly) {
+        __atomic_store_n((void **)slot, value, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    uintptr_t size = (uintptr_t)sysconf(_SC_PAGESIZE);
+    void *page = (void *)(slot & ~(size - 1));
+    if (mprotect(page, size, PROT_READ | PROT_WRITE) != 0) {
+        return -1;
+    }
+    __atomic_store_n((void **)slot, value, __ATOMIC_SEQ_CST);
+    return mprotect(page, size, PROT_READ);
+}
+
+/* The symbol of ours named `name`, or NULL. */
+static const memlens_elfpatch_symbol *
+elfpatch_wanted(const elfpatch_walk *w, const char *name, int interpreter)
+{
+    for (size_t i = 0; i < w->nsymbols; i++) {
+        const memlens_elfpatch_symbol *s = &w->symbols[i];
+        if (s->name[0] == name[0] && strcmp(s->name, name) == 0) {
+            return interpreter && !s->interpreter ? NULL : s;
+        }
+    }
+    return NULL;
+}
+
+/* Patches the slots of one relocation table of the object at index
+ * `object`. */
+static void
+elfpatch_table(elfpatch_walk *w, const struct dl_phdr_info *info,
+               size_t object, int interpreter, const ElfW(Rela) * rela,
+               size_t count, const ElfW(Sym) * symtab, const char *strtab)
+{
+    for (size_t k = 0; k < count; k++) {
+        unsigned long type = ELF64_R_TYPE(rela[k].r_info);
+        if (type != ELFPATCH_R_JUMP_SLOT && type != ELFPATCH_R_GLOB_DAT) {
+            continue;
+        }
+        const ElfW(Sym) *sym = &symtab[ELF64_R_SYM(rela[k].r_info)];
+        const memlens_elfpatch_symbol *s =
+            elfpatch_wanted(w, strtab + sym->st_name, interpreter);
+        if (s == NULL) {
+            continue;
+        }
+        uintptr_t slot = info->dlpi_addr + rela[k].r_offset;
+        void *now = __atomic_load_n((void **)slot, __ATOMIC_SEQ_CST);
+        if (now == s->hook) {
+            continue; /* Listed twice (JMPREL inside RELA). */
+        }
+        if (memlens_grow((void **)&elfpatch_records, &elfpatch_caprecords,
+                         elfpatch_nrecords, sizeof(elfpatch_record), 64)
+            < 0) {
+            w->error = w->error ? w->error : ENOMEM;
+            return;
+        }
+        int readonly = elfpatch_in_relro(info, slot);
+        if (elfpatch_write(slot, s->hook, readonly) < 0) {
+            w->error = w->error ? w->error : errno;
+            continue;
+        }
+        elfpatch_record *r = &elfpatch_records[elfpatch_nrecords++];
+        r->object = object;
+        r->symbol = s;
+        r->slot = slot;
+        r->original = now;
+        r->readonly = readonly;
+    }
+}
+
+/* dl_iterate_phdr's callback for memlens_elfpatch_apply. */
+static int
+elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    elfpatch_walk *w = arg;
+    long known = elfpatch_find_object(info);
+    if (known >= 0) {
+        elfpatch_objects[known].seen = 1;
+        return 0;
+    }
+    if (memlens_grow((void **)&elfpatch_objects, &elfpatch_capobjects,
+                     elfpatch_nobjects, sizeof(elfpatch_object), 32)
+        < 0) {
+        w->error = w->error ? w->error : ENOMEM;
+        return 0;
+    }
+    char *name = strdup(info->dlpi_name ? info->dlpi_name : "");
+    if (name == NULL) {
+        w->error = w->error ? w->error : ENOMEM;
+        return 0;
+    }
+    size_t object = elfpatch_nobjects++;
+    elfpatch_objects[object].base = info->dlpi_addr;
+    elfpatch_objects[object].phdr = info->dlpi_phdr;
+    elfpatch_objects[object].name = name;
+    elfpatch_objects[object].seen = 1;
+    if (elfpatch_left_alone(info)) {
+        return 0;
+    }
+    const ElfW(Dyn) *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
+            dyn = (const ElfW(Dyn) *)(info->dlpi_addr
+                                      + info->dlpi_phdr[i].p_vaddr);
+        }
+    }
+    if (dyn == NULL) {
+        return 0;
+    }
+    const ElfW(Sym) *symtab = NULL;
+    const char *strtab = NULL;
+    const ElfW(Rela) *jmprel = NULL, *rela = NULL;
+    size_t jmprel_size = 0, rela_size = 0;
+    int pltrel_rela = 1;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        switch (dyn->d_tag) {
+            case DT_SYMTAB:
+                symtab =
+                    (const ElfW(Sym) *)elfpatch_dyn_ptr(info, dyn->d_un.d_ptr);
+                break;
+            case DT_STRTAB:
+                strtab = (const char *)elfpatch_dyn_ptr(info, dyn->d_un.d_ptr);
+                break;
+            case DT_JMPREL:
+                jmprel = (const ElfW(Rela) *)elfpatch_dyn_ptr(info,
+                                                              dyn->d_un.d_ptr);
+                break;
+            case DT_PLTRELSZ:
+                jmprel_size = dyn->d_un.d_val;
+                break;
+            case DT_PLTREL:
+                pltrel_rela = dyn->d_un.d_val == DT_RELA;
+                break;
+            case DT_RELA:
+                rela = (const ElfW(Rela) *)elfpatch_dyn_ptr(info,
+                                                            dyn->d_un.d_ptr);
+                break;
+            case DT_RELASZ:
+                rela_size = dyn->d_un.d_val;
+                break;
+            default:
+                break;
+        }
+    }
+    if (symtab == NULL || strtab == NULL || !pltrel_rela) {
+        return 0;
+    }
+    /* The interpreter's own calls to the allocators are the Python
+     * allocators' (hooked already) or its own: only its dlopen. */
+    int interpreter = elfpatch_holds(info, (uintptr_t)&PyEval_SaveThread);
+    if (jmprel != NULL) {
+        elfpatch_table(w, info, object, interpreter, jmprel,
+                       jmprel_size / sizeof(ElfW(Rela)), symtab, strtab);
+    }
+    if (rela != NULL) {
+        elfpatch_table(w, info, object, interpreter, rela,
+                       rela_size / sizeof(ElfW(Rela)), symtab, strtab);
+    }
+    return 0;
+}
+
+int
+memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
+{
+    elfpatch_walk w = {symbols, n, 0};
+    pthread_mutex_lock(&elfpatch_lock);
+    dl_iterate_phdr(elfpatch_visit, &w);
+    pthread_mutex_unlock(&elfpatch_lock);
+    if (w.error != 0) {
+        errno = w.error;
+        return -1;
+    }
+    return 0;
+}
+
+/* dl_iterate_phdr's callback marking the objects still loaded. */
+static int
+elfpatch_mark(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    long known = elfpatch_find_object(info);
+    if (known >= 0) {
+        elfpatch_objects[known].seen = 1;
+    }
+    return 0;
+}
+
+/* Marks the objects loaded now (seen) and the others not. Under the
+ * lock. */
+static void
+elfpatch_mark_loaded(void)
+{
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        elfpatch_objects[i].seen = 0;
+    }
+    dl_iterate_phdr(elfpatch_mark, NULL);
+}
+
+void
+memlens_elfpatch_forget_unloaded(void)
+{
+    pthread_mutex_lock(&elfpatch_lock);
+    elfpatch_mark_loaded();
+    /* Objects keep their indices (records name them): a gone one only
+     * loses its identity, and its records go. */
+    size_t kept = 0;
+    for (size_t k = 0; k < elfpatch_nrecords; k++) {
+        if (elfpatch_objects[elfpatch_records[k].object].seen) {
+            elfpatch_records[kept++] = elfpatch_records[k];
+        }
+    }
+    elfpatch_nrecords = kept;
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        if (!elfpatch_objects[i].seen) {
+            elfpatch_objects[i].base = 0;
+            elfpatch_objects[i].phdr = NULL;
+        }
+    }
+    pthread_mutex_unlock(&elfpatch_lock);
+}
+
+size_t
+memlens_elfpatch_restore(void)
+{
+    size_t left = 0;
+    pthread_mutex_lock(&elfpatch_lock);
+    elfpatch_mark_loaded();
+    /* Backwards: a slot listed twice gets its first (true) value last. */
+    for (size_t k = elfpatch_nrecords; k-- > 0;) {
+        elfpatch_record *r = &elfpatch_records[k];
+        if (!elfpatch_objects[r->object].seen) {
+            continue;
+        }
+        void *now = __atomic_load_n((void **)r->slot, __ATOMIC_SEQ_CST);
+        if (now != r->symbol->hook
+            || elfpatch_write(r->slot, r->original, r->readonly) < 0) {
+            left++;
+        }
+    }
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        free(elfpatch_objects[i].name);
+    }
+    free(elfpatch_objects);
+    free(elfpatch_records);
+    elfpatch_objects = NULL;
+    elfpatch_records = NULL;
+    elfpatch_nobjects = elfpatch_capobjects = 0;
+    elfpatch_nrecords = elfpatch_caprecords = 0;
+    pthread_mutex_unlock(&elfpatch_lock);
+    return left;
+}
+
+int
+memlens_elfpatch_each(int (*visit)(const memlens_elfpatch_slot *, void *),
+                      void *arg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&elfpatch_lock);
+    for (size_t k = 0; k < elfpatch_nrecords && rc == 0; k++) {
+        const elfpatch_record *r = &elfpatch_records[k];
+        memlens_elfpatch_slot s = {elfpatch_objects[r->object].name,
+                                   r->symbol->name, r->slot, r->original,
+                                   r->symbol->hook};
+        rc = visit(&s, arg);
+    }
+    pthread_mutex_unlock(&elfpatch_lock);
+    return rc;
+}
+
+/* A fork while another thread patches would leave the child's lock held
+ * for good: hold it across the fork. */
+static void
+elfpatch_atfork_prepare(void)
+{
+    pthread_mutex_lock(&elfpatch_lock);
+}
+
+static void
+elfpatch_atfork_release(void)
+{
+    pthread_mutex_unlock(&elfpatch_lock);
+}
+
+int
+memlens_elfpatch_init(void)
+{
+    static int registered = 0;
+    if (!registered) {
+        int rc =
+            pthread_atfork(elfpatch_atfork_prepare, elfpatch_atfork_release,
+                           elfpatch_atfork_release);
+        if (rc != 0) {
+            errno = rc;
+            return -1;
+        }
+        registered = 1;
+    }
+    return 0;
+}
