@@ -30,6 +30,7 @@
 #include "native.h"
 #include "elfpatch.h"
 #include "hooks.h"
+#include "sampler.h"
 #include "sampling.h"
 #include "sites.h"
 #include "table.h"
@@ -45,6 +46,7 @@
 #include <unistd.h>
 
 int memlens_native_on = 0;
+uint64_t memlens_native_peak_pending = 0;
 
 /* Bumped at each start: the sites a thread kept from before are stale. */
 static unsigned long native_generation = 1;
@@ -76,6 +78,15 @@ native_fallback_site(void)
         return native_released.site;
     }
     return native_origin_site(&native_creator);
+}
+
+uint32_t
+memlens_native_creator(void)
+{
+    return native_creator.generation == native_generation
+                   && __atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED)
+               ? native_creator.site
+               : MEMLENS_SITE_NONE;
 }
 
 static inline int
@@ -309,6 +320,17 @@ memlens_native_block_pop(void *ptr, uint64_t weight)
     pthread_mutex_unlock(&native_lock);
 }
 
+size_t
+memlens_native_own_bytes(void)
+{
+    pthread_mutex_lock(&native_lock);
+    size_t bytes =
+        (native_blocks ? (native_blocks_mask + 1) * sizeof(native_block) : 0)
+        + native_capmaps * sizeof(native_map);
+    pthread_mutex_unlock(&native_lock);
+    return bytes;
+}
+
 /* ---- Resident pages -------------------------------------------------------- */
 
 #define NATIVE_MINCORE_PAGES 4096
@@ -340,10 +362,9 @@ native_resident(uintptr_t start, size_t length)
     return resident;
 }
 
-int64_t
+void
 memlens_native_discount(int64_t *discount, uint32_t nsites)
 {
-    int64_t sum = 0;
     pthread_mutex_lock(&native_lock);
     for (size_t i = 0; native_blocks != NULL && i <= native_blocks_mask; i++) {
         const native_block *b = &native_blocks[i];
@@ -355,7 +376,6 @@ memlens_native_discount(int64_t *discount, uint32_t nsites)
         int64_t d =
             (int64_t)((double)b->weight * (double)resident / (double)b->size)
             - (int64_t)b->weight;
-        sum += d;
         if (b->site < nsites) {
             discount[b->site] += d;
         }
@@ -364,13 +384,11 @@ memlens_native_discount(int64_t *discount, uint32_t nsites)
         const native_map *m = &native_maps[i];
         int64_t d =
             (int64_t)native_resident(m->start, m->length) - (int64_t)m->length;
-        sum += d;
         if (m->site < nsites) {
             discount[m->site] += d;
         }
     }
     pthread_mutex_unlock(&native_lock);
-    return sum;
 }
 
 /* ---- Recording --------------------------------------------------------------- */
@@ -752,7 +770,9 @@ static const memlens_elfpatch_symbol native_symbols[] = {
     {"mmap64", (void *)native_hook_mmap, 0},
     {"munmap", (void *)native_hook_munmap, 0},
     {"mremap", (void *)native_hook_mremap, 0},
-    {"pthread_create", (void *)native_hook_pthread_create, 0},
+    /* In the interpreter too: a Python thread started while tracing ends
+     * its tracebacks with its creator's (sites.c). */
+    {"pthread_create", (void *)native_hook_pthread_create, 1},
     {"PyEval_SaveThread", (void *)native_hook_save_thread, 0},
     {"PyEval_RestoreThread", (void *)native_hook_restore_thread, 0},
     {"dlopen", (void *)native_hook_dlopen, 1},
@@ -760,6 +780,47 @@ static const memlens_elfpatch_symbol native_symbols[] = {
 };
 static const size_t native_nsymbols =
     sizeof(native_symbols) / sizeof(native_symbols[0]);
+
+/* ---- The RSS watch ------------------------------------------------------------
+ * A sampler (sampler.h) without arrays, every millisecond; its sink moves
+ * the mark. */
+#define NATIVE_WATCH_INTERVAL 0.001
+#define NATIVE_WATCH_STEP ((uint64_t)256 * 1024)
+
+static memlens_sampler native_watch;
+static int native_watch_ready = 0;      /* Initialised. GIL. */
+static uint64_t native_watch_start = 0; /* RSS at the start. Atomic. */
+static uint64_t native_watch_mark = 0;  /* The next high. Atomic. */
+
+/* The next mark above `rss`: a step, or a 64th of the rise so far. */
+static uint64_t
+native_watch_next(uint64_t rss)
+{
+    uint64_t start = __atomic_load_n(&native_watch_start, __ATOMIC_RELAXED);
+    uint64_t step = rss > start ? (rss - start) / 64 : 0;
+    return rss + (step > NATIVE_WATCH_STEP ? step : NATIVE_WATCH_STEP);
+}
+
+static uint64_t
+native_watch_sample(memlens_sink *sink, double t, uint64_t rss)
+{
+    if (rss >= __atomic_load_n(&native_watch_mark, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&native_watch_mark, native_watch_next(rss),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&memlens_native_peak_pending, rss, __ATOMIC_RELAXED);
+    }
+    return rss;
+}
+
+static memlens_sink native_watch_sink = {native_watch_sample};
+
+void
+memlens_native_reset_peak(uint64_t rss)
+{
+    __atomic_store_n(&memlens_native_peak_pending, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&native_watch_mark, native_watch_next(rss),
+                     __ATOMIC_RELAXED);
+}
 
 /* ---- Start and stop (GIL) -------------------------------------------------- */
 
@@ -780,8 +841,21 @@ native_clear_regions(void)
 static int native_patched;
 
 int
-memlens_native_start(void)
+memlens_native_start(uint64_t rss)
 {
+    if (!native_watch_ready) {
+        if (memlens_sampler_init(&native_watch, NATIVE_WATCH_INTERVAL) < 0) {
+            return -1;
+        }
+        native_watch.keep = 0;
+        native_watch.sink = &native_watch_sink;
+        native_watch_ready = 1;
+    }
+    __atomic_store_n(&native_watch_start, rss, __ATOMIC_RELAXED);
+    memlens_native_reset_peak(rss);
+    if (memlens_sampler_start(&native_watch) < 0) {
+        return -1;
+    }
     native_clear_regions();
     __atomic_store_n(&native_failures, 0, __ATOMIC_RELAXED);
     native_generation++;
@@ -809,6 +883,8 @@ memlens_native_stop(void)
     }
     native_patched = 0;
     __atomic_store_n(&memlens_native_on, 0, __ATOMIC_SEQ_CST);
+    memlens_sampler_stop(&native_watch);
+    __atomic_store_n(&memlens_native_peak_pending, 0, __ATOMIC_RELAXED);
     memlens_hooks_quiet(1);
     memlens_elfpatch_restore();
     native_clear_regions();

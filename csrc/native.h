@@ -14,9 +14,28 @@
 /* 1 while the native hooks record. Atomic. */
 extern int memlens_native_on;
 
-/* Patches every loaded object and starts recording. GIL held, tracing
- * just started. 0, or -1 with an exception (nothing left patched). */
-int memlens_native_start(void);
+/* With native tracing, the peak snapshot is taken when RSS reaches a new
+ * high (the peak of what the OS charges), not when the recorded bytes do:
+ * a thread of ours samples RSS every millisecond and, at each new high
+ * (by a step, so that the copies stay few), leaves it here for the next
+ * traced call with the GIL to copy the peak. 0: none pending. Atomic. */
+extern uint64_t memlens_native_peak_pending;
+
+/* Takes the pending high (0 if none). Any thread. */
+static inline uint64_t
+memlens_native_take_peak(void)
+{
+    return __atomic_exchange_n(&memlens_native_peak_pending, 0,
+                               __ATOMIC_RELAXED);
+}
+
+/* The peak starts again from `rss`: only a higher RSS makes a new one. */
+void memlens_native_reset_peak(uint64_t rss);
+
+/* Patches every loaded object and starts recording and watching RSS from
+ * `rss` (the RSS at the start). GIL held, tracing just started. 0, or -1
+ * with an exception (nothing left patched). */
+int memlens_native_start(uint64_t rss);
 
 /* Stops recording and puts every slot back. GIL held. */
 void memlens_native_stop(void);
@@ -31,9 +50,16 @@ void memlens_native_block_put(void *ptr, size_t size, uint64_t weight,
 void memlens_native_block_pop(void *ptr, uint64_t weight);
 
 /* Adds to discount[site] (sites below nsites), for every large block and
- * mapping, its resident bytes less its recorded bytes; returns the sum.
- * Any thread. */
-int64_t memlens_native_discount(int64_t *discount, uint32_t nsites);
+ * mapping, its resident bytes less its recorded bytes. Any thread. */
+void memlens_native_discount(int64_t *discount, uint32_t nsites);
+
+/* The site of the Python stack that created this thread while native
+ * tracing ran (a thread made by a hooked pthread_create, Python's own
+ * included), or MEMLENS_SITE_NONE. Its own thread. */
+uint32_t memlens_native_creator(void);
+
+/* The bytes the region tables hold. Any thread. */
+size_t memlens_native_own_bytes(void);
 
 int memlens_native_init(PyObject *module);
 

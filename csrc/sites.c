@@ -12,6 +12,7 @@
  * memory is libc's.
  */
 #include "sites.h"
+#include "native.h"
 #include "table.h"
 
 #include <stdlib.h>
@@ -470,6 +471,17 @@ sites_current_site_walk(PyThreadState *ts)
         n++;
     }
     sites_cursor_done(&cur);
+    if (n > 0 && n < sites_nframes) {
+        /* The thread's stack ended: a thread started while tracing
+         * natively goes on with the stack that started it. */
+        uint32_t creator = memlens_native_creator();
+        if (creator != MEMLENS_SITE_NONE && creator < memlens_sites_count) {
+            const memlens_site *c = memlens_site_at(creator);
+            for (int k = 0; k < c->nframes && n < sites_nframes; k++) {
+                frames[n++] = c->frames[k];
+            }
+        }
+    }
     uint32_t site = n > 0 ? sites_intern(frames, n, 0) : MEMLENS_SITE_NONE;
     if (cacheable && sites_nframes == 1) {
         unsigned k = t->next_recent++ % SITES_RECENT;
@@ -559,6 +571,22 @@ memlens_sites_start(int nframes)
     sites_in_place =
         !sites_frames_api && sites_frames_agree(PyThreadState_Get());
     return 0;
+}
+
+size_t
+memlens_sites_own_bytes(void)
+{
+    size_t chunks =
+        (memlens_sites_count + MEMLENS_SITES_CHUNK - 1) / MEMLENS_SITES_CHUNK;
+    size_t frames = 0;
+    for (uint32_t i = 0; i < memlens_sites_count; i++) {
+        frames += (size_t)memlens_site_at(i)->nframes;
+    }
+    return chunks * MEMLENS_SITES_CHUNK * sizeof(memlens_site)
+           + frames * sizeof(memlens_site_frame)
+           + (sites_site_index ? (sites_site_mask + 1) * sizeof(uint32_t) : 0)
+           + (sites_line_cache ? SITES_LINE_CACHE * sizeof(sites_line_entry)
+                               : 0);
 }
 
 int

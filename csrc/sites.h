@@ -82,6 +82,9 @@ uint32_t memlens_sites_current(PyThreadState *ts);
  * site or when out of room. GIL held; never raises. */
 uint32_t memlens_sites_native(uint32_t site);
 
+/* The bytes sites.c holds for the sites and its caches. GIL. */
+size_t memlens_sites_own_bytes(void);
+
 /* Frames per site, as last started. */
 int memlens_sites_nframes(void);
 

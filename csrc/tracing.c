@@ -287,23 +287,29 @@ tracing_mark_dirty(uint32_t i, memlens_site *s)
  * moment (native.h), and the RSS then. GIL. */
 static int64_t *tracing_peak_discount = NULL; /* Owned (libc). */
 static size_t tracing_npeak_discount = 0, tracing_cappeak_discount = 0;
-static int64_t tracing_peak_discount_sum = 0;
 static uint64_t tracing_rss_start = 0, tracing_rss_peak = 0;
 
-/* RSS now, or 0 when it cannot be read: from inside the hooks, which must
- * leave the exception state as they found it. GIL. */
+static uint64_t tracing_own_peak = 0;
+
+/* What memlens's tracing holds for its own bookkeeping: tables, sites,
+ * lists. RSS counts it; the program without memlens would not have it.
+ * GIL. */
 static uint64_t
-tracing_rss_quietly(void)
+tracing_own_bytes(void)
 {
-    uint64_t rss = 0;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (memlens_rss_now(&rss) < 0) {
-        PyErr_Clear();
-        rss = 0;
+    /* The raw side as last seen: the peak copy may come while this
+     * thread holds the lock already (draining the queue). */
+    static size_t raw = 0, bigs = 0;
+    if (pthread_mutex_trylock(&tracing_raw_lock) == 0) {
+        raw = tracing_raw_table.slots ? tracing_raw_table.mask + 1 : 0;
+        bigs = tracing_capbigs * sizeof(tracing_big);
+        pthread_mutex_unlock(&tracing_raw_lock);
     }
-    PyErr_Restore(type, value, tb);
-    return rss;
+    size_t gil = tracing_gil_table.slots ? tracing_gil_table.mask + 1 : 0;
+    return (raw + gil) * sizeof(tracing_entry) + bigs
+           + tracing_capdirty * sizeof(uint32_t)
+           + tracing_cappeak_discount * sizeof(int64_t)
+           + memlens_sites_own_bytes() + memlens_native_own_bytes();
 }
 
 static void
@@ -322,9 +328,8 @@ tracing_copy_peak_resident(void)
     }
     memset(tracing_peak_discount, 0, (size_t)n * sizeof(int64_t));
     tracing_npeak_discount = n;
-    tracing_peak_discount_sum =
-        memlens_native_discount(tracing_peak_discount, n);
-    tracing_rss_peak = tracing_rss_quietly();
+    memlens_native_discount(tracing_peak_discount, n);
+    tracing_own_peak = tracing_own_bytes();
 }
 
 /* The state right now is the peak: copy what moved since the last copy. */
@@ -349,6 +354,18 @@ tracing_copy_peak(void)
     tracing_at_peak = 0;
 }
 
+/* With native tracing: RSS reached a new high (native.h); the state now
+ * is the peak's. */
+static MEMLENS_SLOW_PATH void
+tracing_native_peak(void)
+{
+    uint64_t rss = memlens_native_take_peak();
+    if (rss != 0) {
+        tracing_copy_peak();
+        tracing_rss_peak = rss;
+    }
+}
+
 /* Applies one change to a site and the totals. GIL. */
 static inline void
 tracing_apply(uint32_t i, int64_t bytes, int64_t count)
@@ -359,7 +376,10 @@ tracing_apply(uint32_t i, int64_t bytes, int64_t count)
         i = MEMLENS_SITE_UNKNOWN;
     }
     memlens_site *s = memlens_site_at(i);
-    if (bytes < 0 && tracing_at_peak) {
+    if (__atomic_load_n(&memlens_native_peak_pending, __ATOMIC_RELAXED)) {
+        tracing_native_peak();
+    }
+    else if (bytes < 0 && tracing_at_peak) {
         tracing_copy_peak();
     }
     s->size += bytes;
@@ -371,7 +391,9 @@ tracing_apply(uint32_t i, int64_t bytes, int64_t count)
     tracing_total += bytes;
     if (tracing_total > tracing_peak) {
         tracing_peak = tracing_total;
-        tracing_at_peak = 1;
+        /* With native tracing, RSS says when the peak is. */
+        tracing_at_peak =
+            !__atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED);
     }
     tracing_mark_dirty(i, s);
 }
@@ -824,9 +846,9 @@ tracing_clear_all(void)
     free(tracing_peak_discount);
     tracing_peak_discount = NULL;
     tracing_npeak_discount = tracing_cappeak_discount = 0;
-    tracing_peak_discount_sum = 0;
     tracing_total = tracing_peak = 0;
     tracing_at_peak = 0;
+    tracing_own_peak = 0;
     memlens_sites_clear();
 }
 
@@ -894,7 +916,7 @@ tracing_py_start(PyObject *m, PyObject *args)
         tracing_clear_all();
         return NULL;
     }
-    if (native && memlens_native_start() < 0) {
+    if (native && memlens_native_start(tracing_rss_start) < 0) {
         memlens_hooks_trace(0);
         __atomic_store_n(&memlens_tracing_on, 0, __ATOMIC_SEQ_CST);
         tracing_clear_all();
@@ -945,6 +967,14 @@ tracing_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
         Py_RETURN_NONE;
     }
     tracing_maybe_drain();
+    if (memlens_native_on) {
+        uint64_t rss;
+        if (memlens_rss_now(&rss) < 0) {
+            return NULL;
+        }
+        memlens_native_reset_peak(rss);
+        tracing_rss_peak = rss;
+    }
     tracing_dirty_overflow = 1; /* every site's peak becomes its now */
     tracing_copy_peak();
     tracing_peak = tracing_total;
@@ -969,13 +999,11 @@ tracing_snapshot_rows(int at_peak)
         return PyErr_NoMemory();
     }
     int64_t total = at_peak ? tracing_peak : tracing_total;
-    int64_t discount = 0;
-    uint64_t rss = 0;
+    uint64_t rss = 0, own = at_peak ? tracing_own_peak : tracing_own_bytes();
     if (native && at_peak) {
         for (uint32_t i = 0; i < n && i < tracing_npeak_discount; i++) {
             fig[5 * i + 4] = tracing_peak_discount[i];
         }
-        discount = tracing_peak_discount_sum;
         rss = tracing_rss_peak;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -993,7 +1021,7 @@ tracing_snapshot_rows(int at_peak)
             free(fig);
             return PyErr_NoMemory();
         }
-        discount = memlens_native_discount(now, n);
+        memlens_native_discount(now, n);
         for (uint32_t i = 0; i < n; i++) {
             fig[5 * i + 4] = now[i];
         }
@@ -1008,8 +1036,13 @@ tracing_snapshot_rows(int at_peak)
         free(fig);
         return NULL;
     }
+    /* With native tracing, the totals are the rows': the peak snapshot
+     * is RSS's, not the recorded bytes'. */
+    int64_t rows_total = 0, rows_resident = 0;
     for (uint32_t i = 0; i < n; i++) {
         int64_t *f = &fig[5 * i];
+        rows_total += f[0];
+        rows_resident += f[0] + f[4];
         if (f[0] == 0 && f[1] == 0 && f[2] == 0) {
             continue;
         }
@@ -1030,32 +1063,41 @@ tracing_snapshot_rows(int at_peak)
         Py_DECREF(row);
     }
     free(fig);
-    PyObject *rise = Py_None;
+    PyObject *rise = Py_None, *overhead = Py_None;
     Py_INCREF(rise);
+    Py_INCREF(overhead);
     if (native) {
         Py_SETREF(rise, PyLong_FromLongLong((long long)rss
                                             - (long long)tracing_rss_start));
-        if (rise == NULL) {
+        Py_SETREF(overhead, PyLong_FromUnsignedLongLong(own));
+        if (rise == NULL || overhead == NULL) {
+            Py_XDECREF(rise);
+            Py_XDECREF(overhead);
             Py_DECREF(rows);
             return NULL;
         }
     }
+    if (native) {
+        total = rows_total;
+    }
     return Py_BuildValue(
-        "(iKLNKKOLN)", memlens_sites_nframes(),
+        "(iKLNKKOLNN)", memlens_sites_nframes(),
         (unsigned long long)tracing_sample_bytes, (long long)total, rows,
         (unsigned long long)lost_frees, (unsigned long long)lost_records,
-        native ? Py_True : Py_False, (long long)(total + discount), rise);
+        native ? Py_True : Py_False,
+        (long long)(native ? rows_resident : total), rise, overhead);
 }
 
 /* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
- * lost_frees, lost_records, native, resident, rss_rise), rows
+ * lost_frees, lost_records, native, resident, rss_rise, overhead), rows
  * [(traceback, size, count, allocated, allocations, native, resident)]
  * for every site that holds or handed out memory (now, or at the peak);
  * the two counts since the start say how far the figures may be off
  * (tracing_lost_frees, tracing_failures). With native tracing, resident
  * counts the resident pages of large blocks and mappings (native.h) and
- * rss_rise is the RSS then less the RSS at the start; otherwise resident
- * is the size and rss_rise None. */
+ * rss_rise is the RSS then less the RSS at the start, overhead the bytes
+ * of memlens's own bookkeeping then; otherwise resident is the size and
+ * rss_rise and overhead None. */
 static PyObject *
 tracing_py_snapshot(PyObject *m, PyObject *arg)
 {
@@ -1070,6 +1112,9 @@ tracing_py_snapshot(PyObject *m, PyObject *arg)
         return NULL;
     }
     tracing_maybe_drain();
+    if (at_peak && memlens_native_peak_pending) {
+        tracing_native_peak();
+    }
     if (at_peak && tracing_at_peak) {
         tracing_copy_peak();
     }

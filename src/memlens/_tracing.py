@@ -317,15 +317,19 @@ class Snapshot:
 
     Taken with native tracing (``native``), it reconciles with RSS:
     ``resident`` is what its rows hold in RAM, ``rss_rise`` the RSS then
-    (now, or when the peak was reached) less the RSS when tracing started,
-    and ``untracked`` the rest, what no hook sees (the interpreter and
-    library code, allocator fragmentation, memory freed but kept by the
-    allocator): ``resident + untracked == rss_rise``. ``explained`` is the
-    share of the rise the rows account for."""
+    (now, or when RSS peaked) less the RSS when tracing started,
+    ``overhead`` what memlens's own bookkeeping held then (its tables,
+    which the program without memlens would not have), and ``untracked``
+    the rest, what no hook sees (the interpreter and library code,
+    allocator fragmentation, memory freed but kept by the allocator):
+    ``resident + overhead + untracked == rss_rise``. ``explained`` is the
+    share of the program's rise (``rss_rise - overhead``) the rows
+    account for."""
 
     def __init__(self, traces, total, nframes=1, sample_bytes=0,
                  kind="current", timestamp=None, lost_frees=0,
-                 lost_records=0, native=False, resident=None, rss_rise=None):
+                 lost_records=0, native=False, resident=None, rss_rise=None,
+                 overhead=None):
         self.traces = traces
         self.total = total
         self.nframes = nframes
@@ -337,11 +341,12 @@ class Snapshot:
         self.native = native
         self.resident = total if resident is None else resident
         self.rss_rise = rss_rise
+        self.overhead = overhead
 
     @classmethod
     def _from_core(cls, raw, kind):
         (nframes, sample_bytes, total, rows, lost_frees, lost_records,
-         native, resident, rss_rise) = raw
+         native, resident, rss_rise, overhead) = raw
         traces = []
         for tb, size, count, allocated, allocations, is_native, held in rows:
             frames = tuple(Frame(fn, ln) for fn, ln in tb) or (
@@ -350,22 +355,24 @@ class Snapshot:
                            is_native, held))
         return cls(traces, total, nframes, sample_bytes, kind,
                    lost_frees=lost_frees, lost_records=lost_records,
-                   native=native, resident=resident, rss_rise=rss_rise)
+                   native=native, resident=resident, rss_rise=rss_rise,
+                   overhead=overhead)
 
     @property
     def untracked(self):
         """The RSS rise no row explains (None without native tracing)."""
         if self.rss_rise is None:
             return None
-        return self.rss_rise - self.resident
+        return self.rss_rise - (self.overhead or 0) - self.resident
 
     @property
     def explained(self):
-        """The share of the RSS rise the rows hold (None without native
-        tracing, or when RSS did not rise)."""
-        if self.rss_rise is None or self.rss_rise <= 0:
+        """The share of the program's RSS rise the rows hold (None without
+        native tracing, or when it did not rise)."""
+        if self.rss_rise is None:
             return None
-        return self.resident / self.rss_rise
+        rise = self.rss_rise - (self.overhead or 0)
+        return self.resident / rise if rise > 0 else None
 
     @property
     def affected(self):
@@ -528,7 +535,8 @@ class Snapshot:
         share = self.explained
         said = (f"the rows explain {share:.1%}" if share is not None
                 else "RSS did not rise")
-        return (f"RSS rise since tracing started: {_fmt_kib(self.rss_rise)};"
+        return (f"RSS rise since tracing started: {_fmt_kib(self.rss_rise)}"
+                f" (memlens's own tables: {_fmt_kib(self.overhead or 0)});"
                 f" {said}, untracked {_fmt_kib(self.untracked)}")
 
     def __str__(self):
@@ -570,7 +578,8 @@ class Snapshot:
                 "lost_frees": self.lost_frees,
                 "lost_records": self.lost_records,
                 "native": self.native, "resident": self.resident,
-                "rss_rise": self.rss_rise, "untracked": self.untracked,
+                "rss_rise": self.rss_rise, "overhead": self.overhead,
+                "untracked": self.untracked,
                 "traces": [{"traceback": [asdict(f) for f in frames],
                             "size": size, "count": count,
                             "allocated": allocated,

@@ -111,10 +111,11 @@ def test_snapshot_names_the_line_now_and_at_the_peak(tracing):
     _core._trace_block(MEM, 80, 123_456)
     snap = _core._trace_snapshot(False)
     (nframes, sample_bytes, total, _, lost_frees, lost_records, native,
-     resident, rss_rise) = snap
+     resident, rss_rise, overhead) = snap
     assert (nframes, sample_bytes, lost_frees, lost_records) == (3, 0, 0, 0)
     # without native tracing, every block is taken as resident
-    assert (native, resident, rss_rise) == (False, total, None)
+    assert (native, resident, rss_rise, overhead) == (False, total, None,
+                                                      None)
     [row] = rows_at(snap, line)
     traceback, size, count, allocated, allocations, native, resident = row
     assert (size, count, native, resident) == (123_456, 1, False, 123_456)
