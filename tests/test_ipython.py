@@ -15,13 +15,7 @@ from IPython.core.error import UsageError  # noqa: E402
 import memlens  # noqa: E402
 from memlens import _core  # noqa: E402
 
-from conftest import MiB, figures  # noqa: E402
-
-#: Native tracing (every shared library's malloc family and anonymous
-#: mmap) is in the core: %memtop --native can run.
-native_core = pytest.mark.skipif(
-    not hasattr(_core, "_native_slots"),
-    reason="this build of memlens has no native tracing")
+from conftest import MiB, figures, native_core  # noqa: E402
 
 MEMIT = re.compile(r"peak memory: (\d+\.\d\d) MiB, increment: (-?\d+\.\d\d) MiB")
 WATCH = re.compile(

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 import memlens
 import memlens._readings  # noqa: F401  (loaded before pytester's runs,
 import memlens._tracing  # noqa: F401  which unload what they import)
-from memlens import _core, pytest_plugin
+from memlens import pytest_plugin
 from memlens._report import mib
 from memlens.pytest_plugin import UNITS, parse_size
 
-from conftest import figures
+from conftest import figures, native_core
 
 MiB = 2**20
 
@@ -45,12 +45,6 @@ def line_of(source, text):
 REPORT_ROW = re.compile(
     r"^\s*(?P<rss>\d+\.\d\d) MiB\s+(?:-|(?P<traced>\d+\.\d\d) MiB)\s+"
     r"(?P<test>\S+)(?: \((?P<outcome>\w+)\))?(?P<native> \[native\])?$")
-
-#: Native tracing (every shared library's malloc family and anonymous
-#: mmap) is in the core: limit_allocations(..., native=True) can run.
-native_core = pytest.mark.skipif(
-    not hasattr(_core, "_native_slots"),
-    reason="this build of memlens has no native tracing")
 
 
 def report_rows(result):
