@@ -1,9 +1,9 @@
 """Native memory in a pandas ETL: which lines hold the memory RSS shows.
 
 A 400,000-row frame (ints, floats, strings) is written to a CSV file, then,
-under ``memlens.tracing(native=True)``, read back with ``read_csv``, given
-Arrow string columns and grouped. The parser's buffers and the Arrow
-string data come from C and C++ code, not from Python's allocators: native
+under ``memlens.tracing(native=True)``, read back with ``read_csv``, its
+text columns joined into Arrow strings, and grouped. The parser's buffers
+and the Arrow string data come from C and C++ code, not from Python's allocators: native
 tracing puts them on the Python lines that caused them, in resident bytes,
 and says how much of the RSS rise the lines explain.
 
@@ -64,11 +64,11 @@ def build_frame(rows):
 
 
 def etl(path):
-    """Reads the CSV file at `path`, converts its text columns to Arrow
-    strings and sums the orders by city; the frame and the sums."""
+    """Reads the CSV file at `path`, makes a label of its text columns as
+    Arrow strings and sums the orders by city; the frame and the sums."""
     frame = pd.read_csv(path)
-    frame["sku"] = frame["sku"].str.upper().astype("string[pyarrow]")
-    frame["note"] = frame["note"].astype("string[pyarrow]")
+    text = frame["city"].str.cat([frame["sku"], frame["note"]], sep="/")
+    frame["label"] = text.astype("string[pyarrow]")
     frame["total"] = frame["price"] * frame["qty"]
     sums = frame.groupby("city")["total"].sum()
     return frame, sums

@@ -45,11 +45,11 @@ def test_the_peak_explains_nine_tenths_of_the_rss_rise(etl):
     assert etl["resident"] + etl["untracked"] == etl["rss_rise"]
 
 
-def test_the_top_lines_are_read_csv_and_the_string_conversion(etl):
+def test_the_top_lines_are_read_csv_and_the_string_building(etl):
     top = [row["lineno"] for row in etl["lines"][:3]]
     read = line_of("frame = pd.read_csv(path)")
-    strings = line_of('frame["sku"] = frame["sku"].str.upper()'
-                      '.astype("string[pyarrow]")')
+    strings = line_of('text = frame["city"].str.cat([frame["sku"], '
+                      'frame["note"]], sep="/")')
     assert read in top and strings in top, etl["lines"]
     by_line = {row["lineno"]: row for row in etl["lines"]}
     # The parser's buffers and Arrow's strings are native memory, which
