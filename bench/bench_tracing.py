@@ -55,6 +55,20 @@ Keeping the peak up to date (each site's bytes at the traced peak, for
 cost is inside the slowdowns above; the keep loop, where the traced memory
 reaches a new peak on nearly every allocation, is its worst case.
 
+Native memory, the GIL held and outside Python's allocators, as C and C++
+libraries take it: (4) and (5) a C extension the script builds
+(bench/native/mallocloop.c), one call making n = 1,000,000 mallocs of 64
+bytes, kept alive together then freed (4) or each freed at once (5); (6)
+pandas ``read_csv`` of a generated CSV file of about 60 MB (ints, floats
+and strings; its parser and the Arrow strings allocate in C and C++).
+Each runs plain, under memlens native exact (``start_tracing(1,
+native=True)``: every loaded library's malloc family and anonymous mmap
+hooked), memlens native sampled (``sample_bytes=512 * 1024,
+native=True``) and memray (``memray.Tracker(path)``, its defaults, which
+hook every library's allocation functions), the tools taking turns in this
+process; start and stop are inside the timed block. Each tool's warm-up
+run is checked to have traced the workload.
+
 It ends with a "targets" section. It is a report, not a test: missing a
 target still exits 0, but a real error (an import that fails, a tool that
 raises or traces nothing) raises and exits non-zero.
@@ -78,7 +92,7 @@ from memlens import _core
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (bracketed_seconds, copy_of, measure,  # noqa: E402
                      min_max, parse_args, print_header as print_common_header,
-                     section, target_line)
+                     report_slowdowns, section, target_line)
 
 try:
     import memray
@@ -97,7 +111,18 @@ SAMPLE_BYTES = 512 * 1024
 BIG_BLOCKS = 2_000_000
 BIG_LINES = 32
 
+#: The native workloads: mallocs per C call and their size; rows of the
+#: CSV file read_csv reads (about 60 MB).
+NATIVE_N = 1_000_000
+NATIVE_SIZE = 64
+CSV_ROWS = 700_000
+
+#: Where the native workloads' C extension is.
+NATIVE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             "native", "mallocloop.c")
+
 #: Targets.
+TARGET_NATIVE_SAMPLED = 1.1    # memlens native sampled slowdown
 TARGET_EXACT_KEEP = 2.0        # memlens exact slowdown on the keep loop
 TARGET_VS_TRACEMALLOC = 0.5    # memlens exact overhead / tracemalloc's
 TARGET_SAMPLED = 1.2           # memlens sampled slowdown, every loop
@@ -386,7 +411,8 @@ def source_commit():
 
 def print_header(repeat, processes, memray_problem):
     print_common_header("memlens allocation tracing benchmark",
-                        ("memlens", "memray", "numpy", "psutil"), 72)
+                        ("memlens", "memray", "numpy", "psutil", "pandas",
+                         "pyarrow"), 72)
     print(f"memlens  {_core.__file__}" + source_commit())
     if memray_problem:
         print(f"memray   unavailable: {memray_problem}")
@@ -597,6 +623,181 @@ def snapshot_costs(repeat):
 
 
 # --------------------------------------------------------------------------
+# Native workloads: memory C code takes from malloc, outside Python's
+# allocators
+# --------------------------------------------------------------------------
+
+def build_mallocloop(folder):
+    """bench/native/mallocloop.c built as an extension of this interpreter
+    in `folder`, and imported."""
+    import importlib.util
+    import shlex
+    import sysconfig
+
+    target = os.path.join(folder, "mallocloop"
+                          + sysconfig.get_config_var("EXT_SUFFIX"))
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    subprocess.run(cc + ["-shared", "-fPIC", "-O1",
+                         "-I" + sysconfig.get_paths()["include"],
+                         NATIVE_SOURCE, "-o", target],
+                   check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location("mallocloop", target)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_csv(path, rows):
+    """A CSV file of `rows` orders (ints, floats, strings) at `path`; its
+    size in bytes."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(6)
+    ids = np.arange(rows)
+    pd.DataFrame({
+        "id": ids,
+        "price": rng.random(rows) * 100,
+        "qty": rng.integers(1, 50, rows),
+        "city": rng.choice(["Lima", "Oslo", "Hanoi", "Dakar"], rows),
+        "sku": [f"sku-{i:08d}" for i in ids],
+        "note": [f"order {i} in {i % 13 + 1} parcels" for i in ids],
+    }).to_csv(path, index=False)
+    return os.path.getsize(path)
+
+
+class NativeExact(Bracketed):
+    """memlens tracing with native=True: every loaded library's malloc
+    family and anonymous mmap hooked."""
+
+    label = "memlens native exact"
+    sample_bytes = 0
+
+    def __init__(self, func, expect):
+        super().__init__(func)
+        self.expect = expect
+
+    def start(self):
+        memlens.start_tracing(1, sample_bytes=self.sample_bytes, native=True)
+
+    def stop(self):
+        memlens.stop_tracing()
+
+    def check(self, n):
+        self.start()
+        try:
+            self.func(n)
+            current, peak = memlens.traced_memory()
+            native = memlens.take_snapshot().native
+        finally:
+            self.stop()
+        if not native:
+            raise RuntimeError(f"{self.label}: the snapshot is not native")
+        if peak < self.expect:
+            raise RuntimeError(f"{self.label}: traced peak {peak:,} bytes, "
+                               f"expected at least {self.expect:,}")
+
+
+class NativeSampled(NativeExact):
+    label = f"memlens native sampled ({SAMPLE_BYTES // 1024} KiB)"
+    sample_bytes = SAMPLE_BYTES
+
+
+class MemrayDefault(Memray):
+    """memray.Tracker(path) with its defaults: every library's allocation
+    functions hooked, Python's own allocators seen only where they call
+    malloc."""
+
+    def __init__(self, func, folder, expect):
+        super().__init__(func, folder)
+        self.expect = expect
+        self.label = "memray (defaults)"
+
+    def run(self, n):
+        func, path = self.func, self._path()
+        try:
+            t0 = time.perf_counter()
+            with memray.Tracker(path):
+                result = func(n)
+            t1 = time.perf_counter()
+            del result
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        return t1 - t0
+
+    def check(self, n):
+        path = self._path()
+        try:
+            with memray.Tracker(path):
+                self.func(n)
+            reader = memray.FileReader(path)
+            allocations = reader.metadata.total_allocations
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
+            if allocations < self.expect:
+                raise RuntimeError(f"{self.label}: {allocations} "
+                                   f"allocations recorded, expected at "
+                                   f"least {self.expect}")
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def native_workloads(folder):
+    """[(letter, title, func, n, traced bytes at least, memray allocations
+    at least)]: the C loops of mallocloop and pandas' read_csv."""
+    import pandas as pd
+
+    mallocloop = build_mallocloop(folder)
+    path = os.path.join(folder, "orders.csv")
+    size = write_csv(path, CSV_ROWS)
+
+    def c_keep(n):
+        return mallocloop.keep(n, NATIVE_SIZE)
+
+    def c_churn(n):
+        return mallocloop.churn(n, NATIVE_SIZE)
+
+    def read_csv(n):
+        return pd.read_csv(path)
+
+    return [
+        ("4", f"C extension: {NATIVE_N:,} x malloc({NATIVE_SIZE}) kept, "
+              f"then freed", c_keep, NATIVE_N, NATIVE_N * NATIVE_SIZE,
+         NATIVE_N),
+        ("5", f"C extension: {NATIVE_N:,} x malloc({NATIVE_SIZE}) + free",
+         c_churn, NATIVE_N, NATIVE_SIZE, NATIVE_N),
+        ("6", f"pandas read_csv of {size / 2**20:.0f} MiB "
+              f"({CSV_ROWS:,} rows)", read_csv, 1, size // 2, 1000),
+    ]
+
+
+def time_native(repeat, memray_folder, workloads):
+    """Times plain, memlens native exact and sampled, and memray on each
+    native workload in this process; {letter: slowdowns by key}."""
+    results = {}
+    for letter, title, func, n, expect, memray_expect in workloads:
+        tools = {
+            "plain": Plain(func),
+            "native_exact": NativeExact(func, expect),
+            "native_sampled": NativeSampled(func, 1),
+        }
+        if memray_folder is not None:
+            tools["memray"] = MemrayDefault(func, memray_folder,
+                                            memray_expect)
+        for tool in tools.values():
+            gc.collect()
+            tool.check(n)
+        medians, samples = measure(tools, repeat, lambda tool: n)
+        results[letter] = report_slowdowns(
+            f"({letter}) {title}; median of {repeat}", tools, medians,
+            samples, 72, 34, lambda tool: n, lambda tool: "plain")
+    return results
+
+
+# --------------------------------------------------------------------------
 
 def more_args(parser):
     parser.add_argument("--processes", type=int, default=PROCESSES,
@@ -634,6 +835,10 @@ def main():
             results[letter] = report(letter, title, runs)
             if memray_problem:
                 print(f"  memray: unavailable ({memray_problem})\n")
+        native = time_native(3 if args.quick else 7, memray_folder,
+                             native_workloads(folder))
+        if memray_problem:
+            print(f"  memray: unavailable ({memray_problem})\n")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -676,6 +881,15 @@ def main():
     target_line(top_cost <= TARGET_SNAPSHOT_S,
                 f"take_snapshot().top(10) with {big_blocks:,} blocks < "
                 f"{TARGET_SNAPSHOT_S:g} s ({top_cost * 1e3:.1f} ms)")
+    for letter, r in native.items():
+        got = r["native_sampled"]
+        target_line(got <= TARGET_NATIVE_SAMPLED,
+                    f"({letter}) memlens native sampled <= "
+                    f"{TARGET_NATIVE_SAMPLED:g}x ({got:.2f}x)")
+        if "memray" in r:
+            ex, mr = r["native_exact"] - 1, r["memray"] - 1
+            target_line(ex <= mr, f"({letter}) memlens native exact "
+                        f"overhead <= memray's ({ex:+.2f} vs {mr:+.2f})")
     floors = ", ".join(f"({k}) {results[k]['floor_hooks']:.2f}x"
                        for k, _, _ in LOOPS)
     print(f"  info  memlens exact hooks alone (no tracing): {floors}")

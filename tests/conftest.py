@@ -1,12 +1,20 @@
+import importlib.util
 import os
+import shlex
+import subprocess
 import sys
+import sysconfig
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest_plugins = ["pytester"]
+
+#: The small C extensions the tests build.
+NATIVE = Path(__file__).resolve().parent / "native"
 
 MiB = 1024 * 1024
 
@@ -16,6 +24,19 @@ SANITIZED = bool(os.environ.get("MEMLENS_SANITIZED"))
 
 figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
+
+
+def _has_native_tracing():
+    from memlens import _core
+
+    return hasattr(_core, "_native_slots")
+
+
+#: For tests of native tracing (every shared library's malloc family and
+#: anonymous mmap, start_tracing(native=True)), which this build may lack.
+native_core = pytest.mark.skipif(
+    not _has_native_tracing(),
+    reason="this build of memlens has no native tracing")
 
 
 class counting_hooks:
@@ -139,3 +160,28 @@ def spike(nbytes, hold=0.0):
     if hold:
         time.sleep(hold)
     del block
+
+
+@pytest.fixture(scope="session")
+def touchmem_path(tmp_path_factory):
+    """tests/native/touchmem.c built as an extension of this interpreter:
+    memory straight from malloc and mmap, never through Python's
+    allocators. The path of the built module."""
+    out = tmp_path_factory.mktemp("touchmem")
+    target = out / ("touchmem" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    subprocess.run(
+        cc + ["-shared", "-fPIC", "-O1",
+              "-I" + sysconfig.get_paths()["include"],
+              str(NATIVE / "touchmem.c"), "-o", str(target)],
+        check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def touchmem(touchmem_path):
+    """The touchmem extension, imported."""
+    spec = importlib.util.spec_from_file_location("touchmem", touchmem_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

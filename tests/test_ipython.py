@@ -15,7 +15,7 @@ from IPython.core.error import UsageError  # noqa: E402
 import memlens  # noqa: E402
 from memlens import _core  # noqa: E402
 
-from conftest import MiB, figures  # noqa: E402
+from conftest import MiB, figures, native_core  # noqa: E402
 
 MEMIT = re.compile(r"peak memory: (\d+\.\d\d) MiB, increment: (-?\d+\.\d\d) MiB")
 WATCH = re.compile(
@@ -605,6 +605,73 @@ def test_memtop_reports_no_line_of_memlens_itself(ip, capsys):
         stats = snapshot.statistics(by="allocated")
         assert stats
         assert not [s for s in stats if s.filename.startswith(package)]
+
+
+def test_memtop_native_is_an_option_checked_with_the_others(ip):
+    ip.user_ns.pop("memtop_ran", None)
+    for line in ("--native -f 0 memtop_ran = 1",
+                 "-f 0 --native memtop_ran = 1"):
+        with pytest.raises(UsageError, match="-f must be between 1 and 100"):
+            ip.run_line_magic("memtop", line)
+    with pytest.raises(UsageError, match="-s must be between"):
+        ip.run_cell_magic("memtop", "--native -s -1", "memtop_ran = 1")
+    assert "memtop_ran" not in ip.user_ns and not memlens.is_tracing()
+    usage = ip.magics_manager.magics["line"]["memtop"].__doc__
+    assert "--native" in usage
+
+
+SIZE = 8 * MiB
+
+
+@native_core
+def test_memtop_native_shows_a_c_library_malloc_on_its_line(ip, capsys,
+                                                           touchmem):
+    ip.user_ns["touchmem"] = touchmem
+    ip.user_ns["SIZE"] = SIZE
+    capsys.readouterr()
+    try:
+        result = ip.run_line_magic(
+            "memtop", "--native -o -n 3 block = touchmem.malloc_touch(SIZE)")
+        out = capsys.readouterr().out
+        assert result.peak.native and result.snapshot.native
+        (row,) = [s for s in result.peak.top(3)
+                  if s.line == "block = touchmem.malloc_touch(SIZE)"]
+        # Every page of the block was written: all of it is resident.
+        assert row.native_size == SIZE and row.resident == row.size
+        assert row.size >= SIZE and row.python_size < 1024
+        assert re.search(r"^RSS rose \d+\.\d KiB from the start to the peak; "
+                         r"the rows hold \d+\.\d KiB of it \(\d+%\), "
+                         r"untracked -?\d+\.\d KiB$", out, re.M), out
+        assert "block = touchmem.malloc_touch(SIZE)" in out
+    finally:
+        touchmem.free(ip.user_ns.pop("block"))
+    # Without --native the same malloc is not traced at all.
+    try:
+        result = ip.run_cell_magic(
+            "memtop", "-o", "block = touchmem.malloc_touch(SIZE)\n")
+        assert not result.peak.native
+        assert result.peak.total < SIZE
+        assert "RSS rose" not in capsys.readouterr().out
+    finally:
+        touchmem.free(ip.user_ns.pop("block"))
+    assert not memlens.is_tracing() and not memlens.tracing_native()
+
+
+@native_core
+def test_cell_memtop_native_traces_the_cell(ip, capsys, touchmem):
+    ip.user_ns["touchmem"] = touchmem
+    result = ip.run_cell_magic(
+        "memtop", "--native -o",
+        f"kept = touchmem.malloc_touch({SIZE})\ntouchmem.free(kept)\n")
+    out = capsys.readouterr().out
+    (row,) = [s for s in result.peak.top(None)
+              if s.line == f"kept = touchmem.malloc_touch({SIZE})"]
+    assert row.native_size == SIZE
+    # Freed before the end: nothing of it is left in the final snapshot.
+    assert not [s for s in result.snapshot.top(None)
+                if s.line.startswith("kept = ") and s.native_size]
+    assert "RSS rose" in out
+    assert not memlens.is_tracing() and not memlens.tracing_native()
 
 
 def test_memsize_prints_the_deep_size(ip, capsys):

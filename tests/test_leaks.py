@@ -308,9 +308,8 @@ def ep_pytest_limits():
 
     from memlens import pytest_plugin
 
-    limits = {"limit_memory": (pytest_plugin.parse_size("1 KB"), "1 KB"),
-              "limit_allocations": (pytest_plugin.parse_size("1 KB"),
-                                    "1 KB")}
+    limit = pytest_plugin.Limit(pytest_plugin.parse_size("1 KB"), "1 KB")
+    limits = {"limit_memory": limit, "limit_allocations": limit}
     root = pathlib.Path.cwd()
 
     def step():

@@ -2,14 +2,10 @@
 without alloc=True, are right for memory from any source, Python objects,
 NumPy arrays and a C extension's malloc or mmap, on every backend; and they
 do not depend on what the session freed before the profile."""
-import importlib.util
 import io
 import os
-import shlex
 import subprocess
 import sys
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,27 +14,6 @@ import memlens
 from memlens import _core
 
 from conftest import MiB, figures
-
-NATIVE = Path(__file__).resolve().parent / "native"
-
-
-@pytest.fixture(scope="session")
-def touchmem(tmp_path_factory):
-    """tests/native/touchmem.c built as an extension of this interpreter:
-    memory straight from malloc and mmap, never through Python's
-    allocators."""
-    out = tmp_path_factory.mktemp("touchmem")
-    target = out / ("touchmem" + sysconfig.get_config_var("EXT_SUFFIX"))
-    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    subprocess.run(
-        cc + ["-shared", "-fPIC", "-O1",
-              "-I" + sysconfig.get_paths()["include"],
-              str(NATIVE / "touchmem.c"), "-o", str(target)],
-        check=True, capture_output=True)
-    spec = importlib.util.spec_from_file_location("touchmem", target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def profile_call(func, *args):

@@ -8,6 +8,7 @@ under conftest's check that nothing is left installed.
 import importlib.metadata
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ElementTree
 from fractions import Fraction
 
@@ -22,7 +23,7 @@ from memlens import pytest_plugin
 from memlens._report import mib
 from memlens.pytest_plugin import UNITS, parse_size
 
-from conftest import figures
+from conftest import figures, native_core
 
 MiB = 2**20
 
@@ -43,12 +44,13 @@ def line_of(source, text):
 
 REPORT_ROW = re.compile(
     r"^\s*(?P<rss>\d+\.\d\d) MiB\s+(?:-|(?P<traced>\d+\.\d\d) MiB)\s+"
-    r"(?P<test>\S+)(?: \((?P<outcome>\w+)\))?$")
+    r"(?P<test>\S+)(?: \((?P<outcome>\w+)\))?(?P<native> \[native\])?$")
 
 
 def report_rows(result):
     """(test, RSS MiB, traced MiB or None, outcome) per row of the
-    --memlens report, in order."""
+    --memlens report, in order; a native=True test's outcome ends in
+    " [native]"."""
     lines = result.stdout.lines
     start = next(i for i, line in enumerate(lines)
                  if re.match(r"=+ memlens: ", line))
@@ -60,7 +62,8 @@ def report_rows(result):
         traced = match["traced"]
         rows.append((match["test"], float(match["rss"]),
                      None if traced is None else float(traced),
-                     match["outcome"] or "passed"))
+                     (match["outcome"] or "passed")
+                     + (match["native"] or "")))
     return rows
 
 
@@ -614,6 +617,180 @@ def test_malformed_markers_are_collection_errors(pytester):
     # The class's module collected its other test.
     assert "collected 1 item / 2 errors" in result.stdout.str()
     assert "test_fine" not in result.stdout.str().split("ERRORS")[1]
+
+
+NATIVE_KEYWORD = """
+import pytest
+
+
+@pytest.mark.limit_allocations("1 MB", nativ=True)
+def test_misspelt():
+    pass
+
+
+@pytest.mark.limit_allocations("1 MB", native="yes")
+def test_not_a_bool():
+    pass
+
+
+@pytest.mark.limit_allocations("1 MB", native=1)
+def test_an_int():
+    pass
+
+
+@pytest.mark.limit_allocations(native=True)
+def test_no_size():
+    pass
+
+
+@pytest.mark.limit_memory("1 MB", native=True)
+def test_memory_takes_no_native():
+    pass
+"""
+
+
+def test_limit_allocations_takes_native_and_no_other_keyword(pytester):
+    pytester.makepyfile(test_keywords=NATIVE_KEYWORD)
+    result = pytester.runpytest_inprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting test_keywords.py*",
+        "test_keywords.py::test_misspelt: "
+        "@pytest.mark.limit_allocations('1 MB', nativ=True): unknown "
+        "keyword 'nativ': limit_allocations takes one size and native=True "
+        "or False, such as @pytest.mark.limit_allocations(\"24 MB\", "
+        "native=True)",
+        "test_keywords.py::test_not_a_bool: "
+        "@pytest.mark.limit_allocations('1 MB', native='yes'): native must "
+        "be True or False, not 'yes'",
+        "test_keywords.py::test_an_int: "
+        "@pytest.mark.limit_allocations('1 MB', native=1): native must be "
+        "True or False, not 1",
+        "test_keywords.py::test_no_size: "
+        "@pytest.mark.limit_allocations(native=True): takes one size, such "
+        "as @pytest.mark.limit_allocations(\"24 MB\")",
+        "test_keywords.py::test_memory_takes_no_native: "
+        "@pytest.mark.limit_memory('1 MB', native=True): takes one size, "
+        "such as @pytest.mark.limit_memory(\"24 MB\")",
+    ])
+
+
+NATIVE_FALSE = """
+import pytest
+
+
+@pytest.mark.limit_allocations("1 KB", native=False)
+def test_python_over():
+    kept = [bytes(1000) for _ in range(100)]
+
+
+@pytest.mark.limit_allocations("10 MB", native=False)
+def test_python_under():
+    kept = [bytes(1000) for _ in range(100)]
+"""
+
+
+def test_limit_allocations_native_false_is_the_plain_limit(pytester):
+    pytester.makepyfile(test_flag_off=NATIVE_FALSE)
+    result = pytester.runpytest_inprocess("--memlens")
+    result.assert_outcomes(passed=1, failed=1)
+    text = failures(result)["test_python_over"]
+    assert re.search(r"^limit_allocations: traced allocations peaked at "
+                     r"0\.\d\d MiB \(\d{3},\d{3} bytes\), over the limit of "
+                     r"1 KB", text, re.M), text
+    assert "Top lines alive at the peak of traced allocations:\n" in text
+    assert "(native)" not in text
+    rows = {test.split("::")[-1]: outcome
+            for test, _, traced, outcome in report_rows(result)}
+    assert rows == {"test_python_over": "failed",
+                    "test_python_under": "passed"}
+
+
+NATIVE_LIMITS = """
+import pytest
+
+import touchmem
+
+SIZE = 40 * 2**20
+
+
+@pytest.fixture(autouse=True)
+def blocks():
+    held = []
+    yield held
+    for address in held:
+        touchmem.free(address)
+
+
+@pytest.mark.limit_allocations("10 MB", native=True)
+def test_native_over(blocks):
+    block = touchmem.malloc_touch(SIZE)
+    blocks.append(block)
+
+
+@pytest.mark.limit_allocations("60 MB", native=True)
+def test_native_under(blocks):
+    block = touchmem.malloc_touch(SIZE)
+    blocks.append(block)
+
+
+@pytest.mark.limit_allocations("10 MB")
+def test_python_only_does_not_see_malloc(blocks):
+    block = touchmem.malloc_touch(SIZE)
+    blocks.append(block)
+"""
+
+
+@native_core
+@figures
+def test_limit_allocations_native_counts_resident_native_bytes(
+        pytester, touchmem_path):
+    shutil.copy(touchmem_path, pytester.path)
+    pytester.makepyfile(test_native=NATIVE_LIMITS)
+    result = pytester.runpytest_subprocess("--memlens", "--junitxml=out.xml")
+    result.assert_outcomes(passed=2, failed=1)
+    text = failures(result)["test_native_over"]
+    match = re.search(
+        r"^limit_allocations \(native\): the traced rows held (\d+\.\d\d) "
+        r"MiB \(([\d,]+) bytes\) resident at their peak \((\d+\.\d\d) MiB "
+        r"allocated\), over the limit of 10 MB \(10,000,000 bytes, 9.54 "
+        r"MiB\)$", text, re.M)
+    assert match, text
+    # Every page of the 40 MiB block was written: all resident.
+    assert 40 <= float(match[1]) <= 41, text
+    assert 40 <= float(match[3]) <= 41, text
+    line = line_of((pytester.path / "test_native.py").read_text(),
+                   "block = touchmem.malloc_touch(SIZE)")
+    lines = re.search(
+        r"Top lines resident at the peak of traced allocations \(Python and "
+        r"native; allocated beside\):\n\s+(\d+\.\d\d) MiB  "
+        r"test_native.py:(\d+)  \((\d+\.\d\d) MiB allocated, "
+        r"(\d+\.\d\d) MiB of it native\)\n\s+(.*)\n", text)
+    assert lines, text
+    assert float(lines[1]) == float(lines[3]) == float(lines[4]) == 40.0
+    assert int(lines[2]) == line
+    assert lines[5] == "block = touchmem.malloc_touch(SIZE)"
+    explained = re.search(
+        r"^RSS rose (\d+\.\d\d) MiB from the test's start to the peak: the "
+        r"rows hold (\d+\.\d\d) MiB of it \((\d+)%\), untracked "
+        r"(-?\d+\.\d\d) MiB$", text, re.M)
+    assert explained, text
+    assert 40 <= float(explained[1]) <= 48, text
+    assert int(explained[3]) >= 85, text
+
+    rows = {test.split("::")[-1]: (traced, outcome)
+            for test, _, traced, outcome in report_rows(result)}
+    assert rows["test_native_over"] == (pytest.approx(40, abs=1),
+                                        "failed [native]")
+    assert rows["test_native_under"] == (pytest.approx(40, abs=1),
+                                         "passed [native]")
+    # Without native=True the block is not traced at all.
+    assert rows["test_python_only_does_not_see_malloc"][0] < 1
+    found = junit_figures(pytester.path / "out.xml")
+    assert 40 * MiB <= found["test_native_under"][
+        "memlens_peak_resident"] <= 41 * MiB
+    assert "memlens_peak_allocations" not in found["test_native_under"]
 
 
 def test_marker_added_after_collection_errors_the_test(pytester):

@@ -236,6 +236,16 @@ def _check_range(magic, flag, value, low, high):
                          f"{high}")
 
 
+def _explained(peak):
+    """How much of the RSS rise a native peak snapshot's rows explain."""
+    if peak.rss_rise is None:
+        return "RSS was not read: nothing to reconcile"
+    share = "" if peak.explained is None else f" ({peak.explained:.0%})"
+    return (f"RSS rose {kib(peak.rss_rise)} KiB from the start to the "
+            f"peak; the rows hold {kib(peak.resident)} KiB of it{share}, "
+            f"untracked {kib(peak.untracked)} KiB")
+
+
 def _children_peak_since(rusage_before):
     """RSS of living descendants now, or of the largest child waited for
     since `rusage_before` if that was larger (bytes)."""
@@ -469,12 +479,18 @@ class MemlensMagics(Magics):
               help="sample one allocation per B bytes (default: every one)")
     @argument("-o", dest="return_result", action="store_true",
               help="return the tracing object (.snapshot, .peak)")
+    @argument("--native", action="store_true",
+              help="trace every shared library's malloc and anonymous mmap "
+                   "too; the peak is shown in resident bytes, with how much "
+                   "of the RSS rise it explains")
     @argument("statement", nargs="*", help="the code to run")
     @line_cell_magic
     def memtop(self, line="", cell=None):
         """Run the code with allocation tracing; print the lines that
         handed out the most memory, and those that held the most at the
-        peak."""
+        peak. With --native, C libraries' memory (malloc and anonymous
+        mmap in every loaded shared object) is traced too, each block on
+        the Python line that caused it."""
         __tracebackhide__ = True
         from memlens._tracing import (MAX_FRAMES, MAX_SAMPLE_BYTES,
                                       is_tracing, tracing)
@@ -491,7 +507,11 @@ class MemlensMagics(Magics):
             raise UsageError("%memtop: memlens is already tracing "
                              "(stop_tracing() first)")
         code = self._compile(_statement(args, cell, self.shell, "memtop"))
-        run = tracing(nframes=nframes, sample_bytes=args.sample_bytes)
+        if args.native:
+            run = tracing(nframes=nframes, sample_bytes=args.sample_bytes,
+                          native=True)
+        else:
+            run = tracing(nframes=nframes, sample_bytes=args.sample_bytes)
         try:
             with run:
                 exec(code, self.shell.user_ns)
@@ -502,6 +522,8 @@ class MemlensMagics(Magics):
                 print(f"\nAt the peak ({kib(run.traced[1])} KiB "
                       "traced):")
                 print(run.peak.format(args.limit, args.key))
+                if args.native:
+                    print(_explained(run.peak))
         return run if args.return_result else None
 
 

@@ -16,6 +16,7 @@ import gc
 import os
 import re
 from fractions import Fraction
+from typing import NamedTuple, Union
 
 import pytest
 
@@ -44,6 +45,9 @@ DEFAULT_TOP = 10
 
 MARKERS = ("limit_memory", "limit_allocations")
 
+#: The keywords each marker takes (beside its one size).
+MARKER_KEYWORDS = {"limit_memory": (), "limit_allocations": ("native",)}
+
 _UNIT_LIST = ", ".join(UNITS)
 _SIZE = re.compile(
     r"\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[A-Za-z]*)\s*\Z")
@@ -52,6 +56,7 @@ _SIZE = re.compile(
 # the test (an xdist worker) to the one that prints the report.
 _PROP_RSS = "memlens_peak_rss"
 _PROP_TRACED = "memlens_peak_allocations"
+_PROP_RESIDENT = "memlens_peak_resident"
 
 _STATE = pytest.StashKey()
 _LIMITS = pytest.StashKey()
@@ -91,28 +96,53 @@ def parse_size(size):
     return nbytes
 
 
+class Limit(NamedTuple):
+    """One marker's limit: bytes, the size as written, and whether it
+    counts native memory too (limit_allocations(..., native=True))."""
+
+    nbytes: int
+    written: Union[int, str]
+    native: bool = False
+
+
 def _marker_text(marker):
     args = [repr(a) for a in marker.args]
     args += [f"{k}={v!r}" for k, v in marker.kwargs.items()]
     return f"@pytest.mark.{marker.name}({', '.join(args)})"
 
 
+def _marker_limit(name, marker):
+    """The Limit `marker` asks for; TypeError or ValueError saying what is
+    wrong with it."""
+    allowed = MARKER_KEYWORDS[name]
+    unknown = [key for key in marker.kwargs if key not in allowed]
+    if unknown and allowed:
+        raise ValueError(
+            f"unknown keyword {unknown[0]!r}: {name} takes one size and "
+            f"native=True or False, such as @pytest.mark.{name}(\"24 MB\", "
+            f"native=True)")
+    if unknown or len(marker.args) != 1:
+        raise ValueError(f"takes one size, such as "
+                         f"@pytest.mark.{name}(\"24 MB\")")
+    native = marker.kwargs.get("native", False)
+    if not isinstance(native, bool):
+        raise TypeError(f"native must be True or False, not {native!r}")
+    return Limit(parse_size(marker.args[0]), marker.args[0], native)
+
+
 def _item_limits(item):
-    """{marker name: (bytes, size as written)} from the closest marker of
-    each name on `item`. Every marker found is checked; ValueError with
-    the test, the marker and the problem for a malformed one."""
+    """{marker name: Limit} from the closest marker of each name on
+    `item`. Every marker found is checked; ValueError with the test, the
+    marker and the problem for a malformed one."""
     limits = {}
     for name in MARKERS:
         for marker in item.iter_markers(name):
             try:
-                if marker.kwargs or len(marker.args) != 1:
-                    raise ValueError(f"takes one size, such as "
-                                     f"@pytest.mark.{name}(\"24 MB\")")
-                nbytes = parse_size(marker.args[0])
+                limit = _marker_limit(name, marker)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{item.nodeid}: {_marker_text(marker)}: "
                                  f"{exc}") from None
-            limits.setdefault(name, (nbytes, marker.args[0]))
+            limits.setdefault(name, limit)
     return limits
 
 
@@ -159,9 +189,11 @@ def pytest_configure(config):
         "start; measured by memlens over the test function")
     config.addinivalue_line(
         "markers",
-        "limit_allocations(size): fail the test when its traced Python and "
-        "NumPy allocations peak above size; exact and deterministic "
-        "(memlens allocation tracing over the test function)")
+        "limit_allocations(size, native=False): fail the test when its "
+        "traced Python and NumPy allocations peak above size; exact and "
+        "deterministic (memlens allocation tracing over the test "
+        "function). native=True traces every shared library's malloc "
+        "and mmap too and limits the resident bytes at the traced peak")
     top = config.getoption("memlens_top")
     report = bool(config.getoption("memlens")) or top is not None
     config.stash[_STATE] = _State(report, DEFAULT_TOP if top is None
@@ -213,15 +245,20 @@ class _Meter:
         self.tracing = False
         # Exact tracing gives limit_allocations its figure; limit_memory
         # alone only needs the lines, which sampling gives cheaply.
-        if "limit_allocations" in limits:
+        allocations = limits.get("limit_allocations")
+        if allocations is not None:
             self.sample_bytes = 0
         elif "limit_memory" in limits:
             self.sample_bytes = LINES_SAMPLE_BYTES
         else:
             self.sample_bytes = None
+        self.native = allocations is not None and allocations.native
         self.lines_note = None
         self.peak_rss = None
+        # limit_allocations' figure: the traced peak of allocated bytes,
+        # or with native=True the resident bytes of the peak snapshot.
         self.traced_peak = None
+        self.allocated_peak = None
         self.snapshot = None
 
     def start(self):
@@ -243,7 +280,11 @@ class _Meter:
                     # The collector's schedule inside the test then does
                     # not depend on what ran before it.
                     gc.collect()
-                _tracing.start_tracing(1, self.sample_bytes)
+                if self.native:
+                    _tracing.start_tracing(1, self.sample_bytes,
+                                           native=True)
+                else:
+                    _tracing.start_tracing(1, self.sample_bytes)
                 self.tracing = True
         self.window = window
         window.__enter__()
@@ -276,10 +317,17 @@ class _Meter:
                     "memlens's allocation tracing")
             return
         peak = tracing.traced_memory()[1]
-        if self.sample_bytes == 0:
-            self.traced_peak = peak
-        if self.overruns():
+        if self.native:
+            # Resident pages are read when the snapshot is taken: the
+            # figure needs it whether or not the test is over its limit.
             self.snapshot = tracing.peak_snapshot()
+            self.allocated_peak = peak
+            self.traced_peak = self.snapshot.resident
+        else:
+            if self.sample_bytes == 0:
+                self.traced_peak = peak
+            if self.overruns():
+                self.snapshot = tracing.peak_snapshot()
 
     def overruns(self):
         """One sentence per limit exceeded."""
@@ -296,16 +344,30 @@ class _Meter:
         limit = self.limits.get("limit_allocations")
         if limit is not None and self.traced_peak is not None \
                 and self.traced_peak > limit[0]:
-            out.append(
-                f"limit_allocations: traced allocations peaked at "
-                f"{mib(self.traced_peak)} MiB ({self.traced_peak:,} bytes), "
-                f"over the limit of {_limit_text(limit)}")
+            if self.native:
+                out.append(
+                    f"limit_allocations (native): the traced rows held "
+                    f"{mib(self.traced_peak)} MiB ({self.traced_peak:,} "
+                    f"bytes) resident at their peak ("
+                    f"{mib(self.allocated_peak)} MiB allocated), over the "
+                    f"limit of {_limit_text(limit)}")
+            else:
+                out.append(
+                    f"limit_allocations: traced allocations peaked at "
+                    f"{mib(self.traced_peak)} MiB ({self.traced_peak:,} "
+                    f"bytes), over the limit of {_limit_text(limit)}")
         return out
 
     def message(self, rootpath):
         """The failure text: the overruns, then the top lines."""
         out = self.overruns()
-        if self.snapshot is not None:
+        if self.snapshot is not None and self.native:
+            out.append("Top lines resident at the peak of traced "
+                       "allocations (Python and native; allocated "
+                       "beside):")
+            out.extend(_format_lines(self.snapshot, rootpath))
+            out.extend(_reconciliation(self.snapshot))
+        elif self.snapshot is not None:
             if self.sample_bytes == 0:
                 out.append("Top lines alive at the peak of traced "
                            "allocations:")
@@ -322,7 +384,7 @@ class _Meter:
 
 
 def _limit_text(limit):
-    nbytes, written = limit
+    nbytes, written = limit.nbytes, limit.written
     if isinstance(written, int):
         return f"{nbytes:,} bytes ({mib(nbytes)} MiB)"
     return f"{written.strip()} ({nbytes:,} bytes, {mib(nbytes)} MiB)"
@@ -330,16 +392,24 @@ def _limit_text(limit):
 
 def _format_lines(snapshot, rootpath):
     """The largest lines of `snapshot`, at most LINES_SHOWN, leaving out
-    those under 1% of its total (pytest's own few bytes, mostly)."""
-    stats = snapshot.top(limit=None)
-    total = sum(s.size for s in stats)
+    those under 1% of its total (pytest's own few bytes, mostly). Those of
+    a native snapshot are by resident bytes, their allocated bytes (and
+    the native part of them) beside."""
+    native = getattr(snapshot, "native", False)
+    if native:
+        stats = snapshot.top(limit=None, by="resident")
+        figure = (lambda s: s.resident)
+    else:
+        stats = snapshot.top(limit=None)
+        figure = (lambda s: s.size)
+    total = sum(figure(s) for s in stats)
     if total <= 0:
         return ["  (no traced allocation was alive at the peak)"]
     if total >= MIB:
         unit, scale, digits = "MiB", MIB, 2
     else:
         unit, scale, digits = "KiB", KIB, 1
-    shown = [s for s in stats[:LINES_SHOWN] if s.size * 100 >= total]
+    shown = [s for s in stats[:LINES_SHOWN] if figure(s) * 100 >= total]
     shown = shown or stats[:1]
     out = []
     for stat in shown:
@@ -348,16 +418,36 @@ def _format_lines(snapshot, rootpath):
             relative = os.path.relpath(where, rootpath)
             if not relative.startswith(os.pardir):
                 where = relative
-        out.append(f"  {stat.size / scale:>10.{digits}f} {unit}  "
-                   f"{where}:{stat.lineno}")
+        beside = ""
+        if native:
+            beside = (f"  ({stat.size / scale:.{digits}f} {unit} "
+                      f"allocated, {stat.native_size / scale:.{digits}f} "
+                      f"{unit} of it native)")
+        out.append(f"  {figure(stat) / scale:>10.{digits}f} {unit}  "
+                   f"{where}:{stat.lineno}{beside}")
         if stat.line:
             out.append(f"  {'':>14}  {stat.line}")
     rest = stats[len(shown):]
     if rest:
         noun = "line" if len(rest) == 1 else "lines"
-        out.append(f"  {sum(s.size for s in rest) / scale:>10.{digits}f} "
-                   f"{unit}  {len(rest)} other {noun}")
+        out.append(f"  {sum(figure(s) for s in rest) / scale:>10.{digits}f}"
+                   f" {unit}  {len(rest)} other {noun}")
     return out
+
+
+def _reconciliation(snapshot):
+    """How much of the RSS rise a native snapshot's rows explain: one
+    line, or none when RSS was not read."""
+    rise = snapshot.rss_rise
+    if rise is None:
+        return []
+    if snapshot.explained is None:
+        share = ""
+    else:
+        share = f" ({snapshot.explained:.0%})"
+    return [f"RSS rose {mib(rise)} MiB from the test's start to the peak: "
+            f"the rows hold {mib(snapshot.resident)} MiB of it{share}, "
+            f"untracked {mib(snapshot.untracked)} MiB"]
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
@@ -385,7 +475,8 @@ def pytest_runtest_call(item):
     if meter.peak_rss is not None:
         item.user_properties.append((_PROP_RSS, meter.peak_rss))
     if meter.traced_peak is not None:
-        item.user_properties.append((_PROP_TRACED, meter.traced_peak))
+        name = _PROP_RESIDENT if meter.native else _PROP_TRACED
+        item.user_properties.append((name, meter.traced_peak))
     message = None
     if problem is not None:
         message = f"memlens could not measure the test: {problem}"
@@ -420,8 +511,11 @@ def pytest_terminal_summary(terminalreporter, config):
                 continue
             props = dict(getattr(report, "user_properties", ()))
             if _PROP_RSS in props:
-                rows.append((props[_PROP_RSS], props.get(_PROP_TRACED),
-                             report.nodeid, category))
+                native = _PROP_RESIDENT in props
+                traced = props[_PROP_RESIDENT] if native else props.get(
+                    _PROP_TRACED)
+                rows.append((props[_PROP_RSS], traced, report.nodeid,
+                             category, native))
     rows.sort(key=lambda row: (-row[0], row[2]))
     shown = rows if state.top == 0 else rows[:state.top]
     tr = terminalreporter
@@ -436,12 +530,15 @@ def pytest_terminal_summary(terminalreporter, config):
                  f"measured")
     tr.write_sep("=", title)
     tr.write_line(f"{'peak RSS':>14}  {'allocations':>14}  test")
-    for rss, traced, nodeid, category in shown:
+    for rss, traced, nodeid, category, native in shown:
         traced_text = "-" if traced is None else f"{mib(traced)} MiB"
         note = "" if category == "passed" else f" ({category})"
+        if native:
+            note += " [native]"
         tr.write_line(f"{mib(rss) + ' MiB':>14}  {traced_text:>14}  "
                       f"{nodeid}{note}")
     tr.write_line("peak RSS: how far RSS rose above the test's start; "
                   "allocations: the peak of traced allocations "
-                  "(limit_allocations tests). The test function only, not "
-                  "its fixtures.")
+                  "(limit_allocations tests; [native]: native=True, the "
+                  "bytes resident at that peak). The test function only, "
+                  "not its fixtures.")
