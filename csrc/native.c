@@ -29,6 +29,7 @@
  */
 #include "native.h"
 #include "elfpatch.h"
+#include "errors.h"
 #include "hooks.h"
 #include "sampler.h"
 #include "sampling.h"
@@ -310,6 +311,7 @@ memlens_native_block_pop(void *ptr, uint64_t weight)
                                       native_blocks_mask, (uintptr_t)ptr,
                                       native_block_key);
         if (native_blocks[i].ptr != 0) {
+            memlens_native_check_peak();
             memlens_table_remove(native_blocks, sizeof(native_block),
                                  native_blocks_mask, i, native_block_key);
             native_blocks_used--;
@@ -443,6 +445,7 @@ static void
 native_unmapped(void *addr, size_t length)
 {
     memlens_hooks_enter();
+    memlens_native_check_peak();
     native_changes ch = {.n = 0};
     pthread_mutex_lock(&native_lock);
     native_cut((uintptr_t)addr, length, &ch);
@@ -457,6 +460,7 @@ static void
 native_remapped(void *old, size_t old_length, void *addr, size_t length)
 {
     memlens_hooks_enter();
+    memlens_native_check_peak();
     native_changes ch = {.n = 0};
     pthread_mutex_lock(&native_lock);
     size_t i = native_map_search((uintptr_t)old);
@@ -822,6 +826,34 @@ memlens_native_reset_peak(uint64_t rss)
                      __ATOMIC_RELAXED);
 }
 
+/* A statm of our own for the checks below, which any thread makes (the
+ * sampler's is its thread's). Opened at start, closed at stop. */
+static memlens_ownfd native_check_statm = MEMLENS_OWNFD_NONE;
+
+/* Before a large block or a mapping goes: if RSS stands at a new high
+ * now, the peak is now, and the copy (at the traced call about to
+ * follow) sees the block still there. A block made, written and freed
+ * between two samples would otherwise never be at any peak. */
+uint64_t
+memlens_native_rss(void)
+{
+    uint64_t rss;
+    if (memlens_ownfd_check(&native_check_statm)
+        && memlens_rss_from_fd(native_check_statm.fd, &rss) == 0) {
+        return rss;
+    }
+    return 0;
+}
+
+void
+memlens_native_check_peak(void)
+{
+    uint64_t rss = memlens_native_rss();
+    if (rss != 0) {
+        native_watch_sample(NULL, 0.0, rss);
+    }
+}
+
 /* ---- Start and stop (GIL) -------------------------------------------------- */
 
 static void
@@ -853,7 +885,14 @@ memlens_native_start(uint64_t rss)
     }
     __atomic_store_n(&native_watch_start, rss, __ATOMIC_RELAXED);
     memlens_native_reset_peak(rss);
+    char path[MEMLENS_PATH_MAX];
+    int fd = memlens_proc_open("statm", path);
+    if (fd < 0 || memlens_ownfd_adopt(&native_check_statm, fd) < 0) {
+        memlens_oserror_path(errno, path);
+        return -1;
+    }
     if (memlens_sampler_start(&native_watch) < 0) {
+        memlens_ownfd_close(&native_check_statm);
         return -1;
     }
     native_clear_regions();
@@ -884,6 +923,7 @@ memlens_native_stop(void)
     native_patched = 0;
     __atomic_store_n(&memlens_native_on, 0, __ATOMIC_SEQ_CST);
     memlens_sampler_stop(&native_watch);
+    memlens_ownfd_close(&native_check_statm);
     __atomic_store_n(&memlens_native_peak_pending, 0, __ATOMIC_RELAXED);
     memlens_hooks_quiet(1);
     memlens_elfpatch_restore();

@@ -29,6 +29,10 @@ memlens_native_take_peak(void)
                                __ATOMIC_RELAXED);
 }
 
+/* Reads RSS now and, at a new high, leaves it pending (as the sampler
+ * does between its samples). Any thread. */
+void memlens_native_check_peak(void);
+
 /* The peak starts again from `rss`: only a higher RSS makes a new one. */
 void memlens_native_reset_peak(uint64_t rss);
 
@@ -57,6 +61,10 @@ void memlens_native_discount(int64_t *discount, uint32_t nsites);
  * tracing ran (a thread made by a hooked pthread_create, Python's own
  * included), or MEMLENS_SITE_NONE. Its own thread. */
 uint32_t memlens_native_creator(void);
+
+/* RSS now, read through a statm of native tracing's own; 0 when it
+ * cannot be read. Any thread; never raises. */
+uint64_t memlens_native_rss(void);
 
 /* The bytes the region tables hold. Any thread. */
 size_t memlens_native_own_bytes(void);

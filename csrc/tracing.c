@@ -290,6 +290,9 @@ static size_t tracing_npeak_discount = 0, tracing_cappeak_discount = 0;
 static uint64_t tracing_rss_start = 0, tracing_rss_peak = 0;
 
 static uint64_t tracing_own_peak = 0;
+/* RSS peaked since the start (native tracing): from then on, only RSS
+ * says when the peak is. */
+static int tracing_rss_peaked = 0;
 
 /* What memlens's tracing holds for its own bookkeeping: tables, sites,
  * lists. RSS counts it; the program without memlens would not have it.
@@ -337,7 +340,12 @@ static void
 tracing_copy_peak(void)
 {
     if (__atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED)) {
-        tracing_copy_peak_resident();
+        /* Until RSS first peaks, the recorded bytes' peak stands in, its
+         * large blocks counted whole (reading their pages at every such
+         * peak would cost too much). */
+        tracing_npeak_discount = 0;
+        tracing_own_peak = tracing_own_bytes();
+        tracing_rss_peak = memlens_native_rss();
     }
     size_t n = tracing_dirty_overflow ? memlens_sites_count : tracing_ndirty;
     for (size_t k = 0; k < n; k++) {
@@ -362,7 +370,9 @@ tracing_native_peak(void)
     uint64_t rss = memlens_native_take_peak();
     if (rss != 0) {
         tracing_copy_peak();
+        tracing_copy_peak_resident();
         tracing_rss_peak = rss;
+        tracing_rss_peaked = 1;
     }
 }
 
@@ -391,9 +401,10 @@ tracing_apply(uint32_t i, int64_t bytes, int64_t count)
     tracing_total += bytes;
     if (tracing_total > tracing_peak) {
         tracing_peak = tracing_total;
-        /* With native tracing, RSS says when the peak is. */
+        /* With native tracing, RSS says when the peak is, once it rose. */
         tracing_at_peak =
-            !__atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED);
+            !tracing_rss_peaked
+            || !__atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED);
     }
     tracing_mark_dirty(i, s);
 }
@@ -849,6 +860,7 @@ tracing_clear_all(void)
     tracing_total = tracing_peak = 0;
     tracing_at_peak = 0;
     tracing_own_peak = 0;
+    tracing_rss_peaked = 0;
     memlens_sites_clear();
 }
 
@@ -1112,6 +1124,10 @@ tracing_py_snapshot(PyObject *m, PyObject *arg)
         return NULL;
     }
     tracing_maybe_drain();
+    if (at_peak && memlens_native_on) {
+        /* RSS may have peaked since the sampler last looked. */
+        memlens_native_check_peak();
+    }
     if (at_peak && memlens_native_peak_pending) {
         tracing_native_peak();
     }

@@ -776,7 +776,8 @@ def test_limit_allocations_native_counts_resident_native_bytes(
         r"rows hold (\d+\.\d\d) MiB of it \((\d+)%\), untracked "
         r"(-?\d+\.\d\d) MiB$", text, re.M)
     assert explained, text
-    assert 40 <= float(explained[1]) <= 48, text
+    # RSS may also give back a little of what it held at the start.
+    assert 39 <= float(explained[1]) <= 48, text
     assert int(explained[3]) >= 85, text
 
     rows = {test.split("::")[-1]: (traced, outcome)
