@@ -11,12 +11,9 @@ pandas' own Python code sits between these lines and the allocations, so
 the tracing keeps deep tracebacks and the report sums them by the line of
 this script they pass through.
 
-Arrow's default memory pool (mimalloc or jemalloc) carves its buffers out
-of a large arena it maps once: native tracing counts that arena's resident
-pages on the line that mapped it, whichever line later fills it. Arrow's
-"system" pool, which this script asks for unless ARROW_DEFAULT_MEMORY_POOL
-says otherwise, takes each buffer from malloc, so that each lands on its
-own line.
+Arrow's memory pool (jemalloc or mimalloc) carves its buffers out of
+large arenas it maps itself: native tracing counts an arena's resident
+pages on the line that mapped it, whichever line later fills it.
 
     python examples/native_pandas.py          the report
     python examples/native_pandas.py --json   the figures, as JSON
@@ -29,8 +26,6 @@ import os
 import sys
 import tempfile
 
-# Read by pyarrow when it loads: before pandas is imported.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -116,6 +111,7 @@ def figures(traced):
     return {
         "rss_rise": peak.rss_rise,
         "resident": peak.resident,
+        "overhead": peak.overhead,
         "untracked": peak.untracked,
         "explained": peak.explained,
         "lines": [{"lineno": lineno, "resident": resident,
@@ -146,10 +142,11 @@ def main(argv=None):
               f"{native / MiB:9.1f}  {lineno}: {source}")
     print()
     print(f"RSS rose {peak.rss_rise / MiB:.1f} MiB from the start of tracing "
-          f"to the peak.")
+          f"to the peak, {peak.overhead / MiB:.1f} MiB of it memlens's own "
+          f"tables.")
     share = ("" if peak.explained is None
              else f" ({peak.explained:.0%})")
-    print(f"The rows hold {peak.resident / MiB:.1f} MiB of it{share}; "
+    print(f"The rows hold {peak.resident / MiB:.1f} MiB of the rest{share}; "
           f"untracked: {peak.untracked / MiB:.1f} MiB (the interpreter, "
           f"library code, fragmentation).")
     return 0
