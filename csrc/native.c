@@ -395,25 +395,52 @@ memlens_native_discount(int64_t *discount, uint32_t nsites)
 
 /* ---- Recording --------------------------------------------------------------- */
 
-/* A block handed out by a hooked allocator. Busy raised around our work:
- * what tracing.c allocates is not the program's. */
-static void
-native_alloc(void *ptr, size_t size)
+/* A block handed out by a hooked allocator, when a mark may fall in it.
+ * Busy raised around our work: what tracing.c allocates is not the
+ * program's. Keeps errno. */
+static MEMLENS_SLOW_PATH void
+native_alloc_slow(void *ptr, size_t size)
 {
+    int saved = errno;
     memlens_hooks_enter();
     uint64_t weight = memlens_sampling_weight(size);
     if (weight != 0) {
         memlens_tracing_native_put(ptr, size, weight, native_fallback_site());
     }
     memlens_hooks_leave();
+    errno = saved;
 }
 
-static void
-native_free(void *ptr)
+/* A block handed out: when sampling, most fall between two marks and
+ * only move the countdown. */
+static inline void
+native_alloc(void *ptr, size_t size)
 {
+    if (memlens_sampling_bytes != 0 && memlens_sampling_passes(size)) {
+        return;
+    }
+    native_alloc_slow(ptr, size);
+}
+
+/* A block about to be given back. Keeps errno. */
+static MEMLENS_SLOW_PATH void
+native_free_slow(void *ptr)
+{
+    int saved = errno;
     memlens_hooks_enter();
     memlens_tracing_native_forget(ptr);
     memlens_hooks_leave();
+    errno = saved;
+}
+
+/* When sampling, most freed blocks were never recorded: the filter says
+ * so without a lookup (sampling.h). */
+static inline void
+native_free(void *ptr)
+{
+    if (memlens_sampling_maybe_recorded((uintptr_t)ptr)) {
+        native_free_slow(ptr);
+    }
 }
 
 /* A new anonymous mapping (every one is recorded, whole: its pages are
@@ -503,9 +530,7 @@ native_hook_malloc(size_t size)
     void *p;
     NATIVE_CALL(p = malloc(size));
     if (p != NULL) {
-        int saved = errno;
         native_alloc(p, size);
-        errno = saved;
     }
     return p;
 }
@@ -519,9 +544,7 @@ native_hook_calloc(size_t n, size_t size)
     void *p;
     NATIVE_CALL(p = calloc(n, size));
     if (p != NULL) {
-        int saved = errno;
         native_alloc(p, n * size);
-        errno = saved;
     }
     return p;
 }
@@ -536,7 +559,6 @@ native_hook_realloc(void *ptr, size_t size)
     uintptr_t old = (uintptr_t)ptr;
     void *p;
     NATIVE_CALL(p = realloc(ptr, size));
-    int saved = errno;
     /* realloc(ptr, 0) frees and may return NULL; a failure keeps ptr. */
     if (old != 0 && (p != NULL || size == 0)) {
         native_free((void *)old);
@@ -544,7 +566,6 @@ native_hook_realloc(void *ptr, size_t size)
     if (p != NULL) {
         native_alloc(p, size);
     }
-    errno = saved;
     return p;
 }
 
@@ -584,9 +605,7 @@ native_hook_posix_memalign(void **out, size_t alignment, size_t size)
         void *p;                                                              \
         NATIVE_CALL(p = name args);                                           \
         if (p != NULL) {                                                      \
-            int saved = errno;                                                \
             native_alloc(p, size);                                            \
-            errno = saved;                                                    \
         }                                                                     \
         return p;                                                             \
     }
@@ -604,11 +623,9 @@ static void
 native_hook_free(void *ptr)
 {
     if (ptr != NULL && native_recording()) {
-        int saved = errno;
         /* Before the block goes: its address may be handed out again at
          * once, to another thread. */
         native_free(ptr);
-        errno = saved;
     }
     free(ptr);
 }
@@ -996,13 +1013,29 @@ native_atfork_release(void)
     pthread_mutex_unlock(&native_lock);
 }
 
+/* The child's RSS is its own: the statm opened by the parent names the
+ * parent's (as readings.c does for its own). */
+static void
+native_atfork_child(void)
+{
+    pthread_mutex_unlock(&native_lock);
+    if (native_check_statm.fd >= 0) {
+        char path[MEMLENS_PATH_MAX];
+        memlens_ownfd_close(&native_check_statm);
+        int fd = memlens_proc_open("statm", path);
+        if (fd >= 0) {
+            (void)memlens_ownfd_adopt(&native_check_statm, fd);
+        }
+    }
+}
+
 int
 memlens_native_init(PyObject *module)
 {
     static int registered = 0;
     if (!registered) {
         int rc = pthread_atfork(native_atfork_prepare, native_atfork_release,
-                                native_atfork_release);
+                                native_atfork_child);
         if (rc != 0) {
             errno = rc;
             PyErr_SetFromErrno(PyExc_OSError);

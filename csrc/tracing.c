@@ -791,6 +791,32 @@ memlens_tracing_external_free(void *ptr, size_t size)
     tracing_forget_gil(&tracing_gil_table, ptr);
 }
 
+/* Starts loading the raw table's slot of `ptr` before its lock is taken:
+ * the native hooks' blocks land at random in a table too big for the
+ * cache. A prefetch never faults, so a table being replaced meanwhile
+ * costs nothing but the miss. */
+static inline void
+tracing_raw_prefetch(uintptr_t ptr)
+{
+    tracing_entry *slots =
+        __atomic_load_n(&tracing_raw_table.slots, __ATOMIC_RELAXED);
+    size_t mask = __atomic_load_n(&tracing_raw_table.mask, __ATOMIC_RELAXED);
+    if (slots != NULL) {
+        __builtin_prefetch(
+            &slots[memlens_table_home((uint64_t)ptr >> 4, mask)], 1);
+    }
+}
+
+/* Where malloc puts the block after one of `size` bytes, made next: glibc
+ * carves consecutive chunks of a header word and the size rounded to 16
+ * bytes (32 at least). */
+static inline uintptr_t
+tracing_next_chunk(uintptr_t ptr, size_t size)
+{
+    size_t chunk = (size + sizeof(size_t) + 15) & ~(size_t)15;
+    return ptr + (chunk < 32 ? 32 : chunk);
+}
+
 uint32_t
 memlens_tracing_native_site(uint32_t fallback)
 {
@@ -805,6 +831,7 @@ void
 memlens_tracing_native_put(void *ptr, size_t size, uint64_t weight,
                            uint32_t fallback)
 {
+    tracing_raw_prefetch((uintptr_t)ptr);
     int gil = tracing_gil_here();
     uint32_t site = fallback;
     if (gil) {
@@ -812,11 +839,14 @@ memlens_tracing_native_put(void *ptr, size_t size, uint64_t weight,
         site = memlens_sites_native(memlens_sites_current(tracing_tstate_ok));
     }
     tracing_put_raw_site(ptr, size, weight, site, gil);
+    /* A loop of mallocs: the next block's slot is likely next. */
+    tracing_raw_prefetch(tracing_next_chunk((uintptr_t)ptr, size));
 }
 
 void
 memlens_tracing_native_forget(void *ptr)
 {
+    tracing_raw_prefetch((uintptr_t)ptr);
     tracing_forget_raw(ptr);
 }
 
