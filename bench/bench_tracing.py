@@ -320,12 +320,14 @@ class Memray(Plain):
         return os.path.join(self.folder, f"{self.func.__name__}-"
                                          f"{self.count}.bin")
 
+    #: memray.Tracker's options for this tool.
+    options = {"trace_python_allocators": True, "native_traces": False}
+
     def run(self, n):
         func, path = self.func, self._path()
         try:
             t0 = time.perf_counter()
-            with memray.Tracker(path, trace_python_allocators=True,
-                                native_traces=False):
+            with memray.Tracker(path, **self.options):
                 result = func(n)
             t1 = time.perf_counter()
             del result
@@ -334,11 +336,14 @@ class Memray(Plain):
                 os.unlink(path)
         return t1 - t0
 
+    def expected(self, n):
+        """The allocations memray must have recorded for one run."""
+        return n
+
     def check(self, n):
         path = self._path()
         try:
-            with memray.Tracker(path, trace_python_allocators=True,
-                                native_traces=False):
+            with memray.Tracker(path, **self.options):
                 result = self.func(n)
             del result
             reader = memray.FileReader(path)
@@ -346,9 +351,10 @@ class Memray(Plain):
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
-            if allocations < n:
+            if allocations < self.expected(n):
                 raise RuntimeError(f"{self.label}: {allocations} "
-                                   f"allocations recorded for {n} lists")
+                                   f"allocations recorded, expected at "
+                                   f"least {self.expected(n)}")
         finally:
             if os.path.exists(path):
                 os.unlink(path)
@@ -708,41 +714,15 @@ class MemrayDefault(Memray):
     functions hooked, Python's own allocators seen only where they call
     malloc."""
 
+    options = {}
+
     def __init__(self, func, folder, expect):
         super().__init__(func, folder)
         self.expect = expect
         self.label = "memray (defaults)"
 
-    def run(self, n):
-        func, path = self.func, self._path()
-        try:
-            t0 = time.perf_counter()
-            with memray.Tracker(path):
-                result = func(n)
-            t1 = time.perf_counter()
-            del result
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
-        return t1 - t0
-
-    def check(self, n):
-        path = self._path()
-        try:
-            with memray.Tracker(path):
-                self.func(n)
-            reader = memray.FileReader(path)
-            allocations = reader.metadata.total_allocations
-            close = getattr(reader, "close", None)
-            if close is not None:
-                close()
-            if allocations < self.expect:
-                raise RuntimeError(f"{self.label}: {allocations} "
-                                   f"allocations recorded, expected at "
-                                   f"least {self.expect}")
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
+    def expected(self, n):
+        return self.expect
 
 
 def native_workloads(folder):

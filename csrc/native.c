@@ -258,6 +258,21 @@ native_cut(uintptr_t addr, size_t length, native_changes *ch)
     }
 }
 
+/* Records the mapping [addr, addr + length) on `site`; one over older
+ * ones (MAP_FIXED, a move onto them) replaced them. Under native_lock. */
+static void
+native_map_put(uintptr_t addr, size_t length, uint32_t site,
+               native_changes *ch)
+{
+    native_cut(addr, length, ch);
+    if (native_map_insert(native_map_search(addr), addr, length, site) == 0) {
+        native_changes_add(ch, site, (int64_t)length, 1);
+    }
+    else {
+        __atomic_fetch_add(&native_failures, 1, __ATOMIC_RELAXED);
+    }
+}
+
 void
 memlens_native_block_put(void *ptr, size_t size, uint64_t weight,
                          uint32_t site)
@@ -453,15 +468,7 @@ native_mapped(void *addr, size_t length)
     if (site != MEMLENS_SITE_NONE) {
         native_changes ch = {.n = 0};
         pthread_mutex_lock(&native_lock);
-        /* A mapping over an old one (MAP_FIXED) replaced it. */
-        native_cut((uintptr_t)addr, length, &ch);
-        size_t at = native_map_search((uintptr_t)addr);
-        if (native_map_insert(at, (uintptr_t)addr, length, site) == 0) {
-            native_changes_add(&ch, site, (int64_t)length, 1);
-        }
-        else {
-            __atomic_fetch_add(&native_failures, 1, __ATOMIC_RELAXED);
-        }
+        native_map_put((uintptr_t)addr, length, site, &ch);
         pthread_mutex_unlock(&native_lock);
         native_changes_apply(&ch);
     }
@@ -495,14 +502,7 @@ native_remapped(void *old, size_t old_length, void *addr, size_t length)
     uint32_t site = ours ? native_maps[i].site : 0;
     native_cut((uintptr_t)old, old_length, &ch);
     if (ours) {
-        native_cut((uintptr_t)addr, length, &ch);
-        size_t at = native_map_search((uintptr_t)addr);
-        if (native_map_insert(at, (uintptr_t)addr, length, site) == 0) {
-            native_changes_add(&ch, site, (int64_t)length, 1);
-        }
-        else {
-            __atomic_fetch_add(&native_failures, 1, __ATOMIC_RELAXED);
-        }
+        native_map_put((uintptr_t)addr, length, site, &ch);
     }
     pthread_mutex_unlock(&native_lock);
     native_changes_apply(&ch);
