@@ -807,14 +807,22 @@ tracing_raw_prefetch(uintptr_t ptr)
     }
 }
 
-/* Where malloc puts the block after one of `size` bytes, made next: glibc
- * carves consecutive chunks of a header word and the size rounded to 16
- * bytes (32 at least). */
-static inline uintptr_t
-tracing_next_chunk(uintptr_t ptr, size_t size)
+/* The last native block this thread made and gave back: loops make and
+ * free blocks one after the other at a steady stride, and the slot of the
+ * next one can be on its way while this one is recorded. */
+static MEMLENS_TLS uintptr_t tracing_last_put = 0, tracing_last_forget = 0;
+
+/* Prefetches the slot four strides (from `*last`, when it looks like a
+ * loop's) past `ptr`: far enough ahead for the miss to be over when the
+ * loop gets there. Makes `ptr` the last. */
+static inline void
+tracing_raw_prefetch_next(uintptr_t ptr, uintptr_t *last)
 {
-    size_t chunk = (size + sizeof(size_t) + 15) & ~(size_t)15;
-    return ptr + (chunk < 32 ? 32 : chunk);
+    uintptr_t stride = ptr - *last;
+    if (stride != 0 && stride < 4096) {
+        tracing_raw_prefetch(ptr + 4 * stride);
+    }
+    *last = ptr;
 }
 
 uint32_t
@@ -839,14 +847,14 @@ memlens_tracing_native_put(void *ptr, size_t size, uint64_t weight,
         site = memlens_sites_native(memlens_sites_current(tracing_tstate_ok));
     }
     tracing_put_raw_site(ptr, size, weight, site, gil);
-    /* A loop of mallocs: the next block's slot is likely next. */
-    tracing_raw_prefetch(tracing_next_chunk((uintptr_t)ptr, size));
+    tracing_raw_prefetch_next((uintptr_t)ptr, &tracing_last_put);
 }
 
 void
 memlens_tracing_native_forget(void *ptr)
 {
     tracing_raw_prefetch((uintptr_t)ptr);
+    tracing_raw_prefetch_next((uintptr_t)ptr, &tracing_last_forget);
     tracing_forget_raw(ptr);
 }
 

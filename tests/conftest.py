@@ -26,19 +26,6 @@ figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
 
 
-def _has_native_tracing():
-    from memlens import _core
-
-    return hasattr(_core, "_native_slots")
-
-
-#: For tests of native tracing (every shared library's malloc family and
-#: anonymous mmap, start_tracing(native=True)), which this build may lack.
-native_core = pytest.mark.skipif(
-    not _has_native_tracing(),
-    reason="this build of memlens has no native tracing")
-
-
 class counting_hooks:
     """Holds memlens's exact allocator hooks for a block, as measure()
     does (they size each free from a table of live blocks), and reads their

@@ -15,7 +15,7 @@ from IPython.core.error import UsageError  # noqa: E402
 import memlens  # noqa: E402
 from memlens import _core  # noqa: E402
 
-from conftest import MiB, figures, native_core  # noqa: E402
+from conftest import MiB, figures  # noqa: E402
 
 MEMIT = re.compile(r"peak memory: (\d+\.\d\d) MiB, increment: (-?\d+\.\d\d) MiB")
 WATCH = re.compile(
@@ -623,7 +623,6 @@ def test_memtop_native_is_an_option_checked_with_the_others(ip):
 SIZE = 8 * MiB
 
 
-@native_core
 def test_memtop_native_shows_a_c_library_malloc_on_its_line(ip, capsys,
                                                            touchmem):
     ip.user_ns["touchmem"] = touchmem
@@ -638,7 +637,9 @@ def test_memtop_native_shows_a_c_library_malloc_on_its_line(ip, capsys,
                   if s.line == "block = touchmem.malloc_touch(SIZE)"]
         # Every page of the block was written: all of it is resident.
         assert row.native_size == SIZE and row.resident == row.size
-        assert row.size >= SIZE and row.python_size < 1024
+        # The line's Python bytes (the address's int, a namespace that
+        # grows) are small beside it.
+        assert row.size >= SIZE and row.python_size < 16 * 1024
         assert re.search(r"^RSS rose \d+\.\d KiB from the start to the peak; "
                          r"the rows hold \d+\.\d KiB of it \(\d+%\), "
                          r"untracked -?\d+\.\d KiB$", out, re.M), out
@@ -657,7 +658,7 @@ def test_memtop_native_shows_a_c_library_malloc_on_its_line(ip, capsys,
     assert not memlens.is_tracing() and not memlens.tracing_native()
 
 
-@native_core
+@figures  # the peak is RSS's: a sanitizer's allocator moves RSS its own way
 def test_cell_memtop_native_traces_the_cell(ip, capsys, touchmem):
     ip.user_ns["touchmem"] = touchmem
     result = ip.run_cell_magic(

@@ -311,7 +311,7 @@ def test_nothing_stays_patched_after_an_exception(native):
     assert _core._native_slots() == []
     assert unpatched(native) == {}
     # and tracing starts again as new
-    with memlens.tracing(native=True) as t:
+    with memlens.tracing(native=True):
         again = native.alloc("malloc", size)  # after the exception
         during = memlens.take_snapshot()
         native.release("malloc", again, size)

@@ -2,19 +2,18 @@
 parser buffers and the Arrow string data are seen, on the lines of the
 script that caused them, and the peak's rows explain the RSS rise."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import figures, native_core
+from conftest import figures
 
 EXAMPLE = (Path(__file__).resolve().parent.parent / "examples"
            / "native_pandas.py")
 
-pytestmark = [pytest.mark.slow, native_core, figures]
+pytestmark = [pytest.mark.slow, figures]
 
 
 def line_of(text):

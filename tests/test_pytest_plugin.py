@@ -23,7 +23,7 @@ from memlens import pytest_plugin
 from memlens._report import mib
 from memlens.pytest_plugin import UNITS, parse_size
 
-from conftest import figures, native_core
+from conftest import figures
 
 MiB = 2**20
 
@@ -742,7 +742,6 @@ def test_python_only_does_not_see_malloc(blocks):
 """
 
 
-@native_core
 @figures
 def test_limit_allocations_native_counts_resident_native_bytes(
         pytester, touchmem_path):
