@@ -34,6 +34,16 @@ def etl():
     return json.loads(done.stdout)
 
 
+def pandas_major():
+    import pandas
+
+    return int(pandas.__version__.split(".")[0])
+
+
+@pytest.mark.skipif(
+    pandas_major() < 3,
+    reason="the ETL measured is pandas 3's (Python 3.11 on): pandas 2 "
+           "keeps text as Python objects, whose freed pools stay in RSS")
 def test_the_peak_explains_nine_tenths_of_the_rss_rise(etl):
     # read_csv and the Arrow strings add tens of MiB, nearly all native.
     assert etl["rss_rise"] > 40 * 2**20, etl
@@ -49,6 +59,8 @@ def test_the_top_lines_are_read_csv_and_the_string_building(etl):
                       'frame["note"]], sep="/")')
     assert read in top and strings in top, etl["lines"]
     by_line = {row["lineno"]: row for row in etl["lines"]}
-    # The parser's buffers are native memory, which tracing without
+    assert by_line[read]["resident"] > 2**20, by_line[read]
+    # pandas' C code takes memory straight from malloc (the parser's
+    # buffers from pandas 3 on, groupby's before), which tracing without
     # native=True does not see at all.
-    assert by_line[read]["native"] > 2**20, by_line[read]
+    assert sum(row["native"] for row in etl["lines"]) > 2**20, etl["lines"]

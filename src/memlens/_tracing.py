@@ -85,12 +85,6 @@ def _unwatch_tracemalloc():
         _tracemalloc_stop = None
 
 
-def _check_native(native):
-    if not isinstance(native, (bool, int)):
-        raise TypeError(f"native must be True or False, not "
-                        f"{type(native).__name__}")
-
-
 def start_tracing(nframes=1, sample_bytes=0, native=False):
     """Start recording allocations with `nframes` frames each.
 
@@ -111,7 +105,12 @@ def start_tracing(nframes=1, sample_bytes=0, native=False):
     """
     int_in_range("nframes", nframes, 1, MAX_FRAMES)
     int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
-    _check_native(native)
+    # Checked here, not in a helper: on 3.9 and 3.10 each function called
+    # for the first time keeps a frame, which a later call of the
+    # program's would otherwise have taken from the free list.
+    if not isinstance(native, (bool, int)):
+        raise TypeError(f"native must be True or False, not "
+                        f"{type(native).__name__}")
     global _numpy_token
     _core._trace_skip(*_skip_prefixes())
     # first: its own bookkeeping is not the program's
