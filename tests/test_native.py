@@ -82,13 +82,30 @@ def assert_one_block(row, size):
     assert row.python_size == row.size - row.native_size
 
 
+def into_memlens(address):
+    """Whether `address` lies in memlens's C extension (one of its hooks).
+    Comparing with dlsym() would not do: in a program that is not
+    position-independent, a function's address is the program's own PLT
+    stub, which the slots of libraries do not hold."""
+    core = os.path.realpath(_core.__file__)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == core:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if start <= address < end:
+                    return True
+    return False
+
+
 def unpatched(module, path=None):
-    """{symbol: slot values} of the symbols whose slots in the object do
-    not all hold the function itself; empty when nothing is redirected."""
+    """{symbol: slot values} of the symbols whose slots in the object are
+    missing or still lead into memlens; empty when nothing is
+    redirected."""
     left = {}
     for symbol in module.SYMBOLS:
         values = [value for _, value in module.slots(symbol, path)]
-        if not values or any(v != module.real(symbol) for v in values):
+        if not values or any(into_memlens(v) for v in values):
             left[symbol] = values
     return left
 
@@ -239,7 +256,7 @@ def test_a_library_opened_after_tracing_started_is_covered(
         lib.late_free(block)
         assert lib.late_munmap(mapping, size) == 0
         redirected = native.got("malloc", lib._name)
-    assert redirected != native.real("malloc")
+    assert into_memlens(redirected)
     for text in ["block = lib.late_malloc(size)  # late malloc",
                  "mapping = lib.late_mmap(size)  # late mmap"]:
         row = line_of(during, text)
@@ -248,7 +265,7 @@ def test_a_library_opened_after_tracing_started_is_covered(
         assert gone(t.snapshot, text)
     for symbol in ["malloc", "free", "mmap", "munmap"]:
         values = [value for _, value in native.slots(symbol, lib._name)]
-        assert values and set(values) == {native.real(symbol)}, symbol
+        assert values and not any(into_memlens(v) for v in values), symbol
 
 
 def test_an_extension_imported_after_tracing_started_is_covered(
@@ -262,7 +279,7 @@ def test_an_extension_imported_after_tracing_started_is_covered(
         late.release("calloc", address, size)
         redirected = late.got("calloc")
     assert late.__name__ == "nativealloc_late"
-    assert redirected != late.real("calloc")
+    assert into_memlens(redirected)
     assert_one_block(line_of(during, 'address = late.alloc("calloc", size)  '
                                      '# late extension'), size)
     assert gone(t.snapshot, 'address = late.alloc("calloc", size)  '
@@ -279,7 +296,7 @@ def test_every_patched_slot_is_put_back_at_stop(native):
         patched = _core._native_slots()
         ours = {symbol: native.slots(symbol) for symbol in HOOKED}
         redirected = native.got("malloc")
-    assert redirected != native.real("malloc")
+    assert into_memlens(redirected)
     assert not memlens.tracing_native()
     assert _core._native_slots() == []
     by_slot = {}
@@ -292,7 +309,7 @@ def test_every_patched_slot_is_put_back_at_stop(native):
             assert slot in by_slot, symbol
             assert by_slot[slot][0] == symbol
             assert by_slot[slot][1] == value
-            assert by_slot[slot][2] == native.real(symbol)
+            assert (slot, by_slot[slot][2]) in before[symbol]
     # Every slot memlens rewrote, in every object, holds its old value.
     for path, symbol, slot, now, original in patched:
         assert ctypes.c_size_t.from_address(slot).value == original, (
@@ -306,7 +323,7 @@ def test_nothing_stays_patched_after_an_exception(native):
     with pytest.raises(ZeroDivisionError):
         with memlens.tracing(native=True):
             address = native.alloc("malloc", size)
-            assert native.got("malloc") != native.real("malloc")
+            assert into_memlens(native.got("malloc"))
             1 / 0
     native.release("malloc", address, size)
     assert not memlens.is_tracing()
@@ -375,7 +392,7 @@ def test_a_forked_child_goes_on_or_stops_and_puts_every_slot_back(
         report = json.loads(said)
         # The parent goes on, its slots still redirected.
         assert memlens.tracing_native()
-        assert native.got("malloc") != native.real("malloc")
+        assert into_memlens(native.got("malloc"))
     finally:
         memlens.stop_tracing()
     if child_action == "continue":
