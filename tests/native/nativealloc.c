@@ -5,9 +5,8 @@
  * are passed around as integer addresses.
  *
  * got() and slots() tell where a loaded object reaches a C library
- * function (the slots of its global offset table), real() where the
- * function really is, so that a test can see that nothing stays
- * redirected. This module calls the allocator functions through its PLT
+ * function (the slots of its global offset table), so that a test can
+ * see that nothing stays redirected. This module calls the allocator functions through its PLT
  * and never takes their addresses: an address load would have the linker
  * route the calls through that load's slot instead.
  *
@@ -790,22 +789,6 @@ nativealloc_got(PyObject *module, PyObject *args, PyObject *kwargs)
     return value;
 }
 
-/* real(symbol) -> dlsym(RTLD_DEFAULT, symbol) */
-static PyObject *
-nativealloc_real(PyObject *module, PyObject *arg)
-{
-    const char *name;
-    if (!PyArg_Parse(arg, "s:real", &name)) {
-        return NULL;
-    }
-    void *p = dlsym(RTLD_DEFAULT, name);
-    if (p == NULL) {
-        PyErr_Format(PyExc_ValueError, "dlsym(%s) found nothing", name);
-        return NULL;
-    }
-    return PyLong_FromUnsignedLongLong((uintptr_t)p);
-}
-
 static PyMethodDef nativealloc_methods[] = {
     {"alloc", (PyCFunction)(void (*)(void))nativealloc_alloc,
      METH_VARARGS | METH_KEYWORDS, NULL},
@@ -826,7 +809,6 @@ static PyMethodDef nativealloc_methods[] = {
      METH_VARARGS | METH_KEYWORDS, NULL},
     {"got", (PyCFunction)(void (*)(void))nativealloc_got,
      METH_VARARGS | METH_KEYWORDS, NULL},
-    {"real", nativealloc_real, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
