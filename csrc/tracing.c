@@ -1043,39 +1043,31 @@ tracing_snapshot_rows(int at_peak)
         + memlens_sites_failures();
     int native = __atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED);
     uint32_t n = memlens_sites_count;
-    /* Per site: size, count, allocated, allocations, resident less size. */
+    /* Per site: size, count, allocated, allocations; after them, per
+     * site, the resident bytes less the size (native tracing). */
     int64_t *fig = calloc((size_t)n * 5 + 1, sizeof(int64_t));
     if (fig == NULL) {
         return PyErr_NoMemory();
     }
+    int64_t *discount = &fig[4 * (size_t)n];
     int64_t total = at_peak ? tracing_peak : tracing_total;
     uint64_t rss = 0, own = at_peak ? tracing_own_peak : tracing_own_bytes();
-    if (native && at_peak) {
-        for (uint32_t i = 0; i < n && i < tracing_npeak_discount; i++) {
-            fig[5 * i + 4] = tracing_peak_discount[i];
-        }
-        rss = tracing_rss_peak;
-    }
     for (uint32_t i = 0; i < n; i++) {
         memlens_site *s = memlens_site_at(i);
-        int64_t *f = &fig[5 * i];
+        int64_t *f = &fig[4 * i];
         f[0] = at_peak ? s->peak_size : s->size;
         f[1] = at_peak ? s->peak_count : s->count;
         f[2] = at_peak ? s->peak_allocated : s->allocated;
         f[3] = at_peak ? s->peak_allocations : s->allocations;
     }
-    if (native && !at_peak) {
-        /* The discount array is the figures' fifth column: spread. */
-        int64_t *now = calloc((size_t)n + 1, sizeof(int64_t));
-        if (now == NULL) {
-            free(fig);
-            return PyErr_NoMemory();
-        }
-        memlens_native_discount(now, n);
-        for (uint32_t i = 0; i < n; i++) {
-            fig[5 * i + 4] = now[i];
-        }
-        free(now);
+    if (native && at_peak) {
+        uint32_t copied =
+            n < tracing_npeak_discount ? n : (uint32_t)tracing_npeak_discount;
+        memcpy(discount, tracing_peak_discount, copied * sizeof(int64_t));
+        rss = tracing_rss_peak;
+    }
+    else if (native) {
+        memlens_native_discount(discount, n);
         if (memlens_rss_now(&rss) < 0) {
             free(fig);
             return NULL;
@@ -1090,9 +1082,9 @@ tracing_snapshot_rows(int at_peak)
      * is RSS's, not the recorded bytes'. */
     int64_t rows_total = 0, rows_resident = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int64_t *f = &fig[5 * i];
+        int64_t *f = &fig[4 * i];
         rows_total += f[0];
-        rows_resident += f[0] + f[4];
+        rows_resident += f[0] + discount[i];
         if (f[0] == 0 && f[1] == 0 && f[2] == 0) {
             continue;
         }
@@ -1102,7 +1094,7 @@ tracing_snapshot_rows(int at_peak)
             tb ? Py_BuildValue("(NLLLLOL)", tb, (long long)f[0],
                                (long long)f[1], (long long)f[2],
                                (long long)f[3], s->native ? Py_True : Py_False,
-                               (long long)(f[0] + f[4]))
+                               (long long)(f[0] + discount[i]))
                : NULL;
         if (row == NULL || PyList_Append(rows, row) < 0) {
             Py_XDECREF(row);
