@@ -1063,7 +1063,9 @@ tracing_snapshot_rows(int at_peak)
     if (native && at_peak) {
         uint32_t copied =
             n < tracing_npeak_discount ? n : (uint32_t)tracing_npeak_discount;
-        memcpy(discount, tracing_peak_discount, copied * sizeof(int64_t));
+        if (copied > 0) {
+            memcpy(discount, tracing_peak_discount, copied * sizeof(int64_t));
+        }
         rss = tracing_rss_peak;
     }
     else if (native) {
