@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <sched.h>
+
 #ifdef MEMLENS_FORCE_BUILD_ERROR
 /* Lets the test suite check that a broken C build fails the install. */
 #error "memlens: build failure forced by MEMLENS_FORCE_BUILD_ERROR"
@@ -56,6 +58,53 @@ memlens_grow(void **array, size_t *cap, size_t used, size_t size, size_t first)
     *array = p;
     *cap = n;
     return 0;
+}
+
+/* ---- Spin lock ---------------------------------------------------------- */
+
+/* A lock for the few instructions an allocation hook keeps a shared table
+ * to itself: one atomic exchange to take, a plain store to give back,
+ * where a pthread mutex costs a call and an atomic both ways. A waiter
+ * spins briefly, then yields the CPU to the holder (which may have been
+ * preempted, or be growing the table). 0 is unlocked. */
+typedef int memlens_spinlock;
+
+static inline void
+memlens_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int
+memlens_spin_trylock(memlens_spinlock *lock)
+{
+    return __atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE) == 0;
+}
+
+static inline void
+memlens_spin_lock(memlens_spinlock *lock)
+{
+    while (!memlens_spin_trylock(lock)) {
+        int spins = 0;
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+            if (++spins < 100) {
+                memlens_cpu_relax();
+            }
+            else {
+                sched_yield();
+            }
+        }
+    }
+}
+
+static inline void
+memlens_spin_unlock(memlens_spinlock *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 }
 
 /* ---- Module state ----------------------------------------------------- */

@@ -15,7 +15,8 @@
  * Tables and locks:
  *   - blocks of the mem and obj domains (and NumPy's data) live in
  *     tracing_gil_table, protected by the GIL, as those allocators demand it;
- *   - raw-domain blocks live in tracing_raw_table under tracing_raw_lock,
+ *   - raw-domain blocks live in tracing_raw_table under tracing_raw_lock
+ *     (a spin lock: it is held for a few instructions per block),
  *     because the raw allocator may run without the GIL. A raw call made
  *     without the GIL cannot look at frames (site "unknown") nor touch the
  *     sites: it leaves its change in a small queue, under the same lock,
@@ -223,7 +224,7 @@ tracing_table_clear(tracing_table *t)
 #define tracing_sample_bytes memlens_sampling_bytes
 static tracing_table tracing_gil_table;
 static tracing_table tracing_raw_table; /* tracing_raw_lock. */
-static pthread_mutex_t tracing_raw_lock = PTHREAD_MUTEX_INITIALIZER;
+static memlens_spinlock tracing_raw_lock = 0;
 static tracing_big *tracing_bigs = NULL; /* Owned; tracing_raw_lock. */
 static size_t tracing_nbigs = 0, tracing_capbigs = 0;
 static int64_t tracing_total = 0, tracing_peak = 0;
@@ -303,10 +304,10 @@ tracing_own_bytes(void)
     /* The raw side as last seen: the peak copy may come while this
      * thread holds the lock already (draining the queue). */
     static size_t raw = 0, bigs = 0;
-    if (pthread_mutex_trylock(&tracing_raw_lock) == 0) {
+    if (memlens_spin_trylock(&tracing_raw_lock)) {
         raw = tracing_raw_table.slots ? tracing_raw_table.mask + 1 : 0;
         bigs = tracing_capbigs * sizeof(tracing_big);
-        pthread_mutex_unlock(&tracing_raw_lock);
+        memlens_spin_unlock(&tracing_raw_lock);
     }
     size_t gil = tracing_gil_table.slots ? tracing_gil_table.mask + 1 : 0;
     return (raw + gil) * sizeof(tracing_entry) + bigs
@@ -412,13 +413,13 @@ tracing_apply(uint32_t i, int64_t bytes, int64_t count)
 static void
 tracing_drain_queue(void)
 {
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     for (size_t k = 0; k < tracing_nqueue; k++) {
         tracing_apply(tracing_queue[k].site, tracing_queue[k].bytes,
                       tracing_queue[k].count);
     }
     tracing_nqueue = 0;
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
 }
 
 static inline void
@@ -506,9 +507,9 @@ tracing_real_size(uintptr_t ptr, uint32_t stored)
     if (stored != TRACING_BIG_SIZE) {
         return stored;
     }
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     uint64_t weight = tracing_take_weight(ptr, stored);
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     return weight;
 }
 
@@ -544,9 +545,9 @@ tracing_record_gil(tracing_table *table, PyThreadState *ts, void *ptr,
     }
     memlens_native_block_put(ptr, size, weight, site);
     if (stored == TRACING_BIG_SIZE) {
-        pthread_mutex_lock(&tracing_raw_lock);
+        memlens_spin_lock(&tracing_raw_lock);
         tracing_big_put((uintptr_t)ptr, weight);
-        pthread_mutex_unlock(&tracing_raw_lock);
+        memlens_spin_unlock(&tracing_raw_lock);
     }
     /* pymalloc hands out the blocks of a size class one after the other
      * in a pool: the next one of this size is likely right after this
@@ -617,12 +618,12 @@ tracing_put_raw_site(void *ptr, size_t size, uint64_t weight, uint32_t site,
         weight >= TRACING_BIG_SIZE ? TRACING_BIG_SIZE : (uint32_t)weight;
     uint32_t old_stored = 0, old_site = 0;
     uint64_t old_weight = 0;
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     if (!__atomic_load_n(&memlens_tracing_on, __ATOMIC_SEQ_CST)) {
         /* A thread without the GIL that came in before a stop: the tables
          * (and the filter) may be cleared or not yet set up again. Start
          * and stop change them under this lock while tracing is off. */
-        pthread_mutex_unlock(&tracing_raw_lock);
+        memlens_spin_unlock(&tracing_raw_lock);
         return;
     }
     int rc = tracing_table_put(&tracing_raw_table, (uintptr_t)ptr, stored,
@@ -653,7 +654,7 @@ tracing_put_raw_site(void *ptr, size_t size, uint64_t weight, uint32_t site,
     else if (rc == 1 && !kept) {
         memlens_sampling_filter_step((uintptr_t)ptr, -1);
     }
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     if (!ok) {
         tracing_fail();
         return;
@@ -706,7 +707,7 @@ tracing_forget_raw(void *ptr)
     int gil = tracing_gil_here();
     uint32_t stored, site;
     uint64_t weight = 0;
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     int found =
         tracing_table_pop(&tracing_raw_table, (uintptr_t)ptr, &stored, &site);
     if (found) {
@@ -716,7 +717,7 @@ tracing_forget_raw(void *ptr)
     if (found && !gil) {
         tracing_enqueue(site, -(int64_t)weight, -1);
     }
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     if (found) {
         memlens_native_block_pop(ptr, weight);
     }
@@ -793,8 +794,10 @@ memlens_tracing_external_free(void *ptr, size_t size)
 
 /* Starts loading the raw table's slot of `ptr` before its lock is taken:
  * the native hooks' blocks land at random in a table too big for the
- * cache. A prefetch never faults, so a table being replaced meanwhile
- * costs nothing but the miss. */
+ * cache. The next cache line too: a removal reads on to the end of the
+ * slot's run, which a 12-byte entry crosses into often. A prefetch never
+ * faults, so a table being replaced meanwhile costs nothing but the
+ * miss. */
 static inline void
 tracing_raw_prefetch(uintptr_t ptr)
 {
@@ -802,8 +805,10 @@ tracing_raw_prefetch(uintptr_t ptr)
         __atomic_load_n(&tracing_raw_table.slots, __ATOMIC_RELAXED);
     size_t mask = __atomic_load_n(&tracing_raw_table.mask, __ATOMIC_RELAXED);
     if (slots != NULL) {
-        __builtin_prefetch(
-            &slots[memlens_table_home((uint64_t)ptr >> 4, mask)], 1);
+        const tracing_entry *e =
+            &slots[memlens_table_home((uint64_t)ptr >> 4, mask)];
+        __builtin_prefetch(e, 1);
+        __builtin_prefetch((const char *)e + 64, 1);
     }
 }
 
@@ -812,15 +817,16 @@ tracing_raw_prefetch(uintptr_t ptr)
  * next one can be on its way while this one is recorded. */
 static MEMLENS_TLS uintptr_t tracing_last_put = 0, tracing_last_forget = 0;
 
-/* Prefetches the slot four strides (from `*last`, when it looks like a
+/* Prefetches the slot eight strides (from `*last`, when it looks like a
  * loop's) past `ptr`: far enough ahead for the miss to be over when the
- * loop gets there. Makes `ptr` the last. */
+ * loop gets there, even when the loop's own work is a few nanoseconds (a
+ * free). Makes `ptr` the last. */
 static inline void
 tracing_raw_prefetch_next(uintptr_t ptr, uintptr_t *last)
 {
     uintptr_t stride = ptr - *last;
     if (stride != 0 && stride < 4096) {
-        tracing_raw_prefetch(ptr + 4 * stride);
+        tracing_raw_prefetch(ptr + 8 * stride);
     }
     *last = ptr;
 }
@@ -866,12 +872,12 @@ memlens_tracing_native_change(uint32_t site, int64_t bytes, int64_t count)
         tracing_apply(site, bytes, count);
         return;
     }
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     if (__atomic_load_n(&memlens_tracing_on, __ATOMIC_SEQ_CST)
         && !tracing_enqueue(site, bytes, count) && count > 0) {
         tracing_fail();
     }
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
 }
 
 /* ---- Python API (GIL held) ---------------------------------------------- */
@@ -880,14 +886,14 @@ static void
 tracing_clear_all(void)
 {
     tracing_table_clear(&tracing_gil_table);
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     tracing_table_clear(&tracing_raw_table);
     tracing_nqueue = 0;
     tracing_queue_limit = TRACING_PENDING_MAX;
     free(tracing_bigs);
     tracing_bigs = NULL;
     tracing_nbigs = tracing_capbigs = 0;
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     free(tracing_dirty);
     tracing_dirty = NULL;
     tracing_ndirty = tracing_capdirty = 0;
@@ -943,17 +949,17 @@ tracing_py_start(PyObject *m, PyObject *args)
         }
         /* Under the lock: a raw free of the last run may still be
          * uncounting a block it found there. */
-        pthread_mutex_lock(&tracing_raw_lock);
+        memlens_spin_lock(&tracing_raw_lock);
         memset(filter, 0, MEMLENS_SAMPLING_FILTER_SLOTS);
-        pthread_mutex_unlock(&tracing_raw_lock);
+        memlens_spin_unlock(&tracing_raw_lock);
     }
     memlens_sampling_start((uint64_t)sample, filter);
     tracing_generation++;
     __atomic_store_n(&tracing_failures, 0, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     tracing_queue_lost = 0;
     tracing_lost_frees = 0;
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     tracing_interp = PyInterpreterState_Get();
     if (native && memlens_rss_now(&tracing_rss_start) < 0) {
         tracing_clear_all();
@@ -1035,9 +1041,9 @@ tracing_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
 static PyObject *
 tracing_snapshot_rows(int at_peak)
 {
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     uint64_t lost_frees = tracing_lost_frees;
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     uint64_t lost_records =
         __atomic_load_n(&tracing_failures, __ATOMIC_RELAXED)
         + memlens_sites_failures();
@@ -1182,7 +1188,7 @@ tracing_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
     size_t table_bytes =
         (tracing_gil_table.slots ? (tracing_gil_table.mask + 1) : 0)
         * sizeof(tracing_entry);
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     size_t raw_bytes =
         (tracing_raw_table.slots ? (tracing_raw_table.mask + 1) : 0)
         * sizeof(tracing_entry);
@@ -1199,7 +1205,7 @@ tracing_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
         counted += v;
         full += v == MEMLENS_SAMPLING_FILTER_FULL;
     }
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     return Py_BuildValue(
         "{s:n,s:n,s:I,s:K,s:K,s:K,s:n,s:n,s:O}", "blocks", (Py_ssize_t)blocks,
         "table_bytes", (Py_ssize_t)(table_bytes + raw_bytes), "sites",
@@ -1319,10 +1325,10 @@ tracing_py_queue_limit(PyObject *m, PyObject *arg)
         PyErr_SetString(PyExc_RuntimeError, "tracing is not running");
         return NULL;
     }
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
     size_t before = tracing_queue_limit;
     tracing_queue_limit = (size_t)n;
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
     return PyLong_FromSize_t(before);
 }
 
@@ -1346,13 +1352,13 @@ static PyMethodDef tracing_methods[] = {
 static void
 tracing_atfork_prepare(void)
 {
-    pthread_mutex_lock(&tracing_raw_lock);
+    memlens_spin_lock(&tracing_raw_lock);
 }
 
 static void
 tracing_atfork_release(void)
 {
-    pthread_mutex_unlock(&tracing_raw_lock);
+    memlens_spin_unlock(&tracing_raw_lock);
 }
 
 int
