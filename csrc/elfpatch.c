@@ -6,6 +6,13 @@
  * memlens_elfpatch_forget_unloaded after each dlclose) and, per patched
  * slot, its address, its old value and the hook written. Memory from
  * libc.
+ *
+ * The objects and their slots stay known after a restore: finding the
+ * slots reads every relocation of every object (milliseconds, with a big
+ * library such as Arrow loaded), and the next apply only writes the known
+ * slots again. The loader's count of objects unloaded (dlpi_subs) says
+ * whether that knowledge still holds: any unload since, and it is
+ * dropped, and every object read again.
  */
 #include "elfpatch.h"
 
@@ -42,6 +49,7 @@ typedef struct {
     uintptr_t slot;
     void *original;
     int readonly; /* In PT_GNU_RELRO: made writable only to be written. */
+    int patched;  /* The hook was written by the current apply. */
 } elfpatch_record;
 
 static pthread_mutex_t elfpatch_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -49,13 +57,55 @@ static elfpatch_object *elfpatch_objects = NULL;
 static size_t elfpatch_nobjects = 0, elfpatch_capobjects = 0;
 static elfpatch_record *elfpatch_records = NULL;
 static size_t elfpatch_nrecords = 0, elfpatch_caprecords = 0;
+/* Whether the recorded slots hold the hooks (between apply and restore). */
+static int elfpatch_active = 0;
+/* The symbols the records name, and the loader's count of unloads when
+ * the objects were last checked against the loaded ones: the records are
+ * reused by the next apply only if both are unchanged. */
+static const memlens_elfpatch_symbol *elfpatch_known_symbols = NULL;
+static unsigned long long elfpatch_known_subs = 0;
+/* The objects whose relocations the last apply read. */
+static size_t elfpatch_last_reads = 0;
 
 /* The walk's arguments and outcome (under the lock). */
 typedef struct {
     const memlens_elfpatch_symbol *symbols;
     size_t nsymbols;
-    int error; /* errno of the first failure, 0 if none. */
+    int error;   /* errno of the first failure, 0 if none. */
+    int checked; /* The first object visited has checked the records. */
+    int again;   /* Known objects' recorded slots are to be written. */
+    unsigned long long subs; /* The loader's unload count, (unsigned)-1
+                                when it does not say. */
+    size_t reads;            /* Objects whose relocations were read. */
 } elfpatch_walk;
+
+/* The loader's count of objects unloaded so far, or -1 (never equal to
+ * a count kept) when this loader does not give it. */
+static unsigned long long
+elfpatch_subs_of(const struct dl_phdr_info *info, size_t size)
+{
+    if (size
+        < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+        return (unsigned long long)-1;
+    }
+    return info->dlpi_subs;
+}
+
+/* Forgets every object and record. Under the lock, not active. */
+static void
+elfpatch_forget_all(void)
+{
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        free(elfpatch_objects[i].name);
+    }
+    free(elfpatch_objects);
+    free(elfpatch_records);
+    elfpatch_objects = NULL;
+    elfpatch_records = NULL;
+    elfpatch_nobjects = elfpatch_capobjects = 0;
+    elfpatch_nrecords = elfpatch_caprecords = 0;
+    elfpatch_known_symbols = NULL;
+}
 
 /* Whether `addr` lies in one of the object's loaded segments. */
 static int
@@ -209,6 +259,32 @@ elfpatch_table(elfpatch_walk *w, const struct dl_phdr_info *info,
         r->slot = slot;
         r->original = now;
         r->readonly = readonly;
+        r->patched = 1;
+    }
+}
+
+/* Writes the hooks again into the recorded slots of the known object at
+ * index `object`, taking their values now as the ones to restore. */
+static void
+elfpatch_rewrite(elfpatch_walk *w, size_t object)
+{
+    for (size_t k = 0; k < elfpatch_nrecords; k++) {
+        elfpatch_record *r = &elfpatch_records[k];
+        if (r->object != object) {
+            continue;
+        }
+        void *now = __atomic_load_n((void **)r->slot, __ATOMIC_SEQ_CST);
+        if (now == r->symbol->hook) {
+            /* A restore failed here: the original is still the one. */
+            r->patched = 1;
+        }
+        else if (elfpatch_write(r->slot, r->symbol->hook, r->readonly) < 0) {
+            w->error = w->error ? w->error : errno;
+        }
+        else {
+            r->original = now;
+            r->patched = 1;
+        }
     }
 }
 
@@ -217,9 +293,24 @@ static int
 elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
 {
     elfpatch_walk *w = arg;
+    if (!w->checked) {
+        /* The loader holds its lock through the walk: the objects it
+         * shows are loaded, and the count is theirs. */
+        w->checked = 1;
+        w->subs = elfpatch_subs_of(info, size);
+        if (w->again
+            && (w->subs != elfpatch_known_subs
+                || w->symbols != elfpatch_known_symbols)) {
+            elfpatch_forget_all();
+        }
+        elfpatch_known_symbols = w->symbols;
+    }
     long known = elfpatch_find_object(info);
     if (known >= 0) {
         elfpatch_objects[known].seen = 1;
+        if (w->again) {
+            elfpatch_rewrite(w, (size_t)known);
+        }
         return 0;
     }
     if (memlens_grow((void **)&elfpatch_objects, &elfpatch_capobjects,
@@ -289,6 +380,7 @@ elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
     if (symtab == NULL || strtab == NULL || !pltrel_rela) {
         return 0;
     }
+    w->reads++;
     /* The interpreter's own calls to the allocators are the Python
      * allocators' (hooked already) or its own: only its dlopen. */
     int interpreter = elfpatch_holds(info, (uintptr_t)&PyEval_SaveThread);
@@ -306,9 +398,13 @@ elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
 int
 memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
 {
-    elfpatch_walk w = {symbols, n, 0};
+    elfpatch_walk w = {symbols, n, 0, 0, 0, 0, 0};
     pthread_mutex_lock(&elfpatch_lock);
+    w.again = !elfpatch_active;
     dl_iterate_phdr(elfpatch_visit, &w);
+    elfpatch_known_subs = w.subs;
+    elfpatch_active = 1;
+    elfpatch_last_reads = w.reads;
     pthread_mutex_unlock(&elfpatch_lock);
     if (w.error != 0) {
         errno = w.error;
@@ -317,10 +413,12 @@ memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
     return 0;
 }
 
-/* dl_iterate_phdr's callback marking the objects still loaded. */
+/* dl_iterate_phdr's callback marking the objects still loaded; `arg`
+ * receives the loader's unload count. */
 static int
 elfpatch_mark(struct dl_phdr_info *info, size_t size, void *arg)
 {
+    *(unsigned long long *)arg = elfpatch_subs_of(info, size);
     long known = elfpatch_find_object(info);
     if (known >= 0) {
         elfpatch_objects[known].seen = 1;
@@ -336,14 +434,16 @@ elfpatch_mark_loaded(void)
     for (size_t i = 0; i < elfpatch_nobjects; i++) {
         elfpatch_objects[i].seen = 0;
     }
-    dl_iterate_phdr(elfpatch_mark, NULL);
+    unsigned long long subs = (unsigned long long)-1;
+    dl_iterate_phdr(elfpatch_mark, &subs);
+    elfpatch_known_subs = subs;
 }
 
-void
-memlens_elfpatch_forget_unloaded(void)
+/* Drops the records of the objects not seen by the last mark, and those
+ * objects' identities. Under the lock. */
+static void
+elfpatch_drop_unseen(void)
 {
-    pthread_mutex_lock(&elfpatch_lock);
-    elfpatch_mark_loaded();
     /* Objects keep their indices (records name them): a gone one only
      * loses its identity, and its records go. */
     size_t kept = 0;
@@ -359,6 +459,14 @@ memlens_elfpatch_forget_unloaded(void)
             elfpatch_objects[i].phdr = NULL;
         }
     }
+}
+
+void
+memlens_elfpatch_forget_unloaded(void)
+{
+    pthread_mutex_lock(&elfpatch_lock);
+    elfpatch_mark_loaded();
+    elfpatch_drop_unseen();
     pthread_mutex_unlock(&elfpatch_lock);
 }
 
@@ -371,26 +479,30 @@ memlens_elfpatch_restore(void)
     /* Backwards: a slot listed twice gets its first (true) value last. */
     for (size_t k = elfpatch_nrecords; k-- > 0;) {
         elfpatch_record *r = &elfpatch_records[k];
-        if (!elfpatch_objects[r->object].seen) {
+        if (!r->patched || !elfpatch_objects[r->object].seen) {
             continue;
         }
+        r->patched = 0;
         void *now = __atomic_load_n((void **)r->slot, __ATOMIC_SEQ_CST);
         if (now != r->symbol->hook
             || elfpatch_write(r->slot, r->original, r->readonly) < 0) {
             left++;
         }
     }
-    for (size_t i = 0; i < elfpatch_nobjects; i++) {
-        free(elfpatch_objects[i].name);
-    }
-    free(elfpatch_objects);
-    free(elfpatch_records);
-    elfpatch_objects = NULL;
-    elfpatch_records = NULL;
-    elfpatch_nobjects = elfpatch_capobjects = 0;
-    elfpatch_nrecords = elfpatch_caprecords = 0;
+    /* Kept for the next apply, as of the objects loaded now. */
+    elfpatch_drop_unseen();
+    elfpatch_active = 0;
     pthread_mutex_unlock(&elfpatch_lock);
     return left;
+}
+
+size_t
+memlens_elfpatch_last_reads(void)
+{
+    pthread_mutex_lock(&elfpatch_lock);
+    size_t reads = elfpatch_last_reads;
+    pthread_mutex_unlock(&elfpatch_lock);
+    return reads;
 }
 
 int
@@ -401,6 +513,9 @@ memlens_elfpatch_each(int (*visit)(const memlens_elfpatch_slot *, void *),
     pthread_mutex_lock(&elfpatch_lock);
     for (size_t k = 0; k < elfpatch_nrecords && rc == 0; k++) {
         const elfpatch_record *r = &elfpatch_records[k];
+        if (!r->patched) {
+            continue;
+        }
         memlens_elfpatch_slot s = {elfpatch_objects[r->object].name,
                                    r->symbol->name, r->slot, r->original,
                                    r->symbol->hook};

@@ -29,7 +29,7 @@ typedef struct {
 } memlens_elfpatch_symbol;
 
 /* Patches, in every loaded object not patched yet, each slot naming one
- * of `symbols` (kept by pointer until memlens_elfpatch_restore). Left
+ * of `symbols` (kept by pointer: the same table each time). Left
  * alone: memlens's own object, the dynamic loader, the vDSO, the
  * sanitizers' and valgrind's runtimes; in the interpreter's object (the
  * one holding libpython), only the symbols marked `interpreter`. Call
@@ -43,8 +43,14 @@ void memlens_elfpatch_forget_unloaded(void);
 
 /* Writes every slot back to the value it had before, in the objects
  * still loaded, where it still holds our hook (a slot someone else wrote
- * since is theirs); forgets them all. Returns the slots left alone. */
+ * since is theirs). Returns the slots left alone. Where the slots are is
+ * kept: the next apply writes them again without reading the objects'
+ * relocations, unless an object was unloaded meanwhile. */
 size_t memlens_elfpatch_restore(void);
+
+/* How many objects the last apply read the relocations of: the others
+ * were known from an earlier apply (tests). */
+size_t memlens_elfpatch_last_reads(void);
 
 /* One patched slot, for the tests that read them back. */
 typedef struct {

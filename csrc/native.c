@@ -985,14 +985,15 @@ native_py_stats(PyObject *m, PyObject *Py_UNUSED(args))
     pthread_mutex_lock(&native_lock);
     size_t blocks = native_blocks_used, maps = native_nmaps;
     pthread_mutex_unlock(&native_lock);
-    return Py_BuildValue("{s:O,s:n,s:n,s:K}", "on",
-                         __atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED)
-                             ? Py_True
-                             : Py_False,
-                         "large_blocks", (Py_ssize_t)blocks, "mappings",
-                         (Py_ssize_t)maps, "failures",
-                         (unsigned long long)__atomic_load_n(
-                             &native_failures, __ATOMIC_RELAXED));
+    return Py_BuildValue(
+        "{s:O,s:n,s:n,s:K,s:n}", "on",
+        __atomic_load_n(&memlens_native_on, __ATOMIC_RELAXED) ? Py_True
+                                                              : Py_False,
+        "large_blocks", (Py_ssize_t)blocks, "mappings", (Py_ssize_t)maps,
+        "failures",
+        (unsigned long long)__atomic_load_n(&native_failures,
+                                            __ATOMIC_RELAXED),
+        "objects_read", (Py_ssize_t)memlens_elfpatch_last_reads());
 }
 
 static PyMethodDef native_methods[] = {

@@ -287,6 +287,76 @@ def test_an_extension_imported_after_tracing_started_is_covered(
     assert unpatched(late) == {}
 
 
+def loaded(path):
+    """Whether the object at `path` is mapped in this process."""
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip("\n").endswith(str(path)) for line in maps)
+
+
+@pytest.mark.valgrind
+def test_a_second_start_writes_the_known_slots_without_reading_again(
+        built, tmp_path):
+    native, out = built
+    size = 2 * MiB
+    with memlens.tracing(native=True):
+        first = _core._native_slots()
+    with memlens.tracing(native=True) as t:
+        read = _core._native_stats()["objects_read"]
+        again = _core._native_slots()
+        address = native.alloc("malloc", size)  # known slots
+        during = memlens.take_snapshot()
+        native.release("malloc", address, size)
+    assert read == 0
+    assert sorted(again) == sorted(first)
+    assert_one_block(line_of(during, 'address = native.alloc("malloc", '
+                                     'size)  # known slots'), size)
+    assert gone(t.snapshot, 'address = native.alloc("malloc", size)  '
+                            '# known slots')
+    assert unpatched(native) == {}
+    # A library loaded between two starts is the only object read.
+    lib = nativebuild.load_late_library(out, tmp_path)
+    with memlens.tracing(native=True):
+        read = _core._native_stats()["objects_read"]
+        redirected = native.got("malloc", lib._name)
+    assert read == 1
+    assert into_memlens(redirected)
+    values = [value for _, value in native.slots("malloc", lib._name)]
+    assert values and not any(into_memlens(v) for v in values)
+
+
+@pytest.mark.valgrind
+def test_an_object_unloaded_between_two_starts_has_every_object_read(
+        built, tmp_path):
+    import _ctypes
+
+    native, out = built
+    size = 2 * MiB
+    lib = nativebuild.load_late_library(out, tmp_path / "first")
+    path = lib._name
+    with memlens.tracing(native=True):
+        assert into_memlens(native.got("malloc", path))
+    _ctypes.dlclose(lib._handle)
+    del lib
+    assert not loaded(path)
+    # The next object may take the same addresses: nothing known of the
+    # first may be written into it, and everything is read again.
+    other = nativebuild.load_late_library(out, tmp_path / "second")
+    with memlens.tracing(native=True) as t:
+        read = _core._native_stats()["objects_read"]
+        redirected = native.got("malloc", other._name)
+        block = other.late_malloc(size)  # after an unload
+        during = memlens.take_snapshot()
+        other.late_free(block)
+    assert read > 1
+    assert into_memlens(redirected)
+    row = line_of(during, "block = other.late_malloc(size)  # after an unload")
+    assert row is not None and size <= row.native_size <= ceiling(size), row
+    assert gone(t.snapshot, "block = other.late_malloc(size)  "
+                            "# after an unload")
+    values = [value for _, value in native.slots("malloc", other._name)]
+    assert values and not any(into_memlens(v) for v in values)
+
+
 @pytest.mark.valgrind
 def test_every_patched_slot_is_put_back_at_stop(native):
     before = {symbol: native.slots(symbol) for symbol in native.SYMBOLS}
