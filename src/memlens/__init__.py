@@ -19,6 +19,8 @@ _LAZY = {
     "Measurement": "memlens._peak",
     "profile": "memlens.lineprof",
     "LineProfiler": "memlens.lineprof",
+    "show_results": "memlens.lineprof",
+    "LogFile": "memlens.lineprof",
     "start_tracing": "memlens._tracing",
     "stop_tracing": "memlens._tracing",
     "is_tracing": "memlens._tracing",

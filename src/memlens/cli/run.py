@@ -344,16 +344,13 @@ def _write_cmdline(rec, cmdline):
 
 
 def _run_profile(args, rec):
-    """The ``profile`` builtin of the run (RunProfile), profiling line by
-    line under --line."""
+    """The ``profile`` builtin of the run: memory_profiler's profiler
+    object (ProfileBuiltin), each call it decorates a FUNC span
+    (RunProfile), profiled line by line under --line."""
     from memlens.cli.record import RunProfile
+    from memlens.lineprof.builtin import ProfileBuiltin
 
-    line_profiler = None
-    if args.line:
-        from memlens.lineprof import LineProfiler
-
-        line_profiler = LineProfiler(alloc=args.alloc)
-    return RunProfile(rec, line_profiler)
+    return ProfileBuiltin(RunProfile(rec), line=args.line, alloc=args.alloc)
 
 
 class _Run:
