@@ -97,12 +97,28 @@ class MemitResult:
 
     ``peaks`` and ``increments`` hold one figure per repeat; ``peak`` and
     ``increment`` are their maxima (what the printed line shows).
+
+    memory_profiler's own attributes mean what they mean there:
+    ``mem_usage`` is the list of the runs' peaks (the same figures as
+    ``peaks``), ``baseline`` the memory just before the first run (with
+    ``-c``, its living children's too, as the peaks count them),
+    ``interval`` and ``timeout`` the ``-i`` and ``-t`` given (``timeout``
+    None without ``-t``), and ``include_children`` whether ``-c`` was.
     """
 
-    def __init__(self, peaks, baselines, include_children):
+    def __init__(self, peaks, baselines, include_children, interval=0.1,
+                 timeout=None):
         self.peaks = [p / MIB for p in peaks]
         self.increments = [(p - b) / MIB for p, b in zip(peaks, baselines)]
+        self.baseline = baselines[0] / MIB
         self.include_children = include_children
+        self.interval = interval
+        self.timeout = timeout
+
+    @property
+    def mem_usage(self):
+        """memory_profiler's name for the runs' peaks (MiB)."""
+        return self.peaks
 
     @property
     def peak(self):
@@ -120,6 +136,8 @@ class MemitResult:
         return {"peak": self.peak, "increment": self.increment,
                 "peaks": list(self.peaks),
                 "increments": list(self.increments),
+                "baseline": self.baseline, "interval": self.interval,
+                "timeout": self.timeout,
                 "include_children": self.include_children, "unit": "MiB"}
 
     def __str__(self):
@@ -394,7 +412,8 @@ class MemlensMagics(Magics):
             baselines.append(base)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-        return MemitResult(peaks, baselines, args.include_children)
+        return MemitResult(peaks, baselines, args.include_children,
+                           interval=args.interval, timeout=args.timeout)
 
 
     # ---- %mprun -------------------------------------------------------

@@ -46,18 +46,31 @@ def _add_run(sub):
                     "on stderr. `profile` is a builtin: each call of a "
                     "function it decorates is recorded as a FUNC span "
                     "(with --line, also profiled line by line). The "
-                    "program's own exit status is returned. Everything "
+                    "program's own exit status is returned (as mprof "
+                    "run's --exit-code does). mprof's -C, -M, -T and -E "
+                    "mean what they mean to mprof run. Everything "
                     "after the script, -m MODULE or -c CODE is the "
                     "program's, as with python.")
     run.add_argument("-o", "--output", metavar="FILE",
                      help="data file to write (default: "
                           "memlens_YYYYMMDDhhmmss.dat here)")
-    run.add_argument("--interval", type=_interval, default=0.01,
+    run.add_argument("-T", "--interval", type=_interval, default=0.01,
                      metavar="S", help="seconds between samples "
                                        "(default 0.01)")
-    run.add_argument("--include-children", action="store_true",
-                     help="add the memory of child processes (and theirs); "
-                          "each gets its own CHLD series")
+    run.add_argument("-C", "--include-children", action="store_true",
+                     help="add the memory of child processes (and theirs) "
+                          "to MEM; each also gets its own CHLD series")
+    run.add_argument("-M", "--multiprocess", action="store_true",
+                     help="a CHLD series for each child process (and "
+                          "theirs), MEM staying this process's own "
+                          "unless -C is given too")
+    run.add_argument("-E", "--exit-code", action="store_true",
+                     help="return the program's exit status (mprof's "
+                          "flag; memlens always does)")
+    run.add_argument("--timestamp", action="store_true",
+                     help="record each call of a @profile function as a "
+                          "FUNC line (memory_profiler's flag; memlens "
+                          "always does)")
     run.add_argument("--line", action="store_true",
                      help="line-by-line tables of @profile functions")
     run.add_argument("--alloc", action="store_true",

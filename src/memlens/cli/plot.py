@@ -62,8 +62,9 @@ def _draw_run(ax, run, single, colour):
     t0 = run.start_time
     times = [t - t0 for t in mem.times]
     if single:
-        label = ("total: this process and its children" if run.children
-                 else "memory (RSS)")
+        counted = run.children_in_memory() if run.children else None
+        label = {True: "total: this process and its children",
+                 False: "this process"}.get(counted, "memory (RSS)")
     else:
         label = _label(os.path.basename(run.path), 40)
         if label.startswith("_"):
@@ -179,7 +180,11 @@ def figure(runs, title=None):
                     textcoords="offset points",
                     ha="right" if left else "left", color=_PEAK,
                     fontsize=9, zorder=5)
-    ax.set_ylim(bottom=0, top=max(m for _, m in peaks) * 1.15 or 1)
+    # Children drawn apart from MEM (mprof's -M) may rise above it.
+    highest = max([m for _, m in peaks]
+                  + [max(s.mem) for run in runs[:1] if single
+                     for s in run.children.values() if s.mem])
+    ax.set_ylim(bottom=0, top=highest * 1.15 or 1)
     ax.set_xlim(left=0)
     lane.set_xlabel("time (s)")
     ax.set_ylabel("memory (MiB)")

@@ -306,8 +306,11 @@ def _start_recorder(args, fd, path, err):
     try:
         meter = (not args.no_meter and err.isatty()
                  and os.environ.get("TERM") != "dumb")
+        # --include-children gives each descendant its CHLD series as
+        # well; -M alone keeps MEM to this process.
         return recorder(fd, args.interval, path=os.path.abspath(path),
                         children=args.include_children,
+                        multiprocess=args.multiprocess,
                         meter_fd=err.fd if meter else -1)
     finally:
         os.close(fd)
@@ -335,12 +338,17 @@ def run(args):
         err.close()
 
 
-def _write_cmdline(rec, cmdline):
+def _write_head(rec, cmdline, args):
+    """The CMDLINE line, and the MODE line when descendants are
+    followed."""
     from shlex import quote
+
+    from memlens.cli.record import mode_line
 
     text = " ".join(quote(a) for a in cmdline)
     rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
-               + "\n").encode("utf-8", "surrogateescape"))
+               + "\n").encode("utf-8", "surrogateescape")
+              + mode_line(args.include_children, args.multiprocess))
 
 
 def _run_profile(args, rec):
@@ -366,7 +374,7 @@ class _Run:
         """Runs `body` as the program with `argv`; the exit status."""
         from memlens._readings import peak
 
-        _write_cmdline(self.rec, cmdline)
+        _write_head(self.rec, cmdline, self.args)
         self.run_profile = _run_profile(self.args, self.rec)
         self.pid = os.getpid()
         self.window = peak()
