@@ -201,6 +201,10 @@ POOL = """
 
     @profile
     def square(x):
+        # Every form the builtin takes works in a child too.
+        with profile:
+            profile.enable_by_count()
+            profile.disable_by_count()
         return x * x
 
     if __name__ == "__main__":
