@@ -614,14 +614,20 @@ memlens_pid_gone(pid_t pid)
     if (n <= 0) {
         return 1;
     }
-    /* "pid (comm) S ...": the command may itself hold ") ", so the state
-     * follows the last one. */
+    /* "pid (comm) S ppid pgrp session tty tpgid flags ...": the command
+     * may itself hold ") ", so the state follows the last one. */
     const char *close_paren = strrchr(buf, ')');
-    if (close_paren == NULL || close_paren[1] != ' ') {
+    char state;
+    unsigned int flags = 0;
+    if (close_paren == NULL
+        || sscanf(close_paren + 1, " %c %*d %*d %*d %*d %*d %u", &state,
+                  &flags)
+               < 1) {
         return 0;
     }
-    char state = close_paren[2];
-    return state == 'Z' || state == 'X';
+    /* PF_EXITING (include/linux/sched.h): set as exit begins, before the
+     * memory is released and long before the zombie state. */
+    return state == 'Z' || state == 'X' || (flags & 0x4u) != 0;
 }
 
 /* children_rss() -> (bytes, count): the summed RSS of every living

@@ -124,8 +124,8 @@ int memlens_metric_from_fd(int fd, int metric, uint64_t *out);
  * process is gone, ...). No GIL needed. */
 int memlens_metric_of_pid(pid_t pid, int metric, uint64_t *out);
 
-/* 1 when process `pid` has exited (gone, or a zombie not yet reaped),
- * else 0. No GIL needed. */
+/* 1 when process `pid` has exited or is exiting (gone, a zombie not yet
+ * reaped, or past the start of its exit), else 0. No GIL needed. */
 int memlens_pid_gone(pid_t pid);
 
 /* Bumped when tests point the readers at another folder. GIL. */

@@ -103,8 +103,8 @@ sampler_take(memlens_sampler *s)
               || memlens_proc_reopen(&s->file, s->file_path) == 0)
              && memlens_metric_from_fd(s->file.fd, s->metric, &rss) == 0;
     /* Another process's files read as nothing once it is reaped, and as
-     * zero pages while it is a zombie (so do a kernel thread's, which is
-     * why a zero is checked). */
+     * zero pages from the moment its exit releases its memory (so do a
+     * kernel thread's, which is why a zero is checked). */
     int gone = s->pid > 0 && (!ok || (rss == 0 && memlens_pid_gone(s->pid)));
     double t = sampler_elapsed(s);
     if (ok && !gone && s->sink != NULL) {
