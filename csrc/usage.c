@@ -122,12 +122,14 @@ usage_sample(memlens_sink *sink, double t, uint64_t value)
 
 /* ---- The Python type -------------------------------------------------- */
 
-/* After fork the thread is gone but kids_lock may be held: a new lock.
- * GIL held. */
+/* After fork the thread is gone but its locks may be held: the child's
+ * copy of the sampler is marked stopped (which renews the sampler's
+ * lock), and kids_lock is made anew. GIL held. */
 static void
 usage_adopt_after_fork(UsageObject *u)
 {
     if (u->ready && u->owner_pid != getpid()) {
+        memlens_sampler_stop(&u->s);
         pthread_mutex_init(&u->kids_lock, NULL);
         u->owner_pid = getpid();
     }
