@@ -112,6 +112,7 @@ sampler_take(memlens_sampler *s)
     }
     pthread_mutex_lock(&s->lock);
     if (gone) {
+        s->gone = 1;
         sampler_finish_unlocked(s);
         goto done;
     }
@@ -286,6 +287,7 @@ memlens_sampler_start(memlens_sampler *s)
     s->failures = 0;
     s->stop_requested = 0;
     s->finished = 0;
+    s->gone = 0;
     pthread_mutex_unlock(&s->lock);
     clock_gettime(CLOCK_MONOTONIC, &s->t0);
     clock_gettime(CLOCK_REALTIME, &wall);

@@ -55,6 +55,8 @@ typedef struct {
     int finished;        /* The thread ended by itself: `limit` samples
                             were taken, or the process sampled exited.
                             Protected by lock. */
+    int gone;            /* The process sampled exited (or began to).
+                            Protected by lock. */
     struct timespec t0;  /* CLOCK_MONOTONIC at start. Read-only. */
     double start_epoch;  /* time.time() at start. Read-only. */
     double *times;       /* Owned (libc). Protected by lock. */

@@ -420,6 +420,19 @@ usage_get_finished(PyObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+usage_get_gone(PyObject *self, void *Py_UNUSED(closure))
+{
+    UsageObject *u = (UsageObject *)self;
+    if (usage_check(u) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&u->s.lock);
+    int gone = u->s.gone;
+    pthread_mutex_unlock(&u->s.lock);
+    return PyBool_FromLong(gone);
+}
+
+static PyObject *
 usage_get_running(PyObject *self, void *Py_UNUSED(closure))
 {
     UsageObject *u = (UsageObject *)self;
@@ -455,6 +468,8 @@ static PyGetSetDef usage_getset[] = {
      "Samples or descendants' readings lost.", NULL},
     {"finished", usage_get_finished, NULL,
      "Whether the thread ended by itself (limit, or process gone).", NULL},
+    {"gone", usage_get_gone, NULL,
+     "Whether the process sampled exited (or began to).", NULL},
     {"running", usage_get_running, NULL, "Whether the thread runs.", NULL},
     {"start_time", usage_get_start_time, NULL,
      "Wall-clock time (epoch seconds) of the last start().", NULL},

@@ -233,8 +233,12 @@ def test_multiprocess_without_children_wraps_each_sample():
 
 
 def test_popen_is_sampled_until_it_exits_and_is_reaped():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    usage = memlens.memory_usage(child, interval=.01)
+    # Its exit, which gives back HOLD bytes, takes a while: sampled often,
+    # it is seen exiting before it is a zombie, and still reaped.
+    code = HOLDER.replace("sys.stdin.read()", "")
+    child = subprocess.Popen([sys.executable, "-c", code],
+                             stdout=subprocess.DEVNULL)
+    usage = memlens.memory_usage(child, interval=.0001)
     assert isinstance(usage, list)
     assert all(type(x) is float for x in usage)
     assert child.returncode == 0

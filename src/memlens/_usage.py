@@ -291,7 +291,12 @@ def _usage_of_pid(pid, popen, limit, interval, metric, timestamps,
         finally:
             sampler.stop()
     if popen is not None:
-        popen.poll()  # Reaped if it exited, as memory_profiler's poll does.
+        # Reaped once it exited, as memory_profiler's poll() reaps it. Seen
+        # as it began to exit, it is waited for: a moment.
+        if sampler.gone:
+            popen.wait()
+        else:
+            popen.poll()
     if max_usage:
         result = _highest(sampler, window)
         return None if stream is not None else result

@@ -24,7 +24,7 @@ def test_limit_ends_the_thread_after_that_many_samples():
     u = _core.UsageSampler(0.001, limit=7)
     u.start()
     assert u.wait() is True
-    assert u.finished
+    assert u.finished and not u.gone
     u.stop()
     times, values = buffers(u)[:2]
     assert len(values) == 7  # stop() adds none to a finished sampler
@@ -84,6 +84,7 @@ def test_another_process_is_sampled_until_it_exits():
         child.stdin.close()
         # Exited but not reaped: a zombie ends the sampling too.
         assert u.wait() is True
+        assert u.gone
         u.stop()
         values = buffers(u)[1]
         assert len(values) >= 1 and all(v > 0 for v in values)
