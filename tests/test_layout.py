@@ -22,7 +22,8 @@ LAYERS = (
     # The capabilities, each driving its C unit.
     ("capabilities", ("memlens._readings", "memlens._peak",
                       "memlens._npmem", "memlens._sizeof", "memlens._census",
-                      "memlens._tracing", "memlens.lineprof")),
+                      "memlens._tracing", "memlens.lineprof",
+                      "memlens._usage")),
     # What users run: the public API, the command line, the magics, the
     # pytest plugin, the points.
     ("front", ("memlens", "memlens.__main__", "memlens.cli",

@@ -36,6 +36,7 @@ _LAZY = {
     "SizeWarning": "memlens._sizeof",
     "heap": "memlens._census",
     "HeapCensus": "memlens._census",
+    "memory_usage": "memlens._usage",
 }
 
 __all__ = sorted(_LAZY)
