@@ -1037,9 +1037,10 @@ tracing_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
     Py_RETURN_NONE;
 }
 
-/* The result of _trace_snapshot, now or at the peak. GIL, tracing. */
+/* The result of _trace_snapshot, now or at the peak, its frames with
+ * their function names if `functions`. GIL, tracing. */
 static PyObject *
-tracing_snapshot_rows(int at_peak)
+tracing_snapshot_rows(int at_peak, int functions)
 {
     memlens_spin_lock(&tracing_raw_lock);
     uint64_t lost_frees = tracing_lost_frees;
@@ -1097,7 +1098,7 @@ tracing_snapshot_rows(int at_peak)
             continue;
         }
         memlens_site *s = memlens_site_at(i);
-        PyObject *tb = memlens_site_traceback(s);
+        PyObject *tb = memlens_site_traceback(s, functions);
         PyObject *row =
             tb ? Py_BuildValue("(NLLLLOL)", tb, (long long)f[0],
                                (long long)f[1], (long long)f[2],
@@ -1138,8 +1139,8 @@ tracing_snapshot_rows(int at_peak)
         (long long)(native ? rows_resident : total), rise, overhead);
 }
 
-/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
- * lost_frees, lost_records, native, resident, rss_rise, overhead), rows
+/* _trace_snapshot(peak, functions=False) -> (nframes, sample_bytes, total,
+ * rows, lost_frees, lost_records, native, resident, rss_rise, overhead), rows
  * [(traceback, size, count, allocated, allocations, native, resident)]
  * for every site that holds or handed out memory (now, or at the peak);
  * the two counts since the start say how far the figures may be off
@@ -1147,12 +1148,14 @@ tracing_snapshot_rows(int at_peak)
  * counts the resident pages of large blocks and mappings (native.h) and
  * rss_rise is the RSS then less the RSS at the start, overhead the bytes
  * of memlens's own bookkeeping then; otherwise resident is the size and
- * rss_rise and overhead None. */
+ * rss_rise and overhead None. A traceback is a tuple of (filename,
+ * lineno), most recent first, or with `functions` of (filename, lineno,
+ * function name). */
 static PyObject *
-tracing_py_snapshot(PyObject *m, PyObject *arg)
+tracing_py_snapshot(PyObject *m, PyObject *args)
 {
-    int at_peak = PyObject_IsTrue(arg);
-    if (at_peak < 0) {
+    int at_peak, functions = 0;
+    if (!PyArg_ParseTuple(args, "p|p:_trace_snapshot", &at_peak, &functions)) {
         return NULL;
     }
     if (!memlens_tracing_on) {
@@ -1176,7 +1179,7 @@ tracing_py_snapshot(PyObject *m, PyObject *arg)
      * collection that frees traced blocks. What the rows take is memlens's
      * own: quiet (hooks.h). */
     memlens_hooks_quiet(1);
-    PyObject *res = tracing_snapshot_rows(at_peak);
+    PyObject *res = tracing_snapshot_rows(at_peak, functions);
     memlens_hooks_quiet(0);
     return res;
 }
@@ -1342,7 +1345,7 @@ static PyMethodDef tracing_methods[] = {
     {"_trace_is_tracing", tracing_py_is_tracing, METH_NOARGS, NULL},
     {"_trace_memory", tracing_py_memory, METH_NOARGS, NULL},
     {"_trace_reset_peak", tracing_py_reset_peak, METH_NOARGS, NULL},
-    {"_trace_snapshot", tracing_py_snapshot, METH_O, NULL},
+    {"_trace_snapshot", tracing_py_snapshot, METH_VARARGS, NULL},
     {"_trace_stats", tracing_py_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
