@@ -40,8 +40,9 @@ def write(path, text):
     return str(path)
 
 
-# A program whose child holds 80 MiB until a CHLD line of at least 70 MiB
-# is in the data file, or (when no CHLD line will come) until a MEM line
+# A program whose child holds 80 MiB until a CHLD line of at least 80 MiB
+# (the block and the child's interpreter: a line taken while the kernel's
+# count still catches up with the block is not enough) is in the data file, or (when no CHLD line will come) until a MEM line
 # written after the child was ready is; then it exits with status 3.
 # It waits for what the recorder writes, never for a time.
 CHILD_PROGRAM = """\
@@ -63,7 +64,7 @@ def lines():
 
 def seen(ready_at):
     for fields in lines():
-        if fields[0] == "CHLD" and float(fields[2]) >= 70:
+        if fields[0] == "CHLD" and float(fields[2]) >= 80:
             return True
         if (fields[0] == "MEM" and "--wait-mem" in sys.argv
                 and float(fields[2]) > ready_at):
