@@ -14,20 +14,12 @@ import pytest
 from memlens import _core
 from memlens.cli import datafile
 
-from conftest import MiB, figures
+from conftest import MEMLENS, MiB, figures
 
-MEMLENS = [sys.executable, "-m", "memlens"]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("in_tmp")]
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Each test in its own directory: data files land there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    return tmp_path
 
 
 def memlens(*args):

@@ -15,9 +15,8 @@ import pytest
 
 import memlens
 
-from conftest import MiB
+from conftest import MEMLENS, MiB
 
-MEMLENS = [sys.executable, "-m", "memlens"]
 SIZE = 100_000
 HAS_COMPREHENSION_CODE = sys.version_info < (3, 12)  # PEP 709
 

@@ -15,14 +15,12 @@ import pytest
 
 from memlens.cli import datafile
 
-MEMLENS = [sys.executable, "-m", "memlens"]
+from conftest import MEMLENS
+
 PYTHON = [sys.executable]
 
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Each run's data file lands in the test's own directory."""
-    monkeypatch.chdir(tmp_path)
 
 
 def run(*args, **kwargs):
