@@ -234,7 +234,6 @@ class _NumpyWatch:
     def patch(self, module):
         from memlens import _core
         from memlens._npmem import numpy_hook_acquire
-
         from memlens._tracing import _skip_prefixes
 
         self._unlink()
@@ -263,10 +262,11 @@ class TraceRecorder:
     """Traces the program of ``memlens run --trace`` and keeps its trace
     file up to date.
 
-    start() writes the header (OSError if the file cannot be written),
-    starts tracing and a daemon thread that every `poll` seconds reads the
-    traced peak (two integers; with native tracing, also the process's
-    high-water RSS). When the peak grew by `growth` (a fraction) since the
+    prepare() writes the header (OSError if the file cannot be written);
+    start() starts tracing and a daemon thread that every `poll` seconds
+    reads the traced peak (two integers; with native tracing, also the
+    process's high-water RSS). When the peak grew by `growth` (a fraction)
+    since the
     last version written, or at all and `settle` seconds have passed, the
     peak snapshot is taken and the file written again, at most every
     `gap` seconds or ten times the time the last writing took, whichever
