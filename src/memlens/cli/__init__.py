@@ -79,6 +79,24 @@ def _add_run(sub):
                      help="decimals in the line tables (default 1)")
     run.add_argument("--no-meter", action="store_true",
                      help="no live meter, even on a terminal")
+    trace = run.add_argument_group(
+        "tracing", "With --trace, what was alive at the peak of traced "
+                   "memory and at the end is saved beside the data file "
+                   "(FILE.trace), kept up to date as the program runs, and "
+                   "the top lines at the peak are printed at exit.")
+    trace.add_argument("--trace", action="store_true",
+                       help="trace allocations: the peak and end snapshots")
+    trace.add_argument("--native", action="store_true",
+                       help="with --trace: also what C code allocates "
+                            "(malloc, mmap)")
+    trace.add_argument("--frames", type=int, default=None, metavar="N",
+                       help="with --trace: frames kept per traceback "
+                            "(default 10, at most 100)")
+    trace.add_argument("--sample-bytes", type=int, default=None,
+                       metavar="N",
+                       help="with --trace: record one block per N bytes "
+                            "allocated on average (default 0: every "
+                            "block)")
     # -m and -c take the rest of the command line: the module's or the
     # code's arguments follow them (-o, --help... are the program's).
     target = run.add_mutually_exclusive_group()
@@ -123,6 +141,10 @@ def build_parser():
                            "(default: the data file's name with .png)")
     plot.add_argument("--title", metavar="T",
                       help="title (default: the command that ran)")
+    plot.add_argument("--trace", action="store_true",
+                      help="require the trace beside each data file "
+                           "(memlens run --trace); without, it is used "
+                           "when there")
 
     peak = sub.add_parser(
         "peak", help="print the peak memory of data files",
@@ -157,6 +179,11 @@ def build_parser():
     form.add_argument("--csv", action="store_true",
                       help="print the timeline as CSV: seconds, MiB, and "
                            "a column per child process")
+    report.add_argument("--trace", action="store_true",
+                        help="require the trace beside the data file "
+                             "(memlens run --trace) and report the top "
+                             "lines at the peak and at the end; without, "
+                             "they are reported when it is there")
     return parser
 
 
