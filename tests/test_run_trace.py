@@ -4,20 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from memlens.cli import tracefile
 
-MEMLENS = [sys.executable, "-m", "memlens"]
-MIB = 1 << 20
+from conftest import MEMLENS, MiB
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def run(*args, **kwargs):
@@ -72,13 +67,13 @@ def test_trace_file_holds_peak_and_end_snapshots(tmp_path):
             if s.filename == str(script)}
     end = {s.lineno: s.size for s in trace.end.top(None)
            if s.filename == str(script)}
-    assert 24 * MIB <= peak[5] < 24 * MIB + 4096
-    assert 8 * MIB <= peak[2] < 10 * MIB
+    assert 24 * MiB <= peak[5] < 24 * MiB + 4096
+    assert 8 * MiB <= peak[2] < 10 * MiB
     # (A few hundred bytes of a definition's line may stay: 3.9 puts
     # code objects there.)
     assert peak.get(9, 0) < 4096
     assert end.get(5, 0) < 4096 and end.get(2, 0) < 4096
-    assert 6 * MIB <= end[9] < 6 * MIB + 4096
+    assert 6 * MiB <= end[9] < 6 * MiB + 4096
     # Tracebacks are the program's: peak() called from line 8, no frame
     # of memlens's around it, at most 3 frames.
     tb = next(s.traceback for s in trace.peak.top(None, key="traceback")
@@ -155,7 +150,7 @@ def test_trace_of_a_killed_program_keeps_its_last_peak(tmp_path):
     assert not trace.final and trace.end is None
     top = trace.peak.top(1)[0]
     assert (top.filename, top.lineno) == (str(script), 4)
-    assert top.size >= 32 * MIB
+    assert top.size >= 32 * MiB
     report = run(*MEMLENS, "report", "killed.dat")
     assert report.returncode == 0, report.stderr
     out = report.stdout.decode()
@@ -190,13 +185,13 @@ def test_native_trace_shows_numpy_and_library_malloc_lines(tmp_path):
         assert trace.meta["native"] == bool(flags) == trace.end.native
         end = {s.lineno: s for s in trace.end.top(None)
                if s.filename == str(script)}
-        assert 24 * MIB <= end[10].size < 25 * MIB
+        assert 24 * MiB <= end[10].size < 25 * MiB
         if not flags:
-            assert 9 not in end or end[9].size < MIB
+            assert 9 not in end or end[9].size < MiB
             continue
         # SQLite's pages, 4 MiB: asked for without the GIL, and some
         # changes may be lost (the snapshot says how many), so less.
-        assert 2 * MIB <= end[9].native_size <= end[9].size < 5 * MIB
+        assert 2 * MiB <= end[9].native_size <= end[9].size < 5 * MiB
         assert f"{script}:9: " in result.stderr.decode()  # at the peak
 
 
