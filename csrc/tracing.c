@@ -251,8 +251,14 @@ typedef struct {
     int64_t bytes;
     int64_t count;
 } tracing_pending;
-#define TRACING_PENDING_MAX 16384
-static tracing_pending tracing_queue[TRACING_PENDING_MAX];
+/* A library working without the GIL (SQLite running a query, a parser's
+ * threads) makes tens of thousands of changes before the next traced call
+ * holding the GIL applies them: the queue grows, doubling from 16,384,
+ * up to a million changes (24 MiB). */
+#define TRACING_PENDING_FIRST 16384
+#define TRACING_PENDING_MAX (1 << 20)
+static tracing_pending *tracing_queue = NULL; /* Owned; tracing_raw_lock. */
+static size_t tracing_capqueue = 0;           /* tracing_raw_lock. */
 static size_t tracing_nqueue = 0; /* tracing_raw_lock; read relaxed. */
 /* The changes the queue can hold: TRACING_PENDING_MAX, less while a test
  * asks (_trace_queue_limit) until tracing stops. tracing_raw_lock. */
@@ -303,14 +309,15 @@ tracing_own_bytes(void)
 {
     /* The raw side as last seen: the peak copy may come while this
      * thread holds the lock already (draining the queue). */
-    static size_t raw = 0, bigs = 0;
+    static size_t raw = 0, lists = 0;
     if (memlens_spin_trylock(&tracing_raw_lock)) {
         raw = tracing_raw_table.slots ? tracing_raw_table.mask + 1 : 0;
-        bigs = tracing_capbigs * sizeof(tracing_big);
+        lists = tracing_capbigs * sizeof(tracing_big)
+                + tracing_capqueue * sizeof(tracing_pending);
         memlens_spin_unlock(&tracing_raw_lock);
     }
     size_t gil = tracing_gil_table.slots ? tracing_gil_table.mask + 1 : 0;
-    return (raw + gil) * sizeof(tracing_entry) + bigs
+    return (raw + gil) * sizeof(tracing_entry) + lists
            + tracing_capdirty * sizeof(uint32_t)
            + tracing_cappeak_discount * sizeof(int64_t)
            + memlens_sites_own_bytes() + memlens_native_own_bytes();
@@ -590,7 +597,11 @@ tracing_forget_gil(tracing_table *table, void *ptr)
 static int
 tracing_enqueue(uint32_t site, int64_t bytes, int64_t count)
 {
-    if (tracing_nqueue >= tracing_queue_limit) {
+    if (tracing_nqueue >= tracing_queue_limit
+        || memlens_grow((void **)&tracing_queue, &tracing_capqueue,
+                        tracing_nqueue, sizeof(tracing_pending),
+                        TRACING_PENDING_FIRST)
+               < 0) {
         tracing_queue_lost++;
         if (count < 0) {
             tracing_lost_frees++;
@@ -890,6 +901,9 @@ tracing_clear_all(void)
     tracing_table_clear(&tracing_raw_table);
     tracing_nqueue = 0;
     tracing_queue_limit = TRACING_PENDING_MAX;
+    free(tracing_queue);
+    tracing_queue = NULL;
+    tracing_capqueue = 0;
     free(tracing_bigs);
     tracing_bigs = NULL;
     tracing_nbigs = tracing_capbigs = 0;
