@@ -27,6 +27,7 @@ MAIN = Frame("/app/main.py", 5)
 LOAD = Frame("/app/load.py", 12)
 PARSE = Frame("/app/parse.py", 40)
 CACHE = Frame("/app/cache.py", 7)
+INSTALLED = Frame("/opt/env/lib/python3.11/site-packages/pkg/io.py", 3)
 SMALL = [Frame(f"/app/small{k}.py", k + 1) for k in range(300)]
 WIDTH = 1200
 
@@ -47,6 +48,7 @@ def peak_snapshot():
             row([MAIN, CACHE, PARSE], 512 * KiB, 1000)]
     rows += [row([MAIN, CACHE, small], 100 + k, 1)
              for k, small in enumerate(SMALL)]
+    rows.append(row([MAIN, INSTALLED], 64 * KiB, 2))
     return Snapshot(rows, sum(r[1] for r in rows), nframes=8, kind="peak",
                     native=True, resident=sum(r[6] for r in rows))
 
@@ -281,8 +283,10 @@ def table_rows(driver, graph):
 def test_table_shows_the_snapshots_top_lines_and_sorts(page, snapshots):
     peak, end = snapshots
     stats = peak.top(None)
+    shown = {INSTALLED.filename: "pkg/io.py"}
     assert table_rows(page, 0) == [
-        [str(k), f"{s.filename}:{s.lineno}", kib(s.size), kib(s.native_size),
+        [str(k), f"{shown.get(s.filename, s.filename)}:{s.lineno}",
+         kib(s.size), kib(s.native_size),
          kib(s.resident), str(s.count), ""]
         for k, s in enumerate(stats, 1)]
     assert table_rows(page, 1) == [

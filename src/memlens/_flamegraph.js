@@ -43,6 +43,13 @@
     var cut = path.lastIndexOf("/");
     return cut < 0 ? path : path.slice(cut + 1);
   }
+  /* A file as the table shows it: from its package on for installed
+     packages and the standard library, else whole. */
+  function shown(path) {
+    var m = /\/(?:site|dist)-packages\/(.+)$/.exec(path) ||
+      /\/lib\/python\d+\.\d+\/(.+)$/.exec(path);
+    return m ? m[1] : path;
+  }
   function label(frame) {
     return frame < 0 ? "all" :
       basename(files[frameFile[frame]]) + ":" + frameLine[frame];
@@ -307,7 +314,8 @@
     }
     cols.push(["blocks", "count"], ["source", "text"]);
     var rows = g.lines.map(function (r, k) {
-      return {rank: k + 1, where: where(r[0]), size: r[1], native: r[2],
+      return {rank: k + 1, where: shown(files[frameFile[r[0]]]) + ":" +
+              frameLine[r[0]], path: where(r[0]), size: r[1], native: r[2],
               count: r[3], resident: r[4], text: frameText[r[0]]};
     });
     var details = el("details", {"class": "top", open: ""});
@@ -324,6 +332,9 @@
         return "<td class='num'>" + kib(v) + "</td>";
       }
       if (key === "text") { return "<td><code>" + esc(v) + "</code></td>"; }
+      if (key === "where") {
+        return "<td title='" + esc(row.path) + "'>" + esc(v) + "</td>";
+      }
       return "<td" + (numeric[key] ? " class='num'" : "") + ">" + esc(v) +
         "</td>";
     }
