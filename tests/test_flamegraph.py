@@ -289,3 +289,24 @@ def test_notes_give_totals_and_warnings_as_format_does():
     (-2048, "-2.0 KiB")])
 def test_human_sizes(nbytes, text):
     assert human(nbytes) == text
+
+
+def test_to_html_while_tracing_is_not_recorded():
+    # The page is memlens's own work: however large, it neither shows in
+    # the figures nor raises the traced peak.
+    snapshot = synthetic(3000)
+    with memlens.tracing(nframes=1):
+        memlens.reset_peak()
+        before = memlens.traced_memory()
+        text = snapshot.to_html()
+        after = memlens.traced_memory()
+    assert len(text) > 100_000
+    assert after[1] - before[1] < 10_000, (before, after)
+    assert after[0] - before[0] < 10_000, (before, after)
+
+
+def test_empty_snapshot_is_a_root_alone():
+    data = _flamegraph.data(Snapshot([], 0), timeline=([], []))
+    g = data["graphs"][0]
+    assert (g["f"], g["d"], g["own"]["i"], g["lines"]) == ([-1], [0], [], [])
+    assert data["timeline"]["peak"] is None

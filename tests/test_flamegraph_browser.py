@@ -348,3 +348,18 @@ def test_page_writes_sizes_as_python_does(page):
         "  return [window.memlens.human(n), window.memlens.kib(n)]; });",
         values)
     assert shown == [[human(n), kib(n)] for n in values]
+
+
+def test_empty_snapshot_and_timeline_render_without_errors(browser,
+                                                           tmp_path):
+    path = tmp_path / "empty.html"
+    Snapshot([], 0, kind="current").to_html(str(path), timeline=([], []))
+    browser.get_log("browser")
+    browser.get(path.as_uri())
+    assert browser.find_element("css selector", "#g0 .empty").text == (
+        "Nothing was alive.")
+    assert browser.find_element("css selector", "#g0 h2").text == "Now"
+    assert table_rows(browser, 0) == []
+    assert browser.find_elements("css selector", "#peak-mark") == []
+    assert [e for e in browser.get_log("browser")
+            if e["level"] in ("SEVERE", "ERROR")] == []

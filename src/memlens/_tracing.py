@@ -588,7 +588,9 @@ class Snapshot:
         if end is not None and not isinstance(end, Snapshot):
             raise TypeError(f"end must be a Snapshot, not "
                             f"{type(end).__name__}")
-        text = _flamegraph.render(self, end, timeline, title)
+        # memlens's own work: neither a line of any snapshot nor part of
+        # the traced peak, however large the page.
+        text = _core._quietly(_flamegraph.render, self, end, timeline, title)
         if path is None:
             return text
         with open(path, "w", encoding="utf-8") as f:
