@@ -178,7 +178,8 @@ def test_native_bytes_are_drawn_apart_within_their_frame(page):
         g.holder.querySelectorAll('rect.nat').forEach(function (r) {
             var i = r.getAttribute('data-i');
             var frame = g.holder.querySelector("rect.fr[data-i='" + i + "']");
-            var a = frame.getBoundingClientRect(), b = r.getBoundingClientRect();
+            var a = frame.getBoundingClientRect();
+            var b = r.getBoundingClientRect();
             out.push([window.memlens.where(g.f[+i]), a.right, a.width,
                       b.right, b.width]);
         });

@@ -55,7 +55,8 @@
       basename(files[frameFile[frame]]) + ":" + frameLine[frame];
   }
   function where(frame) {
-    return frame < 0 ? "all" : files[frameFile[frame]] + ":" + frameLine[frame];
+    return frame < 0 ? "all" :
+      files[frameFile[frame]] + ":" + frameLine[frame];
   }
   function hue(frame) {
     var name = files[frameFile[frame]], h = 0, i;
@@ -75,7 +76,7 @@
     return node;
   }
 
-  /* ---- search ---------------------------------------------------------- */
+  /* ---- search ----------------------------------------------------------- */
 
   var matches = null;   /* per frame: whether it matches, or null */
 
@@ -102,7 +103,7 @@
     return out;
   }
 
-  /* ---- one icicle -------------------------------------------------------- */
+  /* ---- one icicle ------------------------------------------------------- */
 
   function Graph(g, box) {
     var n = g.f.length, i, k, at, p;
@@ -217,7 +218,8 @@
                nw.toFixed(2) + "' height='" + (ROW - 1) + "'/>");
     }
     if (w > 3 * CHAR + 6) {
-      var text = f < 0 ? "all: " + human(this.total[i]) : label(f), room = Math.floor((w - 6) / CHAR);
+      var text = f < 0 ? "all: " + human(this.total[i]) : label(f);
+      var room = Math.floor((w - 6) / CHAR);
       if (text.length > room) { text = text.slice(0, room - 1) + "\u2026"; }
       out.push("<text data-i='" + i + "' x='" + (x + 3).toFixed(2) +
                "' y='" + (y + ROW - 5) + "'>" + esc(text) + "</text>");
@@ -256,8 +258,8 @@
       out.join("") + "</svg>";
     var names = [];
     for (i = z; i > 0; i = this.parent[i]) { names.push(label(this.f[i])); }
-    this.crumb.textContent = z ? "Zoomed on " + names.reverse().join(" \u203a ")
-      + " (" + human(total[z]) + ")" : "";
+    this.crumb.textContent = z ? "Zoomed on " +
+      names.reverse().join(" \u203a ") + " (" + human(total[z]) + ")" : "";
     this.searched();
   };
 
@@ -299,12 +301,13 @@
     }
     tip.innerHTML = rows.filter(Boolean).join("<br>");
     tip.hidden = false;
-    var x = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 4);
+    var x = Math.min(event.clientX + 14,
+                     window.innerWidth - tip.offsetWidth - 4);
     tip.style.left = Math.max(x, 0) + "px";
     tip.style.top = (event.clientY + 16) + "px";
   };
 
-  /* ---- the table of the top lines ---------------------------------------- */
+  /* ---- the table of the top lines --------------------------------------- */
 
   Graph.prototype.table = function () {
     var g = this.g, cols = [["#", "rank"], ["line", "where"],
@@ -365,7 +368,8 @@
         return order.down ? -c : c;
       });
       table.querySelector("tbody").innerHTML = body();
-      Array.prototype.forEach.call(table.querySelectorAll("th"), function (th) {
+      var heads = table.querySelectorAll("th");
+      Array.prototype.forEach.call(heads, function (th) {
         th.className = th.getAttribute("data-key") === key ?
           (order.down ? "down" : "up") : "";
       });
@@ -374,7 +378,7 @@
     return details;
   };
 
-  /* ---- the timeline -------------------------------------------------------- */
+  /* ---- the timeline ----------------------------------------------------- */
 
   function timeline(t, box) {
     var section = el("section", {"class": "timeline", id: "timeline"});
@@ -408,9 +412,10 @@
         spans.push("<g class='span'><rect x='" + X(s[1]).toFixed(1) +
           "' y='" + (H + 4 + r * 16) + "' width='" +
           Math.max(X(s[2]) - X(s[1]), 1).toFixed(1) + "' height='14'/>" +
-          "<text x='" + (X(s[1]) + 2).toFixed(1) + "' y='" + (H + 15 + r * 16) +
-          "'>" + esc(s[0]) + "</text><title>" + esc(s[0]) + ": " +
-          s[1].toFixed(3) + " s to " + s[2].toFixed(3) + " s</title></g>");
+          "<text x='" + (X(s[1]) + 2).toFixed(1) + "' y='" +
+          (H + 15 + r * 16) + "'>" + esc(s[0]) + "</text><title>" +
+          esc(s[0]) + ": " + s[1].toFixed(3) + " s to " +
+          s[2].toFixed(3) + " s</title></g>");
       });
       var full = H + ends.length * 16 + (ends.length ? 6 : 0);
       out.push("<line class='axis' x1='" + L + "' y1='" + (H - B) + "' x2='" +
@@ -444,7 +449,7 @@
     return draw;
   }
 
-  /* ---- the page -------------------------------------------------------------- */
+  /* ---- the page --------------------------------------------------------- */
 
   var report = document.getElementById("report");
   var drawTimeline = DATA.timeline ? timeline(DATA.timeline, report) : null;
