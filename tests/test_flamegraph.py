@@ -48,7 +48,8 @@ def decode(data, graph=0):
         res = g["own"]["res"][k] if "res" in g["own"] else g["own"]["py"][k]
         own[at] = (g["own"]["py"][k] + nat, nat, g["own"]["n"][k], res)
     paths, order, stack = {}, {}, []
-    for i, (f, d) in enumerate(zip(g["f"], g["d"])):
+    for i, (f, d) in enumerate(zip(_flamegraph._unpack(g["f"], 1),
+                                   _flamegraph._unpack(g["d"]))):
         del stack[d:]
         stack.append("all" if f < 0 else name[f])
         path = tuple(stack)
@@ -198,9 +199,27 @@ def page_data(text):
                            text.index("</script>", start)])
 
 
+@pytest.mark.parametrize("values", [[], [0], [0, 5, 88], [89, 0, 7920],
+                                    [7921, 3, 700_000, 704_968]])
+def test_packed_columns_read_back_and_take_the_fewest_digits(values):
+    for shift in (0, 1):
+        packed = _flamegraph._pack(values, shift)
+        assert _flamegraph._unpack(packed, shift) == values
+        top = max(values, default=0) + shift
+        assert len(_flamegraph.DIGITS) ** (packed["w"] - 1) <= max(top, 1)
+        assert len(packed["s"]) == packed["w"] * len(values)
+    # One byte a digit, in JSON and in the page's <script> element.
+    text = _flamegraph._json_in_script(_flamegraph.DIGITS)
+    assert text == json.dumps(_flamegraph.DIGITS)
+    assert len(set(_flamegraph.DIGITS)) == len(_flamegraph.DIGITS)
+
+
 @pytest.mark.slow
 def test_100k_distinct_tracebacks_stay_under_10_mb():
     snapshot = synthetic(100_000)
+    # The peak and the end together, each of 100,000 tracebacks.
+    both = _flamegraph.render(snapshot, synthetic(100_000, seed=23))
+    assert len(both.encode()) < 10 * 10**6
     text = _flamegraph.render(snapshot)
     assert len(text.encode()) < 10 * 2**20
     # Nothing was dropped to get there.
@@ -308,5 +327,6 @@ def test_to_html_while_tracing_is_not_recorded():
 def test_empty_snapshot_is_a_root_alone():
     data = _flamegraph.data(Snapshot([], 0), timeline=([], []))
     g = data["graphs"][0]
-    assert (g["f"], g["d"], g["own"]["i"], g["lines"]) == ([-1], [0], [], [])
+    assert (_flamegraph._unpack(g["f"], 1), _flamegraph._unpack(g["d"]),
+            g["own"]["i"], g["lines"]) == ([-1], [0], [], [])
     assert data["timeline"]["peak"] is None

@@ -1,5 +1,6 @@
 """IPython magics: %load_ext memlens, the per-cell watcher, %memit."""
 import gc
+import html
 import os
 import re
 import subprocess
@@ -618,6 +619,27 @@ def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
     with pytest.raises(UsageError):
         ip.run_line_magic("memtop", "")
     run(ip, "%memtop 1/0")
+    assert not memlens.is_tracing()
+
+
+def test_cell_memtop_html_shows_the_flame_graph_page_in_the_output(
+        ip, capsys, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda *objs, **k: shown.extend(objs))
+    result = ip.run_cell_magic(
+        "memtop", "--html -o",
+        "def inner():\n    return bytearray(3 * 2**20)\nkept = inner()\n")
+    assert "return bytearray(3 * 2**20)" in capsys.readouterr().out
+    assert len(shown) == 1
+    frame = shown[0]._repr_html_()
+    assert frame.startswith("<div><iframe ") and "srcdoc=" in frame
+    page = html.unescape(frame.split('srcdoc="', 1)[1].rsplit('"', 1)[0])
+    # The page of the peak, with the end below it.
+    assert page == result.peak.to_html(end=result.snapshot, title="%memtop")
+    assert "return bytearray(3 * 2**20)" in page and "<script" in page
     assert not memlens.is_tracing()
 
 

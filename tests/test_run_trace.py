@@ -279,3 +279,45 @@ def test_unwritable_trace_location(tmp_path):
     assert not os.path.exists("out.dat")
     assert os.listdir(".") == ["out.dat.trace", "p.py"] or sorted(
         os.listdir(".")) == ["out.dat.trace", "p.py"]
+
+
+# --------------------------------------------------------------------------
+# memlens flamegraph: the trace as one HTML page
+# --------------------------------------------------------------------------
+
+def test_flamegraph_writes_the_page_of_the_trace(tmp_path):
+    traced_run(tmp_path)
+    result = run(*MEMLENS, "flamegraph", "prog.dat", "-o", "prog.html")
+    assert result.returncode == 0, result.stderr
+    assert "flame graph saved to prog.html" in result.stderr.decode()
+    page = (tmp_path / "prog.html").read_text(encoding="utf-8")
+    trace = tracefile.load("prog.dat.trace")
+    # The page of the trace's peak and end, with the run's timeline.
+    from memlens.cli import datafile
+
+    timeline = datafile.read("prog.dat")
+    expected = trace.peak.to_html(end=trace.end, timeline=timeline,
+                                  title=f"memlens: {timeline.cmdline}")
+    assert page == expected
+    assert "big = bytearray(24 * 1024 * 1024)" in page
+    # The data file's name with .html by default.
+    os.remove("prog.html")
+    result = run(*MEMLENS, "flamegraph", "prog.dat")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "prog.html").read_text(encoding="utf-8") == page
+
+
+def test_flamegraph_bad_input_is_one_line(tmp_path):
+    plain_data_file(tmp_path)
+    line = error_line(run(*MEMLENS, "flamegraph", "plain.dat"))
+    assert "no trace beside this data file" in line
+    traced_run(tmp_path)
+    with open("prog.dat.trace", "a") as f:
+        f.write("{not json\n")
+    line = error_line(run(*MEMLENS, "flamegraph", "prog.dat"))
+    assert line.startswith("memlens: error: prog.dat.trace:")
+    traced_run(tmp_path)
+    line = error_line(run(*MEMLENS, "flamegraph", "prog.dat", "-o",
+                          str(tmp_path / "missing" / "x.html")))
+    assert "x.html" in line
+    assert not os.path.exists(tmp_path / "missing")

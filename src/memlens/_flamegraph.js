@@ -13,6 +13,22 @@
   var DATA = JSON.parse(document.getElementById("memlens-data").textContent);
   var files = DATA.files, frameFile = DATA.file, frameLine = DATA.line,
       frameText = DATA.text;
+  var BASE = DATA.digits.length, DIGIT = new Int32Array(128);
+  (function () {
+    for (var i = 0; i < BASE; i++) { DIGIT[DATA.digits.charCodeAt(i)] = i; }
+  })();
+
+  /* A packed column ({w, s}: fixed-width numbers in DATA.digits, see
+     _pack), less `shift`. */
+  function unpack(packed, shift) {
+    var w = packed.w, s = packed.s, n = s.length / w;
+    var out = new Int32Array(n), i, k, v, at = 0;
+    for (i = 0; i < n; i++) {
+      for (v = 0, k = 0; k < w; k++) { v = v * BASE + DIGIT[s.charCodeAt(at++)]; }
+      out[i] = v - shift;
+    }
+    return out;
+  }
 
   /* n bytes in `unit`s with `decimals` decimals, rounded as Python's
      format() rounds them: an exact half goes to the even digit (toFixed
@@ -106,10 +122,11 @@
   /* ---- one icicle ------------------------------------------------------- */
 
   function Graph(g, box) {
-    var n = g.f.length, i, k, at, p;
+    var i, k, at, p;
     this.g = g;
-    this.f = Int32Array.from(g.f);
-    this.d = Int32Array.from(g.d);
+    this.f = unpack(g.f, 1);
+    this.d = unpack(g.d, 0);
+    var n = this.f.length;
     this.total = new Float64Array(n);
     this.native = new Float64Array(n);
     this.blocks = new Float64Array(n);

@@ -12,8 +12,10 @@ quick to read for 100,000 distinct tracebacks:
   (``file``, an index into ``files``; ``line``; ``text``, the source
   line), shared by the graphs and the tables;
 - per graph, the tracebacks merged into one tree (outermost frame first)
-  written in pre-order as two arrays, ``f`` (frame index, -1 for the
-  root) and ``d`` (depth), each node's children largest first; the bytes
+  written in pre-order as two columns, ``f`` (frame index, -1 for the
+  root) and ``d`` (depth), each node's children largest first, packed
+  (``_pack``: fixed-width numbers in the page's ``digits``, a byte or two
+  a node where a JSON list would take four to eight); the bytes
   sit only on the nodes where tracebacks end (``own``: node indices as
   differences from the previous one, Python bytes, native bytes, blocks
   and resident bytes), and the page adds them up the tree;
@@ -103,6 +105,51 @@ class Timeline:
         if not self.mem:
             return None
         return max(range(len(self.mem)), key=self.mem.__getitem__)
+
+
+#: The digits of the packed columns: every character JSON, HTML and a
+#: ``<script>`` element leave as one byte (no quote, backslash, ``<``,
+#: ``>`` or ``&``).
+DIGITS = ("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+          "!#$%'()*+,-./:;=?@[]^_`{|}~")
+
+
+def _pack(values, shift=0):
+    """``{"w": width, "s": text}``: each of `values` plus `shift` (none
+    negative then) written in `w` digits of :data:`DIGITS`, most
+    significant first."""
+    base = len(DIGITS)
+    top = max(values, default=0) + shift
+    width = 1
+    while base ** width <= top:
+        width += 1
+    if width == 1:
+        text = "".join([DIGITS[v + shift] for v in values])
+    elif width == 2:
+        pairs = [a + b for a in DIGITS for b in DIGITS]
+        text = "".join([pairs[v + shift] for v in values])
+    else:
+        def digits(v):
+            out = []
+            for _ in range(width):
+                v, r = divmod(v, base)
+                out.append(DIGITS[r])
+            return "".join(reversed(out))
+        text = "".join([digits(v + shift) for v in values])
+    return {"w": width, "s": text}
+
+
+def _unpack(packed, shift=0):
+    """The values :func:`_pack` wrote (for tests and readers)."""
+    base, width, text = len(DIGITS), packed["w"], packed["s"]
+    at = {c: i for i, c in enumerate(DIGITS)}
+    out = []
+    for i in range(0, len(text), width):
+        v = 0
+        for c in text[i:i + width]:
+            v = v * base + at[c]
+        out.append(v - shift)
+    return out
 
 
 class _Frames:
@@ -202,7 +249,8 @@ def _tree(snapshot, frames):
         if kids[node]:
             stack.extend(reversed(order[first[node]:first[node]
                                         + kids[node]]))
-    out = {"f": f, "d": d, "own": {"i": own_index, "py": py, "n": blocks}}
+    out = {"f": _pack(f, 1), "d": _pack(d),
+           "own": {"i": own_index, "py": py, "n": blocks}}
     if snapshot.native:
         out["own"]["nat"] = nat
         out["own"]["res"] = res
@@ -288,7 +336,7 @@ def data(snapshot, end=None, timeline=None):
     graphs = [_graph(snapshot, "g0", frames)]
     if end is not None:
         graphs.append(_graph(end, "g1", frames, "At the end"))
-    out = {"version": 1, "graphs": graphs}
+    out = {"version": 2, "digits": DIGITS, "graphs": graphs}
     out.update(frames.to_json())
     if timeline is not None:
         out["timeline"] = _timeline(timeline)

@@ -264,6 +264,17 @@ def _explained(peak):
             f"untracked {kib(peak.untracked)} KiB")
 
 
+def _show_page(page):
+    """Shows a self-contained HTML page in the cell's output, in a frame
+    of its own so that its script and styles meet none of the notebook's;
+    a terminal gets the object's text instead."""
+    from IPython.display import HTML, display
+
+    display(HTML("<div><iframe style='width:100%;height:720px;border:0' "
+                 f"srcdoc=\"{html.escape(page, quote=True)}\"></iframe>"
+                 "</div>"))
+
+
 def _children_peak_since(rusage_before):
     """RSS of living descendants now, or of the largest child waited for
     since `rusage_before` if that was larger (bytes)."""
@@ -502,6 +513,9 @@ class MemlensMagics(Magics):
               help="trace every shared library's malloc and anonymous mmap "
                    "too; the peak is shown in resident bytes, with how much "
                    "of the RSS rise it explains")
+    @argument("--html", action="store_true",
+              help="also show the flame graph page of the peak and the end "
+                   "(Snapshot.to_html) in the cell's output")
     @argument("statement", nargs="*", help="the code to run")
     @line_cell_magic
     def memtop(self, line="", cell=None):
@@ -543,6 +557,9 @@ class MemlensMagics(Magics):
                 print(run.peak.format(args.limit, args.key))
                 if args.native:
                     print(_explained(run.peak))
+                if args.html:
+                    _show_page(run.peak.to_html(end=run.snapshot,
+                                                title="%memtop"))
         return run if args.return_result else None
 
 

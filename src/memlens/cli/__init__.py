@@ -1,5 +1,5 @@
-"""The command line: ``memlens run|plot|peak|list|clean|report``, also
-``python -m memlens``.
+"""The command line: ``memlens run|plot|peak|list|clean|report|flamegraph``,
+also ``python -m memlens``.
 
 ``python -m memlens --line script.py`` is short for ``memlens run --line
 script.py``, as ``python -m memory_profiler script.py`` is for its users.
@@ -11,7 +11,7 @@ import sys
 
 from memlens._errors import UsageError
 
-COMMANDS = ("run", "plot", "peak", "list", "clean", "report")
+COMMANDS = ("run", "plot", "peak", "list", "clean", "report", "flamegraph")
 
 # Modules only some commands need are imported where they are used:
 # memlens run's start-up is part of the time it adds to a program, and the
@@ -184,12 +184,30 @@ def build_parser():
                              "(memlens run --trace) and report the top "
                              "lines at the peak and at the end; without, "
                              "they are reported when it is there")
+
+    flame = sub.add_parser(
+        "flamegraph", help="write the trace as one HTML page",
+        description="Write what was alive at the peak and at the end of a "
+                    "run (memlens run --trace) as one self-contained HTML "
+                    "page: flame graphs by traceback, Python and native "
+                    "bytes apart, the RSS timeline with the peak and the "
+                    "calls of profiled functions, a sortable table of the "
+                    "top lines, search and click to zoom. It loads nothing "
+                    "from the network.")
+    flame.add_argument("file", nargs="?", metavar="FILE",
+                       help="data file or index (default: the newest); its "
+                            "trace is FILE.trace")
+    flame.add_argument("-o", "--output", metavar="OUT",
+                       help="page to write (default: the data file's name "
+                            "with .html)")
+    flame.add_argument("--title", metavar="T",
+                       help="title (default: the command that ran)")
     return parser
 
 
 #: The function of cli.report that runs each data-file command.
 _REPORTS = {"plot": "plot", "peak": "peak", "list": "list_files",
-            "clean": "clean", "report": "report"}
+            "clean": "clean", "report": "report", "flamegraph": "flamegraph"}
 
 
 def _action(command):

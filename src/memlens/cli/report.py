@@ -1,5 +1,5 @@
-"""The data-file commands: ``memlens plot``, ``peak``, ``list``, ``clean``
-and ``report``."""
+"""The data-file commands: ``memlens plot``, ``peak``, ``list``, ``clean``,
+``report`` and ``flamegraph``."""
 
 import os
 import sys
@@ -245,4 +245,23 @@ def report(args):
         if summary["trace"] is not None:
             text += "\n" + "\n".join(_trace_text(summary["trace"]))
         print(text)
+    return 0
+
+
+def flamegraph(args):
+    """The trace beside a data file (``memlens run --trace``) as one
+    self-contained HTML page: the peak and the end by traceback, the RSS
+    timeline, the top lines."""
+    from memlens.cli import datafile
+
+    path, = datafile.select([args.file] if args.file is not None else [])
+    trace = _load_trace(path, True)
+    run = datafile.read(path)
+    out = args.output
+    if out is None:
+        out = os.path.splitext(os.path.basename(path))[0] + ".html"
+    title = args.title or f"memlens: {run.cmdline or path}"
+    trace.peak.to_html(out, end=trace.end,
+                       timeline=run if run.samples else None, title=title)
+    print(f"memlens: flame graph saved to {out}", file=sys.stderr)
     return 0
