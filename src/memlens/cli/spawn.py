@@ -23,6 +23,8 @@ only; multiprocessing is not imported for it: the hook waits on
 import builtins
 import sys
 
+from memlens.cli.importwatch import ImportWatch
+
 #: What the fork server imports first under ``memlens run``.
 SERVER_MODULE = "memlens.cli.forkserver"
 
@@ -45,27 +47,7 @@ class _Preparation(dict):
         return prepared, (dict(self),)
 
 
-class _Loader:
-    """The loader of a module the hook waits for, which patches it once
-    run."""
-
-    def __init__(self, hook, loader):
-        self._hook = hook
-        self._loader = loader
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        module.__loader__ = module.__spec__.loader = self._loader
-        self._loader.exec_module(module)
-        self._hook.patch(module)
-
-
-class SpawnHook:
+class SpawnHook(ImportWatch):
     """While installed, spawned and forkserver children get ``profile``."""
 
     def __init__(self):
@@ -80,28 +62,17 @@ class SpawnHook:
             if module is not None:
                 self.patch(module)
         if self._waiting:
-            sys.meta_path.insert(0, self)
+            self.link()
 
-    def find_spec(self, name, path=None, target=None):
-        if name not in self._waiting:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader,
-                                                       "exec_module"):
-                    spec.loader = _Loader(self, spec.loader)
-                return spec
-        return None
+    def watches(self, name):
+        return name in self._waiting
 
     def patch(self, module):
         patcher = self._waiting.pop(module.__name__, None)
         if patcher is not None:
             patcher(module)
         if not self._waiting:
-            self.uninstall_finder()
+            self.unlink()
 
     def _replace(self, owner, name, wrapper):
         self._patched.append((owner, name, getattr(owner, name), wrapper))
@@ -131,14 +102,8 @@ class SpawnHook:
 
         self._replace(module.ForkServer, "ensure_running", ensure_running)
 
-    def uninstall_finder(self):
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
-
     def uninstall(self):
-        self.uninstall_finder()
+        self.unlink()
         self._waiting = {}
         for owner, name, original, wrapper in reversed(self._patched):
             if getattr(owner, name) is wrapper:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from memlens._errors import UsageError
+from memlens.cli.importwatch import ImportWatch
 
 FORMAT = "memlens-trace"
 VERSION = 1
@@ -202,7 +203,7 @@ def write(path, meta, taken):
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
-class _NumpyWatch:
+class _NumpyWatch(ImportWatch):
     """NumPy's data is traced through NumPy's own handler, which can only
     be put in place once NumPy is imported: when the program imports it
     after tracing started, this puts it in place then (in the importing
@@ -213,46 +214,27 @@ class _NumpyWatch:
 
     def install(self):
         if "numpy" not in sys.modules:
-            sys.meta_path.insert(0, self)
+            self.link()
 
-    def find_spec(self, name, path=None, target=None):
-        if name != "numpy":
-            return None
-        from memlens.cli.spawn import _Loader
-
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader,
-                                                       "exec_module"):
-                    spec.loader = _Loader(self, spec.loader)
-                return spec
-        return None
+    def watches(self, name):
+        return name == "numpy"
 
     def patch(self, module):
         from memlens import _core
         from memlens._npmem import numpy_hook_acquire
         from memlens._tracing import _skip_prefixes
 
-        self._unlink()
+        self.unlink()
         if self.token is None:
             self.token = _core._quietly(numpy_hook_acquire)
             # NumPy's own Python code is passed over, as when it was
             # imported before tracing started.
             _core._trace_skip(*_skip_prefixes())
 
-    def _unlink(self):
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
-
     def remove(self):
         from memlens._npmem import numpy_hook_release
 
-        self._unlink()
+        self.unlink()
         token, self.token = self.token, None
         if token is not None:
             numpy_hook_release(token)
