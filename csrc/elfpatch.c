@@ -36,9 +36,13 @@
 #error "memlens: native tracing knows the relocations of x86-64 and AArch64"
 #endif
 
+/* An object is known by its load address, program headers, dynamic
+ * section and name together: another library loaded where a gone one
+ * was shares the address, and most often the headers' address too. */
 typedef struct {
     uintptr_t base;          /* dlpi_addr. */
-    const ElfW(Phdr) * phdr; /* dlpi_phdr: with base, the identity. */
+    const ElfW(Phdr) * phdr; /* dlpi_phdr. */
+    uintptr_t dynamic;       /* Where PT_DYNAMIC is loaded (0: none). */
     char *name;              /* Owned (libc). */
     int seen;                /* Found by the last walk. */
 } elfpatch_object;
@@ -79,8 +83,8 @@ typedef struct {
     size_t reads;            /* Objects whose relocations were read. */
 } elfpatch_walk;
 
-/* The loader's count of objects unloaded so far, or -1 (never equal to
- * a count kept) when this loader does not give it. */
+/* The loader's count of objects unloaded so far, or -1 when this loader
+ * does not give it (then nothing known is reused). */
 static unsigned long long
 elfpatch_subs_of(const struct dl_phdr_info *info, size_t size)
 {
@@ -147,13 +151,28 @@ elfpatch_left_alone(const struct dl_phdr_info *info)
     return 0;
 }
 
+/* Where the object's dynamic section is loaded, or 0. */
+static uintptr_t
+elfpatch_dynamic_of(const struct dl_phdr_info *info)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
+            return info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+        }
+    }
+    return 0;
+}
+
 /* The object already known by this identity, or -1. */
 static long
 elfpatch_find_object(const struct dl_phdr_info *info)
 {
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
     for (size_t i = 0; i < elfpatch_nobjects; i++) {
-        if (elfpatch_objects[i].base == info->dlpi_addr
-            && elfpatch_objects[i].phdr == info->dlpi_phdr) {
+        const elfpatch_object *o = &elfpatch_objects[i];
+        if (o->base == info->dlpi_addr && o->phdr == info->dlpi_phdr
+            && o->name != NULL && o->dynamic == elfpatch_dynamic_of(info)
+            && strcmp(o->name, name) == 0) {
             return (long)i;
         }
     }
@@ -298,8 +317,11 @@ elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
          * shows are loaded, and the count is theirs. */
         w->checked = 1;
         w->subs = elfpatch_subs_of(info, size);
+        /* A loader that does not count unloads cannot vouch for what is
+         * known. */
         if (w->again
-            && (w->subs != elfpatch_known_subs
+            && (w->subs == (unsigned long long)-1
+                || w->subs != elfpatch_known_subs
                 || w->symbols != elfpatch_known_symbols)) {
             elfpatch_forget_all();
         }
@@ -327,18 +349,13 @@ elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
     size_t object = elfpatch_nobjects++;
     elfpatch_objects[object].base = info->dlpi_addr;
     elfpatch_objects[object].phdr = info->dlpi_phdr;
+    elfpatch_objects[object].dynamic = elfpatch_dynamic_of(info);
     elfpatch_objects[object].name = name;
     elfpatch_objects[object].seen = 1;
     if (elfpatch_left_alone(info)) {
         return 0;
     }
-    const ElfW(Dyn) *dyn = NULL;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
-            dyn = (const ElfW(Dyn) *)(info->dlpi_addr
-                                      + info->dlpi_phdr[i].p_vaddr);
-        }
-    }
+    const ElfW(Dyn) *dyn = (const ElfW(Dyn) *)elfpatch_objects[object].dynamic;
     if (dyn == NULL) {
         return 0;
     }
@@ -395,13 +412,28 @@ elfpatch_visit(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-int
-memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
+static void elfpatch_drop_unseen(void);
+
+/* memlens_elfpatch_apply, and with `only_active` memlens_elfpatch_extend. */
+static int
+elfpatch_walk_all(const memlens_elfpatch_symbol *symbols, size_t n,
+                  int only_active)
 {
     elfpatch_walk w = {symbols, n, 0, 0, 0, 0, 0};
     pthread_mutex_lock(&elfpatch_lock);
+    if (only_active && !elfpatch_active) {
+        /* A dlopen that raced the stop: nothing to extend. */
+        pthread_mutex_unlock(&elfpatch_lock);
+        return 0;
+    }
     w.again = !elfpatch_active;
+    /* The walk marks the objects it finds: those it does not were
+     * unloaded where no dlclose hook saw it, and their records go. */
+    for (size_t i = 0; i < elfpatch_nobjects; i++) {
+        elfpatch_objects[i].seen = 0;
+    }
     dl_iterate_phdr(elfpatch_visit, &w);
+    elfpatch_drop_unseen();
     elfpatch_known_subs = w.subs;
     elfpatch_active = 1;
     elfpatch_last_reads = w.reads;
@@ -411,6 +443,18 @@ memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
         return -1;
     }
     return 0;
+}
+
+int
+memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n)
+{
+    return elfpatch_walk_all(symbols, n, 0);
+}
+
+int
+memlens_elfpatch_extend(const memlens_elfpatch_symbol *symbols, size_t n)
+{
+    return elfpatch_walk_all(symbols, n, 1);
 }
 
 /* dl_iterate_phdr's callback marking the objects still loaded; `arg`
@@ -439,8 +483,8 @@ elfpatch_mark_loaded(void)
     elfpatch_known_subs = subs;
 }
 
-/* Drops the records of the objects not seen by the last mark, and those
- * objects' identities. Under the lock. */
+/* Drops the records of the objects not seen by the last mark or walk,
+ * and those objects' identities. Under the lock. */
 static void
 elfpatch_drop_unseen(void)
 {

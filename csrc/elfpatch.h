@@ -32,10 +32,14 @@ typedef struct {
  * of `symbols` (kept by pointer: the same table each time). Left
  * alone: memlens's own object, the dynamic loader, the vDSO, the
  * sanitizers' and valgrind's runtimes; in the interpreter's object (the
- * one holding libpython), only the symbols marked `interpreter`. Call
- * again after a dlopen: it patches what the dlopen loaded. 0, or -1 with
+ * one holding libpython), only the symbols marked `interpreter`. After a
+ * dlopen, memlens_elfpatch_extend patches what it loaded. 0, or -1 with
  * errno set (what was patched stays patched, and is restored later). */
 int memlens_elfpatch_apply(const memlens_elfpatch_symbol *symbols, size_t n);
+
+/* memlens_elfpatch_apply after a dlopen: only while the hooks are in
+ * place (a dlopen that raced memlens_elfpatch_restore patches nothing). */
+int memlens_elfpatch_extend(const memlens_elfpatch_symbol *symbols, size_t n);
 
 /* Forgets the objects (and their slots) no longer loaded: after a
  * dlclose, a later object at the same address is a new one. */

@@ -758,7 +758,7 @@ native_hook_dlopen(const char *file, int mode)
     void *h = dlopen(file, mode);
     if (h != NULL && __atomic_load_n(&memlens_native_on, __ATOMIC_SEQ_CST)) {
         int saved = errno;
-        if (memlens_elfpatch_apply(native_symbols, native_nsymbols) < 0) {
+        if (memlens_elfpatch_extend(native_symbols, native_nsymbols) < 0) {
             __atomic_fetch_add(&native_failures, 1, __ATOMIC_RELAXED);
         }
         errno = saved;

@@ -307,8 +307,8 @@ static int tracing_rss_peaked = 0;
 static uint64_t
 tracing_own_bytes(void)
 {
-    /* The raw side as last seen: the peak copy may come while this
-     * thread holds the lock already (draining the queue). */
+    /* The raw side as last seen: a peak copy does not wait for a thread
+     * without the GIL that holds the lock. */
     static size_t raw = 0, lists = 0;
     if (memlens_spin_trylock(&tracing_raw_lock)) {
         raw = tracing_raw_table.slots ? tracing_raw_table.mask + 1 : 0;
@@ -417,16 +417,31 @@ tracing_apply(uint32_t i, int64_t bytes, int64_t count)
     tracing_mark_dirty(i, s);
 }
 
+/* Applies the queued changes. The queue is taken out under the lock and
+ * applied after it: applying may take long (a million changes, a peak
+ * copy), and threads without the GIL would spin meanwhile. They queue
+ * into a new array; the old one comes back if none was made. */
 static void
 tracing_drain_queue(void)
 {
     memlens_spin_lock(&tracing_raw_lock);
-    for (size_t k = 0; k < tracing_nqueue; k++) {
-        tracing_apply(tracing_queue[k].site, tracing_queue[k].bytes,
-                      tracing_queue[k].count);
-    }
-    tracing_nqueue = 0;
+    tracing_pending *queue = tracing_queue;
+    size_t n = tracing_nqueue, cap = tracing_capqueue;
+    tracing_queue = NULL;
+    tracing_capqueue = 0;
+    __atomic_store_n(&tracing_nqueue, 0, __ATOMIC_RELAXED);
     memlens_spin_unlock(&tracing_raw_lock);
+    for (size_t k = 0; k < n; k++) {
+        tracing_apply(queue[k].site, queue[k].bytes, queue[k].count);
+    }
+    memlens_spin_lock(&tracing_raw_lock);
+    if (tracing_queue == NULL) {
+        tracing_queue = queue;
+        tracing_capqueue = cap;
+        queue = NULL;
+    }
+    memlens_spin_unlock(&tracing_raw_lock);
+    free(queue);
 }
 
 static inline void

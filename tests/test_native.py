@@ -382,6 +382,38 @@ def test_an_object_unloaded_between_two_starts_has_every_object_read(
     assert values and not any(into_memlens(v) for v in values)
 
 
+def test_an_object_unloaded_unseen_while_tracing_is_not_taken_for_the_next(
+        built, tmp_path):
+    # An unload the dlclose hook does not see (glibc's own, or a call
+    # straight to libc's dlclose, as here), then another library where
+    # it was: the newcomer is read and patched, and nothing known of the
+    # first is written into it, now or at the stop.
+    native, out = built
+    size = 2 * MiB
+    libc = ctypes.CDLL(None)
+    libc.dlclose.argtypes = [ctypes.c_void_p]
+    with memlens.tracing(native=True) as t:
+        first = nativebuild.load_late_library(out, tmp_path / "first")
+        path = first._name
+        assert into_memlens(native.got("malloc", path))
+        assert libc.dlclose(first._handle) == 0
+        del first
+        assert not loaded(path)
+        other = nativebuild.load_late_library(out, tmp_path / "second")
+        redirected = native.got("malloc", other._name)
+        block = other.late_malloc(size)  # after an unseen unload
+        during = memlens.take_snapshot()
+        other.late_free(block)
+    assert into_memlens(redirected)
+    row = line_of(during, "block = other.late_malloc(size)  "
+                          "# after an unseen unload")
+    assert row is not None and size <= row.native_size <= ceiling(size), row
+    assert gone(t.snapshot, "block = other.late_malloc(size)  "
+                            "# after an unseen unload")
+    values = [value for _, value in native.slots("malloc", other._name)]
+    assert values and not any(into_memlens(v) for v in values)
+
+
 @pytest.mark.valgrind
 def test_every_patched_slot_is_put_back_at_stop(native):
     before = {symbol: native.slots(symbol) for symbol in native.SYMBOLS}
