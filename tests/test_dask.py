@@ -29,8 +29,19 @@ def _local_cluster(n_workers=2):
         dashboard_address=":0", silence_logs=50)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_statistical_profiler():
+    """distributed's own statistical profiler runs a thread beside each
+    server of this process that older versions end only lazily: off, so
+    that the threads a test leaves are the ones that matter."""
+    import dask
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        yield
+
+
 @pytest.fixture(scope="module")
-def client():
+def client(no_statistical_profiler):
     with _local_cluster() as cluster, distributed.Client(cluster) as c:
         # Warm up: the client's and workers' lazily made threads and
         # imports come now, not inside the first test.
