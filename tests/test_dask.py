@@ -205,6 +205,12 @@ def test_profile_rejects_bad_arguments(client):
         mdask.profile(client, interval=0)
     with pytest.raises(ValueError, match="top"):
         mdask.profile(client, top=-1)
+    with pytest.raises(ValueError, match="sample_bytes"):
+        mdask.profile(client, trace=True, sample_bytes=-1)
+    with pytest.raises(TypeError, match="sample_bytes"):
+        mdask.profile(client, trace=True, sample_bytes="64 KB")
+    with pytest.raises(ValueError, match="timeout"):
+        mdask.profile(client, timeout=0)
     prof = mdask.DaskProfile()
     with pytest.raises(ValueError, match="n must be"):
         prof.top(-2)

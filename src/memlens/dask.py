@@ -47,6 +47,7 @@ from typing import Dict, List, Optional
 from distributed import WorkerPlugin
 from dask.utils import key_split
 
+from memlens._checks import int_in_range
 from memlens._report import html_table, mib
 
 __all__ = ["MemlensPlugin", "profile", "DaskProfile", "TaskRecord",
@@ -114,6 +115,10 @@ class MemlensPlugin(WorkerPlugin):
                              f"seconds, not {interval!r}")
         if isinstance(top, bool) or not isinstance(top, int) or top < 0:
             raise ValueError(f"top must be an int >= 0, not {top!r}")
+        # Checked here: a bad value would otherwise fail on every worker.
+        from memlens._tracing import MAX_SAMPLE_BYTES
+
+        int_in_range("sample_bytes", sample_bytes, 0, MAX_SAMPLE_BYTES)
         self.run_id = run_id or uuid.uuid4().hex
         self.trace = bool(trace)
         self.sample_bytes = sample_bytes
@@ -564,6 +569,10 @@ class profile:
 
     def __init__(self, client, trace=False, *, sample_bytes=SAMPLE_BYTES,
                  interval=0.01, top=5, timeout=30.0):
+        if isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of "
+                             f"seconds, not {timeout!r}")
         self.client = client
         self.plugin = MemlensPlugin(trace=trace, sample_bytes=sample_bytes,
                                     interval=interval, top=top)
