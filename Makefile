@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCES := pyproject.toml setup.py $(wildcard csrc/*.[ch]) \
-           $(wildcard src/memlens/*.py src/memlens/*/*.py)
+           $(wildcard src/memlens/*.py src/memlens/*/*.py) \
+           $(wildcard src/memlens/*.js src/memlens/*.css)
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench docs leaks asan valgrind lint clean

@@ -1,15 +1,22 @@
-"""Benchmark ``memlens run`` against ``mprof run`` (memory_profiler).
+"""Benchmark ``memlens run`` against ``mprof run`` (memory_profiler), and
+``memlens run --trace`` against ``memray run`` and ``fil-profile run``.
 
 Run with ``.venv/bin/python bench/bench_run.py`` (``--quick`` for a smoke
-run; ``make bench`` runs it last). In one run it times, as wall-clock
-seconds of a whole process (interpreter start-up included), one script
-that computes for about two seconds:
+run, ``--seconds S`` for a shorter script; ``make bench`` runs it last).
+In one run it times, as wall-clock seconds of a whole process (interpreter
+start-up included), one script that computes for about two seconds:
 
 - plain: ``python work.py N``;
 - ``memlens run work.py N`` at its default interval (0.01 s) and at
   ``--interval 0.001``;
 - ``mprof run work.py N`` at its default interval (0.1 s), at 0.01 s and
-  at 0.001 s.
+  at 0.001 s;
+- ``memlens run --trace`` and ``memlens run --trace --native`` (every
+  block, 10 frames: the defaults);
+- ``memray run`` (Python frames; and ``--native``) and ``fil-profile
+  run``, the tools that answer "what was alive at the peak" for a whole
+  program, each skipped with a note when it is not installed
+  (``pip install filprofiler`` has no wheel for every Python).
 
 The script builds and drops tuples of an int and a str, keeping up to
 200,000 of them, so that its memory moves. N is calibrated first so that
@@ -19,7 +26,10 @@ machine affects them all alike; each figure is the median over the repeats.
 Every run writes its data file to a temporary folder, and the samples a
 run actually recorded are counted from that file: ``MEM`` lines, and the
 rate between the first and the last of them, against the rate asked for.
-The live meter is off (the output is not a terminal).
+The live meter is off (the output is not a terminal). The tracing tools
+are set against ``memlens run`` without ``--trace`` (what tracing adds)
+and against plain python; memray's and fil's outputs go to the same
+temporary folder.
 
 It ends with a "targets" section. It is a report, not a test: missing a
 target still exits 0, but a real error (a run that fails, a data file
@@ -65,11 +75,14 @@ BIN = os.path.dirname(sys.executable)
 
 
 class Tool:
-    """One way to run the script: `argv(script, n, out)` is the command."""
+    """One way to run the script: `argv(script, n, out)` is the command.
+    A tool with an `interval` writes a data file, `out`, whose samples
+    are counted; a `tracer` answers "what was alive at the peak"."""
 
-    def __init__(self, key, label, interval, argv):
+    def __init__(self, key, label, interval, argv, tracer=False):
         self.key, self.label, self.interval, self.argv = (
             key, label, interval, argv)
+        self.tracer = tracer
 
 
 def tools_list():
@@ -89,7 +102,41 @@ def tools_list():
             f"mprof {interval or 0.1}", "mprof run", interval or 0.1,
             lambda s, n, o, flag=flag: [mprof, "run", "-o", o, *flag, s,
                                         str(n)]))
+    for key, flags in (("memlens trace", ["--trace"]),
+                       ("memlens trace native", ["--trace", "--native"])):
+        tools.append(Tool(
+            key, f"memlens run {' '.join(flags)}", 0.01,
+            lambda s, n, o, flags=flags: [py, "-m", "memlens", "run", "-o",
+                                          o, *flags, s, str(n)],
+            tracer=True))
+    memray = os.path.join(BIN, "memray")
+    if os.path.exists(memray):
+        for key, flags in (("memray", []), ("memray native", ["--native"])):
+            tools.append(Tool(
+                key, f"memray run {' '.join(flags)}".strip(), None,
+                lambda s, n, o, flags=flags: [memray, "run", "-q", "-f",
+                                              *flags, "-o", o + ".bin", s,
+                                              str(n)],
+                tracer=True))
+    fil = os.path.join(BIN, "fil-profile")
+    if os.path.exists(fil):
+        tools.append(Tool(
+            "fil", "fil-profile run", None,
+            lambda s, n, o: [fil, "-o", o + ".fil", "--no-browser", "run",
+                             s, str(n)],
+            tracer=True))
     return {tool.key: tool for tool in tools}
+
+
+def missing_tracers(tools):
+    """Notes for the tracing tools this environment lacks."""
+    notes = []
+    if "memray" not in tools:
+        notes.append("memray not installed: pip install memray")
+    if "fil" not in tools:
+        notes.append("fil-profile not installed (pip install filprofiler; "
+                     "it has no wheel for every Python)")
+    return notes
 
 
 def run_once(argv):
@@ -148,7 +195,41 @@ def measure(tools, script, n, folder, repeat):
             counts[key].append(count)
             rates[key].append(rate)
             os.remove(out)
+        if tool.tracer:
+            for extra in (out + ".trace", out + ".bin"):
+                if os.path.exists(extra):
+                    os.remove(extra)
+            shutil.rmtree(out + ".fil", ignore_errors=True)
     return walls, counts, rates
+
+
+def report_tracers(tools, walls, notes):
+    """What tracing the whole program costs, against a plain memlens run
+    and plain python, and memlens's tracing against the others'."""
+    section("Tracing the whole program: what was alive at the peak", 78)
+    plain = statistics.median(walls["plain"])
+    run = statistics.median(walls["memlens 0.01"])
+    print(f"  {'':<30} {'median s':>9} {'/ memlens run':>14} "
+          f"{'/ plain':>8}")
+    ratios = {}
+    for key, tool in tools.items():
+        if not tool.tracer:
+            continue
+        wall = statistics.median(walls[key])
+        ratios[key] = wall
+        print(f"  {tool.label:<30} {wall:>9.3f} {wall / run:>13.2f}x "
+              f"{wall / plain:>7.2f}x")
+    print()
+    for mine, theirs in (("memlens trace", "memray"),
+                         ("memlens trace", "fil"),
+                         ("memlens trace native", "memray native")):
+        if mine in ratios and theirs in ratios:
+            print(f"  {tools[mine].label} / {tools[theirs].label}: "
+                  f"{ratios[mine] / ratios[theirs]:.2f}x")
+    for note in notes:
+        print(f"  note  {note}")
+    print()
+    return ratios
 
 
 def report(tools, walls, counts, rates):
@@ -177,7 +258,13 @@ def report(tools, walls, counts, rates):
 
 
 def main():
-    args = parse_args(__doc__, QUICK_HELP)
+    global SECONDS
+
+    args = parse_args(__doc__, QUICK_HELP, lambda parser: parser.add_argument(
+        "--seconds", type=float, default=SECONDS, metavar="S",
+        help=f"seconds the plain script is calibrated to take (default "
+             f"{SECONDS:g})"))
+    SECONDS = args.seconds
     repeat = 3 if args.quick else 7
     if not os.path.exists(os.path.join(BIN, "mprof")):
         raise RuntimeError("mprof not found next to this Python: "
@@ -189,7 +276,8 @@ def main():
             f.write(WORK)
         n = calibrate(script)
         print_header("memlens run benchmark", ("memlens", "memory_profiler",
-                                               "psutil"), 78)
+                                               "psutil", "memray",
+                                               "filprofiler"), 78)
         print(f"script: a loop of n = {n:,} tuple appends (about "
               f"{SECONDS:g} s plain); {repeat} repeats, tools taking turns")
         print("overhead = median wall time / plain median - 1; samples = "
@@ -200,7 +288,9 @@ def main():
         walls, counts, rates = measure(tools, script, n, folder, repeat)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    results = report(tools, walls, counts, rates)
+    results = report({k: t for k, t in tools.items() if not t.tracer},
+                     walls, counts, rates)
+    report_tracers(tools, walls, missing_tracers(tools))
 
     section("Targets", 78)
     overhead, _ = results["memlens 0.01"]

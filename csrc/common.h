@@ -113,6 +113,7 @@ typedef struct {
     PyTypeObject *sampler_type;  /* Owned. */
     PyTypeObject *window_type;   /* Owned. */
     PyTypeObject *recorder_type; /* Owned. */
+    PyTypeObject *usage_type;    /* Owned. */
 } memlens_state;
 
 #endif /* MEMLENS_COMMON_H */

@@ -19,6 +19,7 @@
 #include "record.h"
 #include "readings.h"
 #include "sampler.h"
+#include "usage.h"
 #include "sizeof.h"
 #include "tracing.h"
 #include "lineprof.h"
@@ -63,7 +64,8 @@ module_exec(PyObject *module)
         || memlens_sizeof_init(module) < 0 || memlens_census_init(module) < 0
         || memlens_sampler_init_type(module, st) < 0
         || memlens_peak_init_type(module, st) < 0
-        || memlens_record_init_type(module, st) < 0) {
+        || memlens_record_init_type(module, st) < 0
+        || memlens_usage_init_type(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -77,6 +79,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(st->sampler_type);
         Py_VISIT(st->window_type);
         Py_VISIT(st->recorder_type);
+        Py_VISIT(st->usage_type);
     }
     return 0;
 }
@@ -89,6 +92,7 @@ module_clear(PyObject *module)
         Py_CLEAR(st->sampler_type);
         Py_CLEAR(st->window_type);
         Py_CLEAR(st->recorder_type);
+        Py_CLEAR(st->usage_type);
     }
     return 0;
 }

@@ -351,13 +351,33 @@ memlens_lifetime_peak(uint64_t *peak)
     return 0;
 }
 
+/* Parses the text of smaps_rollup into uss, pss and swap (bytes).
+ * 0, or -1 when a figure is missing. */
+static int
+readings_parse_rollup(const char *buf, uint64_t *uss, uint64_t *pss,
+                      uint64_t *swap)
+{
+    uint64_t clean = 0, dirty = 0, huge = 0;
+    if (!readings_find_kb(buf, "Pss:", pss)
+        || !readings_find_kb(buf, "Swap:", swap)
+        || !readings_find_kb(buf, "Private_Clean:", &clean)
+        || !readings_find_kb(buf, "Private_Dirty:", &dirty)) {
+        return -1;
+    }
+    /* Absent before Linux 4.15's hugetlb accounting: counts as zero. */
+    (void)readings_find_kb(buf, "Private_Hugetlb:", &huge);
+    *uss = (clean + dirty + huge) * 1024;
+    *pss *= 1024;
+    *swap *= 1024;
+    return 0;
+}
+
 /* Reads smaps_rollup into uss, pss and swap (bytes). 0 or -1 + OSError. */
 static int
 readings_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
 {
     char path[MEMLENS_PATH_MAX];
     char buf[4096];
-    uint64_t clean = 0, dirty = 0, huge = 0;
     int fd = memlens_proc_open("smaps_rollup", path);
     if (fd < 0) {
         memlens_oserror_path(errno, path);
@@ -370,18 +390,35 @@ readings_read_rollup(uint64_t *uss, uint64_t *pss, uint64_t *swap)
         memlens_oserror_path(err, path);
         return -1;
     }
-    if (!readings_find_kb(buf, "Pss:", pss)
-        || !readings_find_kb(buf, "Swap:", swap)
-        || !readings_find_kb(buf, "Private_Clean:", &clean)
-        || !readings_find_kb(buf, "Private_Dirty:", &dirty)) {
+    if (readings_parse_rollup(buf, uss, pss, swap) < 0) {
         memlens_parse_error("smaps_rollup", path);
         return -1;
     }
-    /* Absent before Linux 4.15's hugetlb accounting: counts as zero. */
-    (void)readings_find_kb(buf, "Private_Hugetlb:", &huge);
-    *uss = (clean + dirty + huge) * 1024;
-    *pss *= 1024;
-    *swap *= 1024;
+    return 0;
+}
+
+const char *
+memlens_metric_file(int metric)
+{
+    return metric == MEMLENS_METRIC_RSS ? "statm" : "smaps_rollup";
+}
+
+int
+memlens_metric_from_fd(int fd, int metric, uint64_t *out)
+{
+    char buf[4096];
+    uint64_t uss, pss, swap;
+    if (metric == MEMLENS_METRIC_RSS) {
+        return memlens_rss_from_fd(fd, out);
+    }
+    if (readings_pread_all(fd, buf, sizeof(buf)) < 0) {
+        return -1;
+    }
+    if (readings_parse_rollup(buf, &uss, &pss, &swap) < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    *out = metric == MEMLENS_METRIC_PSS ? pss : uss;
     return 0;
 }
 
@@ -542,17 +579,55 @@ memlens_descendants(pid_t pid, memlens_pidlist *l)
 int
 memlens_rss_of_pid(pid_t pid, uint64_t *rss)
 {
+    return memlens_metric_of_pid(pid, MEMLENS_METRIC_RSS, rss);
+}
+
+int
+memlens_metric_of_pid(pid_t pid, int metric, uint64_t *out)
+{
     char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid,
+             memlens_metric_file(metric));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return -1;
     }
-    int rc = memlens_rss_from_fd(fd, rss);
+    int rc = memlens_metric_from_fd(fd, metric, out);
     int err = errno;
     close(fd);
     errno = err;
     return rc;
+}
+
+int
+memlens_pid_gone(pid_t pid)
+{
+    char path[64];
+    char buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 1;
+    }
+    ssize_t n = readings_pread_all(fd, buf, sizeof(buf));
+    close(fd);
+    if (n <= 0) {
+        return 1;
+    }
+    /* "pid (comm) S ppid pgrp session tty tpgid flags ...": the command
+     * may itself hold ") ", so the state follows the last one. */
+    const char *close_paren = strrchr(buf, ')');
+    char state;
+    unsigned int flags = 0;
+    if (close_paren == NULL
+        || sscanf(close_paren + 1, " %c %*d %*d %*d %*d %*d %u", &state,
+                  &flags)
+               < 1) {
+        return 0;
+    }
+    /* PF_EXITING (include/linux/sched.h): set as exit begins, before the
+     * memory is released and long before the zombie state. */
+    return state == 'Z' || state == 'X' || (flags & 0x4u) != 0;
 }
 
 /* children_rss() -> (bytes, count): the summed RSS of every living

@@ -103,6 +103,31 @@ int memlens_descendants(pid_t pid, memlens_pidlist *l);
  * 0, or -1 with errno set (the process is gone, ...). No GIL needed. */
 int memlens_rss_of_pid(pid_t pid, uint64_t *rss);
 
+/* What a reading measures: the resident set (statm), the proportional
+ * set or the unique set (smaps_rollup). */
+enum {
+    MEMLENS_METRIC_RSS = 0,
+    MEMLENS_METRIC_PSS = 1,
+    MEMLENS_METRIC_USS = 2
+};
+
+/* The file of /proc/<pid>/ that holds `metric`: "statm" or
+ * "smaps_rollup" (static storage). */
+const char *memlens_metric_file(int metric);
+
+/* Reads `metric`, in bytes, through an open fd on its file. 0, or -1
+ * with errno set (EINVAL: unparsable). No GIL needed, touches no Python
+ * object. */
+int memlens_metric_from_fd(int fd, int metric, uint64_t *out);
+
+/* `metric` of process `pid` in bytes. 0, or -1 with errno set (the
+ * process is gone, ...). No GIL needed. */
+int memlens_metric_of_pid(pid_t pid, int metric, uint64_t *out);
+
+/* 1 when process `pid` has exited or is exiting (gone, a zombie not yet
+ * reaped, or past the start of its exit), else 0. No GIL needed. */
+int memlens_pid_gone(pid_t pid);
+
 /* Bumped when tests point the readers at another folder. GIL. */
 extern unsigned long memlens_proc_generation;
 

@@ -5,8 +5,10 @@
  * data file in memory_profiler's mprof format (MiB, epoch seconds):
  *
  *     MEM <MiB> <time>          this process, plus its descendants when
- *                               children are counted
- *     CHLD <pid> <MiB> <time>   each living descendant, same <time>
+ *                               children are counted (mprof's -C)
+ *     CHLD <pid> <MiB> <time>   each living descendant, same <time>, when
+ *                               children are counted or each gets a
+ *                               series of its own (mprof's -M)
  *
  * Samples are written as they are taken, at least every 10 ms: one
  * write(2) per sample at the default interval (0.01 s) and longer ones, so
@@ -75,7 +77,10 @@ typedef struct {
     memlens_ownfd meter; /* Owned (a dup of stderr); fd -1 for no meter.
                             Sampler thread (halt() once it is joined). */
     int has_meter;       /* A meter was asked for. Read-only after init. */
-    int children;        /* Count the descendants. Read-only after init. */
+    int children;        /* Add the descendants to MEM, and a CHLD line
+                            per descendant. Read-only after init. */
+    int multiprocess;    /* A CHLD line per descendant, MEM left alone.
+                            Read-only after init. */
     pid_t owner_pid;     /* The process that made the recorder. */
     pthread_mutex_t write_lock; /* Orders the writes to fd. */
     char *pending;              /* Owned (libc): samples not yet written.
@@ -334,7 +339,7 @@ recorder_sample(memlens_sink *sink, double t, uint64_t rss)
         return rss;
     }
     record_seconds(when, sizeof(when), r->s.start_epoch + t);
-    if (r->children) {
+    if (r->children || r->multiprocess) {
         uint64_t kids = 0;
         r->pids.count = 0;
         if (memlens_descendants(r->owner_pid, &r->pids) < 0) {
@@ -359,8 +364,10 @@ recorder_sample(memlens_sink *sink, double t, uint64_t rss)
                 break;
             }
         }
-        total += kids;
-        __atomic_store_n(&r->last_children, kids, __ATOMIC_RELAXED);
+        if (r->children) {
+            total += kids;
+            __atomic_store_n(&r->last_children, kids, __ATOMIC_RELAXED);
+        }
     }
     record_mib(mib, sizeof(mib), total);
     int n = snprintf(mem, sizeof(mem), "MEM %s %s\n", mib, when);
@@ -420,19 +427,21 @@ recorder_dup(int fd, memlens_ownfd *o)
 static int
 recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd",       "interval", "children",
-                             "meter_fd", "path",     NULL};
+    static char *kwlist[] = {
+        "fd",       "interval", "children", "multiprocess",
+        "meter_fd", "path",     NULL};
     RecorderObject *r = (RecorderObject *)self;
     PyObject *interval_obj = NULL, *path_obj = NULL;
-    int fd, children = 0, meter_fd = -1;
+    int fd, children = 0, multiprocess = 0, meter_fd = -1;
     double interval = 0.01;
     if (r->ready) {
         PyErr_SetString(PyExc_RuntimeError,
                         "a Recorder cannot be initialised twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|O$piO&:Recorder", kwlist,
-                                     &fd, &interval_obj, &children, &meter_fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|O$ppiO&:Recorder", kwlist,
+                                     &fd, &interval_obj, &children,
+                                     &multiprocess, &meter_fd,
                                      PyUnicode_FSConverter, &path_obj)) {
         return -1;
     }
@@ -477,6 +486,7 @@ recorder_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
     r->sink.sample = recorder_sample;
     r->s.sink = &r->sink;
     r->children = children;
+    r->multiprocess = multiprocess;
     r->owner_pid = getpid();
     r->is_open = 1;
     r->ready = 1;
@@ -766,6 +776,13 @@ recorder_get_children(PyObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+recorder_get_multiprocess(PyObject *self, void *Py_UNUSED(closure))
+{
+    RecorderObject *r = (RecorderObject *)self;
+    return PyBool_FromLong(r->multiprocess);
+}
+
+static PyObject *
 recorder_get_meter(PyObject *self, void *Py_UNUSED(closure))
 {
     RecorderObject *r = (RecorderObject *)self;
@@ -801,17 +818,20 @@ static PyGetSetDef recorder_getset[] = {
     {"interval", recorder_get_interval, NULL, "Seconds between samples.",
      NULL},
     {"children", recorder_get_children, NULL,
-     "Whether descendants are counted.", NULL},
+     "Whether descendants are added to the MEM lines.", NULL},
+    {"multiprocess", recorder_get_multiprocess, NULL,
+     "Whether each descendant gets CHLD lines (MEM left alone).", NULL},
     {"meter", recorder_get_meter, NULL, "Whether a meter is drawn.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot recorder_slots[] = {
     {Py_tp_doc,
-     "Recorder(fd, interval=0.01, *, children=False, meter_fd=-1, "
-     "path=None)\n\n"
+     "Recorder(fd, interval=0.01, *, children=False, multiprocess=False, "
+     "meter_fd=-1, path=None)\n\n"
      "Samples RSS in a native thread and writes each sample to `fd` as\n"
-     "mprof lines (MEM, and CHLD per descendant with children=True); on\n"
+     "mprof lines: MEM (with the descendants added when children=True),\n"
+     "and a CHLD line per descendant with children or multiprocess; on\n"
      "`meter_fd`, a live one-line meter. The descriptors are duplicated.\n"
      "`path`, the data file's absolute path, is where it is opened again\n"
      "if the program closes the duplicate."},

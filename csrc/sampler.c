@@ -6,6 +6,12 @@
  * sleeps on a condition variable until the next deadline, so that stop()
  * wakes it at once. Deadlines are absolute: sampling does not drift.
  *
+ * By default it samples this process's RSS; a sampler may instead read
+ * another process (`pid`), or PSS or USS from smaps_rollup (`metric`),
+ * and may end by itself after `limit` samples. A sampler of another
+ * process ends by itself when that process exits. memlens_sampler_wait()
+ * waits for either end, with the GIL released.
+ *
  * The owner (Python, GIL held) starts and stops it; stop() releases the
  * GIL while joining. After fork the thread does not exist in the child:
  * stop() there only marks the sampler stopped.
@@ -19,8 +25,10 @@
 #include "readings.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,9 +56,10 @@ sampler_adopt_after_fork(memlens_sampler *s)
     if (pthread_condattr_init(&attr) == 0) {
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&s->wake, &attr);
+        pthread_cond_init(&s->done, &attr);
         pthread_condattr_destroy(&attr);
     }
-    memlens_ownfd_close(&s->statm);
+    memlens_ownfd_close(&s->file);
 }
 
 static void
@@ -75,21 +84,38 @@ sampler_elapsed(const memlens_sampler *s)
     return memlens_sampler_since(s, &now);
 }
 
+/* Marks the sampler finished and wakes its waiters. Lock held. */
+static void
+sampler_finish_unlocked(memlens_sampler *s)
+{
+    s->finished = 1;
+    pthread_cond_broadcast(&s->done);
+}
+
 /* Takes one sample, hands it to the sink and keeps it. Called by the
- * thread, or by the owner after join; never raises. A statm whose number
+ * thread, or by the owner after join; never raises. A file whose number
  * the program took is opened again. */
 static void
 sampler_take(memlens_sampler *s)
 {
-    uint64_t rss;
-    int ok = (memlens_ownfd_check(&s->statm)
-              || memlens_proc_reopen(&s->statm, s->statm_path) == 0)
-             && memlens_rss_from_fd(s->statm.fd, &rss) == 0;
+    uint64_t rss = 0;
+    int ok = (memlens_ownfd_check(&s->file)
+              || memlens_proc_reopen(&s->file, s->file_path) == 0)
+             && memlens_metric_from_fd(s->file.fd, s->metric, &rss) == 0;
+    /* Another process's files read as nothing once it is reaped, and as
+     * zero pages from the moment its exit releases its memory (so do a
+     * kernel thread's, which is why a zero is checked). */
+    int gone = s->pid > 0 && (!ok || (rss == 0 && memlens_pid_gone(s->pid)));
     double t = sampler_elapsed(s);
-    if (ok && s->sink != NULL) {
+    if (ok && !gone && s->sink != NULL) {
         rss = s->sink->sample(s->sink, t, rss);
     }
     pthread_mutex_lock(&s->lock);
+    if (gone) {
+        s->gone = 1;
+        sampler_finish_unlocked(s);
+        goto done;
+    }
     if (!ok) {
         s->failures++;
         goto done;
@@ -122,6 +148,9 @@ sampler_take(memlens_sampler *s)
     s->values[s->count] = rss;
     s->count++;
 done:
+    if (s->limit != 0 && s->taken >= s->limit && !s->finished) {
+        sampler_finish_unlocked(s);
+    }
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -150,11 +179,15 @@ sampler_main(void *arg)
     memlens_sampler *s = arg;
     struct timespec next = s->t0;
     struct timespec now;
+    int take = !s->first_now; /* Else start() took the sample of t0. */
 
     pthread_mutex_lock(&s->lock);
-    while (!s->stop_requested) {
+    while (!s->stop_requested && !s->finished) {
         pthread_mutex_unlock(&s->lock);
-        sampler_take(s);
+        if (take) {
+            sampler_take(s);
+        }
+        take = 1;
         sampler_add_seconds(&next, s->interval);
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (sampler_before(&next, &now)) {
@@ -163,7 +196,7 @@ sampler_main(void *arg)
             next = now;
         }
         pthread_mutex_lock(&s->lock);
-        while (!s->stop_requested) {
+        while (!s->stop_requested && !s->finished) {
             int rc = pthread_cond_timedwait(&s->wake, &s->lock, &next);
             if (rc == ETIMEDOUT) {
                 break;
@@ -180,16 +213,28 @@ memlens_sampler_init(memlens_sampler *s, double interval)
 {
     pthread_condattr_t attr;
     memset(s, 0, sizeof(*s));
-    s->statm.fd = -1;
+    s->file.fd = -1;
     s->interval = interval;
     s->keep = 1;
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_mutex_init failed");
         return -1;
     }
-    if (pthread_condattr_init(&attr) != 0
-        || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
+    if (pthread_condattr_init(&attr) != 0) {
+        pthread_mutex_destroy(&s->lock);
+        PyErr_SetString(PyExc_OSError, "pthread_condattr_init failed");
+        return -1;
+    }
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
         || pthread_cond_init(&s->wake, &attr) != 0) {
+        pthread_condattr_destroy(&attr);
+        pthread_mutex_destroy(&s->lock);
+        PyErr_SetString(PyExc_OSError, "pthread_cond_init failed");
+        return -1;
+    }
+    if (pthread_cond_init(&s->done, &attr) != 0) {
+        pthread_condattr_destroy(&attr);
+        pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
         PyErr_SetString(PyExc_OSError, "pthread_cond_init failed");
         return -1;
@@ -211,12 +256,27 @@ memlens_sampler_start(memlens_sampler *s)
                         "the Sampler is being stopped in another thread");
         return -1;
     }
-    memlens_ownfd_close(&s->statm);
+    memlens_ownfd_close(&s->file);
     /* A descriptor of its own: the thread preads it without the GIL while
      * Python code may reopen the cached one. */
-    int fd = memlens_proc_open("statm", s->statm_path);
-    if (fd < 0 || memlens_ownfd_adopt(&s->statm, fd) < 0) {
-        memlens_oserror_path(errno, s->statm_path);
+    const char *name = memlens_metric_file(s->metric);
+    int fd;
+    if (s->pid > 0) {
+        snprintf(s->file_path, sizeof(s->file_path), "/proc/%d/%s",
+                 (int)s->pid, name);
+        do {
+            fd = open(s->file_path, O_RDONLY | O_CLOEXEC);
+        } while (fd < 0 && errno == EINTR);
+        if (fd < 0 && errno == ENOENT) {
+            /* No such folder: no such process. */
+            errno = ESRCH;
+        }
+    }
+    else {
+        fd = memlens_proc_open(name, s->file_path);
+    }
+    if (fd < 0 || memlens_ownfd_adopt(&s->file, fd) < 0) {
+        memlens_oserror_path(errno, s->file_path);
         return -1;
     }
     pthread_mutex_lock(&s->lock);
@@ -226,17 +286,24 @@ memlens_sampler_start(memlens_sampler *s)
     s->peak_time = 0.0;
     s->failures = 0;
     s->stop_requested = 0;
+    s->finished = 0;
+    s->gone = 0;
     pthread_mutex_unlock(&s->lock);
     clock_gettime(CLOCK_MONOTONIC, &s->t0);
     clock_gettime(CLOCK_REALTIME, &wall);
     s->start_epoch = (double)wall.tv_sec + (double)wall.tv_nsec * 1e-9;
     s->owner_pid = getpid();
+    if (s->first_now) {
+        /* Before the thread exists: a sample of the moment start()
+         * returns, however late the thread is scheduled. */
+        sampler_take(s);
+    }
 
     __atomic_add_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
     int rc = pthread_create(&s->thread, NULL, sampler_main, s);
     if (rc != 0) {
         __atomic_sub_fetch(&sampler_live_threads, 1, __ATOMIC_SEQ_CST);
-        memlens_ownfd_close(&s->statm);
+        memlens_ownfd_close(&s->file);
         errno = rc;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
@@ -261,11 +328,63 @@ memlens_sampler_stop(memlens_sampler *s)
     pthread_mutex_lock(&s->lock);
     s->stop_requested = 1;
     pthread_cond_signal(&s->wake);
+    pthread_cond_broadcast(&s->done);
     pthread_mutex_unlock(&s->lock);
     Py_BEGIN_ALLOW_THREADS pthread_join(thread, NULL);
-    Py_END_ALLOW_THREADS sampler_take(s);
-    memlens_ownfd_close(&s->statm);
+    Py_END_ALLOW_THREADS
+        /* The thread is joined: `finished` is ours to read. A sampler that
+     * ended by itself takes no last sample: it has all it was asked for,
+     * or its process is gone. */
+        if (!s->finished)
+    {
+        sampler_take(s);
+    }
+    memlens_ownfd_close(&s->file);
     s->stopping = 0;
+}
+
+/* Longest wait between two checks for signals, seconds. */
+#define SAMPLER_WAIT_SLICE 0.05
+
+int
+memlens_sampler_wait(memlens_sampler *s, double timeout)
+{
+    struct timespec deadline, slice;
+    int ended;
+    sampler_adopt_after_fork(s);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout >= 0.0) {
+        sampler_add_seconds(&deadline, timeout);
+    }
+    for (;;) {
+        if (!s->running || s->stopping) {
+            return 1;
+        }
+        Py_BEGIN_ALLOW_THREADS clock_gettime(CLOCK_MONOTONIC, &slice);
+        sampler_add_seconds(&slice, SAMPLER_WAIT_SLICE);
+        if (timeout >= 0.0 && sampler_before(&deadline, &slice)) {
+            slice = deadline;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (!s->finished && !s->stop_requested) {
+            if (pthread_cond_timedwait(&s->done, &s->lock, &slice)
+                == ETIMEDOUT) {
+                break;
+            }
+        }
+        ended = s->finished || s->stop_requested;
+        pthread_mutex_unlock(&s->lock);
+        Py_END_ALLOW_THREADS if (ended)
+        {
+            return 1;
+        }
+        if (timeout >= 0.0 && !sampler_before(&slice, &deadline)) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
 }
 
 void
@@ -278,6 +397,7 @@ memlens_sampler_fini(memlens_sampler *s)
     s->values = NULL;
     s->count = s->cap = 0;
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->done);
     pthread_mutex_destroy(&s->lock);
 }
 

@@ -20,24 +20,43 @@ typedef struct memlens_sink {
 } memlens_sink;
 
 typedef struct {
-    double interval;     /* Seconds. Set before start, then read-only. */
-    memlens_sink *sink;  /* Borrowed (its owner outlives the thread); NULL
+    double interval;    /* Seconds. Set before start, then read-only. */
+    memlens_sink *sink; /* Borrowed (its owner outlives the thread); NULL
                            for none. Set before start, then read-only. */
-    int keep;            /* Keep every sample in times/values (the default;
+    int keep;           /* Keep every sample in times/values (the default;
                            a recorder writes them out instead). Set before
                            start, then read-only. */
-    memlens_ownfd statm; /* Owned. Opened by start, closed by stop, read
-                            (and reopened when the program took its
-                            number) by the thread in between. */
-    char statm_path[MEMLENS_PATH_MAX]; /* Where statm was opened. Set by
-                                          start, then read-only. */
-    pthread_t thread;                  /* Valid while `running`. */
+    pid_t pid;          /* The process sampled: 0 for this one. Set
+                           before start, then read-only. */
+    int metric;         /* MEMLENS_METRIC_* (readings.h): what a sample
+                           reads. Set before start, then read-only. */
+    uint64_t limit;     /* The thread ends by itself after this many
+                           samples; 0 for no limit. Set before start,
+                           then read-only. */
+    int first_now;      /* start() takes the first sample itself, before
+                           the thread exists, and the thread the next one
+                           an interval later. Set before start, then
+                           read-only. */
+    memlens_ownfd file; /* Owned: statm, or smaps_rollup for PSS and
+                           USS. Opened by start, closed by stop, read (and
+                           reopened when the program took its number) by
+                           the thread in between. */
+    char file_path[MEMLENS_PATH_MAX]; /* Where `file` was opened. Set by
+                                         start, then read-only. */
+    pthread_t thread;                 /* Valid while `running`. */
     pid_t owner_pid; /* The process that started the thread. */
     int running;     /* GIL (owner's side only). */
     int stopping;    /* stop() is joining the thread. GIL. */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* Signalled by stop. */
+    pthread_cond_t done; /* Broadcast when `finished` is set or stop is
+                            asked, for memlens_sampler_wait. */
     int stop_requested;  /* Protected by lock. */
+    int finished;        /* The thread ended by itself: `limit` samples
+                            were taken, or the process sampled exited.
+                            Protected by lock. */
+    int gone;            /* The process sampled exited (or began to).
+                            Protected by lock. */
     struct timespec t0;  /* CLOCK_MONOTONIC at start. Read-only. */
     double start_epoch;  /* time.time() at start. Read-only. */
     double *times;       /* Owned (libc). Protected by lock. */
@@ -63,6 +82,13 @@ void memlens_sampler_stop(memlens_sampler *s);
 
 /* Stops the thread and frees the buffers. GIL held. */
 void memlens_sampler_fini(memlens_sampler *s);
+
+/* Waits, releasing the GIL, until the thread ends by itself (limit
+ * reached, process gone) or is asked to stop, or `timeout` seconds pass
+ * (< 0: no timeout). Signals are checked every few tens of milliseconds.
+ * 1 when it ended, 0 on timeout, -1 with an exception (a signal handler
+ * raised). GIL held. */
+int memlens_sampler_wait(memlens_sampler *s, double timeout);
 
 /* Highest RSS sampled so far (0 before any). Any thread. */
 uint64_t memlens_sampler_peak(memlens_sampler *s);

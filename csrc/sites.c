@@ -626,17 +626,22 @@ memlens_sites_skip(PyObject *skipped, PyObject *own)
 
 /* ---- Reports (GIL) -------------------------------------------------------- */
 
-/* A tuple of (filename, lineno) pairs, most recent first. */
+/* A tuple of (filename, lineno) pairs, most recent first; with
+ * `functions`, (filename, lineno, function name) triples. */
 PyObject *
-memlens_site_traceback(const memlens_site *s)
+memlens_site_traceback(const memlens_site *s, int functions)
 {
     PyObject *tb = PyTuple_New(s->nframes);
     if (tb == NULL) {
         return NULL;
     }
     for (int k = 0; k < s->nframes; k++) {
-        PyObject *fn = ((PyCodeObject *)s->frames[k].code)->co_filename;
-        PyObject *pair = Py_BuildValue("(Oi)", fn, s->frames[k].line);
+        PyCodeObject *code = (PyCodeObject *)s->frames[k].code;
+        PyObject *pair =
+            functions
+                ? Py_BuildValue("(OiO)", code->co_filename, s->frames[k].line,
+                                code->co_name)
+                : Py_BuildValue("(Oi)", code->co_filename, s->frames[k].line);
         if (pair == NULL) {
             Py_DECREF(tb);
             return NULL;

@@ -101,8 +101,9 @@ void memlens_sites_frames_api(int flag);
  * memlens's own code (`own`): tuples of str, new references taken. */
 void memlens_sites_skip(PyObject *skipped, PyObject *own);
 
-/* A tuple of (filename, lineno) pairs, most recent first; NULL with an
+/* A tuple of (filename, lineno) pairs, most recent first, or with
+ * `functions` of (filename, lineno, function name) triples; NULL with an
  * exception. */
-PyObject *memlens_site_traceback(const memlens_site *s);
+PyObject *memlens_site_traceback(const memlens_site *s, int functions);
 
 #endif

@@ -251,8 +251,14 @@ typedef struct {
     int64_t bytes;
     int64_t count;
 } tracing_pending;
-#define TRACING_PENDING_MAX 16384
-static tracing_pending tracing_queue[TRACING_PENDING_MAX];
+/* A library working without the GIL (SQLite running a query, a parser's
+ * threads) makes tens of thousands of changes before the next traced call
+ * holding the GIL applies them: the queue grows, doubling from 16,384,
+ * up to a million changes (24 MiB). */
+#define TRACING_PENDING_FIRST 16384
+#define TRACING_PENDING_MAX (1 << 20)
+static tracing_pending *tracing_queue = NULL; /* Owned; tracing_raw_lock. */
+static size_t tracing_capqueue = 0;           /* tracing_raw_lock. */
 static size_t tracing_nqueue = 0; /* tracing_raw_lock; read relaxed. */
 /* The changes the queue can hold: TRACING_PENDING_MAX, less while a test
  * asks (_trace_queue_limit) until tracing stops. tracing_raw_lock. */
@@ -303,14 +309,15 @@ tracing_own_bytes(void)
 {
     /* The raw side as last seen: the peak copy may come while this
      * thread holds the lock already (draining the queue). */
-    static size_t raw = 0, bigs = 0;
+    static size_t raw = 0, lists = 0;
     if (memlens_spin_trylock(&tracing_raw_lock)) {
         raw = tracing_raw_table.slots ? tracing_raw_table.mask + 1 : 0;
-        bigs = tracing_capbigs * sizeof(tracing_big);
+        lists = tracing_capbigs * sizeof(tracing_big)
+                + tracing_capqueue * sizeof(tracing_pending);
         memlens_spin_unlock(&tracing_raw_lock);
     }
     size_t gil = tracing_gil_table.slots ? tracing_gil_table.mask + 1 : 0;
-    return (raw + gil) * sizeof(tracing_entry) + bigs
+    return (raw + gil) * sizeof(tracing_entry) + lists
            + tracing_capdirty * sizeof(uint32_t)
            + tracing_cappeak_discount * sizeof(int64_t)
            + memlens_sites_own_bytes() + memlens_native_own_bytes();
@@ -590,7 +597,11 @@ tracing_forget_gil(tracing_table *table, void *ptr)
 static int
 tracing_enqueue(uint32_t site, int64_t bytes, int64_t count)
 {
-    if (tracing_nqueue >= tracing_queue_limit) {
+    if (tracing_nqueue >= tracing_queue_limit
+        || memlens_grow((void **)&tracing_queue, &tracing_capqueue,
+                        tracing_nqueue, sizeof(tracing_pending),
+                        TRACING_PENDING_FIRST)
+               < 0) {
         tracing_queue_lost++;
         if (count < 0) {
             tracing_lost_frees++;
@@ -890,6 +901,9 @@ tracing_clear_all(void)
     tracing_table_clear(&tracing_raw_table);
     tracing_nqueue = 0;
     tracing_queue_limit = TRACING_PENDING_MAX;
+    free(tracing_queue);
+    tracing_queue = NULL;
+    tracing_capqueue = 0;
     free(tracing_bigs);
     tracing_bigs = NULL;
     tracing_nbigs = tracing_capbigs = 0;
@@ -1037,9 +1051,10 @@ tracing_py_reset_peak(PyObject *m, PyObject *Py_UNUSED(args))
     Py_RETURN_NONE;
 }
 
-/* The result of _trace_snapshot, now or at the peak. GIL, tracing. */
+/* The result of _trace_snapshot, now or at the peak, its frames with
+ * their function names if `functions`. GIL, tracing. */
 static PyObject *
-tracing_snapshot_rows(int at_peak)
+tracing_snapshot_rows(int at_peak, int functions)
 {
     memlens_spin_lock(&tracing_raw_lock);
     uint64_t lost_frees = tracing_lost_frees;
@@ -1097,7 +1112,7 @@ tracing_snapshot_rows(int at_peak)
             continue;
         }
         memlens_site *s = memlens_site_at(i);
-        PyObject *tb = memlens_site_traceback(s);
+        PyObject *tb = memlens_site_traceback(s, functions);
         PyObject *row =
             tb ? Py_BuildValue("(NLLLLOL)", tb, (long long)f[0],
                                (long long)f[1], (long long)f[2],
@@ -1138,8 +1153,8 @@ tracing_snapshot_rows(int at_peak)
         (long long)(native ? rows_resident : total), rise, overhead);
 }
 
-/* _trace_snapshot(peak) -> (nframes, sample_bytes, total, rows,
- * lost_frees, lost_records, native, resident, rss_rise, overhead), rows
+/* _trace_snapshot(peak, functions=False) -> (nframes, sample_bytes, total,
+ * rows, lost_frees, lost_records, native, resident, rss_rise, overhead), rows
  * [(traceback, size, count, allocated, allocations, native, resident)]
  * for every site that holds or handed out memory (now, or at the peak);
  * the two counts since the start say how far the figures may be off
@@ -1147,12 +1162,14 @@ tracing_snapshot_rows(int at_peak)
  * counts the resident pages of large blocks and mappings (native.h) and
  * rss_rise is the RSS then less the RSS at the start, overhead the bytes
  * of memlens's own bookkeeping then; otherwise resident is the size and
- * rss_rise and overhead None. */
+ * rss_rise and overhead None. A traceback is a tuple of (filename,
+ * lineno), most recent first, or with `functions` of (filename, lineno,
+ * function name). */
 static PyObject *
-tracing_py_snapshot(PyObject *m, PyObject *arg)
+tracing_py_snapshot(PyObject *m, PyObject *args)
 {
-    int at_peak = PyObject_IsTrue(arg);
-    if (at_peak < 0) {
+    int at_peak, functions = 0;
+    if (!PyArg_ParseTuple(args, "p|p:_trace_snapshot", &at_peak, &functions)) {
         return NULL;
     }
     if (!memlens_tracing_on) {
@@ -1176,7 +1193,7 @@ tracing_py_snapshot(PyObject *m, PyObject *arg)
      * collection that frees traced blocks. What the rows take is memlens's
      * own: quiet (hooks.h). */
     memlens_hooks_quiet(1);
-    PyObject *res = tracing_snapshot_rows(at_peak);
+    PyObject *res = tracing_snapshot_rows(at_peak, functions);
     memlens_hooks_quiet(0);
     return res;
 }
@@ -1342,7 +1359,7 @@ static PyMethodDef tracing_methods[] = {
     {"_trace_is_tracing", tracing_py_is_tracing, METH_NOARGS, NULL},
     {"_trace_memory", tracing_py_memory, METH_NOARGS, NULL},
     {"_trace_reset_peak", tracing_py_reset_peak, METH_NOARGS, NULL},
-    {"_trace_snapshot", tracing_py_snapshot, METH_O, NULL},
+    {"_trace_snapshot", tracing_py_snapshot, METH_VARARGS, NULL},
     {"_trace_stats", tracing_py_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

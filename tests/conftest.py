@@ -25,6 +25,18 @@ SANITIZED = bool(os.environ.get("MEMLENS_SANITIZED"))
 figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
 
+#: The command line, as a program runs it.
+MEMLENS = [sys.executable, "-m", "memlens"]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """The test in its own directory, where data files land; plots drawn
+    off screen. For the command line's tests (``usefixtures``)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
+
 
 class counting_hooks:
     """Holds memlens's exact allocator hooks for a block, as measure()

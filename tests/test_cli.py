@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MEMLENS
+
+pytestmark = pytest.mark.usefixtures("in_tmp")
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-MEMLENS = [sys.executable, "-m", "memlens"]
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Each run's data file lands in the test's own directory."""
-    monkeypatch.chdir(tmp_path)
 
 
 def run(*args, **kwargs):

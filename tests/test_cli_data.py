@@ -15,20 +15,12 @@ import pytest
 
 from memlens.cli import datafile
 
-from conftest import figures
+from conftest import MEMLENS, figures
 
-MEMLENS = [sys.executable, "-m", "memlens"]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("in_tmp")]
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Each test in its own directory: data files land there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    return tmp_path
 
 
 def run(*args, **kwargs):

@@ -1,5 +1,6 @@
 """IPython magics: %load_ext memlens, the per-cell watcher, %memit."""
 import gc
+import html
 import os
 import re
 import subprocess
@@ -185,6 +186,44 @@ def test_memit_o_returns_a_result_and_q_is_quiet(ip, capsys):
     assert str(result).startswith("peak memory: ")
     assert "<table" in result._repr_html_()
     assert result.to_dict()["unit"] == "MiB"
+
+
+def test_memit_result_has_memory_profilers_fields(ip):
+    before = memlens.rss() / MiB
+    result = ip.run_line_magic(
+        "memit", "-o -q -r 3 -i 0.05 -t 100 x = np.ones(40 * 2**20 // 8)")
+    after = memlens.rss() / MiB
+    # mem_usage: one peak per run, in MiB (memory_profiler's list).
+    assert result.mem_usage == result.peaks and len(result.mem_usage) == 3
+    # baseline: one figure, the memory just before the first run.
+    assert isinstance(result.baseline, float)
+    assert before - 1 <= result.baseline <= after + 1
+    assert result.baseline <= min(result.mem_usage)
+    assert result.baseline == pytest.approx(
+        result.peaks[0] - result.increments[0])
+    # The first run holds 40 MiB more than before it.
+    assert max(result.mem_usage) - result.baseline >= 39
+    assert (result.interval, result.timeout) == (0.05, 100.0)
+    assert result.include_children is False
+    assert str(result) == (f"peak memory: {max(result.mem_usage):.2f} MiB, "
+                           f"increment: {result.increment:.2f} MiB")
+    d = result.to_dict()
+    assert (d["baseline"], d["interval"], d["timeout"]) == (
+        result.baseline, 0.05, 100.0)
+
+
+def test_memit_result_interval_and_timeout_defaults(ip):
+    result = ip.run_line_magic("memit", "-o -q x = 1")
+    assert (result.interval, result.timeout) == (0.1, None)
+    assert len(result.mem_usage) == 1
+    assert result.baseline <= result.mem_usage[0]
+
+
+def test_memit_result_pretty_prints_as_memory_profiler_does(ip):
+    from IPython.lib.pretty import pretty
+
+    result = ip.run_line_magic("memit", "-o -q x = 1")
+    assert pretty(result) == f"<MemitResult : {result}>"
 
 
 @figures
@@ -580,6 +619,27 @@ def test_cell_memtop_with_traceback_key_and_result(ip, capsys):
     with pytest.raises(UsageError):
         ip.run_line_magic("memtop", "")
     run(ip, "%memtop 1/0")
+    assert not memlens.is_tracing()
+
+
+def test_cell_memtop_html_shows_the_flame_graph_page_in_the_output(
+        ip, capsys, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda *objs, **k: shown.extend(objs))
+    result = ip.run_cell_magic(
+        "memtop", "--html -o",
+        "def inner():\n    return bytearray(3 * 2**20)\nkept = inner()\n")
+    assert "return bytearray(3 * 2**20)" in capsys.readouterr().out
+    assert len(shown) == 1
+    frame = shown[0]._repr_html_()
+    assert frame.startswith("<div><iframe ") and "srcdoc=" in frame
+    page = html.unescape(frame.split('srcdoc="', 1)[1].rsplit('"', 1)[0])
+    # The page of the peak, with the end below it.
+    assert page == result.peak.to_html(end=result.snapshot, title="%memtop")
+    assert "return bytearray(3 * 2**20)" in page and "<script" in page
     assert not memlens.is_tracing()
 
 

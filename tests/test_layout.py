@@ -17,12 +17,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "memlens"
 #: that is it or a package holding it.
 LAYERS = (
     # Units, formats, argument checks, errors, wrappers, and the C core.
-    ("base", ("memlens._core", "memlens._report", "memlens._checks",
-              "memlens._errors", "memlens._wrap")),
+    ("base", ("memlens._core", "memlens._report", "memlens._flamegraph",
+              "memlens._checks", "memlens._errors", "memlens._wrap")),
     # The capabilities, each driving its C unit.
     ("capabilities", ("memlens._readings", "memlens._peak",
                       "memlens._npmem", "memlens._sizeof", "memlens._census",
-                      "memlens._tracing", "memlens.lineprof")),
+                      "memlens._tracing", "memlens.lineprof",
+                      "memlens._usage")),
     # What users run: the public API, the command line, the magics, the
     # pytest plugin, the points.
     ("front", ("memlens", "memlens.__main__", "memlens.cli",

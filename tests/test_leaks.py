@@ -55,6 +55,7 @@ ENTRY_POINTS = {
     "memory": (500, 50),
     "peak": (2000, 200),
     "sampler": (500, 50),
+    "memory-usage": (500, 50),
     "measure-block": (2000, 200),
     "measure-decorator": (2000, 200),
     "line-profiler": (500, 50),
@@ -134,6 +135,19 @@ def ep_sampler():
         with memlens.Sampler(interval=0.001) as s:
             pass
         s.to_dict()
+    return step
+
+
+def ep_memory_usage():
+    import memlens
+
+    def work():
+        return bytearray(64 * 1024)
+
+    def step():
+        memlens.memory_usage(-1, interval=0.001, timeout=0.003,
+                             multiprocess=True, timestamps=True)
+        memlens.memory_usage((work,), max_usage=True, retval=True)
     return step
 
 

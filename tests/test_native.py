@@ -287,6 +287,31 @@ def test_an_extension_imported_after_tracing_started_is_covered(
     assert unpatched(late) == {}
 
 
+SQLITE_FILL = ("with recursive c(n) as (select 1 union all select n + 1 "
+               "from c where n < 4096) insert into t select randomblob(1000) "
+               "from c")
+
+
+def test_a_library_working_without_the_gil_loses_no_change():
+    # SQLite runs the query with the GIL released: its tens of thousands
+    # of mallocs and frees wait in the queue for a call holding the GIL.
+    sqlite3 = pytest.importorskip("sqlite3")
+    db = sqlite3.connect(":memory:")
+    try:
+        with memlens.tracing(native=True):
+            db.execute("create table t(x)")
+            db.execute(SQLITE_FILL)  # without the GIL
+            during = memlens.take_snapshot()
+            stats = _core._trace_stats()
+    finally:
+        db.close()
+    assert stats["queue_lost"] == 0, stats
+    assert during.lost_records == 0 and during.lost_frees == 0
+    row = line_of(during, "db.execute(SQLITE_FILL)  # without the GIL")
+    assert row is not None
+    assert row.native_size >= 4096 * 1000, row
+
+
 def loaded(path):
     """Whether the object at `path` is mapped in this process."""
     with open("/proc/self/maps") as maps:

@@ -15,14 +15,12 @@ import pytest
 
 from memlens.cli import datafile
 
-MEMLENS = [sys.executable, "-m", "memlens"]
+from conftest import MEMLENS
+
 PYTHON = [sys.executable]
 
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Each run's data file lands in the test's own directory."""
-    monkeypatch.chdir(tmp_path)
 
 
 def run(*args, **kwargs):
@@ -201,6 +199,10 @@ POOL = """
 
     @profile
     def square(x):
+        # Every form the builtin takes works in a child too.
+        with profile:
+            profile.enable_by_count()
+            profile.disable_by_count()
         return x * x
 
     if __name__ == "__main__":

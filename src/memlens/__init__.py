@@ -19,6 +19,8 @@ _LAZY = {
     "Measurement": "memlens._peak",
     "profile": "memlens.lineprof",
     "LineProfiler": "memlens.lineprof",
+    "show_results": "memlens.lineprof",
+    "LogFile": "memlens.lineprof",
     "start_tracing": "memlens._tracing",
     "stop_tracing": "memlens._tracing",
     "is_tracing": "memlens._tracing",
@@ -34,6 +36,7 @@ _LAZY = {
     "SizeWarning": "memlens._sizeof",
     "heap": "memlens._census",
     "HeapCensus": "memlens._census",
+    "memory_usage": "memlens._usage",
 }
 
 __all__ = sorted(_LAZY)

@@ -48,3 +48,15 @@ def html_table(header, rows):
     return ("<table class='memlens'><thead>" + html_row(header, "th")
             + "</thead><tbody>" + "".join(html_row(row) for row in rows)
             + "</tbody></table>")
+
+
+def human(nbytes):
+    """Bytes in the unit that reads best: ``B`` under a KiB, ``KiB`` with
+    one decimal under a MiB, ``MiB`` with two decimals above; the flame
+    graph page's script writes its figures the same way (_flamegraph.js,
+    ``human``)."""
+    if abs(nbytes) < KIB:
+        return f"{nbytes} B"
+    if abs(nbytes) < MIB:
+        return f"{kib(nbytes)} KiB"
+    return f"{mib(nbytes)} MiB"

@@ -176,6 +176,17 @@ def peak_snapshot():
     return _core._quietly(_snapshot, True)
 
 
+def _live_stacks():
+    """What is alive now, by site, with function names: a list of
+    (frames, size, count, native), frames ((filename, lineno, function),
+    ...) most recent first, empty for a block of unknown origin. Taking it
+    changes neither the figures nor the peak (the pytest plugin's
+    limit_leaks)."""
+    rows = _core._quietly(_core._trace_snapshot, False, True)[3]
+    return [(frames, size, count, native)
+            for frames, size, count, _, _, native, _ in rows]
+
+
 class tracing:
     """``with memlens.tracing(nframes=1, sample_bytes=0, native=False) as t:``
 
@@ -569,6 +580,33 @@ class Snapshot:
                 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                 + "".join(f"<p><strong>{html.escape(w)}</strong></p>"
                           for w in self._warnings()))
+
+    def to_html(self, path=None, end=None, timeline=None, title="memlens"):
+        """The flame graph page: one self-contained HTML document (no
+        network, nothing loaded from outside) with an icicle of this
+        snapshot by traceback, Python and native bytes apart, search, click
+        to zoom and a sortable table of the top lines.
+
+        `end`: a second snapshot drawn below, what was alive at the end
+        (with this one the peak). `timeline`: RSS over time drawn above,
+        the peak and the ``FUNC`` spans marked: ``(times, mem)`` or
+        ``(times, mem, spans)`` (epoch seconds, MiB, ``(name, start,
+        end)``), or what reading a ``memlens run`` data file gives.
+        Returns the document, or writes it to `path` and returns `path`.
+        (``_repr_html_`` stays the short table: notebooks show it.)"""
+        from memlens import _flamegraph
+
+        if end is not None and not isinstance(end, Snapshot):
+            raise TypeError(f"end must be a Snapshot, not "
+                            f"{type(end).__name__}")
+        # memlens's own work: neither a line of any snapshot nor part of
+        # the traced peak, however large the page.
+        text = _core._quietly(_flamegraph.render, self, end, timeline, title)
+        if path is None:
+            return text
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
 
     def to_dict(self):
         return {"kind": self.kind, "total": self.total,

@@ -97,12 +97,28 @@ class MemitResult:
 
     ``peaks`` and ``increments`` hold one figure per repeat; ``peak`` and
     ``increment`` are their maxima (what the printed line shows).
+
+    memory_profiler's own attributes mean what they mean there:
+    ``mem_usage`` is the list of the runs' peaks (the same figures as
+    ``peaks``), ``baseline`` the memory just before the first run (with
+    ``-c``, its living children's too, as the peaks count them),
+    ``interval`` and ``timeout`` the ``-i`` and ``-t`` given (``timeout``
+    None without ``-t``), and ``include_children`` whether ``-c`` was.
     """
 
-    def __init__(self, peaks, baselines, include_children):
+    def __init__(self, peaks, baselines, include_children, interval=0.1,
+                 timeout=None):
         self.peaks = [p / MIB for p in peaks]
         self.increments = [(p - b) / MIB for p, b in zip(peaks, baselines)]
+        self.baseline = baselines[0] / MIB
         self.include_children = include_children
+        self.interval = interval
+        self.timeout = timeout
+
+    @property
+    def mem_usage(self):
+        """memory_profiler's name for the runs' peaks (MiB)."""
+        return self.peaks
 
     @property
     def peak(self):
@@ -120,6 +136,8 @@ class MemitResult:
         return {"peak": self.peak, "increment": self.increment,
                 "peaks": list(self.peaks),
                 "increments": list(self.increments),
+                "baseline": self.baseline, "interval": self.interval,
+                "timeout": self.timeout,
                 "include_children": self.include_children, "unit": "MiB"}
 
     def __str__(self):
@@ -244,6 +262,17 @@ def _explained(peak):
     return (f"RSS rose {kib(peak.rss_rise)} KiB from the start to the "
             f"peak; the rows hold {kib(peak.resident)} KiB of it{share}, "
             f"untracked {kib(peak.untracked)} KiB")
+
+
+def _show_page(page):
+    """Shows a self-contained HTML page in the cell's output, in a frame
+    of its own so that its script and styles meet none of the notebook's;
+    a terminal gets the object's text instead."""
+    from IPython.display import HTML, display
+
+    display(HTML("<div><iframe style='width:100%;height:720px;border:0' "
+                 f"srcdoc=\"{html.escape(page, quote=True)}\"></iframe>"
+                 "</div>"))
 
 
 def _children_peak_since(rusage_before):
@@ -394,7 +423,8 @@ class MemlensMagics(Magics):
             baselines.append(base)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-        return MemitResult(peaks, baselines, args.include_children)
+        return MemitResult(peaks, baselines, args.include_children,
+                           interval=args.interval, timeout=args.timeout)
 
 
     # ---- %mprun -------------------------------------------------------
@@ -483,6 +513,9 @@ class MemlensMagics(Magics):
               help="trace every shared library's malloc and anonymous mmap "
                    "too; the peak is shown in resident bytes, with how much "
                    "of the RSS rise it explains")
+    @argument("--html", action="store_true",
+              help="also show the flame graph page of the peak and the end "
+                   "(Snapshot.to_html) in the cell's output")
     @argument("statement", nargs="*", help="the code to run")
     @line_cell_magic
     def memtop(self, line="", cell=None):
@@ -524,6 +557,9 @@ class MemlensMagics(Magics):
                 print(run.peak.format(args.limit, args.key))
                 if args.native:
                     print(_explained(run.peak))
+                if args.html:
+                    _show_page(run.peak.to_html(end=run.snapshot,
+                                                title="%memtop"))
         return run if args.return_result else None
 
 

@@ -13,25 +13,34 @@ depend on the order of the tests and, under pytest-xdist, on the worker.
 
 import argparse
 import gc
+import linecache
 import os
 import re
 from fractions import Fraction
-from typing import NamedTuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import pytest
 
 from memlens._report import KIB, MIB, mib
 
-#: The units a size may be written in: decimal and binary multiples.
+#: The units a size may be written in, as pytest-memray reads them: KB,
+#: MB, GB, TB and PB are powers of 1024, as are KiB to PiB. Any case:
+#: "1mb" is 1 MiB.
 UNITS = {
     "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
+    "KB": 2**10,
+    "MB": 2**20,
+    "GB": 2**30,
+    "TB": 2**40,
+    "PB": 2**50,
     "KiB": 2**10,
     "MiB": 2**20,
     "GiB": 2**30,
+    "TiB": 2**40,
+    "PiB": 2**50,
 }
+
+_UNITS_ANY_CASE = {unit.lower(): factor for unit, factor in UNITS.items()}
 
 #: limit_memory traces allocations sampled at one mark per this many bytes
 #: on average, to name the lines in its failure message.
@@ -43,12 +52,42 @@ LINES_SHOWN = 5
 #: How many tests the --memlens report shows unless --memlens-top says.
 DEFAULT_TOP = 10
 
-MARKERS = ("limit_memory", "limit_allocations")
+MARKERS = ("limit_memory", "limit_allocations", "limit_leaks")
+
+#: The keyword that may give a marker's size instead of its one argument
+#: (pytest-memray's name for it).
+SIZE_KEYWORDS = {"limit_memory": "limit", "limit_allocations": None,
+                 "limit_leaks": "location_limit"}
 
 #: The keywords each marker takes (beside its one size).
-MARKER_KEYWORDS = {"limit_memory": (), "limit_allocations": ("native",)}
+MARKER_KEYWORDS = {"limit_memory": ("current_thread_only",),
+                   "limit_allocations": ("native",),
+                   "limit_leaks": ("filter_fn", "current_thread_only")}
 
-_UNIT_LIST = ", ".join(UNITS)
+#: What each marker's error messages show as its use.
+_MARKER_USE = {
+    "limit_memory": ('one size (or limit=size) and current_thread_only='
+                     'False, such as @pytest.mark.limit_memory("24 MB")'),
+    "limit_allocations": ('one size and native=True or False, such as '
+                          '@pytest.mark.limit_allocations("24 MB", '
+                          'native=True)'),
+    "limit_leaks": ('one size (or location_limit=size), filter_fn= and '
+                    'current_thread_only=False, such as '
+                    '@pytest.mark.limit_leaks("1 MB", filter_fn=None)'),
+}
+
+#: limit_leaks traces this many frames per allocation: its call stacks
+#: are as deep as pytest-memray's, so that filter functions which look
+#: for a caller far up find it (memlens's maximum).
+LEAK_FRAMES = 100
+
+#: How many leaking call stacks, and how many frames of each, a
+#: limit_leaks failure shows.
+LEAKS_SHOWN = 10
+LEAK_FRAMES_SHOWN = 5
+
+_UNIT_LIST = ("B, KB, MB, GB, TB, PB (powers of 1024, any case; also "
+              "written KiB, MiB, GiB, TiB, PiB)")
 _SIZE = re.compile(
     r"\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[A-Za-z]*)\s*\Z")
 
@@ -63,9 +102,11 @@ _LIMITS = pytest.StashKey()
 
 
 def parse_size(size):
-    """Bytes in `size`: an int (bytes) or a string such as "24 MB", "1.5
-    GiB" or "512 KiB" (units B, KB, MB, GB powers of 1000; KiB, MiB, GiB
-    powers of 1024; written as here). Fractions of a byte are dropped.
+    """Bytes in `size`, a marker's limit: an int (bytes) or a string such
+    as "24 MB", "1.5 GiB" or "512kb". As pytest-memray reads it, KB, MB,
+    GB, TB and PB are powers of 1024, in any case ("1mb" is 1,048,576
+    bytes); KiB, MiB, GiB, TiB and PiB are the same units; B, or no unit,
+    is bytes. Fractions of a byte are dropped.
 
     TypeError for anything but an int or a string, ValueError for a string
     that is not a size or a size below one byte.
@@ -81,10 +122,11 @@ def parse_size(size):
             raise ValueError(f"{size!r} is not a size: write a number and a "
                              f"unit, such as '24 MB' (units: {_UNIT_LIST})")
         unit = match["unit"] or "B"
-        factor = UNITS.get(unit)
+        factor = _UNITS_ANY_CASE.get(unit.lower())
         if factor is None:
-            close = [u for u in UNITS if u.lower() == unit.lower()]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = ""
+            if unit.upper() in ("K", "M", "G", "T", "P"):
+                hint = f" (did you mean {unit.upper() + 'B'!r}?)"
             raise ValueError(f"{size!r}: unknown unit {unit!r}{hint}; the "
                              f"units are {_UNIT_LIST}")
         # Exact: Decimal would round to its context's 28 digits.
@@ -96,13 +138,32 @@ def parse_size(size):
     return nbytes
 
 
+class StackFrame(NamedTuple):
+    """One frame of a call stack that leaked, as limit_leaks' filter_fn
+    sees it (the attributes of pytest-memray's StackFrame)."""
+
+    function: str
+    filename: str
+    lineno: int
+
+
+class Stack(NamedTuple):
+    """The call stack of a leak, given to limit_leaks' filter_fn:
+    ``frames``, StackFrames most recent first (pytest-memray's Stack;
+    Python frames only)."""
+
+    frames: Tuple[StackFrame, ...]
+
+
 class Limit(NamedTuple):
-    """One marker's limit: bytes, the size as written, and whether it
-    counts native memory too (limit_allocations(..., native=True))."""
+    """One marker's limit: bytes, the size as written, whether it counts
+    native memory too (limit_allocations(..., native=True)), and
+    limit_leaks' filter_fn."""
 
     nbytes: int
     written: Union[int, str]
     native: bool = False
+    filter_fn: Optional[Callable[[Stack], object]] = None
 
 
 def _marker_text(marker):
@@ -114,26 +175,42 @@ def _marker_text(marker):
 def _marker_limit(name, marker):
     """The Limit `marker` asks for; TypeError or ValueError saying what is
     wrong with it."""
-    allowed = MARKER_KEYWORDS[name]
-    unknown = [key for key in marker.kwargs if key not in allowed]
-    if unknown and allowed:
-        raise ValueError(
-            f"unknown keyword {unknown[0]!r}: {name} takes one size and "
-            f"native=True or False, such as @pytest.mark.{name}(\"24 MB\", "
-            f"native=True)")
-    if unknown or len(marker.args) != 1:
+    keywords = dict(marker.kwargs)
+    sizes = list(marker.args)
+    size_keyword = SIZE_KEYWORDS[name]
+    if size_keyword in keywords:
+        sizes.append(keywords.pop(size_keyword))
+    unknown = [key for key in keywords if key not in MARKER_KEYWORDS[name]]
+    if unknown:
+        raise ValueError(f"unknown keyword {unknown[0]!r}: {name} takes "
+                         f"{_MARKER_USE[name]}")
+    if len(sizes) != 1:
+        example = "1 MB" if name == "limit_leaks" else "24 MB"
         raise ValueError(f"takes one size, such as "
-                         f"@pytest.mark.{name}(\"24 MB\")")
-    native = marker.kwargs.get("native", False)
+                         f"@pytest.mark.{name}(\"{example}\")")
+    native = keywords.get("native", False)
     if not isinstance(native, bool):
         raise TypeError(f"native must be True or False, not {native!r}")
-    return Limit(parse_size(marker.args[0]), marker.args[0], native)
+    one_thread = keywords.get("current_thread_only", False)
+    if not isinstance(one_thread, bool):
+        raise TypeError(f"current_thread_only must be True or False, not "
+                        f"{one_thread!r}")
+    if one_thread:
+        raise ValueError("current_thread_only=True is not supported: "
+                         "memlens counts the memory of every thread")
+    filter_fn = keywords.get("filter_fn")
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"filter_fn must be a function that takes a Stack "
+                        f"and returns False to ignore its leak, or None, "
+                        f"not {filter_fn!r}")
+    return Limit(parse_size(sizes[0]), sizes[0], native, filter_fn)
 
 
 def _item_limits(item):
     """{marker name: Limit} from the closest marker of each name on
     `item`. Every marker found is checked; ValueError with the test, the
-    marker and the problem for a malformed one."""
+    marker and the problem for a malformed one, or for limit_leaks beside
+    another limit."""
     limits = {}
     for name in MARKERS:
         for marker in item.iter_markers(name):
@@ -143,6 +220,12 @@ def _item_limits(item):
                 raise ValueError(f"{item.nodeid}: {_marker_text(marker)}: "
                                  f"{exc}") from None
             limits.setdefault(name, limit)
+    others = [name for name in limits if name != "limit_leaks"]
+    if "limit_leaks" in limits and others:
+        raise ValueError(
+            f"{item.nodeid}: limit_leaks and {others[0]} on one test: "
+            f"limit_leaks traces the test its own way (every frame, native "
+            f"memory too); put the other limit on a test of its own")
     return limits
 
 
@@ -194,6 +277,13 @@ def pytest_configure(config):
         "deterministic (memlens allocation tracing over the test "
         "function). native=True traces every shared library's malloc "
         "and mmap too and limits the resident bytes at the traced peak")
+    config.addinivalue_line(
+        "markers",
+        "limit_leaks(size, filter_fn=None): fail the test when a call "
+        "stack still holds more than size at the test's end of the Python "
+        "and native memory it allocated during the test; filter_fn(stack) "
+        "returns False to ignore a stack (pytest-memray's marker, traced "
+        "exactly by memlens)")
     top = config.getoption("memlens_top")
     report = bool(config.getoption("memlens")) or top is not None
     config.stash[_STATE] = _State(report, DEFAULT_TOP if top is None
@@ -243,16 +333,24 @@ class _Meter:
         self.limits = limits
         self.window = None
         self.tracing = False
-        # Exact tracing gives limit_allocations its figure; limit_memory
-        # alone only needs the lines, which sampling gives cheaply.
+        # Exact tracing gives limit_allocations and limit_leaks their
+        # figures; limit_memory alone only needs the lines, which sampling
+        # gives cheaply. limit_leaks is never beside another limit.
         allocations = limits.get("limit_allocations")
-        if allocations is not None:
+        self.exact = ("limit_leaks" if "limit_leaks" in limits
+                      else "limit_allocations")
+        if allocations is not None or "limit_leaks" in limits:
             self.sample_bytes = 0
         elif "limit_memory" in limits:
             self.sample_bytes = LINES_SAMPLE_BYTES
         else:
             self.sample_bytes = None
         self.native = allocations is not None and allocations.native
+        # limit_leaks: what the test still held at its end, by call stack
+        # (frames, size, count, native size), and those over the limit
+        # that filter_fn kept, largest first.
+        self.live = None
+        self.leaks = None
         self.lines_note = None
         self.peak_rss = None
         # limit_allocations' figure: the traced peak of allocated bytes,
@@ -270,9 +368,9 @@ class _Meter:
             if _tracing.is_tracing():
                 if self.sample_bytes == 0:
                     raise RuntimeError(
-                        "limit_allocations needs memlens's allocation "
-                        "tracing, and it was already running when the "
-                        "test started (started by a fixture or a plugin)")
+                        f"{self.exact} needs memlens's allocation "
+                        f"tracing, and it was already running when the "
+                        f"test started (started by a fixture or a plugin)")
                 self.lines_note = ("no lines: memlens's allocation tracing "
                                    "was already in use")
             else:
@@ -280,7 +378,9 @@ class _Meter:
                     # The collector's schedule inside the test then does
                     # not depend on what ran before it.
                     gc.collect()
-                if self.native:
+                if "limit_leaks" in self.limits:
+                    _tracing.start_tracing(LEAK_FRAMES, 0, native=True)
+                elif self.native:
                     _tracing.start_tracing(1, self.sample_bytes,
                                            native=True)
                 else:
@@ -291,9 +391,11 @@ class _Meter:
         if self.tracing:
             _tracing.reset_peak()
 
-    def stop(self):
+    def stop(self, passed=True):
         """Close what start() opened and keep the figures; a limit's
-        overrun keeps the snapshot of the traced peak too."""
+        overrun keeps the snapshot of the traced peak too. limit_leaks
+        looks only at a test that `passed`: the traceback of a failure
+        holds the test's locals."""
         from memlens import _tracing
 
         try:
@@ -304,17 +406,26 @@ class _Meter:
             if self.tracing:
                 self.tracing = False
                 try:
-                    self._read_tracing(_tracing)
+                    self._read_tracing(_tracing, passed)
                 finally:
                     _tracing.stop_tracing()
+        if self.live is not None:
+            self._find_leaks()
 
-    def _read_tracing(self, tracing):
+    def _read_tracing(self, tracing, passed):
         if not tracing.is_tracing():
             self.lines_note = "no lines: the test stopped memlens's tracing"
             if self.sample_bytes == 0:
                 raise RuntimeError(
-                    "limit_allocations has no figure: the test stopped "
-                    "memlens's allocation tracing")
+                    f"{self.exact} has no figure: the test stopped "
+                    f"memlens's allocation tracing")
+            return
+        if "limit_leaks" in self.limits:
+            if passed:
+                # Cycles the test left are garbage, not leaks; a full
+                # collection also empties the interpreter's free lists.
+                gc.collect()
+                self.live = tracing._live_stacks()
             return
         peak = tracing.traced_memory()[1]
         if self.native:
@@ -329,9 +440,49 @@ class _Meter:
             if self.overruns():
                 self.snapshot = tracing.peak_snapshot()
 
+    def _find_leaks(self):
+        """The call stacks over limit_leaks' limit that its filter_fn keeps
+        (called with tracing stopped: its own allocations are not the
+        test's)."""
+        limit = self.limits["limit_leaks"]
+        stacks = {}
+        for frames, size, count, native in self.live:
+            figures = stacks.setdefault(frames, [0, 0, 0])
+            figures[0] += size
+            figures[1] += count
+            figures[2] += size if native else 0
+        self.live = None
+        leaks = []
+        for frames, (size, count, native_size) in stacks.items():
+            if size <= limit.nbytes:
+                continue
+            stack = Stack(tuple(StackFrame(function, filename, lineno)
+                                for filename, lineno, function in frames)
+                          or (StackFrame("???", "???", 0),))
+            if limit.filter_fn is not None:
+                try:
+                    keep = limit.filter_fn(stack)
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"limit_leaks' filter_fn raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+                if not keep:
+                    continue
+            leaks.append((stack, size, count, native_size))
+        leaks.sort(key=lambda leak: (-leak[1], leak[0]))
+        self.leaks = leaks
+
     def overruns(self):
         """One sentence per limit exceeded."""
         out = []
+        limit = self.limits.get("limit_leaks")
+        if limit is not None and self.leaks:
+            stacks = (f"{len(self.leaks)} call stacks each" if
+                      len(self.leaks) > 1 else "a call stack")
+            out.append(
+                f"limit_leaks: {stacks} still held more than the limit of "
+                f"{_limit_text(limit)} at the test's end, of the memory "
+                f"allocated during the test (the limit is per call stack)")
         limit = self.limits.get("limit_memory")
         if limit is not None and self.peak_rss is not None \
                 and self.peak_rss > limit[0]:
@@ -358,10 +509,16 @@ class _Meter:
                     f"bytes), over the limit of {_limit_text(limit)}")
         return out
 
-    def message(self, rootpath):
-        """The failure text: the overruns, then the top lines."""
+    def message(self, rootpath, test_code=None):
+        """The failure text: the overruns, then the top lines (the leaking
+        stacks, each down from `test_code`, the test function's code)."""
         out = self.overruns()
-        if self.snapshot is not None and self.native:
+        if self.leaks:
+            out.append("Leaking call stacks, largest first (Python and "
+                       "native memory allocated during the test and alive "
+                       "at its end):")
+            out.extend(_format_leaks(self.leaks, rootpath, test_code))
+        elif self.snapshot is not None and self.native:
             out.append("Top lines resident at the peak of traced "
                        "allocations (Python and native; allocated "
                        "beside):")
@@ -390,6 +547,48 @@ def _limit_text(limit):
     return f"{written.strip()} ({nbytes:,} bytes, {mib(nbytes)} MiB)"
 
 
+def _where(filename, rootpath):
+    """`filename` relative to the rootdir when it is under it."""
+    if os.path.isabs(filename):
+        relative = os.path.relpath(filename, rootpath)
+        if not relative.startswith(os.pardir):
+            return relative
+    return filename
+
+
+def _format_leaks(leaks, rootpath, test_code):
+    """Up to LEAKS_SHOWN leaking stacks: the bytes, the line that
+    allocated (with its source), and the calls that led there from the
+    test function, at most LEAK_FRAMES_SHOWN frames."""
+    out = []
+    for stack, size, count, native_size in leaks[:LEAKS_SHOWN]:
+        blocks = "block" if count == 1 else "blocks"
+        native = f", {native_size:,} native" if native_size else ""
+        first = True
+        for frame in stack.frames[:LEAK_FRAMES_SHOWN]:
+            where = (f"{_where(frame.filename, rootpath)}:{frame.lineno} in "
+                     f"{frame.function}")
+            if first:
+                out.append(f"  {size / MIB:>10.2f} MiB  {where}  ({size:,} "
+                           f"bytes in {count:,} {blocks}{native})")
+                line = linecache.getline(frame.filename,
+                                         frame.lineno).strip()
+                if line:
+                    out.append(f"  {'':>14}  {line}")
+                first = False
+            else:
+                out.append(f"  {'':>14}  called from {where}")
+            if test_code is not None and (
+                    frame.filename, frame.function) == test_code:
+                break
+    rest = leaks[LEAKS_SHOWN:]
+    if rest:
+        noun = "stack" if len(rest) == 1 else "stacks"
+        out.append(f"  {sum(leak[1] for leak in rest) / MIB:>10.2f} MiB  "
+                   f"{len(rest)} other call {noun} over the limit")
+    return out
+
+
 def _format_lines(snapshot, rootpath):
     """The largest lines of `snapshot`, at most LINES_SHOWN, leaving out
     those under 1% of its total (pytest's own few bytes, mostly). Those of
@@ -413,11 +612,7 @@ def _format_lines(snapshot, rootpath):
     shown = shown or stats[:1]
     out = []
     for stat in shown:
-        where = stat.filename
-        if os.path.isabs(where):
-            relative = os.path.relpath(where, rootpath)
-            if not relative.startswith(os.pardir):
-                where = relative
+        where = _where(stat.filename, rootpath)
         beside = ""
         if native:
             beside = (f"  ({stat.size / scale:.{digits}f} {unit} "
@@ -450,6 +645,14 @@ def _reconciliation(snapshot):
             f"untracked {mib(snapshot.untracked)} MiB"]
 
 
+def _test_code(item):
+    """(filename, function name) of the test function's code, or None."""
+    code = getattr(getattr(item, "obj", None), "__code__", None)
+    if code is None:
+        return None
+    return code.co_filename, code.co_name
+
+
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_call(item):
     """Measures the call: trylast makes this the innermost wrapper, so as
@@ -469,7 +672,7 @@ def pytest_runtest_call(item):
         problem = exc
     outcome = yield
     try:
-        meter.stop()
+        meter.stop(passed=outcome.excinfo is None)
     except Exception as exc:
         problem = problem or exc
     if meter.peak_rss is not None:
@@ -481,7 +684,7 @@ def pytest_runtest_call(item):
     if problem is not None:
         message = f"memlens could not measure the test: {problem}"
     elif meter.overruns():
-        message = meter.message(item.config.rootpath)
+        message = meter.message(item.config.rootpath, _test_code(item))
     if message is None:
         return
     if outcome.excinfo is None:

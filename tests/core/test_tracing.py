@@ -155,6 +155,27 @@ def test_skip_prefixes_must_be_tuples_of_str():
         _core._trace_skip((), (1,))
 
 
+def _allocate_here(nbytes):
+    return here(), bytearray(nbytes)
+
+
+def test_snapshot_names_each_frames_function_when_asked(tracing):
+    line, block = _allocate_here(2**20)
+    caller = here() - 1
+    [plain] = rows_at(_core._trace_snapshot(False), line)
+    assert plain[0][1] == (__file__, caller)
+    named = [r for r in _core._trace_snapshot(False, True)[3]
+             if r[0] and r[0][0] == (__file__, line, "_allocate_here")]
+    assert len(named) == 1
+    assert named[0][0][1] == (
+        __file__, caller,
+        "test_snapshot_names_each_frames_function_when_asked")
+    assert named[0][1:] == plain[1:]
+    with pytest.raises(TypeError):
+        _core._trace_snapshot()
+    del block
+
+
 def test_real_allocations_are_traced_to_their_line(tracing):
     before = _core._trace_memory()[0]
     line = here() + 1

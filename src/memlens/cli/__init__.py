@@ -1,5 +1,5 @@
-"""The command line: ``memlens run|plot|peak|list|clean|report``, also
-``python -m memlens``.
+"""The command line: ``memlens run|plot|peak|list|clean|report|flamegraph``,
+also ``python -m memlens``.
 
 ``python -m memlens --line script.py`` is short for ``memlens run --line
 script.py``, as ``python -m memory_profiler script.py`` is for its users.
@@ -11,7 +11,7 @@ import sys
 
 from memlens._errors import UsageError
 
-COMMANDS = ("run", "plot", "peak", "list", "clean", "report")
+COMMANDS = ("run", "plot", "peak", "list", "clean", "report", "flamegraph")
 
 # Modules only some commands need are imported where they are used:
 # memlens run's start-up is part of the time it adds to a program, and the
@@ -46,18 +46,31 @@ def _add_run(sub):
                     "on stderr. `profile` is a builtin: each call of a "
                     "function it decorates is recorded as a FUNC span "
                     "(with --line, also profiled line by line). The "
-                    "program's own exit status is returned. Everything "
+                    "program's own exit status is returned (as mprof "
+                    "run's --exit-code does). mprof's -C, -M, -T and -E "
+                    "mean what they mean to mprof run. Everything "
                     "after the script, -m MODULE or -c CODE is the "
                     "program's, as with python.")
     run.add_argument("-o", "--output", metavar="FILE",
                      help="data file to write (default: "
                           "memlens_YYYYMMDDhhmmss.dat here)")
-    run.add_argument("--interval", type=_interval, default=0.01,
+    run.add_argument("-T", "--interval", type=_interval, default=0.01,
                      metavar="S", help="seconds between samples "
                                        "(default 0.01)")
-    run.add_argument("--include-children", action="store_true",
-                     help="add the memory of child processes (and theirs); "
-                          "each gets its own CHLD series")
+    run.add_argument("-C", "--include-children", action="store_true",
+                     help="add the memory of child processes (and theirs) "
+                          "to MEM; each also gets its own CHLD series")
+    run.add_argument("-M", "--multiprocess", action="store_true",
+                     help="a CHLD series for each child process (and "
+                          "theirs), MEM staying this process's own "
+                          "unless -C is given too")
+    run.add_argument("-E", "--exit-code", action="store_true",
+                     help="return the program's exit status (mprof's "
+                          "flag; memlens always does)")
+    run.add_argument("--timestamp", action="store_true",
+                     help="record each call of a @profile function as a "
+                          "FUNC line (memory_profiler's flag; memlens "
+                          "always does)")
     run.add_argument("--line", action="store_true",
                      help="line-by-line tables of @profile functions")
     run.add_argument("--alloc", action="store_true",
@@ -66,6 +79,24 @@ def _add_run(sub):
                      help="decimals in the line tables (default 1)")
     run.add_argument("--no-meter", action="store_true",
                      help="no live meter, even on a terminal")
+    trace = run.add_argument_group(
+        "tracing", "With --trace, what was alive at the peak of traced "
+                   "memory and at the end is saved beside the data file "
+                   "(FILE.trace), kept up to date as the program runs, and "
+                   "the top lines at the peak are printed at exit.")
+    trace.add_argument("--trace", action="store_true",
+                       help="trace allocations: the peak and end snapshots")
+    trace.add_argument("--native", action="store_true",
+                       help="with --trace: also what C code allocates "
+                            "(malloc, mmap)")
+    trace.add_argument("--frames", type=int, default=None, metavar="N",
+                       help="with --trace: frames kept per traceback "
+                            "(default 10, at most 100)")
+    trace.add_argument("--sample-bytes", type=int, default=None,
+                       metavar="N",
+                       help="with --trace: record one block per N bytes "
+                            "allocated on average (default 0: every "
+                            "block)")
     # -m and -c take the rest of the command line: the module's or the
     # code's arguments follow them (-o, --help... are the program's).
     target = run.add_mutually_exclusive_group()
@@ -110,6 +141,10 @@ def build_parser():
                            "(default: the data file's name with .png)")
     plot.add_argument("--title", metavar="T",
                       help="title (default: the command that ran)")
+    plot.add_argument("--trace", action="store_true",
+                      help="require the trace beside each data file "
+                           "(memlens run --trace); without, it is used "
+                           "when there")
 
     peak = sub.add_parser(
         "peak", help="print the peak memory of data files",
@@ -144,12 +179,35 @@ def build_parser():
     form.add_argument("--csv", action="store_true",
                       help="print the timeline as CSV: seconds, MiB, and "
                            "a column per child process")
+    report.add_argument("--trace", action="store_true",
+                        help="require the trace beside the data file "
+                             "(memlens run --trace) and report the top "
+                             "lines at the peak and at the end; without, "
+                             "they are reported when it is there")
+
+    flame = sub.add_parser(
+        "flamegraph", help="write the trace as one HTML page",
+        description="Write what was alive at the peak and at the end of a "
+                    "run (memlens run --trace) as one self-contained HTML "
+                    "page: flame graphs by traceback, Python and native "
+                    "bytes apart, the RSS timeline with the peak and the "
+                    "calls of profiled functions, a sortable table of the "
+                    "top lines, search and click to zoom. It loads nothing "
+                    "from the network.")
+    flame.add_argument("file", nargs="?", metavar="FILE",
+                       help="data file or index (default: the newest); its "
+                            "trace is FILE.trace")
+    flame.add_argument("-o", "--output", metavar="OUT",
+                       help="page to write (default: the data file's name "
+                            "with .html)")
+    flame.add_argument("--title", metavar="T",
+                       help="title (default: the command that ran)")
     return parser
 
 
 #: The function of cli.report that runs each data-file command.
 _REPORTS = {"plot": "plot", "peak": "peak", "list": "list_files",
-            "clean": "clean", "report": "report"}
+            "clean": "clean", "report": "report", "flamegraph": "flamegraph"}
 
 
 def _action(command):

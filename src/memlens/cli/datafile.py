@@ -3,13 +3,18 @@
 One record a line, sizes in MiB, times in epoch seconds::
 
     CMDLINE <the command that ran>
+    MODE <flag> ...                   how descendants were followed:
+                                      include-children, multiprocess
     MEM <MiB> <time>                  the process (with its descendants
                                       under --include-children)
     CHLD <pid> <MiB> <time>           one living descendant
     FUNC <name> <MiB> <start> <MiB> <end> [<depth>]
                                       one call of a profiled function
 
-mprof's own files (``mprofile_*.dat``) read the same way. Time never goes
+mprof's own files (``mprofile_*.dat``) read the same way; they have no
+MODE line (mprof skips lines it does not know, so it reads ours). Without
+one, MEM lines count the CHLD lines when these share their times (memlens
+writes them so), and nobody knows otherwise (mprof stamps them apart). Time never goes
 back: a MEM line's time is not before the previous MEM line's, a CHLD
 line's not before the previous one of the same process, and a FUNC line
 ends no sooner than it starts. A line that does not parse or breaks that
@@ -78,6 +83,7 @@ class RunData:
     spans: List[Span] = field(default_factory=list)
     children: Dict[str, Series] = field(default_factory=dict)
     truncated: bool = False
+    mode: Optional[frozenset] = None  # the MODE line's flags, if any
 
     @property
     def samples(self):
@@ -89,11 +95,27 @@ class RunData:
         firsts = self.memory.times[:1] + [s.start for s in self.spans[:1]]
         return min(firsts) if firsts else None
 
+    def children_in_memory(self):
+        """Whether the MEM lines count the CHLD series: as the MODE line
+        says; without one, True when every CHLD line shares the time of a
+        MEM line, as memlens writes them, else None (unknown: mprof stamps
+        them apart, with or without -C)."""
+        if self.mode is not None:
+            return "include-children" in self.mode
+        if not self.children:
+            return None
+        times = set(self.memory.times)
+        if all(when in times for series in self.children.values()
+               for when in series.times):
+            return True
+        return None
+
     def own_memory(self):
         """The process's own Series (MEM less its CHLD lines of the same
-        time), when every CHLD line shares the time of a MEM line, as in
-        memlens's files; else None (mprof stamps them apart)."""
-        if not self.children:
+        time), when the MEM lines count the children and every CHLD line
+        shares the time of a MEM line, as in memlens's files; else None
+        (MEM is the process alone, or mprof stamped them apart)."""
+        if not self.children or not self.children_in_memory():
             return None
         kids = {}
         for series in self.children.values():
@@ -111,6 +133,7 @@ class RunData:
         """The report as data: see summarise()."""
         totals = Totals(self.path)
         totals.cmdline, totals.truncated = self.cmdline, self.truncated
+        totals.mode = self.mode
         for when, mem in zip(self.memory.times, self.memory.mem):
             totals.mem(mem, when)
         for span in self.spans:
@@ -131,6 +154,7 @@ class Totals:
         self.path = path
         self.cmdline = None
         self.truncated = False
+        self.mode = None
         self.samples = 0
         self.first = None       # (time, MiB) of the first MEM line
         self.last = None        # and of the last
@@ -176,6 +200,8 @@ class Totals:
             self.span(record[1])
         elif kind == "CMDLINE":
             self.cmdline = record[1]
+        elif kind == "MODE":
+            self.mode = record[1]
         else:
             self.truncated = True
 
@@ -224,6 +250,7 @@ _FORMS = {
     "MEM": "MEM <MiB> <time>",
     "CHLD": "CHLD <pid> <MiB> <time>",
     "FUNC": "FUNC <name> <MiB> <start> <MiB> <end> [<depth>]",
+    "MODE": "MODE <flag> ...",
 }
 
 # Nearly every line of a file: read without decoding it, one match.
@@ -253,6 +280,12 @@ def _parse_line(text):
     if kind == "CMDLINE":
         return ("CMDLINE", rest)
     fields = rest.split(" ")
+    if kind == "MODE":
+        # Flags this reader does not know are kept, not refused: a later
+        # memlens may add some.
+        if not all(fields):
+            raise _BadLine
+        return ("MODE", frozenset(fields))
     if kind == "MEM":
         if len(fields) != 2:
             raise _BadLine
@@ -277,7 +310,7 @@ def _parse_line(text):
     if not text:
         raise DataFileError("empty line")
     raise DataFileError(f"unknown record {kind[:20]!r}: expected "
-                        "CMDLINE, MEM, CHLD or FUNC")
+                        "CMDLINE, MODE, MEM, CHLD or FUNC")
 
 
 def _decode(data):
@@ -298,6 +331,7 @@ def records(path):
     order, reading it a line at a time:
 
         ("CMDLINE", text)
+        ("MODE", frozenset of flags)
         ("MEM", MiB, time)
         ("CHLD", pid, MiB, time)      pid as written (a string)
         ("FUNC", Span)
@@ -407,6 +441,8 @@ def read(path):
             run.spans.append(record[1])
         elif kind == "CMDLINE":
             run.cmdline = record[1]
+        elif kind == "MODE":
+            run.mode = record[1]
         else:
             run.truncated = True
     return run

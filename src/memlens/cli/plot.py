@@ -62,8 +62,9 @@ def _draw_run(ax, run, single, colour):
     t0 = run.start_time
     times = [t - t0 for t in mem.times]
     if single:
-        label = ("total: this process and its children" if run.children
-                 else "memory (RSS)")
+        counted = run.children_in_memory() if run.children else None
+        label = {True: "total: this process and its children",
+                 False: "this process"}.get(counted, "memory (RSS)")
     else:
         label = _label(os.path.basename(run.path), 40)
         if label.startswith("_"):
@@ -142,8 +143,20 @@ def _draw_spans(ax, lane, run, duration):
     return handles
 
 
-def figure(runs, title=None):
-    """A matplotlib Figure of the runs (RunData with samples)."""
+def _draw_traced_peak(ax, run, when):
+    """When the traced peak was, from the run's trace: after `when[0]`
+    and by `when[1]` (epoch seconds), a thin band."""
+    after, by = when
+    t1 = by - run.start_time
+    t0 = t1 if after is None else max(after - run.start_time, 0.0)
+    ax.axvspan(t0, t1, color=_PEAK, alpha=0.25, linewidth=0.8, zorder=2,
+               label=f"traced peak, seen at {t1:.2f} s")
+
+
+def figure(runs, title=None, traced=None):
+    """A matplotlib Figure of the runs (RunData with samples); `traced`,
+    when given, (after, by) epoch times of each run's traced peak (or
+    None)."""
     Figure = _load_matplotlib()
     single = len(runs) == 1
     spans = single and bool(runs[0].spans)
@@ -166,6 +179,9 @@ def figure(runs, title=None):
         if spans:
             duration = run.memory.times[-1] - run.start_time
             extra = _draw_spans(ax, lane, run, max(duration, 1e-3))
+    for run, when in zip(runs, traced or ()):
+        if when is not None:
+            _draw_traced_peak(ax, run, when)
     end = max(run.memory.times[-1] - run.start_time for run in runs)
     for t, m in peaks:
         ax.plot([t], [m], marker="o", markersize=7, color=_PEAK, zorder=4)
@@ -179,7 +195,11 @@ def figure(runs, title=None):
                     textcoords="offset points",
                     ha="right" if left else "left", color=_PEAK,
                     fontsize=9, zorder=5)
-    ax.set_ylim(bottom=0, top=max(m for _, m in peaks) * 1.15 or 1)
+    # Children drawn apart from MEM (mprof's -M) may rise above it.
+    highest = max([m for _, m in peaks]
+                  + [max(s.mem) for run in runs[:1] if single
+                     for s in run.children.values() if s.mem])
+    ax.set_ylim(bottom=0, top=highest * 1.15 or 1)
     ax.set_xlim(left=0)
     lane.set_xlabel("time (s)")
     ax.set_ylabel("memory (MiB)")
@@ -224,10 +244,11 @@ def _html_page(fig, runs, title):
         + "\n".join(rows) + "\n</table>\n</body>\n</html>\n")
 
 
-def save(runs, out, title=None):
-    """Draws `runs` into file `out` (its extension says the format)."""
+def save(runs, out, title=None, traced=None):
+    """Draws `runs` into file `out` (its extension says the format);
+    `traced` as figure()'s."""
     ext = check_output(out)
-    fig = figure(runs, title)
+    fig = figure(runs, title, traced)
     if ext == ".html":
         page = _html_page(fig, runs, title)
         with open(out, "w", encoding="utf-8") as f:

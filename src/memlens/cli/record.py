@@ -123,9 +123,21 @@ class RunProfile:
             profiler.print_stats(stream=stream, precision=precision)
 
 
-def recorder(fd, interval, path, children=False, meter_fd=-1):
+def recorder(fd, interval, path, children=False, multiprocess=False,
+             meter_fd=-1):
     """A native Recorder writing to `fd` (which it duplicates), the data
     file at the absolute `path`, where it is opened again if the program
-    closes the duplicate; with a live meter on `meter_fd` unless -1."""
+    closes the duplicate; with a live meter on `meter_fd` unless -1. With
+    `children`, the descendants are added to MEM and each gets its CHLD
+    lines; with `multiprocess` alone, only the CHLD lines."""
     return _core.Recorder(fd, interval, children=children,
-                          meter_fd=meter_fd, path=path)
+                          multiprocess=multiprocess, meter_fd=meter_fd,
+                          path=path)
+
+
+def mode_line(children, multiprocess):
+    """The MODE line saying how descendants are followed (the flags, in
+    mprof's words), or b"" when they are not."""
+    flags = [name for name, on in (("include-children", children),
+                                   ("multiprocess", multiprocess)) if on]
+    return f"MODE {' '.join(flags)}\n".encode() if flags else b""

@@ -1,5 +1,5 @@
-"""The data-file commands: ``memlens plot``, ``peak``, ``list``, ``clean``
-and ``report``."""
+"""The data-file commands: ``memlens plot``, ``peak``, ``list``, ``clean``,
+``report`` and ``flamegraph``."""
 
 import os
 import sys
@@ -26,10 +26,11 @@ def plot(args):
     runs = _read_all(args.files)
     for run in runs:
         _need_samples(run.path, run.samples)
+    traced = [_peak_time(_load_trace(run.path, args.trace)) for run in runs]
     out = args.output
     if out is None:
         out = os.path.splitext(os.path.basename(runs[0].path))[0] + ".png"
-    plotting.save(runs, out, args.title)
+    plotting.save(runs, out, args.title, traced)
     print(f"memlens: plot saved to {out}", file=sys.stderr)
     return 0
 
@@ -157,18 +158,110 @@ def _report_csv(path):
         out.writerow(row)
 
 
+def _load_trace(path, required):
+    """The Trace beside data file `path`: TraceFileError when it is
+    corrupt, or missing and `required`; None when missing."""
+    from memlens.cli import tracefile
+
+    return tracefile.load_for(path, required)
+
+
+def _peak_time(trace):
+    """(after, by) epoch seconds of the traced peak, or None."""
+    if trace is None or trace.peak is None or trace.peak_time is None:
+        return None
+    return trace.peak_after, trace.peak_time
+
+
+#: Lines listed at the peak and at the end.
+_TOP_PEAK, _TOP_END = 10, 5
+
+
+def _trace_summary(trace, t0):
+    """The trace's part of the report, as data."""
+    meta = trace.meta
+
+    def part(snap, limit):
+        if snap is None:
+            return None
+        return {"total": snap.total, "resident": snap.resident,
+                "rss_rise": snap.rss_rise, "lost_frees": snap.lost_frees,
+                "lost_records": snap.lost_records,
+                "top": [s.to_dict() for s in snap.top(limit)]}
+    when = _peak_time(trace)
+    return {"file": trace.path, "final": trace.final,
+            "nframes": meta.get("nframes"),
+            "sample_bytes": meta.get("sample_bytes"),
+            "native": bool(meta.get("native")),
+            "peak_after_s": (None if when is None or when[0] is None
+                             else round(when[0] - t0, 6)),
+            "peak_time_s": None if when is None else round(when[1] - t0, 6),
+            "peak": part(trace.peak, _TOP_PEAK),
+            "end": part(trace.end, _TOP_END)}
+
+
+def _trace_text(t):
+    how = [f"{t['nframes']} frames",
+           "every block" if not t["sample_bytes"]
+           else f"one block per {t['sample_bytes']} bytes",
+           *(("native",) if t["native"] else ())]
+    state = "" if t["final"] else (
+        " (the run did not end: the last peak written while it ran)")
+    lines = [f"  trace      {t['file']}: {', '.join(how)}{state}"]
+    for name, key in (("at the peak", "peak"), ("at the end", "end")):
+        part = t[key]
+        if part is None:
+            continue
+        when = (f", seen at {_seconds(t['peak_time_s'])}"
+                if key == "peak" and t["peak_time_s"] is not None else "")
+        lines.append(f"  {name} (traced {part['total'] / 2**20:.2f} MiB"
+                     f"{when})")
+        for i, s in enumerate(part["top"], 1):
+            lines.append(f"    #{i:<2} {s['filename']}:{s['lineno']}  "
+                         f"{s['size'] / 2**20:.2f} MiB"
+                         + (f"  {s['line']}" if s["line"] else ""))
+    return lines
+
+
 def report(args):
     from memlens.cli import datafile
 
     path, = datafile.select([args.file] if args.file is not None else [])
     if args.csv:
+        if args.trace:
+            _load_trace(path, True)
         _report_csv(path)
         return 0
     summary = datafile.summarise(path)
+    trace = _load_trace(path, args.trace)
+    summary["trace"] = (None if trace is None else
+                        _trace_summary(trace, summary["start_time"] or 0.0))
     if args.json:
         import json
 
         print(json.dumps(summary, indent=2))
     else:
-        print(_report_text(summary))
+        text = _report_text(summary)
+        if summary["trace"] is not None:
+            text += "\n" + "\n".join(_trace_text(summary["trace"]))
+        print(text)
+    return 0
+
+
+def flamegraph(args):
+    """The trace beside a data file (``memlens run --trace``) as one
+    self-contained HTML page: the peak and the end by traceback, the RSS
+    timeline, the top lines."""
+    from memlens.cli import datafile
+
+    path, = datafile.select([args.file] if args.file is not None else [])
+    trace = _load_trace(path, True)
+    run = datafile.read(path)
+    out = args.output
+    if out is None:
+        out = os.path.splitext(os.path.basename(path))[0] + ".html"
+    title = args.title or f"memlens: {run.cmdline or path}"
+    trace.peak.to_html(out, end=trace.end,
+                       timeline=run if run.samples else None, title=title)
+    print(f"memlens: flame graph saved to {out}", file=sys.stderr)
     return 0

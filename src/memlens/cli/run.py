@@ -283,6 +283,25 @@ class _Installed:
 def _check_options(args):
     if args.alloc and not args.line:
         raise UsageError("run: --alloc goes with --line")
+    if not args.trace:
+        for flag, value in (("--native", args.native or None),
+                            ("--frames", args.frames),
+                            ("--sample-bytes", args.sample_bytes)):
+            if value is not None:
+                raise UsageError(f"run: {flag} goes with --trace")
+        return
+    from memlens._tracing import MAX_FRAMES, MAX_SAMPLE_BYTES
+
+    if args.frames is None:
+        args.frames = 10
+    if args.sample_bytes is None:
+        args.sample_bytes = 0
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"run: --frames must be between 1 and "
+                         f"{MAX_FRAMES}: {args.frames}")
+    if not 0 <= args.sample_bytes <= MAX_SAMPLE_BYTES:
+        raise UsageError(f"run: --sample-bytes must be between 0 and "
+                         f"{MAX_SAMPLE_BYTES}: {args.sample_bytes}")
 
 
 def _open_data_file(output):
@@ -306,8 +325,11 @@ def _start_recorder(args, fd, path, err):
     try:
         meter = (not args.no_meter and err.isatty()
                  and os.environ.get("TERM") != "dumb")
+        # --include-children gives each descendant its CHLD series as
+        # well; -M alone keeps MEM to this process.
         return recorder(fd, args.interval, path=os.path.abspath(path),
                         children=args.include_children,
+                        multiprocess=args.multiprocess,
                         meter_fd=err.fd if meter else -1)
     finally:
         os.close(fd)
@@ -324,52 +346,82 @@ def run(args):
         traceback.print_exception(type(exc), exc, None)
         return 1
     path, fd = _open_data_file(args.output)
+    tracer = _open_trace(args, path, fd, cmdline) if args.trace else None
     # Taken now, before the program can close its own.
     out, err = _Output(sys.stdout), _Output(sys.stderr)
     try:
         rec = _start_recorder(args, fd, path, err)
-        return _Run(args, label, path, rec, out, err).execute(cmdline,
-                                                              body, argv)
+        return _Run(args, label, path, rec, out, err, tracer).execute(
+            cmdline, body, argv)
     finally:
         out.close()
         err.close()
 
 
-def _write_cmdline(rec, cmdline):
+def _open_trace(args, path, fd, cmdline):
+    """The TraceRecorder of --trace, its file's first version written
+    beside the data file; else UsageError naming it (the data file, just
+    made, is removed)."""
     from shlex import quote
+
+    from memlens.cli.tracefile import TraceRecorder, trace_path
+
+    tracer = TraceRecorder(
+        trace_path(path), {"datafile": os.path.basename(path),
+                           "command": " ".join(quote(a) for a in cmdline)},
+        args.frames, args.sample_bytes, args.native)
+    try:
+        tracer.prepare()
+    except OSError as exc:
+        os.close(fd)
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        raise UsageError(f"cannot write the trace file {tracer.path!r}: "
+                         f"{exc.strerror or exc}") from None
+    return tracer
+
+
+def _write_head(rec, cmdline, args):
+    """The CMDLINE line, and the MODE line when descendants are
+    followed."""
+    from shlex import quote
+
+    from memlens.cli.record import mode_line
 
     text = " ".join(quote(a) for a in cmdline)
     rec.write(("CMDLINE " + text.replace("\r", " ").replace("\n", "\\n")
-               + "\n").encode("utf-8", "surrogateescape"))
+               + "\n").encode("utf-8", "surrogateescape")
+              + mode_line(args.include_children, args.multiprocess))
 
 
 def _run_profile(args, rec):
-    """The ``profile`` builtin of the run (RunProfile), profiling line by
-    line under --line."""
+    """The ``profile`` builtin of the run: memory_profiler's profiler
+    object (ProfileBuiltin), each call it decorates a FUNC span
+    (RunProfile), profiled line by line under --line."""
     from memlens.cli.record import RunProfile
+    from memlens.lineprof.builtin import ProfileBuiltin
 
-    line_profiler = None
-    if args.line:
-        from memlens.lineprof import LineProfiler
-
-        line_profiler = LineProfiler(alloc=args.alloc)
-    return RunProfile(rec, line_profiler)
+    return ProfileBuiltin(RunProfile(rec), line=args.line, alloc=args.alloc)
 
 
 class _Run:
     """One run of the program under the recorder `rec`. The tables go to
     `out`, the summary to `err` (_Output)."""
 
-    def __init__(self, args, label, path, rec, out, err):
+    def __init__(self, args, label, path, rec, out, err, tracer=None):
         self.args, self.label, self.path = args, label, path
         self.rec, self.out, self.err = rec, out, err
+        self.tracer = tracer
+        self.traced = None  # the peak Snapshot, or the OSError
         self.installed = None
 
     def execute(self, cmdline, body, argv):
         """Runs `body` as the program with `argv`; the exit status."""
         from memlens._readings import peak
 
-        _write_cmdline(self.rec, cmdline)
+        _write_head(self.rec, cmdline, self.args)
         self.run_profile = _run_profile(self.args, self.rec)
         self.pid = os.getpid()
         self.window = peak()
@@ -380,6 +432,8 @@ class _Run:
             status, error = self._run_body(body)
         finally:
             self.installed.remove()
+            if os.getpid() == self.pid:
+                self._finish_trace()
         if os.getpid() != self.pid:
             # A child the program forked, leaving through here: the parent
             # reports.
@@ -398,6 +452,8 @@ class _Run:
         with self.rec, self.window:
             try:
                 self.installed.handle_sigterm(self._on_sigterm)
+                if self.tracer is not None:
+                    self.tracer.start()
                 body()
                 _join_program_threads()
             except SystemExit as exc:
@@ -425,6 +481,34 @@ class _Run:
                 else "")
         self.err.write(f"memlens: {self.label}: {what}, ran {elapsed:.2f} "
                        f"s, {how}; data in {self.path}{lost}\n")
+        if self.tracer is not None:
+            self._report_trace()
+
+    def _finish_trace(self):
+        """The trace's end: its final version written, tracing stopped."""
+        tracer = self.tracer
+        if tracer is None or self.traced is not None:
+            return
+        try:
+            self.traced = tracer.finish()
+        except OSError as exc:
+            self.traced = exc
+
+    def _report_trace(self):
+        """The top lines at the peak, below the summary."""
+        tracer = self.tracer
+        if isinstance(self.traced, OSError):
+            exc = self.traced
+            self.err.write(f"memlens: error: cannot write the trace file "
+                           f"{tracer.path!r}: {exc.strerror or exc}\n")
+            return
+        if self.traced is None:
+            return
+        peak = self.traced
+        lost = (f" ({tracer.failures} failed updates)" if tracer.failures
+                else "")
+        self.err.write(f"memlens: at the peak of traced memory; trace in "
+                       f"{tracer.path}{lost}\n{peak.format(limit=10)}\n")
 
     def _on_sigterm(self, signum, frame):
         """SIGTERM: the open spans and the summary, then death by the
@@ -435,6 +519,7 @@ class _Run:
         if os.getpid() == self.pid:
             self.installed.remove()
             self.run_profile.end_open_spans()
+            self._finish_trace()
             self.window.__exit__(None, None, None)
             self._report("killed by SIGTERM")
             self.out.close()

@@ -5,8 +5,9 @@ Such a child is a new interpreter: it runs the program's main module again
 (as ``__mp_main__``), where ``@profile`` would be a NameError, and a Pool
 would start dying workers for ever. The parent's preparation data, which
 the child unpickles before it runs the main module, carries a call of
-:func:`prepared` that gives the child a ``profile`` that leaves functions
-as they are (a child's spans are not recorded, as with fork).
+:func:`prepared` that gives the child a ``profile`` that takes every form
+the parent's does and records nothing (a child's spans are not recorded,
+as with fork).
 
 From 3.14 the fork server itself imports the main module before it forks
 any child (its preload list names ``__main__``): under ``memlens run`` the
@@ -26,17 +27,14 @@ import sys
 SERVER_MODULE = "memlens.cli.forkserver"
 
 
-def profile(func=None, **options):
-    """``@profile`` and ``@profile(...)``: the function, unchanged."""
-    if func is None:
-        return profile
-    return func
-
-
 def prepared(data):
     """Unpickled in the child: installs the builtin, returns the data."""
     if not hasattr(builtins, "profile"):
-        builtins.profile = profile
+        from memlens.lineprof.builtin import ProfileBuiltin
+
+        # Every form the parent's builtin takes (decorator, ``with
+        # profile:``, enable_by_count()), recording nothing.
+        builtins.profile = ProfileBuiltin()
     return data
 
 

@@ -18,6 +18,7 @@ that cannot load raises instead of silently falling back.
 import os
 import sys
 import threading
+import types
 import weakref
 
 from memlens import _core
@@ -206,8 +207,10 @@ def _functions_running(code):
 
 #: Instrumented copy of each registered code object, made once: (code,
 #: copy) by id(code); the entry keeps the code alive, so the id stays its
-#: own, until the engine unregisters the code (forget).
+#: own, until the engine unregisters the code (forget). _ORIGINALS maps
+#: back: (copy, code) by id(copy).
 _COPIES = {}
+_ORIGINALS = {}
 
 
 def forget(code):
@@ -215,14 +218,29 @@ def forget(code):
     entry = _COPIES.get(id(code))
     if entry is not None and entry[0] is code:
         del _COPIES[id(code)]
+        _ORIGINALS.pop(id(entry[1]), None)
+
+
+def original_code(code):
+    """The code object whose instrumented copy `code` is, else `code`: a
+    function made while the copy of the code around it ran runs a copy of
+    its own."""
+    entry = _ORIGINALS.get(id(code))
+    return entry[1] if entry is not None and entry[0] is code else code
 
 
 def _instrumented(code):
+    """The instrumented copy of `code`, made once. Every code object
+    defined inside `code` is registered with it (the engine registers them
+    together), and the copy holds their copies in their place: the
+    functions, lambdas and comprehensions it makes run instrumented."""
     copy = _COPIES.get(id(code))
     if copy is None:
         from memlens.lineprof.instrument import instrument
+        inner = {id(const): _instrumented(const) for const in code.co_consts
+                 if isinstance(const, types.CodeType)}
         try:
-            copy = (code, instrument(code))
+            copy = (code, instrument(code, inner))
         except Exception as exc:
             raise RuntimeError(
                 f"memlens: cannot instrument {code.co_qualname} for the line "
@@ -230,6 +248,7 @@ def _instrumented(code):
                 f"{ENV}=settrace profiles it with the trace function "
                 f"instead") from exc
         _COPIES[id(code)] = copy
+        _ORIGINALS[id(copy[1])] = (copy[1], code)
     return copy[1]
 
 

@@ -24,7 +24,9 @@ statistics:
 The hooks do the same per-line work as the other backends (csrc/lineprof.c).
 The copy keeps the original's names, file, line numbers and positions; it
 runs while the function's ``__code__`` is swapped for it, between the first
-enable and the last disable, and the original is put back after.
+enable and the last disable, and the original is put back after. The code
+objects defined inside it (functions, lambdas, comprehensions) are loaded
+as their own instrumented copies, so that what it makes is profiled too.
 """
 
 import types
@@ -100,7 +102,13 @@ def _line_hooks(items):
         if not isinstance(item, Instr):
             continue
         if previous is not None and previous.name not in _NO_FALL_THROUGH:
-            edges[pos].append((_lineno(previous), False, None))
+            source = _lineno(previous)
+            if previous.name == "RESUME" and previous.arg == 0:
+                # A frame's first instruction is always a line event, even
+                # on the def line (a lambda, a comprehension, a one-line
+                # def).
+                source = None
+            edges[pos].append((source, False, None))
         if isinstance(item.arg, Label):
             target = label_at.get(id(item.arg))
             if target is not None:
@@ -128,9 +136,12 @@ def _line_hooks(items):
     return hooks, back_jumps
 
 
-def instrument(code):
+def instrument(code, inner=None):
     """A copy of `code` that calls memlens's hooks; `code` must have been
-    registered with the C engine (_core._line_add_code)."""
+    registered with the C engine (_core._line_add_code). `inner` maps the
+    id of a code object among its constants to the copy to load in its
+    place."""
+    inner = inner or {}
     enter, line, line_changed, leave, resume = _core._line_ins_hooks(code)
     bc = Bytecode.from_code(code)
     items = list(bc)
@@ -178,6 +189,10 @@ def instrument(code):
                 continue
         if item.name in ("RETURN_VALUE", "YIELD_VALUE"):
             out += _call(leave, None, lineno)
+        if (item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType)
+                and id(item.arg) in inner):
+            item = Instr("LOAD_CONST", inner[id(item.arg)],
+                         location=item.location)
         out.append(item)
         if item.name == "RESUME":
             if item.arg == 0 and not started:

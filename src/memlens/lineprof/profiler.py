@@ -9,6 +9,7 @@ import functools
 import html
 import inspect
 import linecache
+import logging
 import sys
 import threading
 import types
@@ -17,22 +18,15 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from memlens import _core
-from memlens._checks import int_in_range
 from memlens._npmem import numpy_hook_acquire, numpy_hook_release
 from memlens._report import html_table, mib
 from memlens._wrap import wrap
 from memlens.lineprof import backends
+from memlens.lineprof.options import (MAX_PRECISION, backend_alloc,
+                                      check_precision, check_stream)
 
 __all__ = ["LineProfiler", "profile", "FunctionProfile", "LineRecord",
-           "show_results"]
-
-#: The most decimals of a MiB figure: a byte count divided by 2**20 ends
-#: within 20 decimals, so more would only add zeros.
-MAX_PRECISION = 20
-
-
-def _check_precision(precision):
-    int_in_range("precision", precision, 0, MAX_PRECISION)
+           "show_results", "LogFile", "MAX_PRECISION"]
 
 
 # --------------------------------------------------------------------------
@@ -44,17 +38,35 @@ def _last_line(code):
     return max(lines, default=code.co_firstlineno)
 
 
+def _nested_codes(code):
+    """The code objects defined inside `code`, at any depth: its nested
+    functions, lambdas, classes, generator expressions and (before 3.12,
+    PEP 709) comprehensions. Their lines are profiled with it, and show in
+    its table, as memory_profiler shows them."""
+    found, todo = [], [code]
+    while todo:
+        for const in todo.pop().co_consts:
+            if isinstance(const, types.CodeType) and not any(
+                    known is const for known in found):
+                found.append(const)
+                todo.append(const)
+    return found
+
+
 class _Registration:
     """A code object registered with the C engine: how many living
-    profilers hold it, and the functions seen running it (weakly: the
-    profilers hold them)."""
+    profilers hold it, the functions seen running it (weakly: the
+    profilers hold them), and whether it was registered as defined inside
+    a profiled function (`nested`: its functions are made by running the
+    outer code, none to look for)."""
 
-    __slots__ = ("code", "users", "functions")
+    __slots__ = ("code", "users", "functions", "nested")
 
     def __init__(self, code):
         self.code = code
         self.users = 0
         self.functions = []  # weakref.ref to each function
+        self.nested = False
 
     def add(self, func):
         if not any(ref() is func for ref in self.functions):
@@ -64,9 +76,10 @@ class _Registration:
 
     def live_functions(self):
         """The functions still alive, or None if it was registered as a
-        bare code object (the backend finds its functions itself)."""
+        bare code object (the backend finds its functions itself); none
+        for a nested code object seen running no function of its own."""
         if not self.functions:
-            return None
+            return [] if self.nested else None
         return [f for f in (ref() for ref in self.functions) if f is not None]
 
 
@@ -93,9 +106,12 @@ class _Engine:
         self.busy = 0
         self.pending = []
 
-    def register(self, code, func=None, new_user=True):
+    def register(self, code, func=None, new_user=True, nested=False):
         """Counts one more profiler holding `code` (with `new_user`), or
-        only notes one more function running it."""
+        only notes one more function running it. A `nested` code object
+        is one defined inside a profiled function: registered before the
+        function's own, so that the instrument backend's copy of the outer
+        code makes functions of the instrumented inner copies."""
         with self.lock:
             self.busy += 1
             try:
@@ -104,6 +120,7 @@ class _Engine:
                 if created:
                     _core._line_add_code(code, _last_line(code))
                     reg = self.registry[id(code)] = _Registration(code)
+                reg.nested = reg.nested or nested
                 try:
                     if func is not None:
                         reg.add(func)
@@ -276,25 +293,67 @@ def _table_rows(fp, precision):
     return header, rows
 
 
-def _format_table(fp, precision=1):
+def _table_pieces(fp, precision=1):
+    """The table as memory_profiler writes it, a piece per write: the
+    file name, the header, its rule, each row, the blank line after. A
+    stream that logs (LogFile) makes a record of each."""
     if fp.alloc:
         template = "{0:>6} {1:>12} {2:>12} {3:>12} {4:>12}  {5:>10}   {6}"
     else:
         template = "{0:>6} {1:>12} {2:>12}  {3:>10}   {4}"
     header, rows = _table_rows(fp, precision)
     head = template.format(*header)
-    out = [f"Filename: {fp.filename}", "", head, "=" * len(head)]
-    out += [template.format(*row).rstrip() for row in rows]
-    return "\n".join(out) + "\n\n"
+    out = [f"Filename: {fp.filename}\n\n", head + "\n",
+           "=" * len(head) + "\n"]
+    out += [template.format(*row).rstrip() + "\n" for row in rows]
+    out.append("\n")
+    return out
+
+
+def _format_table(fp, precision=1):
+    return "".join(_table_pieces(fp, precision))
+
+
+def write_tables(profiles, stream=None, precision=1):
+    """Writes each FunctionProfile of `profiles` to `stream` (default
+    sys.stdout), a write per line, then flushes it."""
+    check_precision(precision)
+    stream = stream if stream is not None else sys.stdout
+    for fp in profiles:
+        for piece in _table_pieces(fp, precision):
+            stream.write(piece)
+    stream.flush()
+
+
+def _merged_rows(stats, codes):
+    """{line: (line, hits, increment, mem_usage, allocated, freed)} of the
+    code objects `codes` together: a line run by several of them (a
+    comprehension's line, run by the function and by the comprehension's
+    own code) adds their figures, and keeps the highest memory."""
+    merged = {}
+    for code in codes:
+        for row in stats.get(id(code), []):
+            old = merged.get(row[0])
+            if old is not None:
+                row = (row[0], old[1] + row[1], old[2] + row[2],
+                       max(old[3], row[3]), old[4] + row[4], old[5] + row[5])
+            merged[row[0]] = row
+    return merged
 
 
 def _profiles(codes, alloc):
-    """FunctionProfile of each code object in `codes`, from the C stats."""
+    """FunctionProfile of each code object in `codes`, from the C stats.
+    The code objects defined inside each (its nested functions, lambdas,
+    comprehensions...) show in its table, unless they are in `codes`
+    themselves, as memory_profiler shows them."""
     stats = {id(code): rows for code, rows in _core._line_results()}
     result = []
     for code in codes:
-        rows = {row[0]: row for row in stats.get(id(code), [])}
-        first, last = code.co_firstlineno, _last_line(code)
+        tree = [code] + [sub for sub in _nested_codes(code)
+                         if not any(sub is top for top in codes)]
+        rows = _merged_rows(stats, tree)
+        first = code.co_firstlineno
+        last = max(_last_line(sub) for sub in tree)
         if rows:
             last = max(last, max(rows))
         source = linecache.getlines(code.co_filename)
@@ -320,8 +379,48 @@ def _profiles(codes, alloc):
 
 
 def show_results(profiler, stream=None, precision=1):
-    """Print every table of `profiler` (memory_profiler's name)."""
+    """Prints every table of `profiler` (a LineProfiler, or the
+    ``profile`` builtin of ``memlens run --line``) to `stream` (default
+    sys.stdout) with `precision` decimals: memory_profiler's
+    ``show_results``."""
     profiler.print_stats(stream=stream, precision=precision)
+
+
+def _increment_above_zero(text):
+    """Whether `text` is a table row whose Increment (the second MiB
+    figure) is above zero."""
+    parts = text.split("MiB")
+    if len(parts) < 3:
+        return False
+    try:
+        return float(parts[1]) > 0
+    except ValueError:
+        return False  # "MiB" in a line of source, not a figure
+
+
+class LogFile:
+    """A file-like object that sends what is written to it to the
+    ``logging`` module, as memory_profiler's ``LogFile``: each write
+    becomes one record of the logger `name` (the root logger by default),
+    at INFO level, so that ``profile(stream=LogFile("memory_profile_log"))``
+    logs each line of the tables. With `reportIncrementFlag`, only the rows
+    whose Increment is above zero are logged, with each table's
+    ``Filename:`` and header lines."""
+
+    def __init__(self, name=None, reportIncrementFlag=False):
+        self.logger = logging.getLogger(name)
+        self.reportIncrementFlag = reportIncrementFlag
+
+    def write(self, msg, level=logging.INFO):
+        if self.reportIncrementFlag and not (
+                _increment_above_zero(msg) or "Filename:" in msg
+                or "Line Contents" in msg):
+            return
+        self.logger.log(level, msg)
+
+    def flush(self):
+        for handler in self.logger.handlers:
+            handler.flush()
 
 
 # --------------------------------------------------------------------------
@@ -351,29 +450,48 @@ class LineProfiler:
     wrapper that traces each call. ``results`` holds the tables as data,
     ``print_stats()`` prints them. With ``alloc=True`` two more columns come
     from the allocator hooks: ``Allocated`` (bytes handed out on the line,
-    NumPy arrays included) and ``Net`` (allocated minus freed).
+    NumPy arrays included) and ``Net`` (allocated minus freed); so does
+    memory_profiler's ``backend="tracemalloc"``, while its other backends
+    (``psutil``...) give the RSS columns alone.
     """
 
-    def __init__(self, *functions, alloc=False, include_children=False):
-        self.alloc = bool(alloc)
+    def __init__(self, *functions, alloc=False, include_children=False,
+                 backend=None):
+        self.alloc = bool(alloc) or backend_alloc(backend)
         self.include_children = bool(include_children)
         self.functions = []
-        self.codes = []
+        self.codes = []  # one table each
+        # Every code object registered: those of `codes` and the ones
+        # defined inside them.
+        self._held = []
         self._enabled = 0
         self._lock = threading.Lock()
         # When the profiler goes, the engine lets go of its code objects
         # (and so of every function, copy and figure of them that no other
         # profiler holds). The finalizer holds the list, not the profiler.
-        finalizer = weakref.finalize(self, _ENGINE.release, self.codes)
+        finalizer = weakref.finalize(self, _ENGINE.release, self._held)
         finalizer.atexit = False
         for func in functions:
             self.add_function(func)
 
     def add_function(self, func):
+        """Profiles `func` (a function, method, static or class method, or
+        a code object), with the functions, lambdas and comprehensions
+        defined inside it: their lines show in its table. A function
+        defined inside one added before shows in that one's table, not in
+        a table of its own."""
         code, function = _code_of(func)
-        if not any(known is code for known in self.codes):
+        code = backends.original_code(code)
+        if not any(known is code for known in self._held):
+            # Inner code objects first: see _Engine.register.
+            for sub in reversed(_nested_codes(code)):
+                if not any(known is sub for known in self._held):
+                    _ENGINE.register(sub, nested=True)
+                    self._held.append(sub)  # given back by the finalizer
+                    _core._line_clear(sub)
             _ENGINE.register(code, function)
-            self.codes.append(code)  # given back by the finalizer
+            self._held.append(code)
+            self.codes.append(code)
             # Statistics live per code object in the C engine: a profiler
             # starts its functions from zero.
             _core._line_clear(code)
@@ -505,14 +623,13 @@ class LineProfiler:
         return _profiles(self.codes, self.alloc)
 
     def print_stats(self, stream=None, precision=1):
-        stream = stream if stream is not None else sys.stdout
-        for fp in self.results:
-            stream.write(fp.format(precision))
-        stream.flush()
+        """Writes the tables to `stream` (default sys.stdout), a write per
+        line, so that a LogFile logs each."""
+        write_tables(self.results, stream, precision)
 
     def clear(self):
         """Forget what was measured for this profiler's functions."""
-        for code in self.codes:
+        for code in self._held:
             _core._line_clear(code)
 
 
@@ -520,20 +637,24 @@ class LineProfiler:
 # @profile
 # --------------------------------------------------------------------------
 
-def profile(func=None, *, precision=1, stream=None, alloc=False):
+def profile(func=None, stream=None, precision=1, backend=None, *,
+            alloc=False):
     """Decorator: print the line-by-line table when each outermost call of
     the function returns (or raises). ``@profile``, ``@profile()`` and
-    ``@profile(precision=2, stream=f, alloc=True)`` all work."""
+    ``@profile(precision=2, stream=f, alloc=True)`` all work, and so do
+    memory_profiler's arguments, in its order: ``backend="tracemalloc"``
+    adds the Allocated and Net columns (as ``alloc=True``), ``"psutil"``,
+    ``"psutil_pss"``, ``"psutil_uss"`` and ``"posix"`` give the RSS
+    columns; another name raises KeyError, as memory_profiler does."""
+    alloc = bool(alloc) or backend_alloc(backend)
     if func is None:
         return functools.partial(profile, precision=precision, stream=stream,
                                  alloc=alloc)
     if not callable(func):
         raise TypeError(f"profile() decorates functions, not "
                         f"{type(func).__name__}")
-    _check_precision(precision)
-    if stream is not None and not callable(getattr(stream, "write", None)):
-        raise TypeError(f"stream must have a write() method, not "
-                        f"{type(stream).__name__}")
+    check_precision(precision)
+    check_stream(stream)
     profiler = LineProfiler(alloc=alloc)
     profiler.add_function(func)
     return profiler.wrap_function(
