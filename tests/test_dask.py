@@ -31,13 +31,28 @@ def _local_cluster(n_workers=2):
 
 @pytest.fixture(scope="module", autouse=True)
 def no_statistical_profiler():
-    """distributed's own statistical profiler runs a thread beside each
-    server of this process that older versions end only lazily: off, so
-    that the threads a test leaves are the ones that matter."""
+    """What distributed leaves in this process, dealt with once for the
+    module: its statistical profiler runs a thread beside each server that
+    older versions end only lazily (off); its offload thread lives as long
+    as the process (started here, before any test looks at the threads);
+    and the worker processes it spawns start multiprocessing's resource
+    tracker, a child of this process that would outlive the module and be
+    taken by later tests for one of theirs (stopped after)."""
     import dask
+    from distributed import utils
+    from multiprocessing import resource_tracker
 
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
-        yield
+    tracker = resource_tracker._resource_tracker
+    had_tracker = getattr(tracker, "_pid", None) is not None
+    offload = getattr(utils, "_offload_executor", None)
+    if offload is not None:
+        offload.submit(int).result()
+    try:
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            yield
+    finally:
+        if not had_tracker and getattr(tracker, "_pid", None) is not None:
+            tracker._stop()
 
 
 @pytest.fixture(scope="module")
