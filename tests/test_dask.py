@@ -293,8 +293,21 @@ def _kill_and_restart_a_worker(client, tmp_path):
 
 _NO_MEMLENS_WORKER = textwrap.dedent("""
     import asyncio, sys
-    sys.modules["memlens"] = None  # memlens cannot be imported here
     from distributed import Worker
+
+
+    class NotInstalled:
+        # memlens cannot be imported here, as if it were not installed.
+
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "memlens" or name.startswith("memlens."):
+                raise ModuleNotFoundError(f"No module named {name!r}",
+                                          name=name)
+            return None
+
+
+    sys.meta_path.insert(0, NotInstalled)
 
     async def main():
         async with Worker(sys.argv[1], nthreads=1, name="no-memlens",

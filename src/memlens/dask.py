@@ -581,6 +581,7 @@ class profile:
         self._events = {}
         self._arrived = threading.Condition()
         self._active = False
+        self._install_error = None
 
     # Called on the client's event loop for each event of the topic.
     def _receive(self, event):
@@ -600,9 +601,10 @@ class profile:
         except Exception as exc:
             # The plugin could not be unpickled on some worker: the others
             # have it; which ones lack it is asked when the block ends.
+            self._install_error = f"{type(exc).__name__}: {exc}"
             self.result.notes.append(
                 f"the plugin could not be installed on every worker: "
-                f"{type(exc).__name__}: {exc}")
+                f"{self._install_error}")
         except BaseException:
             self._remove()
             raise
@@ -632,14 +634,40 @@ class profile:
         for addr, answer in answers.items():
             name = names.get(addr, addr)
             if isinstance(answer, BaseException):
-                result.missing[name] = (f"{type(answer).__name__}: "
-                                        f"{answer}")
+                why = f"{type(answer).__name__}: {answer}"
+                if self._install_error and self._install_error not in why:
+                    why += (f" (installing the plugin failed: "
+                            f"{self._install_error})")
+                result.missing[name] = why
             elif answer.get("missing"):
                 result.missing[name] = "the plugin is not installed there"
             else:
                 expected[answer["incarnation"]] = answer["sent"]
+        self._why_missing(names)
         events = self._wait(expected)
         self._build(events, expected)
+
+    def _why_missing(self, names):
+        """For the workers that did not answer, whether memlens imports
+        there, asked through the standard library alone (a message holding
+        memlens's own functions is what they cannot read)."""
+        failed = [addr for addr, name in names.items()
+                  if name in self.result.missing]
+        if not failed:
+            return
+        import importlib
+
+        try:
+            answers = self.client.run(importlib.import_module,
+                                      "memlens.dask", workers=failed,
+                                      on_error="return")
+        except Exception:
+            return
+        for addr, answer in answers.items():
+            if isinstance(answer, ImportError):
+                self.result.missing[names[addr]] = (
+                    f"memlens cannot be imported there "
+                    f"({type(answer).__name__}: {answer})")
 
     def _wait(self, expected):
         """Waits until every record each live worker sent has arrived, or
