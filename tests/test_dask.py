@@ -1,5 +1,6 @@
 """memlens.dask on a real cluster: worker processes, each one thread,
 started by the tests."""
+import contextlib
 import json
 import operator
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -23,10 +25,24 @@ pytestmark = pytest.mark.slow
 TOLERANCE = 0.05
 
 
-def _local_cluster(n_workers=2):
+def _local_cluster(n_workers=2, threads=1):
     return distributed.LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True,
+        n_workers=n_workers, threads_per_worker=threads, processes=True,
         dashboard_address=":0", silence_logs=50)
+
+
+@contextlib.contextmanager
+def _own_cluster(n_workers=2, threads=1):
+    """A cluster for one test, and a client of it. distributed's threads
+    that watch its worker processes end once each process is joined,
+    which may come just after the cluster closes: waited for."""
+    before = set(threading.enumerate())
+    with _local_cluster(n_workers, threads) as cluster, \
+            distributed.Client(cluster) as c:
+        yield cluster, c
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("AsyncProcess"):
+            thread.join(timeout=60)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -232,10 +248,7 @@ def test_profile_rejects_bad_arguments(client):
 
 
 def test_tasks_that_overlap_in_threads_say_they_shared_the_peak():
-    cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True,
-        dashboard_address=":0", silence_logs=50)
-    with cluster, distributed.Client(cluster) as c:
+    with _own_cluster(n_workers=1, threads=2) as (_, c):
         with mdask.profile(c) as prof:
             a = c.submit(meet, "meet-a", "meet-b", pure=False)
             b = c.submit(meet, "meet-b", "meet-a", pure=False)
@@ -255,7 +268,7 @@ def test_worker_killed_and_restarted_loses_only_its_unfinished_task(
         tmp_path):
     # A cluster of its own: the nanny's threads watching the new worker
     # process end with it.
-    with _local_cluster() as cluster, distributed.Client(cluster) as c:
+    with _own_cluster() as (_, c):
         _kill_and_restart_a_worker(c, tmp_path)
 
 
@@ -319,8 +332,7 @@ _NO_MEMLENS_WORKER = textwrap.dedent("""
 
 
 def test_worker_without_memlens_is_named_and_the_others_report(tmp_path):
-    with _local_cluster(n_workers=1) as cluster, \
-            distributed.Client(cluster) as c:
+    with _own_cluster(n_workers=1) as (cluster, c):
         script = tmp_path / "worker.py"
         script.write_text(_NO_MEMLENS_WORKER)
         proc = subprocess.Popen([sys.executable, str(script),
