@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_objects.py
 	$(PY) bench/bench_pytest.py
 	$(PY) bench/bench_run.py
+	$(PY) bench/bench_dask.py
 
 # AddressSanitizer + UBSan build in its own environment. The build is made
 # from a fresh copy of the sources in $(ASAN_VENV)/src, never in build/:

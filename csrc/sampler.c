@@ -535,28 +535,39 @@ sampler_exit(PyObject *self, PyObject *Py_UNUSED(args))
     Py_RETURN_FALSE;
 }
 
-/* _buffers() -> (bytes of float64 times, bytes of uint64 values): a copy
- * taken under the lock, so a running thread may go on appending. */
+/* _buffers(first=0) -> (bytes of float64 times, bytes of uint64 values)
+ * of the samples from index `first` on (none when there are not that
+ * many): a copy taken under the lock, so a running thread may go on
+ * appending. A reader that keeps what it took asks only for the rest. */
 static PyObject *
-sampler_buffers(PyObject *self, PyObject *Py_UNUSED(args))
+sampler_buffers(PyObject *self, PyObject *args)
 {
     SamplerObject *so = (SamplerObject *)self;
     PyObject *times = NULL, *values = NULL, *result = NULL;
     double *tcopy = NULL;
     uint64_t *vcopy = NULL;
-    size_t n;
+    Py_ssize_t first = 0;
+    size_t n, skip;
+    if (!PyArg_ParseTuple(args, "|n:_buffers", &first)) {
+        return NULL;
+    }
+    if (first < 0) {
+        PyErr_Format(PyExc_ValueError, "first must be >= 0, not %zd", first);
+        return NULL;
+    }
     if (sampler_check_ready(so) < 0) {
         return NULL;
     }
     /* Copy out with libc first: building Python objects under the lock
      * would make the thread wait on our allocations. */
     pthread_mutex_lock(&so->s.lock);
-    n = so->s.count;
+    skip = (size_t)first < so->s.count ? (size_t)first : so->s.count;
+    n = so->s.count - skip;
     tcopy = malloc(n ? n * sizeof(double) : 1);
     vcopy = malloc(n ? n * sizeof(uint64_t) : 1);
     if (tcopy != NULL && vcopy != NULL && n > 0) {
-        memcpy(tcopy, so->s.times, n * sizeof(double));
-        memcpy(vcopy, so->s.values, n * sizeof(uint64_t));
+        memcpy(tcopy, so->s.times + skip, n * sizeof(double));
+        memcpy(vcopy, so->s.values + skip, n * sizeof(uint64_t));
     }
     pthread_mutex_unlock(&so->s.lock);
     if (tcopy == NULL || vcopy == NULL) {
@@ -657,8 +668,9 @@ static PyMethodDef sampler_methods[] = {
      "Stop and join the thread (no-op when stopped)."},
     {"__enter__", sampler_start, METH_NOARGS, NULL},
     {"__exit__", sampler_exit, METH_VARARGS, NULL},
-    {"_buffers", sampler_buffers, METH_NOARGS,
-     "(times, values) as raw float64 / uint64 bytes."},
+    {"_buffers", sampler_buffers, METH_VARARGS,
+     "_buffers(first=0): (times, values) of the samples from index first\n"
+     "on, as raw float64 / uint64 bytes."},
     {NULL, NULL, 0, NULL},
 };
 

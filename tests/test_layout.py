@@ -28,7 +28,7 @@ LAYERS = (
     # pytest plugin, the points.
     ("front", ("memlens", "memlens.__main__", "memlens.cli",
                "memlens.ipython", "memlens.pytest_plugin", "memlens.points",
-               "memlens.builtins")),
+               "memlens.builtins", "memlens.dask")),
 )
 
 

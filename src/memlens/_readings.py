@@ -75,9 +75,11 @@ class Sampler(_core.Sampler):
 
     __slots__ = ()
 
-    def arrays(self):
-        """(times, values) from one consistent copy of the samples."""
-        raw_times, raw_values = self._buffers()
+    def arrays(self, first=0):
+        """(times, values) from one consistent copy of the samples, from
+        index `first` on: a reader that keeps what it took asks only for
+        the samples since."""
+        raw_times, raw_values = self._buffers(first)
         times, values = array("d"), array("Q")
         times.frombytes(raw_times)
         values.frombytes(raw_values)

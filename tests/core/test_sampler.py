@@ -176,3 +176,20 @@ def test_start_while_another_thread_stops_is_refused_or_works():
             samples(s, 3)
         assert s.failures == failures  # its descriptor is its own
         s.stop()
+
+
+def test_arrays_from_an_index_give_only_the_samples_since():
+    with memlens.Sampler(interval=0.001) as s:
+        samples(s, 10)
+    times, values = s.arrays()
+    later_times, later_values = s.arrays(4)
+    assert list(later_times) == list(times[4:])
+    assert list(later_values) == list(values[4:])
+    assert len(s.arrays(len(times))[0]) == 0
+    assert len(s.arrays(len(times) + 100)[1]) == 0
+
+
+def test_arrays_from_a_negative_index_is_a_value_error():
+    s = memlens.Sampler(interval=0.001)
+    with pytest.raises(ValueError, match="first"):
+        s.arrays(-1)

@@ -448,6 +448,20 @@ def read(path):
     return run
 
 
+def lines(run):
+    """The text lines of RunData `run`, as read() would read them back:
+    CMDLINE, its MEM samples, then its FUNC spans."""
+    from memlens._report import MIB, mib
+
+    if run.cmdline is not None:
+        yield f"CMDLINE {run.cmdline}\n"
+    for mem, when in zip(run.memory.mem, run.memory.times):
+        yield f"MEM {mib(mem * MIB, 6)} {when:.6f}\n"
+    for s in run.spans:
+        yield (f"FUNC {s.name} {mib(s.mem_start * MIB, 6)} {s.start:.6f} "
+               f"{mib(s.mem_end * MIB, 6)} {s.end:.6f} {s.depth}\n")
+
+
 # --------------------------------------------------------------------------
 # Finding files
 # --------------------------------------------------------------------------
