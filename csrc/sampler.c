@@ -92,20 +92,56 @@ sampler_finish_unlocked(memlens_sampler *s)
     pthread_cond_broadcast(&s->done);
 }
 
+/* Reads one sample through s->file into *value: 1 read, 0 failed, -1
+ * when the process sampled is gone. A file whose number the program took
+ * is opened again. So is another process's after a failed read:
+ * smaps_rollup reads the memory the process had when it was opened, and
+ * every read fails (ESRCH) once the process has run exec. Only a process
+ * that is no more (its folder gone, or exiting) is gone; a read or a
+ * parse that fails for a living one is a failure. Never raises. */
+static int
+sampler_read(memlens_sampler *s, uint64_t *value)
+{
+    int opened = memlens_ownfd_check(&s->file);
+    int err = 0;
+    if (!opened && memlens_proc_reopen(&s->file, s->file_path) < 0) {
+        err = errno;
+    }
+    else if (memlens_metric_from_fd(s->file.fd, s->metric, value) == 0) {
+        goto read;
+    }
+    else if (s->pid > 0 && opened) {
+        memlens_ownfd_close(&s->file);
+        if (memlens_proc_reopen(&s->file, s->file_path) < 0) {
+            err = errno;
+        }
+        else if (memlens_metric_from_fd(s->file.fd, s->metric, value) == 0) {
+            goto read;
+        }
+    }
+    if (s->pid <= 0) {
+        return 0;
+    }
+    return err == ENOENT || err == ESRCH || memlens_pid_gone(s->pid) ? -1 : 0;
+read:
+    /* Another process's files read as zero pages from the moment its exit
+     * releases its memory (so do a kernel thread's, which is why a zero
+     * is checked). */
+    if (s->pid > 0 && *value == 0 && memlens_pid_gone(s->pid)) {
+        return -1;
+    }
+    return 1;
+}
+
 /* Takes one sample, hands it to the sink and keeps it. Called by the
- * thread, or by the owner after join; never raises. A file whose number
- * the program took is opened again. */
+ * thread, or by the owner after join; never raises. */
 static void
 sampler_take(memlens_sampler *s)
 {
     uint64_t rss = 0;
-    int ok = (memlens_ownfd_check(&s->file)
-              || memlens_proc_reopen(&s->file, s->file_path) == 0)
-             && memlens_metric_from_fd(s->file.fd, s->metric, &rss) == 0;
-    /* Another process's files read as nothing once it is reaped, and as
-     * zero pages from the moment its exit releases its memory (so do a
-     * kernel thread's, which is why a zero is checked). */
-    int gone = s->pid > 0 && (!ok || (rss == 0 && memlens_pid_gone(s->pid)));
+    int got = sampler_read(s, &rss);
+    int ok = got > 0;
+    int gone = got < 0;
     double t = sampler_elapsed(s);
     if (ok && !gone && s->sink != NULL) {
         rss = s->sink->sample(s->sink, t, rss);
@@ -166,6 +202,10 @@ sampler_add_seconds(struct timespec *ts, double seconds)
     }
 }
 
+/* Timeouts longer than this (about 31 years) are no timeout: the
+ * deadline would not fit a time_t, or a double would lose its seconds. */
+#define SAMPLER_WAIT_FOREVER 1e9
+
 static int
 sampler_before(const struct timespec *a, const struct timespec *b)
 {
@@ -197,8 +237,9 @@ sampler_main(void *arg)
         }
         pthread_mutex_lock(&s->lock);
         while (!s->stop_requested && !s->finished) {
-            int rc = pthread_cond_timedwait(&s->wake, &s->lock, &next);
-            if (rc == ETIMEDOUT) {
+            /* Past the deadline (ETIMEDOUT) or refused (EINVAL): a wait
+             * that returns at once must not spin with the lock held. */
+            if (pthread_cond_timedwait(&s->wake, &s->lock, &next) != 0) {
                 break;
             }
         }
@@ -249,7 +290,15 @@ memlens_sampler_start(memlens_sampler *s)
     struct timespec wall;
     sampler_adopt_after_fork(s);
     if (s->running) {
-        return 0;
+        if (memlens_sampler_active(s)) {
+            return 0;
+        }
+        /* It ended by itself (limit reached, process gone): joined as
+         * stop() joins it, then started afresh, as after stop(). */
+        memlens_sampler_stop(s);
+        if (s->running) {
+            return 0; /* Started by another thread while we joined. */
+        }
     }
     if (s->stopping) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -352,6 +401,9 @@ memlens_sampler_wait(memlens_sampler *s, double timeout)
     struct timespec deadline, slice;
     int ended;
     sampler_adopt_after_fork(s);
+    if (isnan(timeout) || timeout > SAMPLER_WAIT_FOREVER) {
+        timeout = -1.0;
+    }
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     if (timeout >= 0.0) {
         sampler_add_seconds(&deadline, timeout);
@@ -367,8 +419,10 @@ memlens_sampler_wait(memlens_sampler *s, double timeout)
         }
         pthread_mutex_lock(&s->lock);
         while (!s->finished && !s->stop_requested) {
-            if (pthread_cond_timedwait(&s->done, &s->lock, &slice)
-                == ETIMEDOUT) {
+            /* Any return but a wake-up (ETIMEDOUT, or EINVAL for a
+             * deadline refused) ends the slice: signals are checked
+             * below, and the lock is not held in a spin. */
+            if (pthread_cond_timedwait(&s->done, &s->lock, &slice) != 0) {
                 break;
             }
         }
@@ -378,11 +432,11 @@ memlens_sampler_wait(memlens_sampler *s, double timeout)
         {
             return 1;
         }
-        if (timeout >= 0.0 && !sampler_before(&slice, &deadline)) {
-            return 0;
-        }
         if (PyErr_CheckSignals() < 0) {
             return -1;
+        }
+        if (timeout >= 0.0 && !sampler_before(&slice, &deadline)) {
+            return 0;
         }
     }
 }
@@ -399,6 +453,19 @@ memlens_sampler_fini(memlens_sampler *s)
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->done);
     pthread_mutex_destroy(&s->lock);
+}
+
+int
+memlens_sampler_active(memlens_sampler *s)
+{
+    sampler_adopt_after_fork(s);
+    if (!s->running) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    int finished = s->finished;
+    pthread_mutex_unlock(&s->lock);
+    return !finished;
 }
 
 uint64_t

@@ -72,8 +72,9 @@ typedef struct {
 /* Prepares a stopped sampler. 0, or -1 with an exception. */
 int memlens_sampler_init(memlens_sampler *s, double interval);
 
-/* Starts the thread; no-op when running. 0, or -1 with an exception.
- * GIL held. Clears earlier samples. */
+/* Starts the thread; no-op when running. A thread that ended by itself
+ * (limit reached, process gone) is joined first and the sampler started
+ * afresh. 0, or -1 with an exception. GIL held. Clears earlier samples. */
 int memlens_sampler_start(memlens_sampler *s);
 
 /* Stops and joins the thread (releasing the GIL while it waits) and takes
@@ -85,10 +86,13 @@ void memlens_sampler_fini(memlens_sampler *s);
 
 /* Waits, releasing the GIL, until the thread ends by itself (limit
  * reached, process gone) or is asked to stop, or `timeout` seconds pass
- * (< 0: no timeout). Signals are checked every few tens of milliseconds.
+ * (< 0, NaN or over 1e9: no timeout). Signals are checked every few tens of milliseconds.
  * 1 when it ended, 0 on timeout, -1 with an exception (a signal handler
  * raised). GIL held. */
 int memlens_sampler_wait(memlens_sampler *s, double timeout);
+
+/* Whether the thread runs and has not ended by itself. GIL held. */
+int memlens_sampler_active(memlens_sampler *s);
 
 /* Highest RSS sampled so far (0 before any). Any thread. */
 uint64_t memlens_sampler_peak(memlens_sampler *s);

@@ -259,7 +259,9 @@ usage_start(PyObject *self, PyObject *Py_UNUSED(args))
     if (usage_check(u) < 0) {
         return NULL;
     }
-    if (!u->s.running) {
+    /* A thread that ended by itself calls the sink no more: its records
+     * are cleared too, and start() joins it. */
+    if (!memlens_sampler_active(&u->s)) {
         pthread_mutex_lock(&u->kids_lock);
         u->kid_count = 0;
         pthread_mutex_unlock(&u->kids_lock);
@@ -304,8 +306,10 @@ usage_wait(PyObject *self, PyObject *args, PyObject *kwds)
             return NULL;
         }
         if (!(timeout >= 0.0)) {
-            PyErr_SetString(PyExc_ValueError,
-                            "timeout must be a non-negative number");
+            PyErr_Format(PyExc_ValueError,
+                         "timeout must be a non-negative number of seconds, "
+                         "or None, not %R",
+                         timeout_obj);
             return NULL;
         }
     }
@@ -436,8 +440,9 @@ static PyObject *
 usage_get_running(PyObject *self, void *Py_UNUSED(closure))
 {
     UsageObject *u = (UsageObject *)self;
-    return PyBool_FromLong(u->ready && u->s.running
-                           && u->s.owner_pid == getpid());
+    /* A thread that ended by itself runs no more, though not joined. */
+    return PyBool_FromLong(u->ready && u->s.owner_pid == getpid()
+                           && memlens_sampler_active(&u->s));
 }
 
 static PyObject *

@@ -162,3 +162,122 @@ def test_fork_in_the_child_leaves_it_usable():
     _, status = os.waitpid(pid, 0)
     u.stop()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+#: A child that says so, waits for a line, then runs exec: the new
+#: program says so too and waits for its stdin to close.
+EXECS = (
+    "import os, sys\n"
+    "print('before', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "os.execv(sys.executable, [sys.executable, '-c', "
+    "\"import sys; print('after', flush=True); sys.stdin.read()\"])\n"
+)
+
+
+@pytest.mark.parametrize("metric", ["rss", "pss", "uss"])
+def test_another_process_is_sampled_across_its_exec(metric):
+    # smaps_rollup, opened once, reads the memory the process had when it
+    # was opened: after exec every read of it fails with ESRCH.
+    child = subprocess.Popen([sys.executable, "-c", EXECS],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline() == "before\n"
+        u = _core.UsageSampler(0.001, pid=child.pid, metric=metric)
+        u.start()
+        child.stdin.write("exec\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "after\n"
+        taken = len(buffers(u)[1])
+        # Unless the thread ended, stop() samples the new program once more.
+        u.stop()
+        assert not u.gone and not u.finished
+        assert child.poll() is None
+        values = buffers(u)[1]
+        assert len(values) > taken and all(v > 0 for v in values)
+    finally:
+        child.stdin.close()
+        child.stdout.close()
+        child.wait()
+
+
+@pytest.mark.parametrize("timeout", [1e9 + 1, 1e19, 1e300])
+def test_wait_with_a_huge_timeout_waits_for_the_end(timeout):
+    u = _core.UsageSampler(0.001, limit=5)
+    u.start()
+    try:
+        assert u.wait(timeout) is True
+        assert u.finished
+    finally:
+        u.stop()
+    assert len(buffers(u)[1]) == 5
+
+
+def test_wait_without_end_lets_a_signal_handler_raise():
+    # An infinite timeout is no timeout; the limit only bounds the test.
+    class Alarm(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Alarm
+
+    old = signal.signal(signal.SIGALRM, handler)
+    u = _core.UsageSampler(0.05, limit=1200)
+    try:
+        u.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Alarm):
+            u.wait(float("inf"))
+        assert not u.finished
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        u.stop()
+
+
+@pytest.mark.parametrize("timeout, exc", [
+    (float("nan"), ValueError),
+    (-1, ValueError),
+    (float("-inf"), ValueError),
+    ("1", TypeError),
+])
+def test_wait_rejects_a_bad_timeout(timeout, exc):
+    u = _core.UsageSampler(0.001, limit=1)
+    with pytest.raises(exc):
+        u.wait(timeout)
+
+
+def test_a_sampler_that_reached_its_limit_is_not_running_and_restarts():
+    u = _core.UsageSampler(0.001, limit=3, add_children=True,
+                           each_child=True)
+    u.start()
+    assert u.wait() is True
+    assert u.finished and not u.running
+    first = u.start_time
+    # Started afresh: the ended thread is joined, the samples cleared.
+    u.start()
+    assert u.start_time >= first
+    assert u.wait() is True
+    assert not u.running
+    assert _core.state()["sampler_threads"] == 0
+    u.stop()
+    assert len(buffers(u)[1]) == 3
+
+
+def test_a_sampler_whose_process_is_gone_restarts_on_that_pid():
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        u = _core.UsageSampler(0.001, pid=child.pid)
+        u.start()
+        child.stdin.close()
+        assert u.wait() is True
+        assert u.gone and not u.running
+    finally:
+        child.wait()
+    # start() begins again: on a reaped pid, that is no such process.
+    with pytest.raises(ProcessLookupError):
+        u.start()
+    assert not u.running and _core.state()["sampler_threads"] == 0
