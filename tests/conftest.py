@@ -25,6 +25,15 @@ SANITIZED = bool(os.environ.get("MEMLENS_SANITIZED"))
 figures = pytest.mark.skipif(
     SANITIZED, reason="RSS figures are meaningless under a sanitizer")
 
+def pytest_collection_modifyitems(session, config, items):
+    """The Dask tests run last. distributed keeps threads of its own (its
+    offload executor) for the life of the process that ran a client:
+    after them, every fork would be a fork of a multi-threaded process
+    (Python 3.15 warns of it, and the fork tests fail on the warning)."""
+    items.sort(key=lambda item: item.module.__name__ == "test_dask"
+               if item.module is not None else False)
+
+
 #: The command line, as a program runs it.
 MEMLENS = [sys.executable, "-m", "memlens"]
 
