@@ -38,6 +38,22 @@ def pytest_collection_modifyitems(session, config, items):
 MEMLENS = [sys.executable, "-m", "memlens"]
 
 
+def run(*args, **kwargs):
+    """A command's CompletedProcess, its output captured, in two minutes
+    at most."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run(list(args), **kwargs)
+
+
+def write(path, source):
+    """`source`, dedented, written to `path`; the path."""
+    import textwrap
+
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """The test in its own directory, where data files land; plots drawn

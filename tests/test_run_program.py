@@ -15,23 +15,12 @@ import pytest
 
 from memlens.cli import datafile
 
-from conftest import MEMLENS
+from conftest import MEMLENS, run, write
 
 PYTHON = [sys.executable]
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
-
-
-def run(*args, **kwargs):
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("timeout", 120)
-    return subprocess.run(list(args), **kwargs)
-
-
-def write(path, source):
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def summary(stderr):

@@ -3,27 +3,14 @@ written as the run goes, read back by report and plot."""
 import json
 import os
 import signal
-import subprocess
-import textwrap
 
 import pytest
 
 from memlens.cli import tracefile
 
-from conftest import MEMLENS, MiB
+from conftest import MEMLENS, MiB, run, write
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
-
-
-def run(*args, **kwargs):
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("timeout", 120)
-    return subprocess.run(list(args), **kwargs)
-
-
-def write(path, source):
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def error_line(result):
